@@ -1,0 +1,323 @@
+"""Typed, frozen configuration and the named presets (`paper`, `quick`, `test`).
+
+A preset is data: every difference between a laptop run and the brief's run lives in
+the values below, never in a branch of the code. Sub-configs hold exactly the fields
+of the function or module they parameterise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; raised before any work starts."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    class_name: str = "dog"
+    max_images: int = 5000  # cap on training images of the class (brief: 5,000)
+    path: str = ""  # official tarball or extracted folder; "" = look in tfds, then env var
+    holdout: int = 200  # real images held out of training for labeler validation / FD
+
+    def __post_init__(self):
+        _check(self.max_images > 0, f"data.max_images must be > 0, got {self.max_images}")
+        _check(self.holdout >= 0, f"data.holdout must be >= 0, got {self.holdout}")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Fields of `hybrid_jax.models.unet.UNet` (DDPM-CIFAR style)."""
+
+    base_channels: int = 128
+    channel_mults: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.1
+    num_groups: int = 32
+    dtype: str = "float32"  # compute dtype; params stay float32
+
+    def __post_init__(self):
+        _check(self.base_channels > 0, "unet.base_channels must be > 0")
+        _check(self.base_channels % self.num_groups == 0,
+               f"unet.base_channels={self.base_channels} must be divisible by num_groups={self.num_groups}")
+        _check(len(self.channel_mults) >= 1, "unet.channel_mults must not be empty")
+        _check(0.0 <= self.dropout < 1.0, f"unet.dropout must be in [0, 1), got {self.dropout}")
+        _check(self.dtype in ("float32", "bfloat16"), f"unet.dtype must be float32 or bfloat16, got {self.dtype}")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Fields of `hybrid_jax.models.decoder.Decoder` (causal patch transformer)."""
+
+    num_layers: int = 6
+    width: int = 512
+    num_heads: int = 8
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        _check(self.num_layers > 0, "decoder.num_layers must be > 0")
+        _check(self.width % self.num_heads == 0,
+               f"decoder.width={self.width} must be divisible by num_heads={self.num_heads}")
+        _check(self.dtype in ("float32", "bfloat16"), f"decoder.dtype must be float32 or bfloat16, got {self.dtype}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 3e-4
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0  # 0 disables EMA; when > 0 the samplers use the EMA params
+    ckpt_every: int = 1000  # steps between orbax checkpoints (and one at the end)
+    log_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
+        _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
+        _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _check(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        _check(self.ckpt_every > 0, f"train.ckpt_every must be > 0, got {self.ckpt_every}")
+
+
+@dataclass(frozen=True)
+class ModelAConfig:
+    """Blockwise DDPM: 4 blocks of 16x16, `steps_per_block` DDPM steps each."""
+
+    unet: UNetConfig = UNetConfig()
+    steps_per_block: int = 200
+    scan_unroll: int = 1
+    train: TrainConfig = TrainConfig(epochs=500)
+
+    def __post_init__(self):
+        _check(self.steps_per_block > 0, f"model_a.steps_per_block must be > 0, got {self.steps_per_block}")
+        _check(self.scan_unroll > 0, "model_a.scan_unroll must be > 0")
+
+
+@dataclass(frozen=True)
+class ModelBConfig:
+    """Causal patch transformer (stage 1) of Model B."""
+
+    decoder: DecoderConfig = DecoderConfig()
+    temperature: float = 0.25
+    train: TrainConfig = TrainConfig(epochs=250)
+
+    def __post_init__(self):
+        _check(self.temperature >= 0, f"model_b.temperature must be >= 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class CorrectorConfig:
+    """Shallow diffusion corrector (stage 2) of Model B: noise to `start_step`, denoise back."""
+
+    unet: UNetConfig = UNetConfig(base_channels=64, num_groups=32)
+    num_timesteps: int = 100
+    start_step: int = 30
+    scan_unroll: int = 1
+    train: TrainConfig = TrainConfig(epochs=150)
+
+    def __post_init__(self):
+        _check(self.num_timesteps > 0, f"corrector.num_timesteps must be > 0, got {self.num_timesteps}")
+        _check(0 < self.start_step <= self.num_timesteps,
+               f"corrector.start_step must be in (0, num_timesteps={self.num_timesteps}], got {self.start_step}")
+
+
+@dataclass(frozen=True)
+class SeedsConfig:
+    """Seeds whose A and B images are generated, featurised and labeled."""
+
+    num_seeds: int = 600
+    batch_size: int = 64
+    base_seed: int = 0
+
+    def __post_init__(self):
+        _check(self.num_seeds > 1, f"seeds.num_seeds must be > 1, got {self.num_seeds}")
+        _check(self.batch_size > 0, f"seeds.batch_size must be > 0, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class LabelerConfig:
+    """Automated quality labels: k-NN realism in Model A's U-Net feature space."""
+
+    k: int = 5
+    feature_timestep: int = 10  # diffusion step at which A's U-Net reads a clean image
+    margin: float = 0.0  # cheap_ok iff score_B >= score_A - margin * std(real scores)
+
+    def __post_init__(self):
+        _check(self.k > 0, f"labeler.k must be > 0, got {self.k}")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Gradient-boosting router read off B's first `prefix_steps` AR steps."""
+
+    prefix_steps: int = 12
+    n_estimators: int = 2000
+    max_depth: int = 4
+    learning_rate: float = 0.05
+    threshold: float = 0.55
+    sweep: tuple[float, ...] = (0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70)
+    n_splits: int = 30
+    test_fraction: float = 0.2
+    cv_folds: int = 10
+    ablation: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(1 <= self.prefix_steps < 16, f"router.prefix_steps must be in [1, 15], got {self.prefix_steps}")
+        _check(0.0 <= self.threshold <= 1.0, f"router.threshold must be in [0, 1], got {self.threshold}")
+        _check(all(0.0 <= t <= 1.0 for t in self.sweep), f"router.sweep values must be in [0, 1], got {self.sweep}")
+        _check(0.0 < self.test_fraction < 1.0, f"router.test_fraction must be in (0, 1), got {self.test_fraction}")
+        _check(self.n_estimators > 0 and self.max_depth > 0, "router.n_estimators and max_depth must be > 0")
+        _check(self.cv_folds >= 2 and self.n_splits >= 1, "router.cv_folds must be >= 2 and n_splits >= 1")
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    """Timed routed evaluation (brief: N = 50 images)."""
+
+    num_images: int = 50
+    repeats: int = 3
+
+    def __post_init__(self):
+        _check(self.num_images > 0 and self.repeats > 0, "cost.num_images and cost.repeats must be > 0")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    data: DataConfig = DataConfig()
+    model_a: ModelAConfig = ModelAConfig()
+    model_b: ModelBConfig = ModelBConfig()
+    corrector: CorrectorConfig = CorrectorConfig()
+    seeds: SeedsConfig = SeedsConfig()
+    labeler: LabelerConfig = LabelerConfig()
+    router: RouterConfig = RouterConfig()
+    cost: CostConfig = CostConfig()
+    version: int = 1  # bump when a change makes old work dirs incompatible
+
+
+_TINY_UNET = UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(16,),
+                        dropout=0.0, num_groups=4)
+_QUICK_UNET = UNetConfig(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,),
+                         dropout=0.0, num_groups=8)
+
+PRESETS: dict[str, Preset] = {
+    # Every number of the brief.
+    "paper": Preset(name="paper"),
+    # Whole pipeline on a 2-core CPU in about a quarter of an hour.
+    "quick": Preset(
+        name="quick",
+        data=DataConfig(max_images=5000, holdout=100),
+        model_a=ModelAConfig(unet=_QUICK_UNET, steps_per_block=25,
+                             train=TrainConfig(epochs=6, batch_size=32, ckpt_every=200, log_every=20)),
+        model_b=ModelBConfig(decoder=DecoderConfig(num_layers=4, width=128, num_heads=4),
+                             train=TrainConfig(epochs=40, batch_size=32, lr=1e-3, ckpt_every=500, log_every=50)),
+        corrector=CorrectorConfig(unet=dataclasses.replace(_QUICK_UNET, base_channels=16, channel_mults=(1, 2)),
+                                  train=TrainConfig(epochs=4, batch_size=32, ckpt_every=200, log_every=20)),
+        seeds=SeedsConfig(num_seeds=120, batch_size=40),
+        labeler=LabelerConfig(k=3),
+        router=RouterConfig(n_estimators=200, n_splits=10, cv_folds=5),
+        cost=CostConfig(num_images=20, repeats=2),
+    ),
+    # Tiny: the whole pipeline in seconds, for tests.
+    "test": Preset(
+        name="test",
+        data=DataConfig(max_images=64, holdout=16),
+        model_a=ModelAConfig(unet=_TINY_UNET, steps_per_block=4,
+                             train=TrainConfig(epochs=2, batch_size=16, ckpt_every=4, log_every=2)),
+        model_b=ModelBConfig(decoder=DecoderConfig(num_layers=2, width=32, num_heads=2),
+                             train=TrainConfig(epochs=2, batch_size=16, ckpt_every=4, log_every=2)),
+        corrector=CorrectorConfig(unet=_TINY_UNET, num_timesteps=10, start_step=3,
+                                  train=TrainConfig(epochs=2, batch_size=16, ckpt_every=4, log_every=2)),
+        seeds=SeedsConfig(num_seeds=40, batch_size=20),
+        labeler=LabelerConfig(k=2),
+        router=RouterConfig(n_estimators=10, max_depth=2, n_splits=3, cv_folds=3,
+                            sweep=(0.4, 0.55, 0.7)),
+        cost=CostConfig(num_images=4, repeats=1),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def _coerce(tp, text: str):
+    """Parse `text` as a value of the annotated type `tp`."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (elem, *_), = [typing.get_args(tp)]
+        parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+        return tuple(_coerce(elem, p.strip()) for p in parts)
+    if origin in (typing.Union, types.UnionType):
+        return _coerce(next(a for a in typing.get_args(tp) if a is not type(None)), text)
+    if tp is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"expected a boolean, got {text!r}")
+    return tp(text)
+
+
+def override(cfg, dotted: str, text: str):
+    """Return `cfg` with the field at `dotted` (e.g. "model_a.unet.base_channels") set from `text`."""
+    head, _, rest = dotted.partition(".")
+    hints = typing.get_type_hints(type(cfg))
+    if head not in hints:
+        raise ConfigError(f"{type(cfg).__name__} has no field {head!r}; fields: {sorted(hints)}")
+    if rest:
+        value = override(getattr(cfg, head), rest, text)
+    else:
+        try:
+            value = _coerce(hints[head], text)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"cannot set {dotted}={text!r}: {e}") from None
+    return dataclasses.replace(cfg, **{head: value})
+
+
+def apply_overrides(cfg, assignments: list[str]):
+    """Apply `key=value` strings in order."""
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        cfg = override(cfg, key.strip(), text.strip())
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_json(cfg) -> str:
+    return json.dumps(to_dict(cfg), sort_keys=True, indent=1)
+
+
+def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted names of fields that differ between two config dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff(va, vb, f"{prefix}{k}.")
+        elif (list(va) if isinstance(va, (list, tuple)) else va) != (list(vb) if isinstance(vb, (list, tuple)) else vb):
+            out.append(f"{prefix}{k}: {va!r} != {vb!r}")
+    return out

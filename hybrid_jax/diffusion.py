@@ -1,0 +1,155 @@
+"""DDPM core (Ho et al. 2020): schedule, forward noising, losses, reverse steps, scan sampler.
+
+Everything is a pure function of arrays; the schedule is a pytree of f32 tables that the
+sampler indexes by timestep (no `lax.cond` on t), so the network may run in bf16 while
+the sampler's arithmetic stays in f32.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+EpsFn = Callable[[Any, jax.Array, jax.Array, Any], jax.Array]  # (params, x_t, t[b], cond) -> eps
+
+
+@flax.struct.dataclass
+class Schedule:
+    """Precomputed f32 tables, each [T]."""
+
+    betas: jax.Array
+    alphas_cumprod: jax.Array
+    alphas_cumprod_prev: jax.Array
+    sqrt_alphas_cumprod: jax.Array
+    sqrt_one_minus_alphas_cumprod: jax.Array
+    sqrt_recip_alphas_cumprod: jax.Array
+    sqrt_recipm1_alphas_cumprod: jax.Array
+    posterior_variance: jax.Array
+    posterior_log_variance_clipped: jax.Array
+    posterior_mean_coef1: jax.Array
+    posterior_mean_coef2: jax.Array
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.betas.shape[0]
+
+
+def linear_betas(num_timesteps: int) -> np.ndarray:
+    """Ho et al.'s 1e-4..0.02 over 1000 steps, rescaled by 1000/T for T steps (capped below 1)."""
+    scale = 1000.0 / num_timesteps
+    return np.clip(np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64), 0.0, 0.999)
+
+
+def linear_schedule(num_timesteps: int) -> Schedule:
+    """All tables computed in f64 NumPy, stored as f32."""
+    betas = linear_betas(num_timesteps)
+    ac = np.cumprod(1.0 - betas)
+    ac_prev = np.append(1.0, ac[:-1])
+    post_var = betas * (1.0 - ac_prev) / (1.0 - ac)
+    tables = dict(
+        betas=betas,
+        alphas_cumprod=ac,
+        alphas_cumprod_prev=ac_prev,
+        sqrt_alphas_cumprod=np.sqrt(ac),
+        sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - ac),
+        sqrt_recip_alphas_cumprod=np.sqrt(1.0 / ac),
+        sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / ac - 1.0),
+        posterior_variance=post_var,
+        posterior_log_variance_clipped=np.log(np.append(post_var[1], post_var[1:]) if num_timesteps > 1
+                                              else np.maximum(post_var, 1e-20)),
+        posterior_mean_coef1=betas * np.sqrt(ac_prev) / (1.0 - ac),
+        posterior_mean_coef2=(1.0 - ac_prev) * np.sqrt(1.0 - betas) / (1.0 - ac),
+    )
+    return Schedule(**{k: jnp.asarray(v, jnp.float32) for k, v in tables.items()})
+
+
+def _bcast(v: jax.Array, x: jax.Array) -> jax.Array:
+    """[b] -> [b, 1, 1, ...] to broadcast against x."""
+    return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))
+
+
+def _at(table: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
+    """table[t] broadcast against x."""
+    return _bcast(table[t], x)
+
+
+def q_sample(sched: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
+    """Sample x_t ~ q(x_t | x_0) = N(sqrt(a_bar) x0, (1 - a_bar) I)."""
+    return _at(sched.sqrt_alphas_cumprod, t, x0) * x0 + _at(sched.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+
+
+def eps_loss(eps_pred: jax.Array, eps: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean squared error on epsilon, over the pixels where `mask` is 1 (all if None)."""
+    sq = jnp.square(eps_pred.astype(jnp.float32) - eps)
+    if mask is None:
+        return jnp.mean(sq)
+    mask = jnp.broadcast_to(mask, sq.shape)
+    return jnp.sum(sq * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def predict_x0(sched: Schedule, x_t: jax.Array, t: jax.Array, eps: jax.Array) -> jax.Array:
+    return _at(sched.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _at(sched.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+
+
+def q_posterior(sched: Schedule, x0: jax.Array, x_t: jax.Array, t: jax.Array):
+    """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
+    mean = _at(sched.posterior_mean_coef1, t, x_t) * x0 + _at(sched.posterior_mean_coef2, t, x_t) * x_t
+    return mean, _at(sched.posterior_variance, t, x_t), _at(sched.posterior_log_variance_clipped, t, x_t)
+
+
+def ddpm_step(sched: Schedule, x_t, t, eps, noise, clip_x0: bool = True):
+    """One ancestral step x_t -> x_{t-1}; no noise is added at t = 0."""
+    x0 = predict_x0(sched, x_t, t, eps)
+    if clip_x0:
+        x0 = jnp.clip(x0, -1.0, 1.0)
+    mean, _, log_var = q_posterior(sched, x0, x_t, t)
+    nonzero = _bcast((t > 0).astype(x_t.dtype), x_t)
+    return mean + nonzero * jnp.exp(0.5 * log_var) * noise
+
+
+def ddim_step(sched: Schedule, x_t, t, t_prev, eps, noise=None, eta: float = 0.0, clip_x0: bool = True):
+    """One DDIM step x_t -> x_{t_prev} (Song et al. 2021); t_prev < 0 means the clean image."""
+    x0 = predict_x0(sched, x_t, t, eps)
+    if clip_x0:
+        x0 = jnp.clip(x0, -1.0, 1.0)
+    eps = (_at(sched.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / _at(sched.sqrt_recipm1_alphas_cumprod, t, x_t)
+    a_t = _at(sched.alphas_cumprod, t, x_t)
+    a_prev = jnp.where(t_prev >= 0, sched.alphas_cumprod[jnp.maximum(t_prev, 0)], 1.0)
+    a_prev = _bcast(a_prev, x_t)
+    sigma = eta * jnp.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+    out = jnp.sqrt(a_prev) * x0 + jnp.sqrt(jnp.maximum(1 - a_prev - sigma**2, 0.0)) * eps
+    return out if noise is None else out + sigma * noise
+
+
+def per_example_normal(keys: jax.Array, step, shape, dtype=jnp.float32) -> jax.Array:
+    """Standard normal noise for each example from its own key folded with `step`.
+
+    An example's noise depends only on its key, never on the batch it sits in, so a seed
+    gives the same image at any batch size.
+    """
+    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), shape, dtype))(keys)
+
+
+def sample_loop(eps_fn: EpsFn, params, sched: Schedule, x_init: jax.Array, keys: jax.Array, *,
+                start: int, num_steps: int, cond: Any = None, unroll: int = 1, clip_x0: bool = True) -> jax.Array:
+    """Run `num_steps` ancestral steps from timestep `start - 1` down to `start - num_steps`.
+
+    `x_init` [b, ...] is x_{start} (pure noise when start = T); `keys` [b] are per-example
+    keys, folded with the timestep for that step's noise. `eps_fn` is called once per step.
+    """
+    if not 0 < num_steps <= start <= sched.num_timesteps:
+        raise ValueError(f"need 0 < num_steps ({num_steps}) <= start ({start}) <= T ({sched.num_timesteps})")
+    b = x_init.shape[0]
+
+    def step(x, i):
+        t = jnp.full((b,), start - 1 - i, jnp.int32)
+        eps = eps_fn(params, x, t, cond).astype(jnp.float32)
+        noise = per_example_normal(keys, t[0], x.shape[1:])
+        return ddpm_step(sched, x, t, eps, noise, clip_x0), None
+
+    x, _ = jax.lax.scan(step, x_init.astype(jnp.float32), jnp.arange(num_steps), unroll=unroll)
+    return x

@@ -1,0 +1,81 @@
+"""Atomic file writes: a file is either complete or absent, never half written."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+class WriteError(OSError):
+    """A write failed (read-only location, full disk, ...); earlier outputs are intact."""
+
+
+@contextlib.contextmanager
+def _explain_os_errors(path: Path):
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, WriteError):
+            raise
+        what = {errno.ENOSPC: "the disk is full", errno.EROFS: "the location is read-only",
+                errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}.get(
+                    e.errno, e.strerror or str(e))
+        raise WriteError(e.errno or 0, f"cannot write {path}: {what}. Free space or choose another "
+                         f"--workdir; files written earlier are unchanged.") from None
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    with _explain_os_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    return write_bytes(path, text.encode())
+
+
+def write_json(path, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def write_npz(path, **arrays) -> Path:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return write_bytes(path, buf.getvalue())
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

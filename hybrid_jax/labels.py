@@ -1,0 +1,161 @@
+"""Per-seed quality labels: read, validate, write and compare the labels CSV.
+
+The router learns from one label per seed, "A_needed" (B's image is not good enough) or
+"cheap_ok" (B's image may be kept). Labels come from people (the labeling page) or from the
+automated labeler, always through a CSV with header `seed,label` and optional trailing
+columns (the labeling page adds e.g. `answer,left`). A broken CSV is refused with a message
+that names the file, the line and what to do; it is never half-read. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _stdio
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hybrid_jax import io
+
+LABELS = ("A_needed", "cheap_ok")
+POSITIVE = "cheap_ok"  # class 1 for the router: B's cheap image is acceptable
+HEADER = ("seed", "label")
+
+
+class LabelError(ValueError):
+    """A labels file or mapping is invalid; the message says where and what to do."""
+
+
+def _fail(path, row: int | None, problem: str, todo: str) -> LabelError:
+    where = f"{path}" + (f", line {row}" if row is not None else "")
+    return LabelError(f"{where}: {problem}. {todo}")
+
+
+def _parse_seed(text: str) -> int:
+    text = text.strip()
+    if not text or not text.lstrip("+-").isdigit():
+        raise ValueError(text)
+    return int(text)
+
+
+def read_labels(path: str | os.PathLike, known_seeds: Sequence[int] | None = None) -> dict[int, str]:
+    """Read a labels CSV into {seed: label}.
+
+    The header must start with `seed,label`; further header columns (and the matching row
+    fields) are allowed and ignored. With `known_seeds`, every seed must be one of them.
+    Raises LabelError naming the file and 1-based line for: a missing or empty file, a wrong
+    header, a wrong field count, a non-integer, unknown or duplicate seed, a bad label.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise _fail(path, None, "file not found", "Label the seeds first (labeling page or "
+                    "automated labeler) or pass the right path") from None
+    if not text.strip():
+        raise _fail(path, 1, "the file is empty", "Expected a header 'seed,label' and one row "
+                    "per seed; re-export the labels")
+    reader = csv.reader(_stdio.StringIO(text))
+    header = [h.strip().lower() for h in next(reader)]
+    if tuple(header[:2]) != HEADER:
+        raise _fail(path, 1, f"header is {','.join(header)!r}, expected it to start with 'seed,label'",
+                    "Fix the first line; extra columns may follow 'seed,label'")
+    known = None if known_seeds is None else {int(s) for s in known_seeds}
+    labels: dict[int, str] = {}
+    first_line: dict[int, int] = {}
+    for fields in reader:
+        row = reader.line_num
+        if not fields or all(not f.strip() for f in fields):
+            continue  # blank line
+        if len(fields) != len(header):
+            raise _fail(path, row, f"{len(fields)} fields, the header has {len(header)}",
+                        "Each row needs one value per header column")
+        try:
+            seed = _parse_seed(fields[0])
+        except ValueError:
+            raise _fail(path, row, f"seed {fields[0]!r} is not an integer", "Seeds are whole numbers") from None
+        if known is not None and seed not in known:
+            raise _fail(path, row, f"seed {seed} is not one of the {len(known)} generated seeds",
+                        "Remove the row or label the seeds of this run")
+        if seed in labels:
+            raise _fail(path, row, f"seed {seed} is labeled twice (first on line {first_line[seed]})",
+                        "Keep one row per seed")
+        label = fields[1].strip()
+        if label not in LABELS:
+            raise _fail(path, row, f"label {fields[1]!r} is not one of {', '.join(LABELS)}",
+                        "Correct the label")
+        labels[seed] = label
+        first_line[seed] = row
+    return labels
+
+
+def _check_mapping(labels: Mapping[int, str], what: str = "labels") -> None:
+    for seed, label in labels.items():
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise LabelError(f"{what}: seed {seed!r} is not an integer. Seeds are whole numbers.")
+        if label not in LABELS:
+            raise LabelError(f"{what}: seed {seed} has label {label!r}, expected one of {', '.join(LABELS)}.")
+
+
+def write_labels(path: str | os.PathLike, labels: Mapping[int, str],
+                 extra: Mapping[int, Mapping[str, str]] | None = None) -> None:
+    """Write {seed: label} (plus optional per-seed extra columns) as a CSV, sorted by seed.
+
+    Everything is validated before the file is touched; the write is atomic, so an existing
+    file is either replaced completely or left as it was.
+    """
+    _check_mapping(labels)
+    extra = extra or {}
+    stray = sorted(set(extra) - set(labels))
+    if stray:
+        raise LabelError(f"extra columns given for unlabeled seeds {stray[:10]}. Label them or drop the extras.")
+    columns: list[str] = []
+    for fields in extra.values():
+        columns += [c for c in fields if c not in columns]
+    clash = [c for c in columns if c.strip().lower() in HEADER]
+    if clash:
+        raise LabelError(f"extra column names {clash} clash with 'seed,label'. Rename them.")
+    buf = _stdio.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*HEADER, *columns])
+    for seed in sorted(labels):
+        row_extra = extra.get(seed, {})
+        writer.writerow([int(seed), labels[seed], *(str(row_extra.get(c, "")) for c in columns)])
+    io.write_text(path, buf.getvalue())
+
+
+def to_targets(labels: Mapping[int, str], seeds: Sequence[int]) -> np.ndarray:
+    """Router targets in the order of `seeds`: 1 for cheap_ok, 0 for A_needed (int64)."""
+    _check_mapping(labels)
+    missing = [int(s) for s in seeds if int(s) not in labels]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise LabelError(f"{len(missing)} of {len(seeds)} seeds have no label: {shown}. "
+                         "Label them (labeling page or automated labeler) before training the router.")
+    return np.array([labels[int(s)] == POSITIVE for s in seeds], dtype=np.int64)
+
+
+def agreement(a: Mapping[int, str], b: Mapping[int, str]) -> dict:
+    """Agreement of two labelings on their common seeds.
+
+    Returns n (common seeds), accuracy (fraction with equal labels), cohen_kappa (chance-
+    corrected agreement, as sklearn.metrics.cohen_kappa_score; NaN when undefined, i.e. no
+    common seeds or both raters use a single identical label), and the counts of seeds found
+    only in `a` or only in `b`.
+    """
+    _check_mapping(a, "first labeling")
+    _check_mapping(b, "second labeling")
+    common = sorted(set(a) & set(b))
+    ya = np.array([a[s] == POSITIVE for s in common], dtype=float)
+    yb = np.array([b[s] == POSITIVE for s in common], dtype=float)
+    n = len(common)
+    accuracy = float(np.mean(ya == yb)) if n else float("nan")
+    if n:
+        chance = float(ya.mean() * yb.mean() + (1 - ya.mean()) * (1 - yb.mean()))
+        kappa = (accuracy - chance) / (1 - chance) if chance < 1 else float("nan")
+    else:
+        kappa = float("nan")
+    return {"n": n, "accuracy": accuracy, "cohen_kappa": float(kappa),
+            "only_in_first": len(set(a) - set(b)), "only_in_second": len(set(b) - set(a))}

@@ -1,0 +1,112 @@
+"""Causal patch transformer (Model B stage 1) with an explicit KV cache.
+
+The same parameters serve two call modes: the whole 16-patch sequence under a causal mask
+(teacher forcing), and one position at a time against a cache (the AR sampler). Both go
+through one attention code path: keys/values are written into the cache at `index` and
+queries attend to cache positions <= their own, so the cached step equals the full pass.
+
+Sequence layout: position 0 holds the learned start token, position i > 0 holds patch
+i - 1; the output at position i is the predicted mean of patch i. Sown intermediates
+(`mutable=["intermediates"]`): per layer `attn` [b, heads, q, 16] (zero on future
+positions), per layer `hidden` [b, q, width], and `means` [b, q, 192].
+"""
+
+from __future__ import annotations
+
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+SEQ_LEN = 16
+PATCH_DIM = 192
+
+
+@flax.struct.dataclass
+class KVCache:
+    k: jax.Array  # [layers, b, 16, heads, head_dim]
+    v: jax.Array  # [layers, b, 16, heads, head_dim]
+
+
+def init_cache(batch: int, num_layers: int, width: int, num_heads: int, dtype=jnp.float32) -> KVCache:
+    shape = (num_layers, batch, SEQ_LEN, num_heads, width // num_heads)
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+class CachedSelfAttention(nn.Module):
+    num_heads: int
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x, k_cache, v_cache, index):
+        b, q_len, width = x.shape
+        head_dim = width // self.num_heads
+        proj = lambda name: nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, name=name)(x)
+        q, k, v = proj("query"), proj("key"), proj("value")  # [b, q, h, d]
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
+        q_pos = index + jnp.arange(q_len)
+        visible = jnp.arange(SEQ_LEN)[None, :] <= q_pos[:, None]  # [q, 16]
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k_cache.astype(self.dtype)).astype(jnp.float32)
+        logits = jnp.where(visible, logits / jnp.sqrt(head_dim).astype(jnp.float32), -1e30)
+        weights = jax.nn.softmax(logits, axis=-1) * visible  # exact zeros on future positions
+        self.sow("intermediates", "attn", weights)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v_cache.astype(self.dtype))
+        out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out")(out)
+        return out, k_cache, v_cache
+
+
+class DecoderBlock(nn.Module):
+    num_heads: int
+    mlp_ratio: int
+    dropout: float
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, h, k_cache, v_cache, index, train: bool):
+        a, k_cache, v_cache = CachedSelfAttention(self.num_heads, self.dtype)(
+            nn.LayerNorm(dtype=self.dtype)(h), k_cache, v_cache, index)
+        h = h + nn.Dropout(self.dropout, deterministic=not train)(a)
+        m = nn.LayerNorm(dtype=self.dtype)(h)
+        m = nn.Dense(self.mlp_ratio * h.shape[-1], dtype=self.dtype)(m)
+        m = nn.Dense(h.shape[-1], dtype=self.dtype)(nn.gelu(m))
+        h = h + nn.Dropout(self.dropout, deterministic=not train)(m)
+        self.sow("intermediates", "hidden", h)
+        return h, k_cache, v_cache
+
+
+class Decoder(nn.Module):
+    """(previous patches [b, q, 192], start index, cache) -> (patch means [b, q, 192], cache)."""
+
+    num_layers: int = 6
+    width: int = 512
+    num_heads: int = 8
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    dtype: str = "float32"
+
+    @nn.compact
+    def __call__(self, prev_patches, index, cache: KVCache, *, train: bool = False):
+        dtype = jnp.dtype(self.dtype)
+        q_len = prev_patches.shape[1]
+        pos = index + jnp.arange(q_len)
+        start = self.param("start_token", nn.initializers.normal(0.02), (self.width,))
+        pos_emb = self.param("pos_embedding", nn.initializers.normal(0.02), (SEQ_LEN, self.width))
+        h = nn.Dense(self.width, dtype=dtype, name="embed")(prev_patches.astype(dtype))
+        h = jnp.where((pos == 0)[None, :, None], start.astype(dtype), h) + pos_emb[pos].astype(dtype)
+        ks, vs = [], []
+        for layer in range(self.num_layers):
+            h, k, v = DecoderBlock(self.num_heads, self.mlp_ratio, self.dropout, dtype, name=f"layer_{layer}")(
+                h, cache.k[layer], cache.v[layer], index, train)
+            ks.append(k)
+            vs.append(v)
+        means = nn.Dense(PATCH_DIM, dtype=dtype, name="head")(nn.LayerNorm(dtype=dtype)(h)).astype(jnp.float32)
+        self.sow("intermediates", "means", means)
+        return means, KVCache(jnp.stack(ks), jnp.stack(vs))
+
+
+def shift_right(patches: jax.Array) -> jax.Array:
+    """Teacher-forcing inputs: [b, 16, 192] -> the sequence the model reads (start slot first)."""
+    return jnp.pad(patches[:, :-1], ((0, 0), (1, 0), (0, 0)))
+

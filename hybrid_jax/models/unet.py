@@ -1,0 +1,113 @@
+"""DDPM-CIFAR U-Net (Ho et al. 2020) with an optional conditioning input, NHWC end to end.
+
+One module serves Model A (128 channels, context canvas + masks concatenated to the noisy
+input) and Model B's corrector (64 channels, no context). Upsampling is nearest resize +
+conv (transposed convs are slow in XLA on GPU). The bottleneck features are sown as
+`intermediates/mid` so that other code (the automated labeler) can read them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
+    """Sinusoidal embedding of integer timesteps [b] -> [b, dim] (f32)."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1))
+    args = t.astype(jnp.float32)[:, None] * freqs[None]
+    emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+    return jnp.pad(emb, ((0, 0), (0, dim % 2)))
+
+
+class ResBlock(nn.Module):
+    out_channels: int
+    dropout: float
+    num_groups: int
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x, temb, train: bool):
+        conv = lambda ch, k=3: nn.Conv(ch, (k, k), padding="SAME" if k == 3 else "VALID", dtype=self.dtype)
+        h = conv(self.out_channels)(nn.swish(nn.GroupNorm(self.num_groups, dtype=self.dtype)(x)))
+        h = h + nn.Dense(self.out_channels, dtype=self.dtype)(nn.swish(temb))[:, None, None, :]
+        h = nn.swish(nn.GroupNorm(self.num_groups, dtype=self.dtype)(h))
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = conv(self.out_channels)(h)
+        if x.shape[-1] != self.out_channels:
+            x = conv(self.out_channels, 1)(x)
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head spatial self-attention, as in DDPM."""
+
+    num_groups: int
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x):
+        b, hgt, wid, ch = x.shape
+        h = nn.GroupNorm(self.num_groups, dtype=self.dtype)(x).reshape(b, hgt * wid, ch)
+        q, k, v = (nn.Dense(ch, dtype=self.dtype, name=n)(h) for n in ("q", "k", "v"))
+        w = jax.nn.softmax((jnp.einsum("bqc,bkc->bqk", q, k) / math.sqrt(ch)).astype(jnp.float32), axis=-1)
+        h = jnp.einsum("bqk,bkc->bqc", w.astype(self.dtype), v)
+        return x + nn.Dense(ch, dtype=self.dtype, name="proj")(h).reshape(b, hgt, wid, ch)
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t, cond): [b, H, W, 3] (+ cond channels) -> [b, H, W, 3] f32."""
+
+    base_channels: int = 128
+    channel_mults: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.1
+    num_groups: int = 32
+    dtype: str = "float32"
+    out_channels: int = 3
+
+    @nn.compact
+    def __call__(self, x, t, cond=None, *, train: bool = False):
+        dtype = jnp.dtype(self.dtype)
+        ch = self.base_channels
+        temb = timestep_embedding(t, ch)
+        temb = nn.Dense(4 * ch, dtype=dtype)(nn.swish(nn.Dense(4 * ch, dtype=dtype)(temb)))
+        if cond is not None:
+            x = jnp.concatenate([x, cond], axis=-1)
+        res_block = lambda c: ResBlock(c, self.dropout, self.num_groups, dtype)
+        attn = lambda: AttnBlock(self.num_groups, dtype)
+
+        h = nn.Conv(ch, (3, 3), dtype=dtype)(x.astype(dtype))
+        skips = [h]
+        for level, mult in enumerate(self.channel_mults):
+            for _ in range(self.num_res_blocks):
+                h = res_block(ch * mult)(h, temb, train)
+                if h.shape[1] in self.attn_resolutions:
+                    h = attn()(h)
+                skips.append(h)
+            if level != len(self.channel_mults) - 1:
+                h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), dtype=dtype)(h)
+                skips.append(h)
+
+        h = res_block(h.shape[-1])(h, temb, train)
+        h = attn()(h)
+        h = res_block(h.shape[-1])(h, temb, train)
+        self.sow("intermediates", "mid", h)
+
+        for level, mult in reversed(list(enumerate(self.channel_mults))):
+            for _ in range(self.num_res_blocks + 1):
+                h = res_block(ch * mult)(jnp.concatenate([h, skips.pop()], axis=-1), temb, train)
+                if h.shape[1] in self.attn_resolutions:
+                    h = attn()(h)
+            if level != 0:
+                b, hh, ww, c = h.shape
+                h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), method="nearest")
+                h = nn.Conv(c, (3, 3), dtype=dtype)(h)
+        h = nn.swish(nn.GroupNorm(self.num_groups, dtype=dtype)(h))
+        return nn.Conv(self.out_channels, (3, 3), dtype=dtype, kernel_init=nn.initializers.zeros)(h).astype(jnp.float32)
+

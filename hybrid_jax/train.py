@@ -1,0 +1,130 @@
+"""Generic, resumable training loop shared by Model A, Model B and the corrector.
+
+`loss_fn(params, batch, key) -> scalar` is all a model provides. The loop draws the batch
+and key of global step s from (seed, s) alone, so a run resumed from a checkpoint at step s
+continues exactly as an uninterrupted run would. The loss history lives in the train state
+(and so in every checkpoint), which keeps curves consistent across resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from hybrid_jax import data as data_lib
+from hybrid_jax import sharding
+from hybrid_jax.checkpoint import Checkpointer
+from hybrid_jax.config import TrainConfig
+
+log = logging.getLogger("hybrid_jax.train")
+
+LossFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # [] int32
+    params: Any
+    opt_state: Any
+    ema_params: Any
+    losses: jax.Array  # [total_steps] f32, NaN where not yet trained
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    params: Any  # EMA params when EMA is on, else the raw params
+    losses: np.ndarray  # [total_steps]
+    resumed_from: int | None  # checkpoint step the run resumed from, None for a fresh start
+    seconds: float
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.lr))
+
+
+def init_state(params, cfg: TrainConfig, total_steps: int) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=make_optimizer(cfg).init(params),
+                      ema_params=params, losses=jnp.full((total_steps,), jnp.nan, jnp.float32))
+
+
+def make_train_step(loss_fn: LossFn, cfg: TrainConfig):
+    """jitted `step(state, batch, key) -> state`; data-parallel when its inputs are sharded."""
+    tx = make_optimizer(cfg)
+
+    def step(state: TrainState, batch, key) -> TrainState:
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema = optax.incremental_update(params, state.ema_params, 1.0 - cfg.ema_decay)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
+                          losses=state.losses.at[state.step].set(loss))
+
+    return jax.jit(step, donate_argnums=(0,))
+
+
+def total_steps(num_images: int, cfg: TrainConfig) -> int:
+    return cfg.epochs * data_lib.steps_per_epoch(num_images, cfg.batch_size)
+
+
+def _check_finite(state: TrainState, since: int, desc: str, ckpt: Checkpointer) -> None:
+    upto = int(state.step)
+    losses = np.asarray(state.losses[since:upto])
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        kept = ckpt.steps()
+        raise TrainingDiverged(
+            f"{desc}: loss became {losses[bad[0]]} at step {since + bad[0]}; the last good checkpoint "
+            f"(step {kept[-1] if kept else 'none'}) in {ckpt.directory} is kept. Lower the learning rate "
+            f"(e.g. --set ...train.lr=1e-4) or check the data, then rerun the same command to resume.")
+
+
+def train(loss_fn: LossFn, init_params, images: np.ndarray, cfg: TrainConfig, ckpt: Checkpointer, *,
+          desc: str = "train", mesh: jax.sharding.Mesh | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Train to `cfg.epochs`, resuming from the newest checkpoint in `ckpt`.
+
+    `stop_after` ends the loop early at that step (after checkpointing), for tests of resume.
+    """
+    n_steps = total_steps(len(images), cfg)
+    state, resumed = ckpt.restore(init_state(init_params, cfg, n_steps))
+    state = state if state is not None else init_state(init_params, cfg, n_steps)
+    state = sharding.replicate(state, mesh)
+    if resumed is not None:
+        log.info("%s: resumed from checkpoint step %d of %d", desc, resumed, n_steps)
+    step_fn = make_train_step(loss_fn, cfg)
+    base_key = jax.random.key(cfg.seed)
+    start = int(state.step)
+    end = n_steps if stop_after is None else min(stop_after, n_steps)
+    checked = start
+    t0 = time.perf_counter()
+    with tqdm(total=n_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True,
+              mininterval=1.0, disable=None) as bar:
+        for s in range(start, end):
+            batch = data_lib.batch_at(images, cfg.batch_size, cfg.seed, s)
+            state = step_fn(state, sharding.shard_batch(batch, mesh), jax.random.fold_in(base_key, s))
+            done = s + 1
+            if done % cfg.log_every == 0 or done % cfg.ckpt_every == 0 or done == end:
+                _check_finite(state, checked, desc, ckpt)
+                checked = done
+                loss = float(state.losses[s])
+                bar.set_postfix(loss=f"{loss:.4f}")
+                log.info("%s step %d/%d loss %.5f", desc, done, n_steps, loss)
+            if done % cfg.ckpt_every == 0 or done == end:
+                ckpt.save(done, state)
+            bar.update(1)
+    params = state.ema_params if cfg.ema_decay > 0 else state.params
+    return TrainResult(params=jax.device_get(params), losses=np.asarray(state.losses), resumed_from=resumed,
+                       seconds=time.perf_counter() - t0)

@@ -1,0 +1,360 @@
+"""Tests of hybrid_jax.data: every source, every error, patches, blocks and batching.
+
+Fast, deterministic and offline: CIFAR-10 is replaced by a tiny hand-built fixture in the
+official format, tfds by `tfds.testing.mock_data`, and the download by a local HTTP server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import logging
+import os
+import pickle
+import tarfile
+import threading
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hybrid_jax import data
+from hybrid_jax.data import DataError
+
+# Hand-built labels; no image of "frog" (6) anywhere, "dog" (5) in every file.
+LABELS = {"data_batch_1": [5, 0, 5, 3, 5, 1], "data_batch_2": [2, 5, 5, 9], "test_batch": [5, 0, 5]}
+DOG = 5
+
+
+def _pixels(name: str) -> np.ndarray:
+    """Known uint8 NHWC pixels of one fixture batch."""
+    seed = sorted(LABELS).index(name)
+    return np.random.default_rng(seed).integers(0, 256, (len(LABELS[name]), 32, 32, 3), dtype=np.uint8)
+
+
+def _expected(names: list[str], label: int) -> np.ndarray:
+    """Float images of `label` in the given batch files, in order."""
+    x = np.concatenate([_pixels(n)[np.array(LABELS[n]) == label] for n in names])
+    return x.astype(np.float32) / 127.5 - 1
+
+
+def _write_pickle(path: Path, obj) -> None:
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """An official-format cifar-10-batches-py/ folder with two train batches and a test batch."""
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    for name, labels in LABELS.items():
+        flat = _pixels(name).transpose(0, 3, 1, 2).reshape(len(labels), 3072)  # channel-major rows
+        _write_pickle(root / name, {b"batch_label": name.encode(), b"labels": labels, b"data": flat,
+                                    b"filenames": [f"{i}.png".encode() for i in range(len(labels))]})
+    _write_pickle(root / "batches.meta", {b"label_names": [c.encode() for c in data.CIFAR10_CLASSES],
+                                          b"num_cases_per_batch": 6, b"num_vis": 3072})
+    return root
+
+
+@pytest.fixture
+def tarball(folder, tmp_path) -> Path:
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    return path
+
+
+# ----------------------------------------------------------------------------- official files
+
+
+@pytest.mark.parametrize("which", ["folder", "tarball", "parent"])
+def test_official_train_split(which, folder, tarball):
+    path = {"folder": folder, "tarball": tarball, "parent": folder.parent}[which]
+    got = data.load_images("dog", path=str(path), use_tfds=False)
+    assert got.images.dtype == np.float32 and got.images.shape == (5, 32, 32, 3)
+    np.testing.assert_array_equal(got.images, _expected(["data_batch_1", "data_batch_2"], DOG))
+    assert not got.stand_in and "CIFAR-10" in got.source and "'dog'" in got.source
+
+
+@pytest.mark.parametrize("use_tarball", [False, True])
+def test_official_test_split_and_other_class(use_tarball, folder, tarball):
+    path = tarball if use_tarball else folder
+    got = data.load_images("airplane", split="test", path=path, use_tfds=False)
+    np.testing.assert_array_equal(got.images, _expected(["test_batch"], 0))
+    assert "split test" in got.source
+
+
+def test_max_images_keeps_the_first(folder):
+    got = data.load_images("dog", path=folder, use_tfds=False, max_images=3)
+    np.testing.assert_array_equal(got.images, _expected(["data_batch_1", "data_batch_2"], DOG)[:3])
+
+
+def test_env_var_is_used_when_no_path(folder, monkeypatch):
+    monkeypatch.setenv(data.ENV_VAR, str(folder))
+    for path in (None, ""):  # "" is DataConfig's "no path"
+        got = data.load_images("truck", path=path, use_tfds=False)
+        np.testing.assert_array_equal(got.images, _expected(["data_batch_2"], 9))
+
+
+# ----------------------------------------------------------------------------- tfds
+
+
+def test_tfds_source_when_prepared(tmp_path):
+    # `mock_data` (tfds 4.9.10) patches `DatasetBuilder.as_data_source`, so `tfds.data_source`
+    # returns random but deterministic records without any prepared files; load_images passes
+    # download=False, so nothing is ever downloaded.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=40):
+        records = list(tfds.data_source("cifar10", split="train", download=False))
+        label = int(records[0]["label"])
+        expected = np.stack([r["image"] for r in records if int(r["label"]) == label])
+        got = data.load_images(data.CIFAR10_CLASSES[label], tfds_data_dir=str(tmp_path))
+        few = data.load_images(data.CIFAR10_CLASSES[label], tfds_data_dir=str(tmp_path), max_images=1)
+    np.testing.assert_array_equal(got.images, expected.astype(np.float32) / 127.5 - 1)
+    np.testing.assert_array_equal(few.images, got.images[:1])
+    assert "tfds" in got.source and not got.stand_in
+
+
+def test_tfds_not_prepared_falls_through(tmp_path, folder):
+    got = data.load_images("dog", tfds_data_dir=str(tmp_path / "empty"), cache_dir=tmp_path)
+    assert got.stand_in
+    got = data.load_images("dog", path=folder, tfds_data_dir=str(tmp_path / "empty"))
+    assert "folder" in got.source
+
+
+# ----------------------------------------------------------------------------- stand-in
+
+
+def test_stand_in_default(caplog):
+    with caplog.at_level(logging.WARNING, logger="hybrid_jax.data"):
+        got = data.load_images("cat", use_tfds=False)
+    x = got.images
+    assert x.dtype == np.float32 and x.shape[1:] == (32, 32, 3) and len(x) >= 2000
+    assert -1 <= x.min() < x.max() <= 1 and x.std() > 0.1
+    assert got.stand_in and "stand-in" in got.source.lower() and "not cifar-10" in got.source.lower()
+    assert "ignored" in got.source
+    assert any(r.name == "hybrid_jax.data" and "stand-in" in r.message.lower() for r in caplog.records)
+    again = data.load_images("dog", use_tfds=False, max_images=100)
+    np.testing.assert_array_equal(again.images, x[:100])
+
+
+# ----------------------------------------------------------------------------- download
+
+
+class _Server:
+    """Serves `payload` at http://127.0.0.1:<port>/cifar-10-python.tar.gz and counts requests."""
+
+    def __init__(self, payload: bytes):
+        self.payload, self.requests = payload, 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(server.payload)))
+                self.end_headers()
+                self.wfile.write(server.payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/cifar-10-python.tar.gz"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server(tarball):
+    s = _Server(tarball.read_bytes())
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+def test_download_verifies_and_reuses_cache(server, tmp_path, monkeypatch):
+    md5, cache = hashlib.md5(server.payload).hexdigest(), tmp_path / "cache"
+    path = data.download_cifar10(url=server.url, md5=md5, cache_dir=cache)
+    assert path.read_bytes() == server.payload and server.requests == 1
+    assert data.download_cifar10(url=server.url, md5=md5, cache_dir=cache) == path
+    assert server.requests == 1
+    monkeypatch.setattr(data, "CIFAR10_URL", server.url)
+    monkeypatch.setattr(data, "CIFAR10_MD5", md5)
+    got = data.load_images("dog", use_tfds=False, download=True, cache_dir=cache)
+    np.testing.assert_array_equal(got.images, _expected(["data_batch_1", "data_batch_2"], DOG))
+    assert server.requests == 1 and "tarball" in got.source
+
+
+def test_download_wrong_checksum_keeps_nothing(server, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match="MD5"):
+        data.download_cifar10(url=server.url, md5="0" * 32, cache_dir=cache)
+    assert server.requests == 1
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_download_unreachable_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="could not download"):
+        data.download_cifar10(url="http://127.0.0.1:1/x.tar.gz", cache_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_unknown_class_lists_the_valid_names(folder):
+    with pytest.raises(DataError, match="unknown class 'dogs'.*airplane.*truck"):
+        data.load_images("dogs", path=folder)
+
+
+def test_unknown_split(folder):
+    with pytest.raises(DataError, match="unknown split 'val'"):
+        data.load_images("dog", split="val", path=folder)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_images("dog", path=tmp_path / "nope")
+
+
+def test_folder_without_batches(tmp_path):
+    with pytest.raises(DataError, match="neither"):
+        data.load_images("dog", path=tmp_path)
+
+
+def test_missing_split_in_folder(folder):
+    (folder / "test_batch").unlink()
+    with pytest.raises(DataError, match="test split"):
+        data.load_images("dog", split="test", path=folder)
+
+
+def test_empty_class(folder):
+    with pytest.raises(DataError, match="no images of class 'frog'"):
+        data.load_images("frog", path=folder)
+
+
+@pytest.mark.parametrize("content", [
+    b"\x00garbage, not a pickle" * 10,
+    pickle.dumps({b"data": np.zeros((6, 3072), np.uint8)}, protocol=2),  # no b"labels"
+    pickle.dumps({b"data": np.zeros((6, 100), np.uint8), b"labels": [0] * 6}, protocol=2),  # bad shape
+    pickle.dumps({b"data": os.getcwd, b"labels": [0]}, protocol=2),  # a non-array global is refused
+], ids=["garbage", "missing-key", "bad-shape", "foreign-global"])
+def test_corrupt_batch_file(folder, content):
+    (folder / "data_batch_1").write_bytes(content)
+    with pytest.raises(DataError, match="data_batch_1 .* is corrupt"):
+        data.load_images("dog", path=folder)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.02])
+def test_truncated_tarball(tarball, cut):
+    raw = tarball.read_bytes()
+    tarball.write_bytes(raw[: int(len(raw) * cut)])
+    with pytest.raises(DataError, match="not a readable CIFAR-10 tarball"):
+        data.load_images("dog", path=tarball)
+
+
+def test_not_a_tarball(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    with pytest.raises(DataError, match="not a readable CIFAR-10 tarball"):
+        data.load_images("dog", path=path)
+
+
+def test_check_images():
+    good = np.zeros((2, 32, 32, 3), np.float32)
+    data.check_images(good)
+    data.check_images(jnp.asarray(good))
+    with pytest.raises(DataError, match=r"batch must be .*\[N, 32, 32, 3\].*got shape \(2, 3, 32, 32\)"):
+        data.check_images(good.transpose(0, 3, 1, 2), "batch")
+    with pytest.raises(DataError, match="got dtype uint8"):
+        data.check_images(good.astype(np.uint8))
+    with pytest.raises(DataError, match="max 255"):
+        data.check_images(good + 255)
+    bad = good.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(DataError, match="1 NaN"):
+        data.check_images(bad)
+
+
+# ----------------------------------------------------------------------------- patches and blocks
+
+
+def test_patchify_roundtrip_and_layout():
+    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32, 3)).astype(np.float32)
+    p = data.patchify(x)
+    assert p.shape == (2, 3, 16, 192)
+    np.testing.assert_array_equal(data.unpatchify(p), x)
+    for i in range(16):
+        r, c = 8 * (i // 4), 8 * (i % 4)
+        np.testing.assert_array_equal(p[..., i, :], x[..., r:r + 8, c:c + 8, :].reshape(2, 3, 192))
+    np.testing.assert_array_equal(jax.jit(data.patchify)(x), p)
+    np.testing.assert_array_equal(jax.vmap(data.unpatchify)(p), x)
+
+
+def test_block_and_context_masks():
+    blocks, context = data.block_masks(), data.context_masks()
+    assert blocks.shape == context.shape == (data.NUM_BLOCKS, 32, 32, 1)
+    assert blocks.dtype == context.dtype == np.float32
+    np.testing.assert_array_equal(blocks.sum(0), 1.0)  # disjoint, union is everything
+    for b, (r, c) in enumerate([(0, 0), (0, 16), (16, 0), (16, 16)]):
+        assert blocks[b].sum() == 256 and blocks[b, r:r + 16, c:c + 16].all()
+        np.testing.assert_array_equal(context[b], blocks[:b].sum(0))
+    assert not context[0].any()
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def test_batches_deterministic_and_shuffled():
+    x = np.arange(23)
+    epoch0 = list(data.batches(x, 5, key=1, epoch=0))
+    assert len(epoch0) == data.steps_per_epoch(23, 5) == 4
+    assert all(b.shape == (5,) for b in epoch0)
+    assert len(set(np.concatenate(epoch0).tolist())) == 20
+    np.testing.assert_array_equal(epoch0, list(data.batches(x, 5, key=1, epoch=0)))
+    assert not np.array_equal(epoch0, list(data.batches(x, 5, key=1, epoch=1)))
+    assert not np.array_equal(epoch0, list(data.batches(x, 5, key=2, epoch=0)))
+
+
+def test_batch_at_matches_uninterrupted_run():
+    x = np.arange(23)
+    run = [b for epoch in range(3) for b in data.batches(x, 5, key=7, epoch=epoch)]
+    for step, expected in enumerate(run):
+        np.testing.assert_array_equal(data.batch_at(x, 5, key=7, step=step), expected)
+
+
+def test_small_set_wraps_around():
+    assert data.steps_per_epoch(3, 8) == 1
+    (batch,) = list(data.batches(np.arange(3), 8, key=0, epoch=0))
+    assert batch.shape == (8,) and set(batch.tolist()) == {0, 1, 2}
+
+
+def test_holdout_split():
+    train, held = data.holdout_split(np.arange(10), 3)
+    np.testing.assert_array_equal(train, np.arange(7))
+    np.testing.assert_array_equal(held, [7, 8, 9])
+    assert len(data.holdout_split(np.arange(10), 0)[1]) == 0
+    with pytest.raises(DataError, match="leaves 0 for training"):
+        data.holdout_split(np.arange(10), 10)
+
+
+# ----------------------------------------------------------------------------- real dev data
+
+DEV_DATA = Path(os.environ.get("HYBRID_JAX_DEV_DATA")
+                or Path(__file__).resolve().parents[2] / "shared/data/cifar-10-batches-py")
+
+
+def test_real_dev_data_has_475_dogs():
+    if not DEV_DATA.is_dir():
+        pytest.skip(f"dev copy of CIFAR-10 not found at {DEV_DATA}")
+    got = data.load_images("dog", path=DEV_DATA, use_tfds=False)
+    assert got.images.shape == (475, 32, 32, 3) and not got.stand_in
+    assert -1 <= got.images.min() < got.images.max() <= 1
+    with pytest.raises(DataError, match="test split"):
+        data.load_images("dog", split="test", path=DEV_DATA)
