@@ -39,7 +39,7 @@ class TrainState:
     step: jax.Array  # [] int32
     params: Any
     opt_state: Any
-    ema_params: Any
+    ema_params: Any  # None when EMA is off
     losses: jax.Array  # [total_steps] f32, NaN where not yet trained
 
 
@@ -57,7 +57,7 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 
 def init_state(params, cfg: TrainConfig, total_steps: int) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=make_optimizer(cfg).init(params),
-                      ema_params=params, losses=jnp.full((total_steps,), jnp.nan, jnp.float32))
+                      ema_params=jax.tree.map(jnp.array, params) if cfg.ema_decay > 0 else None, losses=jnp.full((total_steps,), jnp.nan, jnp.float32))
 
 
 def make_train_step(loss_fn: LossFn, cfg: TrainConfig):
@@ -68,7 +68,8 @@ def make_train_step(loss_fn: LossFn, cfg: TrainConfig):
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = optax.incremental_update(params, state.ema_params, 1.0 - cfg.ema_decay)
+        ema = None if state.ema_params is None else optax.incremental_update(
+            params, state.ema_params, 1.0 - cfg.ema_decay)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
                           losses=state.losses.at[state.step].set(loss))
 
@@ -101,7 +102,7 @@ def train(loss_fn: LossFn, init_params, images: np.ndarray, cfg: TrainConfig, ck
     n_steps = total_steps(len(images), cfg)
     state, resumed = ckpt.restore(init_state(init_params, cfg, n_steps))
     state = state if state is not None else init_state(init_params, cfg, n_steps)
-    state = sharding.replicate(state, mesh)
+    state = sharding.replicate(jax.tree.map(jnp.array, state), mesh)  # a copy: the step donates its input
     if resumed is not None:
         log.info("%s: resumed from checkpoint step %d of %d", desc, resumed, n_steps)
     step_fn = make_train_step(loss_fn, cfg)

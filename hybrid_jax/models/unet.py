@@ -2,8 +2,9 @@
 
 One module serves Model A (128 channels, context canvas + masks concatenated to the noisy
 input) and Model B's corrector (64 channels, no context). Upsampling is nearest resize +
-conv (transposed convs are slow in XLA on GPU). The bottleneck features are sown as
-`intermediates/mid` so that other code (the automated labeler) can read them.
+conv (transposed convs are slow in XLA on GPU). The output of each down level and of the
+bottleneck are sown as `intermediates/features` (a tuple, finest first) so that other code
+(the automated labeler) can read them with `mutable=["intermediates"]`.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class UNet(nn.Module):
                 if h.shape[1] in self.attn_resolutions:
                     h = attn()(h)
                 skips.append(h)
+            self.sow("intermediates", "features", h)
             if level != len(self.channel_mults) - 1:
                 h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), dtype=dtype)(h)
                 skips.append(h)
@@ -97,7 +99,7 @@ class UNet(nn.Module):
         h = res_block(h.shape[-1])(h, temb, train)
         h = attn()(h)
         h = res_block(h.shape[-1])(h, temb, train)
-        self.sow("intermediates", "mid", h)
+        self.sow("intermediates", "features", h)
 
         for level, mult in reversed(list(enumerate(self.channel_mults))):
             for _ in range(self.num_res_blocks + 1):

@@ -1,0 +1,225 @@
+"""Tests of Model A (blockwise conditional DDPM) and its U-Net, on the tiny `test` preset."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from hybrid_jax import data, model_a
+from hybrid_jax.config import get_preset
+from hybrid_jax.models import build
+from hybrid_jax.models.unet import UNet
+
+
+def count_params(tree) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+# ----------------------------------------------------------------------------- the U-Net
+
+
+def test_unet_output_shape_equals_input_shape(preset, model_a_params):
+    cfg = preset.model_a
+    unet = model_a.make_unet(cfg)
+    x = jax.random.normal(jax.random.key(0), (3, 32, 32, 3))
+    t = jnp.array([0, 1, cfg.steps_per_block - 1])
+    cond = model_a.block_condition(x, jnp.array([0, 1, 3]))
+    assert cond.shape == (3, 32, 32, model_a.COND_CHANNELS)
+    out = unet.apply({"params": model_a_params}, x, t, cond)
+    assert out.shape == x.shape and out.dtype == jnp.float32
+    # without conditioning (Model B's corrector): shapes only, no compile needed
+    out_shape = jax.eval_shape(lambda k: unet.init_with_output(k, x, t)[0], jax.random.key(0))
+    assert out_shape.shape == x.shape and out_shape.dtype == jnp.float32
+    # bf16 compute still returns f32
+    bf16 = build(UNet, dataclasses.replace(cfg.unet, dtype="bfloat16"))
+    assert jax.eval_shape(lambda k: bf16.init_with_output(k, x, t, cond)[0], jax.random.key(0)).dtype == jnp.float32
+
+
+def test_paper_unet_has_35_7m_parameters():
+    cfg = get_preset("paper").model_a
+    shapes = jax.eval_shape(lambda k: model_a.init_params(cfg, k), jax.random.key(0))
+    n = count_params(shapes)
+    print(f"paper Model A U-Net: {n:,} parameters")
+    assert 35.5e6 <= n <= 36.0e6, n
+
+
+@pytest.fixture(scope="module")
+def loss_and_grad(preset):
+    return jax.jit(jax.value_and_grad(model_a.make_loss(preset.model_a)))
+
+
+@pytest.fixture(scope="module")
+def four_images(stand_in_images):
+    return jnp.asarray(stand_in_images[:4])
+
+
+def test_gradients_are_finite_and_reach_every_layer(loss_and_grad, model_a_params, perturb, four_images):
+    loss, grads = loss_and_grad(model_a_params, four_images, jax.random.key(1))
+    assert np.isfinite(float(loss))
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    # fresh params end in a zero conv, so only its grads are non-zero; with perturbed params all are
+    _, grads = loss_and_grad(perturb(model_a_params, jax.random.key(2)), four_images, jax.random.key(1))
+    flat = jax.tree_util.tree_leaves_with_path(grads)
+    dead = [jax.tree_util.keystr(p) for p, g in flat if not np.any(np.asarray(g) != 0)]
+    assert not dead, dead
+    assert all(np.all(np.isfinite(g)) for _, g in flat)
+
+
+def test_loss_is_masked_to_the_target_block(preset, model_a_params, perturb, four_images):
+    """Pixels outside the target block never enter the loss: changing them leaves it unchanged."""
+    loss = jax.jit(model_a.make_loss(preset.model_a))
+    params = perturb(model_a_params, jax.random.key(3))
+    key = jax.random.key(4)
+    block = jax.random.randint(jax.random.fold_in(key, 0), (4,), 0, data.NUM_BLOCKS)  # as make_loss draws it
+    after = np.asarray(data.context_masks() + data.block_masks())[np.asarray(block)]  # context + target
+    changed = jnp.where(after > 0, four_images, -four_images)  # change only pixels after the target block
+    assert float(loss(params, four_images, key)) == pytest.approx(float(loss(params, changed, key)), rel=1e-6)
+
+
+def test_overfits_a_fixed_batch(loss_and_grad, model_a_params, four_images):
+    """A fixed key fixes block, t and noise: the loss is a plain regression the U-Net can fit."""
+    tx = optax.adam(3e-3)
+    key = jax.random.key(5)
+
+    @jax.jit
+    def update(params, opt_state, grads):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    params = jax.tree.map(jnp.array, model_a_params)
+    opt_state = tx.init(params)
+    losses = []
+    for _ in range(60):
+        loss, grads = loss_and_grad(params, four_images, key)
+        params, opt_state = update(params, opt_state, grads)
+        losses.append(float(loss))
+    first, last = np.mean(losses[:3]), np.mean(losses[-5:])
+    print(f"Model A overfit: loss {first:.4f} -> {last:.4f}")
+    assert np.all(np.isfinite(losses))
+    assert last < 0.5 * first, (first, last)
+
+
+# ----------------------------------------------------------------------------- the sampler
+
+
+@pytest.fixture(scope="module")
+def sampler(preset):
+    return model_a.make_sampler(preset.model_a)
+
+
+@pytest.fixture(scope="module")
+def params(model_a_params, perturb):
+    """Perturbed params: the U-Net's output depends on its inputs (fresh ones output zeros)."""
+    return perturb(model_a_params, jax.random.key(6))
+
+
+def test_sampler_deterministic_shape_range(sampler, params, preset):
+    assert sampler.passes == data.NUM_BLOCKS * preset.model_a.steps_per_block == 16
+    key = jax.random.key(7)
+    a = np.asarray(sampler.sample(params, key, 4))
+    b = np.asarray(sampler.sample(params, key, 4))
+    assert a.shape == (4, 32, 32, 3) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert a.min() >= -1.0 and a.max() <= 1.0
+    assert np.all(np.isfinite(a)) and a.std() > 0.01
+    # `sample` is `sample_keys` on split keys; different keys give different images
+    np.testing.assert_array_equal(a, np.asarray(sampler.sample_keys(params, jax.random.split(key, 4))))
+    assert not np.allclose(a[0], a[1])
+    assert not np.allclose(a, np.asarray(sampler.sample(params, jax.random.key(8), 4)))
+
+
+def test_image_of_a_key_is_independent_of_its_batch(sampler, params):
+    keys = jax.random.split(jax.random.key(9), 4)
+    batch = np.asarray(sampler.sample_keys(params, keys))
+    alone = np.asarray(sampler.sample_keys(params, keys[:1]))
+    np.testing.assert_array_equal(alone[0], batch[0])
+    np.testing.assert_array_equal(np.asarray(sampler.sample_keys(params, keys[::-1]))[::-1], batch)
+
+
+def _block_of(cond: jax.Array) -> jax.Array:
+    """Index [b] of the block being generated, read off the target-mask channel of `cond`."""
+    tgt = cond[..., -1]
+    bottom = jnp.sum(tgt[:, 16:, :], axis=(1, 2)) > 0
+    right = jnp.sum(tgt[:, :, 16:], axis=(1, 2)) > 0
+    return 2 * bottom.astype(jnp.int32) + right.astype(jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def instrumented(preset):
+    """Model A's own sampler with an instrumented eps_fn.
+
+    `make_eps_fn` is replaced (only while the sampler is built) by a wrapper that
+      * counts its calls at run time (`jax.debug.callback`, so a cached executable counts too),
+      * records which block each call generates (read off the target mask in `cond`),
+      * returns large random junk instead of the U-Net's eps for the blocks where
+        `params["junk"][block]` is 1.
+    The params passed to the sampler are `{"unet": U-Net params, "junk": float[4]}`; the sampler
+    hands them through to eps_fn untouched, so one compiled sampler serves every experiment.
+    """
+    calls: list[np.ndarray] = []
+    real = model_a.make_eps_fn
+
+    def make_eps_fn(cfg, train: bool = False):
+        inner = real(cfg, train)
+
+        def eps_fn(p, x_t, t, cond, rngs=None):
+            block = _block_of(cond)
+            jax.debug.callback(lambda b: calls.append(np.asarray(b)), block, ordered=True)
+            eps = inner(p["unet"], x_t, t, cond, rngs=rngs)
+            junk = 30.0 * jax.random.normal(jax.random.fold_in(jax.random.key(99), t[0]), eps.shape)
+            return jnp.where((p["junk"][block] > 0)[:, None, None, None], junk, eps)
+
+        return eps_fn
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_a, "make_eps_fn", make_eps_fn)
+        sampler = model_a.make_sampler(preset.model_a)
+    return sampler, calls
+
+
+def test_sampler_runs_the_unet_4_x_steps_times(instrumented, params, preset):
+    sampler, calls = instrumented
+    steps = preset.model_a.steps_per_block
+    keys = jax.random.split(jax.random.key(10), 3)
+    for _ in range(2):  # the second call runs the cached executable: counted at run time
+        calls.clear()
+        sampler.sample_keys({"unet": params, "junk": jnp.zeros(4)}, keys).block_until_ready()
+        jax.effects_barrier()
+        assert len(calls) == sampler.passes == 4 * steps
+        # blocks in raster order, `steps` passes each, the whole batch at once
+        assert [int(c[0]) for c in calls] == [b for b in range(4) for _ in range(steps)]
+        assert all(c.shape == (3,) and np.all(c == c[0]) for c in calls)
+
+
+def test_generated_blocks_never_change_and_later_blocks_see_them(instrumented, params):
+    """Pixels of a block are final once the block is generated; later blocks read them.
+
+    Method: sample the same keys twice with Model A's real sampler, once with the true U-Net
+    and once with the U-Net's output replaced by large random junk for every block after b.
+    All randomness comes from the keys, so the two runs are identical up to the end of block
+    b. If any later step wrote to, re-noised or re-clipped the pixels of blocks <= b, the
+    junk (which wrecks blocks > b, checked) would reach them; it must not: they are bitwise
+    equal. Conversely, junk in block 0 alone changes blocks 1..3 too, because they are
+    conditioned on block 0's pixels through the context canvas.
+    """
+    sampler, _ = instrumented
+    keys = jax.random.split(jax.random.key(11), 3)
+    run = lambda junk: np.asarray(sampler.sample_keys({"unet": params, "junk": jnp.asarray(junk, jnp.float32)},
+                                                      keys))
+    masks = data.block_masks()[..., 0] > 0  # [4, 32, 32]
+    clean = run([0, 0, 0, 0])
+    for b in range(4):
+        junk = [0.0] * (b + 1) + [1.0] * (3 - b)
+        out = run(junk)
+        for blk in range(4):
+            same = np.array_equal(out[:, masks[blk]], clean[:, masks[blk]])
+            assert same == (blk <= b), (b, blk)
+
+    only_first = run([1, 0, 0, 0])
+    for blk in range(4):
+        assert not np.allclose(only_first[:, masks[blk]], clean[:, masks[blk]], atol=1e-3), blk
