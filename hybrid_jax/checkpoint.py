@@ -60,9 +60,13 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, int | None]:
-        """Newest complete checkpoint (or `step`) restored into `template`'s structure; (None, None) if none."""
+        """Newest complete checkpoint (or `step`) restored into `template`'s structure; (None, None) if none.
+
+        `template` may be concrete or abstract (`jax.eval_shape`): only shapes and dtypes are used.
+        """
         candidates = [step] if step is not None else self.steps()[::-1]
-        target = jax.tree.map(np.asarray, flax.serialization.to_state_dict(template))
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype),
+                              flax.serialization.to_state_dict(template))
         for s in candidates:
             try:
                 restored = self._manager.restore(s, args=ocp.args.StandardRestore(target))

@@ -48,6 +48,14 @@ class Prefix:
     means: jax.Array  # [k, b, 192] predicted patch means
     tf_means: jax.Array  # [b, k, 192] predictions when re-reading the means instead of the samples
 
+    def take(self, idx) -> "Prefix":
+        """The examples at `idx` (each array indexed on its own batch axis)."""
+        state = self.state
+        return Prefix(ARState(KVCache(state.cache.k[:, idx], state.cache.v[:, idx]), state.patches[idx],
+                              state.prev[idx], state.step),
+                      self.keys[idx], self.attn[:, :, idx], self.hidden[:, :, idx], self.means[:, idx],
+                      self.tf_means[idx])
+
 
 def make_decoder(cfg: ModelBConfig) -> Decoder:
     return build(Decoder, cfg.decoder)

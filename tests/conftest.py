@@ -6,10 +6,11 @@ Keep this file small and general: fixtures used by one test file belong in that 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybrid_jax import data
+from hybrid_jax import data, model_a, model_b
 from hybrid_jax.config import Preset, get_preset
 
 
@@ -30,34 +31,30 @@ def stand_in_images() -> np.ndarray:
         return data.load_images(use_tfds=False, max_images=64).images
 
 
-def perturb_params(params, key: jax.Array, scale: float = 0.05):
-    """`params` plus N(0, scale^2) noise on every leaf.
+def perturb_params(params, seed: int, scale: float = 0.05):
+    """`params` plus N(0, scale^2) noise on every leaf (NumPy noise: no per-shape RNG compiles).
 
     Fresh U-Nets end in a zero-initialised conv, so they output exactly zero; tests that need
     the network's output to depend on its inputs use perturbed params instead.
     """
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(treedef, [x + scale * jax.random.normal(k, x.shape, x.dtype)
-                                        for x, k in zip(leaves, keys)])
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda x: x + jnp.asarray(scale * rng.standard_normal(x.shape), x.dtype), params)
 
 
 @pytest.fixture(scope="session")
 def model_a_params(preset):
     """Fresh Model A U-Net params of the test preset (key 0). Initialising compiles for ~15 s on a
     small CPU, hence once per session; never donate or mutate them (copy first)."""
-    from hybrid_jax import model_a
     return model_a.init_params(preset.model_a, jax.random.key(0))
 
 
 @pytest.fixture(scope="session")
 def model_b_params(preset):
     """Fresh Model B params `{"ar", "corrector"}` of the test preset (key 0); see `model_a_params`."""
-    from hybrid_jax import model_b
     return model_b.init_params(preset.model_b, preset.corrector, jax.random.key(0))
 
 
 @pytest.fixture(scope="session")
 def perturb():
-    """The `perturb_params(params, key, scale=0.05)` helper, as a fixture."""
+    """The `perturb_params(params, seed, scale=0.05)` helper, as a fixture."""
     return perturb_params

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from hybrid_jax import data, model_a
+from hybrid_jax import data, diffusion, model_a
 from hybrid_jax.config import get_preset
 from hybrid_jax.models import build
 from hybrid_jax.models.unet import UNet
@@ -30,7 +30,7 @@ def test_unet_output_shape_equals_input_shape(preset, model_a_params):
     t = jnp.array([0, 1, cfg.steps_per_block - 1])
     cond = model_a.block_condition(x, jnp.array([0, 1, 3]))
     assert cond.shape == (3, 32, 32, model_a.COND_CHANNELS)
-    out = unet.apply({"params": model_a_params}, x, t, cond)
+    out = jax.eval_shape(lambda p: unet.apply({"params": p}, x, t, cond), model_a_params)
     assert out.shape == x.shape and out.dtype == jnp.float32
     # without conditioning (Model B's corrector): shapes only, no compile needed
     out_shape = jax.eval_shape(lambda k: unet.init_with_output(k, x, t)[0], jax.random.key(0))
@@ -63,22 +63,40 @@ def test_gradients_are_finite_and_reach_every_layer(loss_and_grad, model_a_param
     assert np.isfinite(float(loss))
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
     # fresh params end in a zero conv, so only its grads are non-zero; with perturbed params all are
-    _, grads = loss_and_grad(perturb(model_a_params, jax.random.key(2)), four_images, jax.random.key(1))
+    _, grads = loss_and_grad(perturb(model_a_params, 2), four_images, jax.random.key(1))
     flat = jax.tree_util.tree_leaves_with_path(grads)
     dead = [jax.tree_util.keystr(p) for p, g in flat if not np.any(np.asarray(g) != 0)]
     assert not dead, dead
     assert all(np.all(np.isfinite(g)) for _, g in flat)
 
 
-def test_loss_is_masked_to_the_target_block(preset, model_a_params, perturb, four_images):
-    """Pixels outside the target block never enter the loss: changing them leaves it unchanged."""
-    loss = jax.jit(model_a.make_loss(preset.model_a))
-    params = perturb(model_a_params, jax.random.key(3))
+def test_loss_is_eps_mse_on_the_target_block(preset, loss_and_grad, model_a_params, perturb, four_images):
+    """make_loss = epsilon-MSE over the target block's pixels only, the U-Net seeing the noisy
+    target block and the clean earlier blocks (recomputed here from the documented recipe)."""
+    cfg = preset.model_a
+    params = perturb(model_a_params, 3)
     key = jax.random.key(4)
-    block = jax.random.randint(jax.random.fold_in(key, 0), (4,), 0, data.NUM_BLOCKS)  # as make_loss draws it
-    after = np.asarray(data.context_masks() + data.block_masks())[np.asarray(block)]  # context + target
-    changed = jnp.where(after > 0, four_images, -four_images)  # change only pixels after the target block
-    assert float(loss(params, four_images, key)) == pytest.approx(float(loss(params, changed, key)), rel=1e-6)
+    sched = diffusion.linear_schedule(cfg.steps_per_block)
+
+    @jax.jit
+    def by_hand(params, images):
+        k_block, k_t, k_noise = (jax.random.fold_in(key, i) for i in range(3))
+        block = jax.random.randint(k_block, (4,), 0, data.NUM_BLOCKS)
+        t = jax.random.randint(k_t, (4,), 0, cfg.steps_per_block)
+        noise = jax.random.normal(k_noise, images.shape)
+        tgt = jnp.asarray(data.block_masks())[block]
+        ctx = jnp.asarray(data.context_masks())[block]
+        x_t = diffusion.q_sample(sched, images, t, noise) * tgt
+        eps = model_a.make_unet(cfg).apply({"params": params}, x_t, t,
+                                           jnp.concatenate([images * ctx, ctx, tgt], axis=-1))
+        sq = jnp.square(eps - noise)
+        return jnp.sum(sq * tgt) / (3 * jnp.sum(tgt)), jnp.mean(sq), block
+
+    masked, unmasked, block = by_hand(params, four_images)
+    got = float(loss_and_grad(params, four_images, key)[0])
+    assert len(set(np.asarray(block).tolist())) > 1  # the batch mixes target blocks
+    np.testing.assert_allclose(got, float(masked), rtol=1e-5)
+    assert abs(got - float(unmasked)) > 1e-3 * got
 
 
 def test_overfits_a_fixed_batch(loss_and_grad, model_a_params, four_images):
@@ -115,7 +133,7 @@ def sampler(preset):
 @pytest.fixture(scope="module")
 def params(model_a_params, perturb):
     """Perturbed params: the U-Net's output depends on its inputs (fresh ones output zeros)."""
-    return perturb(model_a_params, jax.random.key(6))
+    return perturb(model_a_params, 6)
 
 
 def test_sampler_deterministic_shape_range(sampler, params, preset):
@@ -136,9 +154,13 @@ def test_sampler_deterministic_shape_range(sampler, params, preset):
 def test_image_of_a_key_is_independent_of_its_batch(sampler, params):
     keys = jax.random.split(jax.random.key(9), 4)
     batch = np.asarray(sampler.sample_keys(params, keys))
-    alone = np.asarray(sampler.sample_keys(params, keys[:1]))
-    np.testing.assert_array_equal(alone[0], batch[0])
+    # the same batch size reorders bitwise; another batch size changes XLA's kernels (and so the
+    # rounding, amplified by 16 steps through the clipped x0 prediction), never the noise
     np.testing.assert_array_equal(np.asarray(sampler.sample_keys(params, keys[::-1]))[::-1], batch)
+    alone = np.asarray(sampler.sample_keys(params, keys[:1]))
+    np.testing.assert_allclose(alone[0], batch[0], atol=1e-3)
+    other = np.asarray(sampler.sample_keys(params, keys[1:2]))[0]
+    assert np.abs(other - batch[0]).max() > 0.1  # a different key: a different image
 
 
 def _block_of(cond: jax.Array) -> jax.Array:

@@ -1,0 +1,57 @@
+"""`python -m experiments.label --workdir DIR`: the labeling page for a run (see hybrid_jax.labeling).
+
+Serves http://HOST:PORT/ where a person compares Model A's and Model B's image of each seed and
+answers with the keyboard; labels go to DIR/labels/human.csv, which the router stage reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m experiments.label", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True, help="run directory holding seeds/seeds.npz")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--seed", type=int, default=0, help="run seed of the random left/right order (default 0)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from werkzeug.serving import make_server
+
+    from hybrid_jax import labeling
+
+    workdir = Path(args.workdir)
+    try:  # fail before serving when the inputs are unusable
+        seeds = labeling.load_seeds(workdir / "seeds" / "seeds.npz")
+        snap = labeling.LabelStore(workdir).read(seeds)
+    except labeling.ApiError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    app = labeling.create_app(workdir, seed=args.seed)
+    try:
+        server = make_server(args.host, args.port, app, threaded=True)
+    except OSError as e:
+        print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror or e}). "
+              "Pick another --port (0 = any free port).", file=sys.stderr)
+        return 2
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"labeling {len(seeds.seeds)} seeds ({len(snap.labels)} labeled) -> {workdir / 'labels' / 'human.csv'}")
+    print(f"open http://{host}:{server.server_port}/  (Ctrl+C stops; every answer is saved at once)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The routed pipeline: probe B's first k AR steps, route each seed, then finish B from its
+cached prefix or hand the seed to A.
+
+Seed keys (documented, stable): seed s under base seed b has key `fold_in(key(b), s)`;
+Model A draws from `fold_in(that, 1)`, Model B from `fold_in(that, 2)`. So an integer seed
+fully determines both images, at any batch size or batch composition.
+
+Subsets are padded to power-of-two buckets, so a batch compiles at most log2(n) + 1 shapes
+of each half however the router splits it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hybrid_jax import features as features_lib
+from hybrid_jax import model_a, model_b, router as router_lib
+
+
+def seed_keys(seeds: Sequence[int], base_seed: int = 0) -> tuple[jax.Array, jax.Array]:
+    """Per-seed keys (keys_a, keys_b), each [n]."""
+    base = jax.random.key(base_seed)
+    keys = jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.asarray(seeds, jnp.uint32))
+    fold = lambda i: jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+    return fold(1), fold(2)
+
+
+def bucket_size(n: int, cap: int) -> int:
+    """Smallest power of two >= n, at most `cap` (0 stays 0)."""
+    return 0 if n == 0 else min(1 << (n - 1).bit_length(), max(cap, n))
+
+
+def _padded(idx: np.ndarray, cap: int) -> np.ndarray:
+    return np.concatenate([idx, np.full(bucket_size(len(idx), cap) - len(idx), idx[0])])
+
+
+@dataclasses.dataclass(frozen=True)
+class RoutedOutput:
+    images: np.ndarray  # [n, 32, 32, 3]
+    to_a: np.ndarray  # [n] bool, True where Model A made the image
+    p_cheap: np.ndarray  # [n] router's P(cheap_ok)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoutedSampler:
+    probe: Callable  # jitted (params_b, keys_b) -> (Prefix, features [n, F], p_cheap [n], to_a [n])
+    run: Callable  # (params_a, params_b, keys_a, keys_b) -> RoutedOutput
+    sampler_a: model_a.Sampler
+    sampler_b: model_b.Sampler
+
+
+def make_probe(sampler_b: model_b.Sampler, ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int],
+               prefix_steps: int) -> Callable:
+    """jitted probe: B's prefix, all candidate features, and the in-graph routing decision."""
+    cols = jnp.asarray(feature_idx, jnp.int32)
+
+    def probe(params_b, keys_b):
+        prefix = sampler_b.ar_prefix(params_b, keys_b, prefix_steps)
+        feats = features_lib.compute(prefix)
+        p = router_lib.jax_predict_proba(ensemble, feats[:, cols])
+        return prefix, feats, p, p < ensemble.threshold_route
+
+    return jax.jit(probe)
+
+
+def generate_split(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler, params_a, params_b, keys_a, keys_b,
+                   to_a: np.ndarray, prefix: model_b.Prefix | None = None) -> np.ndarray:
+    """Images where A makes the `to_a` seeds and B the rest (from `prefix` when given, else from scratch)."""
+    n = keys_b.shape[0]
+    finish_b = ((lambda i: sampler_b.finish(params_b, prefix.take(i))) if prefix is not None
+                else (lambda i: sampler_b.sample_keys(params_b, keys_b[i])))
+    images = np.zeros((n, 32, 32, 3), np.float32)
+    for mask, make in ((~to_a, finish_b), (to_a, lambda i: sampler_a.sample_keys(params_a, keys_a[i]))):
+        idx = np.flatnonzero(mask)
+        if idx.size:
+            images[idx] = np.asarray(make(jnp.asarray(_padded(idx, n))))[: idx.size]
+    return images
+
+
+def make_routed_sampler(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler,
+                        ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int],
+                        prefix_steps: int) -> RoutedSampler:
+    probe = make_probe(sampler_b, ensemble, feature_idx, prefix_steps)
+
+    def run(params_a, params_b, keys_a, keys_b) -> RoutedOutput:
+        prefix, _, p, to_a = probe(params_b, keys_b)
+        to_a = np.asarray(to_a)
+        images = generate_split(sampler_a, sampler_b, params_a, params_b, keys_a, keys_b, to_a, prefix)
+        return RoutedOutput(images, to_a, np.asarray(p))
+
+    return RoutedSampler(probe=probe, run=run, sampler_a=sampler_a, sampler_b=sampler_b)

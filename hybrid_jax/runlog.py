@@ -1,0 +1,44 @@
+"""Run logging (one log file per work dir), the errors a user can act on, and the end-of-run summary."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import jax
+
+from hybrid_jax import checkpoint, config, data, io, labels, pipeline, router, train
+
+USER_ERRORS = (config.ConfigError, data.DataError, checkpoint.CheckpointMismatch, pipeline.RunDirError,
+               labels.LabelError, router.RouterError, io.WriteError, train.TrainingDiverged,
+               pipeline.StageIncomplete, FileNotFoundError)
+
+
+def setup(workdir: Path) -> None:
+    """Log to stderr and to `<workdir>/run.log` (appended across resumes)."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        handlers = [logging.StreamHandler(), logging.FileHandler(workdir / "run.log")]
+    except OSError as e:
+        raise io.WriteError(e.errno or 0, f"cannot create the work dir {workdir}: {e.strerror}. "
+                            "Choose a writable --workdir.") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+    for noisy in ("absl", "orbax", "jax._src"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("hybrid_jax").info("work dir %s; device %s (%s)", workdir, jax.devices()[0],
+                                         jax.default_backend())
+
+
+def print_summary(run: "pipeline.Run", summaries: dict) -> None:
+    print(f"\n== hybrid_jax {run.cfg.name}: {run.workdir} ==")
+    if "data" in summaries:
+        d = summaries["data"]
+        print(("STAND-IN DATA (not CIFAR-10): " if d["stand_in"] else "data: ") + d["source"])
+    for name, s in summaries.items():
+        shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in s.items()
+                 if not isinstance(v, (dict, list))}
+        print(f"  {name:<10} " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    report = run.path("report", "report.md")
+    if report.exists():
+        print(f"report: {report}")
