@@ -273,8 +273,9 @@ def stage_labels(run: Run) -> dict:
     s_a, s_b, s_real = (scorer(feats[k]) for k in ("images_a", "images_b", "holdout"))
     auto = dict(zip(map(int, seeds["seeds"]), labeler.label_pairs(s_a, s_b, s_real, cfg.labeler)))
     labels_lib.write_labels(run.path("labels", "auto.csv"), auto)
+    z = {k: (v - scorer.mean) / scorer.scale for k, v in feats.items()}  # the scorer's standardised space
     io.write_npz(run.path("labels", "scores.npz"), score_a=s_a, score_b=s_b, score_real=s_real,
-                 feats_a=feats["images_a"], feats_b=feats["images_b"], feats_real=feats["holdout"])
+                 feats_a=z["images_a"], feats_b=z["images_b"], feats_real=z["holdout"])
     validation = labeler.validate(score, data["holdout"])
     out = {"auto_cheap_ok": sum(v == "cheap_ok" for v in auto.values()), "n": len(auto),
            "validation_auc": validation, "mean_score": {"A": float(s_a.mean()), "B": float(s_b.mean()),
