@@ -150,10 +150,9 @@ class SeedsConfig:
 
 @dataclass(frozen=True)
 class LabelerConfig:
-    """Automated quality labels: k-NN realism in Model A's U-Net feature space."""
+    """Automated quality labels: k-NN realism in a space of natural-image statistics."""
 
     k: int = 5
-    feature_timestep: int = 10  # diffusion step at which A's U-Net reads a clean image
     margin: float = 0.0  # cheap_ok iff score_B >= score_A - margin * std(real scores)
 
     def __post_init__(self):
@@ -222,16 +221,15 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick",
         data=DataConfig(max_images=5000, holdout=100),
-        model_a=ModelAConfig(unet=_QUICK_UNET, steps_per_block=25,
+        model_a=ModelAConfig(unet=_QUICK_UNET, steps_per_block=20,
                              train=TrainConfig(epochs=6, batch_size=32, ckpt_every=200, log_every=20)),
         model_b=ModelBConfig(decoder=DecoderConfig(num_layers=4, width=128, num_heads=4),
                              train=TrainConfig(epochs=40, batch_size=32, lr=1e-3, ckpt_every=500, log_every=50)),
         corrector=CorrectorConfig(unet=dataclasses.replace(_QUICK_UNET, base_channels=16, channel_mults=(1, 2)),
                                   train=TrainConfig(epochs=4, batch_size=32, ckpt_every=200, log_every=20)),
-        seeds=SeedsConfig(num_seeds=120, batch_size=40),
-        labeler=LabelerConfig(k=3),
+        seeds=SeedsConfig(num_seeds=100, batch_size=50),
         router=RouterConfig(n_estimators=200, n_splits=10, cv_folds=5),
-        cost=CostConfig(num_images=20, repeats=2),
+        cost=CostConfig(num_images=16, repeats=2),
     ),
     # Tiny: the whole pipeline in seconds, for tests.
     "test": Preset(

@@ -263,9 +263,7 @@ def stage_labels(run: Run) -> dict:
     cfg = run.cfg
     data = load_data(run)
     seeds = io.read_npz(run.path("seeds", "seeds.npz"))
-    embed = labeler.make_embedder(cfg.model_a, cfg.labeler.feature_timestep)
-    pa = restore_params(run, "model_a")
-    emb = lambda x: labeler.embed_all(embed, pa, x)
+    emb = labeler.embed_all
     scorer = labeler.fit_scorer(emb(data["train"]), cfg.labeler.k)
     score = lambda x: scorer(emb(x))
     feats = {k: emb(seeds[k]) for k in ("images_a", "images_b")}

@@ -55,6 +55,18 @@ def model_b_params(preset):
 
 
 @pytest.fixture(scope="session")
+def model_a_sampler(preset) -> model_a.Sampler:
+    """Model A's jitted sampler for the test preset, shared so that its compilations are too."""
+    return model_a.make_sampler(preset.model_a)
+
+
+@pytest.fixture(scope="session")
+def model_b_sampler(preset) -> model_b.Sampler:
+    """Model B's jitted sampler for the test preset, shared so that its compilations are too."""
+    return model_b.make_sampler(preset.model_b, preset.corrector)
+
+
+@pytest.fixture(scope="session")
 def perturb():
     """The `perturb_params(params, seed, scale=0.05)` helper, as a fixture."""
     return perturb_params

@@ -126,8 +126,8 @@ def test_overfits_a_fixed_batch(loss_and_grad, model_a_params, four_images):
 
 
 @pytest.fixture(scope="module")
-def sampler(preset):
-    return model_a.make_sampler(preset.model_a)
+def sampler(model_a_sampler):
+    return model_a_sampler
 
 
 @pytest.fixture(scope="module")

@@ -29,16 +29,21 @@ def patches(stand_in_images):
 
 
 @pytest.fixture(scope="module")
-def sampler(preset):
-    return model_b.make_sampler(preset.model_b, preset.corrector)
+def tf(decoder):
+    """Jitted teacher forcing (one compile per batch shape, shared by the tests below)."""
+    return jax.jit(lambda p, x: model_b.teacher_forcing(decoder, p, x))
+
+
+@pytest.fixture(scope="module")
+def sampler(model_b_sampler):
+    return model_b_sampler
 
 
 # ----------------------------------------------------------------------------- the causal decoder
 
 
-def test_teacher_forcing_is_causal(decoder, params, patches):
+def test_teacher_forcing_is_causal(tf, params, patches):
     """The prediction at position i (of patch i) never depends on patches i, i+1, ..., 15."""
-    tf = jax.jit(lambda p, x: model_b.teacher_forcing(decoder, p, x))
     full = np.asarray(tf(params["ar"], patches))
     assert full.shape == (3, SEQ_LEN, PATCH_DIM)
     rng = np.random.default_rng(0)
@@ -50,9 +55,9 @@ def test_teacher_forcing_is_causal(decoder, params, patches):
             assert np.abs(out[:, i + 1] - full[:, i + 1]).max() > 1e-4, i
 
 
-def test_cached_one_step_path_equals_full_causal_pass(decoder, params, patches, preset):
+def test_cached_one_step_path_equals_full_causal_pass(tf, decoder, params, patches, preset):
     d = preset.model_b.decoder
-    full = np.asarray(model_b.teacher_forcing(decoder, params["ar"], patches))
+    full = np.asarray(tf(params["ar"], patches))
     inputs = shift_right(patches)
     step = jax.jit(lambda p, x, i, cache: decoder.apply({"params": p}, x, i, cache))
     cache = init_cache(3, d.num_layers, d.width, d.num_heads)
@@ -82,10 +87,9 @@ def test_finish_of_prefix_equals_sample(sampler, params, keys, prefix, preset):
     np.testing.assert_array_equal(resumed, whole)
     assert whole.shape == (3, 32, 32, 3) and whole.min() >= -1 and whole.max() <= 1
     assert not np.allclose(whole[0], whole[1])
-    np.testing.assert_array_equal(np.asarray(sampler.sample(params, jax.random.key(2), 3)), whole)
 
 
-def test_prefix_sown_intermediates(prefix, preset, decoder, params):
+def test_prefix_sown_intermediates(prefix, preset, tf, params):
     d = preset.model_b.decoder
     k, b = 12, 3
     assert prefix.attn.shape == (k, d.num_layers, b, d.num_heads, SEQ_LEN)
@@ -101,8 +105,8 @@ def test_prefix_sown_intermediates(prefix, preset, decoder, params):
     # the AR steps' means are the decoder's teacher-forced predictions of the sampled patches
     sampled = np.asarray(prefix.state.patches)
     assert np.all(sampled[:, k:] == 0) and np.all(np.abs(sampled[:, :k]).sum(-1) > 0)
-    tf = np.asarray(model_b.teacher_forcing(decoder, params["ar"], jnp.asarray(sampled)))
-    np.testing.assert_allclose(np.swapaxes(np.asarray(prefix.means), 0, 1), tf[:, :k], atol=1e-5)
+    tf_sampled = np.asarray(tf(params["ar"], jnp.asarray(sampled)))
+    np.testing.assert_allclose(np.swapaxes(np.asarray(prefix.means), 0, 1), tf_sampled[:, :k], atol=1e-5)
     # sampled = mean + temperature * noise
     resid = (sampled[:, :k] - np.swapaxes(np.asarray(prefix.means), 0, 1)) / preset.model_b.temperature
     assert 0.8 < resid.std() < 1.2 and abs(resid.mean()) < 0.1
@@ -129,57 +133,45 @@ def _overfit(loss_fn, params, batch, steps: int, lr: float, key=jax.random.key(3
     return losses
 
 
-def test_ar_loss_falls_on_a_fixed_batch(preset, model_b_params, stand_in_images):
-    losses = _overfit(model_b.make_ar_loss(preset.model_b), model_b_params["ar"],
-                      jnp.asarray(stand_in_images[:4]), steps=40, lr=3e-3)
+def test_ar_loss_is_sum_of_per_patch_mse_and_falls_on_a_fixed_batch(preset, model_b_params, tf, stand_in_images):
+    images = jnp.asarray(stand_in_images[:3])
+    losses = _overfit(model_b.make_ar_loss(preset.model_b), model_b_params["ar"], images, steps=40, lr=3e-3)
+    # the brief's loss: sum over the 16 patches of the squared error, averaged over the batch
+    p = np.asarray(data.patchify(images), np.float64)
+    means = np.asarray(tf(model_b_params["ar"], jnp.asarray(p, jnp.float32)), np.float64)
+    np.testing.assert_allclose(losses[0], ((means - p) ** 2).sum(axis=(1, 2)).mean(), rtol=1e-5)
     first, last = np.mean(losses[:3]), np.mean(losses[-5:])
     print(f"Model B AR overfit: loss {first:.2f} -> {last:.2f}")
     assert np.all(np.isfinite(losses)) and last < 0.5 * first, (first, last)
 
 
-def test_ar_loss_is_the_sum_of_per_patch_mse(preset, model_b_params, perturb, stand_in_images, decoder):
-    images = jnp.asarray(stand_in_images[:2])
-    ar = perturb(model_b_params, 4)["ar"]
-    loss = float(model_b.make_ar_loss(preset.model_b)(ar, images, jax.random.key(0)))
-    p = np.asarray(data.patchify(images), np.float64)
-    means = np.asarray(model_b.teacher_forcing(decoder, ar, jnp.asarray(p, jnp.float32)), np.float64)
-    np.testing.assert_allclose(loss, ((means - p) ** 2).sum(axis=(1, 2)).mean(), rtol=1e-5)
-
-
-def test_corrector_loss_falls_on_a_fixed_batch(preset, model_b_params, stand_in_images):
-    losses = _overfit(model_b.make_corrector_loss(preset.corrector), model_b_params["corrector"],
-                      jnp.asarray(stand_in_images[:4]), steps=40, lr=3e-3)
-    first, last = np.mean(losses[:3]), np.mean(losses[-5:])
-    print(f"corrector overfit: loss {first:.4f} -> {last:.4f}")
-    assert np.all(np.isfinite(losses)) and last < 0.5 * first, (first, last)
-
-
-def test_trained_corrector_moves_noised_images_towards_the_clean_ones(preset, model_b_params, sampler,
-                                                                       stand_in_images):
-    """Train the test-preset corrector (T = 10, start_step = 3) for 300 steps on 16 smooth images,
-    then give it those images: `correct` noises them to step 3 and denoises 3 steps back. Its
-    output must be much closer (MSE) to the clean images than the noised input it started from
-    (the same noise `correct` draws: `fold_in(key, 1)` folded with `start_step`), and closer
-    than what the untrained corrector makes of the same input."""
+def test_corrector_loss_falls_and_it_moves_noised_images_towards_the_clean_ones(
+        preset, model_b_params, sampler, stand_in_images):
+    """Train the test-preset corrector (T = 10, start_step = 3) for 60 Adam steps (fresh t and
+    noise each step) on 16 smooth images: its loss must fall. Then give it those images:
+    `correct` noises them to step 3 and denoises 3 steps back. Its output must be much closer
+    (MSE) to the clean images than the noised input it started from (the same noise `correct`
+    draws: `fold_in(key, 1)` folded with `start_step`), and than what the untrained corrector
+    makes of it. The test preset's corrector is large enough: no config override is needed."""
     ccfg = preset.corrector
     images = jnp.asarray(stand_in_images[:16])
     loss_fn = model_b.make_corrector_loss(ccfg)
-    tx = optax.adam(3e-3)
+    tx = optax.adam(1e-2)
 
     @jax.jit
-    def train(params):
-        def step(carry, i):
-            params, opt_state = carry
-            loss, grads = jax.value_and_grad(loss_fn)(params, images, jax.random.fold_in(jax.random.key(5), i))
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
+    def step(params, opt_state, i):
+        loss, grads = jax.value_and_grad(loss_fn)(params, images, jax.random.fold_in(jax.random.key(5), i))
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
 
-        (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(300))
-        return params, losses
-
-    trained, losses = train(model_b_params["corrector"])
-    losses = np.asarray(losses)
-    assert losses[-20:].mean() < 0.5 * losses[:20].mean(), (losses[:20].mean(), losses[-20:].mean())
+    trained = jax.tree.map(jnp.array, model_b_params["corrector"])
+    opt_state, losses = tx.init(trained), []
+    for i in range(60):
+        trained, opt_state, loss = step(trained, opt_state, i)
+        losses.append(float(loss))
+    first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+    print(f"corrector loss {first:.4f} -> {last:.4f}")
+    assert np.all(np.isfinite(losses)) and last < 0.5 * first, (first, last)
 
     keys = jax.random.split(jax.random.key(6), 16)
     sched = diffusion.linear_schedule(ccfg.num_timesteps)

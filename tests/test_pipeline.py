@@ -1,0 +1,112 @@
+"""End to end: the `test` preset through every stage, rerun skipping, kill -9 and resume, README example."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import run as run_cli
+from hybrid_jax import config as config_lib
+from hybrid_jax import io, pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUTS = {  # stage -> files it must leave behind
+    "data": ["images.npz"],
+    "model_a": ["params/config.json", "losses.npz"],
+    "model_b": ["params/config.json", "losses.npz"],
+    "corrector": ["params/config.json", "losses.npz"],
+    "seeds": ["seeds.npz", "png/seed_000000_A.png", "png/seed_000000_B.png"],
+    "features": ["features.csv", "features.npz"],
+    "labels": ["auto.csv", "scores.npz"],
+    "router": ["router.json", "router_trees.npz", "results.json"],
+    "routed": ["cost.json", "decisions.npz"],
+    "report": ["report.md", "training_curves.png", "samples_a_vs_b.png", "threshold_sweep.png", "cost.png"],
+}
+COMPARED = [("seeds", "seeds.npz"), ("features", "features.npz"), ("labels", "scores.npz"),
+            ("router", "router_trees.npz"), ("routed", "decisions.npz")]
+
+
+def _cli(workdir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "experiments.run", "--preset", "test", "--workdir", str(workdir), *extra]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("e2e") / "run"
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir)]) == 0
+    return workdir
+
+
+def test_every_stage_leaves_its_outputs(finished):
+    for stage, files in OUTPUTS.items():
+        assert (finished / stage / "done.json").exists(), stage
+        for f in files:
+            assert (finished / stage / f).exists(), f"{stage}/{f}"
+    header = (finished / "features" / "features.csv").read_text().splitlines()[0].split(",")
+    assert header[0] == "seed" and len(header) == 1 + 18 + config_lib.get_preset("test").model_b.decoder.num_layers
+
+
+def test_report_has_every_section(finished):
+    text = (finished / "report" / "report.md").read_text()
+    for section in ("## Training", "## Samples", "## Labels", "## Router", "## Cost", "## Quality", "## Config"):
+        assert section in text
+    for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (finished / "report" / figure).exists(), figure
+    assert "STAND-IN" in text.upper() or "CIFAR-10" in text
+
+
+def test_routed_images_equal_each_models_own(finished):
+    check = io.read_json(finished / "routed" / "cost.json")["consistency"]
+    assert check["max_abs_diff_a"] <= 1e-5 and check["max_abs_diff_b"] <= 1e-5
+
+
+def test_rerun_recomputes_nothing(finished):
+    before = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file() and p.name != "run.log"}
+    assert run_cli.main(["--preset", "test", "--workdir", str(finished)]) == 0
+    after = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file() and p.name != "run.log"}
+    assert after == before
+    assert "done already, skipped" in (finished / "run.log").read_text()
+
+
+def test_workdir_of_another_config_is_refused(finished):
+    with pytest.raises(pipeline.RunDirError, match="model_a.steps_per_block"):
+        pipeline.open_run(config_lib.override(config_lib.get_preset("test"), "model_a.steps_per_block", "5"),
+                          finished)
+
+
+def test_kill_during_training_then_resume_gives_the_same_results(finished, tmp_path):
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(workdir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if any((workdir / m / "ckpt" / "4").exists() for m in ("model_a", "model_b", "corrector")):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed during training"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(_cli(workdir), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"resumed from checkpoint step [1-9]", (workdir / "run.log").read_text())
+    for stage, name in COMPARED:
+        ours, ref = io.read_npz(workdir / stage / name), io.read_npz(finished / stage / name)
+        for key in ref:
+            np.testing.assert_array_equal(ours[key], ref[key], err_msg=f"{stage}/{name}:{key}")
+
+
+def test_readme_example_runs(finished, tmp_path):
+    readme = (REPO / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1).replace('"runs/quick"', repr(str(finished)))
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(4, 32, 32, 3)" in out.stdout

@@ -1,0 +1,74 @@
+"""Bad input gets a clear error before any work starts, and writes never leave a half file."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from experiments import run as run_cli
+from hybrid_jax import config as config_lib
+from hybrid_jax import io
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model_a.steps_per_block", "-1", "steps_per_block must be > 0"),
+    ("router.threshold", "1.5", r"threshold must be in \[0, 1\]"),
+    ("router.prefix_steps", "17", r"prefix_steps must be in \[1, 15\]"),
+    ("corrector.start_step", "101", "start_step must be in"),
+    ("model_b.train.epochs", "0", "epochs must be > 0"),
+    ("model_a.unet.dtype", "float16", "dtype must be float32 or bfloat16"),
+])
+def test_invalid_config_is_rejected_with_the_field_named(key, value, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.override(config_lib.get_preset("paper"), key, value)
+
+
+def test_override_parses_types_and_rejects_unknown_fields():
+    cfg = config_lib.apply_overrides(config_lib.get_preset("test"),
+                                     ["model_a.unet.channel_mults=1,2,4", "router.ablation=false", "router.threshold=0.6"])
+    assert cfg.model_a.unet.channel_mults == (1, 2, 4) and cfg.router.ablation is False and cfg.router.threshold == 0.6
+    with pytest.raises(config_lib.ConfigError, match="no field 'epoch'"):
+        config_lib.override(cfg, "model_a.train.epoch", "3")
+    with pytest.raises(config_lib.ConfigError, match="key=value"):
+        config_lib.apply_overrides(cfg, ["model_a.train.epochs"])
+    with pytest.raises(config_lib.ConfigError, match="unknown preset"):
+        config_lib.get_preset("huge")
+
+
+def test_cli_reports_bad_input_and_exits_2(tmp_path, capsys):
+    rc = run_cli.main(["--preset", "test", "--workdir", str(tmp_path / "w"), "--class", "unicorn", "--data",
+                       str(tmp_path / "missing")])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err or "unicorn" in (tmp_path / "w" / "run.log").read_text()
+    rc = run_cli.main(["--preset", "test", "--workdir", str(tmp_path / "w2"), "--set", "router.threshold=2"])
+    assert rc == 2 and "threshold" in capsys.readouterr().err
+
+
+def test_read_only_location_gives_a_clear_error_and_keeps_old_files(tmp_path):
+    target = tmp_path / "ro" / "out.json"
+    io.write_json(target, {"v": 1})
+    os.chmod(target.parent, 0o500)
+    try:
+        if os.access(target.parent, os.W_OK):
+            pytest.skip("running as a user that ignores permissions (root)")
+        with pytest.raises(io.WriteError, match="permission denied|read-only"):
+            io.write_json(target, {"v": 2})
+    finally:
+        os.chmod(target.parent, 0o700)
+    assert io.read_json(target) == {"v": 1}
+
+
+def test_full_disk_gives_a_clear_error_and_keeps_old_files(tmp_path, monkeypatch):
+    target = tmp_path / "out.txt"
+    io.write_text(target, "old")
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(io.WriteError, match="disk is full"):
+        io.write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temp file left behind

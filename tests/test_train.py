@@ -1,0 +1,164 @@
+"""Tests of the training loop, checkpoints and data parallelism (test preset, tmp_path)."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hybrid_jax import config as config_lib
+from hybrid_jax import model_a, model_b, train
+from hybrid_jax.checkpoint import Checkpointer, CheckpointMismatch
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+
+
+def _run_python(args: list[str], env_extra: dict | None = None, timeout: int = 300) -> str:
+    """Run Python in a fresh process (CPU only); return its stdout, fail with its output otherwise."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_resumed_training_equals_an_uninterrupted_run(preset, model_b_params, stand_in_images, tmp_path):
+    cfg = dataclasses.replace(preset.model_b.train, epochs=3, ckpt_every=2, log_every=2)  # 32 images: 6 steps
+    images = stand_in_images[:32]
+    loss_fn = model_b.make_ar_loss(preset.model_b)
+    cfg_dict = config_lib.to_dict(preset.model_b)
+    init = model_b_params["ar"]
+
+    whole = train.train(loss_fn, init, images, cfg, Checkpointer(tmp_path / "whole", cfg_dict))
+    assert whole.resumed_from is None and whole.losses.shape == (6,) and np.all(np.isfinite(whole.losses))
+
+    ckpt_dir = tmp_path / "resumed"
+    first = train.train(loss_fn, init, images, cfg, Checkpointer(ckpt_dir, cfg_dict), stop_after=4)
+    assert first.resumed_from is None
+    assert np.all(np.isfinite(first.losses[:4])) and np.all(np.isnan(first.losses[4:]))
+    assert Checkpointer(ckpt_dir, cfg_dict).steps()[-1] == 4
+    second = train.train(loss_fn, init, images, cfg, Checkpointer(ckpt_dir, cfg_dict))
+    assert second.resumed_from == 4
+
+    np.testing.assert_array_equal(second.losses, whole.losses)
+    for a, b in zip(jax.tree.leaves(second.params), jax.tree.leaves(whole.params)):
+        np.testing.assert_array_equal(a, b)
+    assert whole.losses[-1] < whole.losses[0]
+    # the caller's init params survive training (the loop donates its own copy)
+    assert np.all(np.isfinite(jax.tree.leaves(init)[0]))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+_RESTORE_AND_SAMPLE = textwrap.dedent("""
+    import sys
+    import jax, numpy as np
+    from hybrid_jax import config, model_a
+    from hybrid_jax.checkpoint import Checkpointer
+    cfg = config.get_preset("test").model_a
+    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                            jax.eval_shape(lambda k: model_a.init_params(cfg, k), jax.random.key(0)))
+    params, step = Checkpointer(sys.argv[1], config.to_dict(cfg)).restore(template)
+    assert step == 1, step
+    keys = jax.random.split(jax.random.key(42), 4)
+    np.save(sys.argv[2], np.asarray(model_a.make_sampler(cfg).sample_keys(params, keys)))
+""")
+
+
+def test_checkpoint_restored_in_a_fresh_process_samples_the_same_images(
+        preset, model_a_params, model_a_sampler, perturb, tmp_path):
+    params = perturb(model_a_params, 7)
+    Checkpointer(tmp_path / "ckpt", config_lib.to_dict(preset.model_a)).save(1, params)
+    mine = np.asarray(model_a_sampler.sample_keys(params, jax.random.split(jax.random.key(42), 4)))
+    _run_python(["-c", _RESTORE_AND_SAMPLE, str(tmp_path / "ckpt"), str(tmp_path / "theirs.npy")])
+    theirs = np.load(tmp_path / "theirs.npy")
+    assert mine.std() > 0.01
+    np.testing.assert_array_equal(theirs, mine)
+
+
+def test_checkpoint_of_another_config_is_refused_naming_the_field(preset, tmp_path):
+    cfg = preset.model_a
+    Checkpointer(tmp_path, config_lib.to_dict(cfg)).save(1, {"w": np.ones(3, np.float32)})
+    Checkpointer(tmp_path, config_lib.to_dict(cfg))  # the same config (tuples stored as lists) is fine
+    other = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, base_channels=16))
+    with pytest.raises(CheckpointMismatch, match=r"unet\.base_channels: 8 != 16") as e:
+        Checkpointer(tmp_path, config_lib.to_dict(other))
+    assert "steps_per_block" not in str(e.value)
+    with pytest.raises(CheckpointMismatch, match="steps_per_block"):
+        Checkpointer(tmp_path, config_lib.to_dict(dataclasses.replace(cfg, steps_per_block=5)))
+    assert Checkpointer(tmp_path, config_lib.to_dict(cfg)).steps() == [1]  # nothing was lost
+
+
+@pytest.mark.parametrize("damage", ["truncate", "overwrite"])
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, damage):
+    noise = np.random.default_rng(0).standard_normal(1000).astype(np.float32)  # incompressible: the
+    tree = lambda v: {"w": noise * v, "b": {"x": np.arange(6.0).reshape(2, 3) * v}}  # largest file holds w
+    ckpt = Checkpointer(tmp_path, {"what": "test"})
+    ckpt.save(1, tree(1.0))
+    ckpt.save(2, tree(2.0))
+    arrays = sorted(glob.glob(str(tmp_path / "2" / "**" / "d" / "*"), recursive=True), key=os.path.getsize)
+    assert arrays, sorted(map(str, tmp_path.rglob("*")))
+    raw = Path(arrays[-1]).read_bytes()  # the largest array file of the newest step
+    Path(arrays[-1]).write_bytes(raw[: len(raw) // 2] if damage == "truncate" else bytes(len(raw)))
+
+    with caplog.at_level(logging.WARNING, logger="hybrid_jax.checkpoint"):
+        restored, step = Checkpointer(tmp_path, {"what": "test"}).restore(tree(0.0))
+    assert step == 1
+    np.testing.assert_array_equal(restored["w"], tree(1.0)["w"])
+    np.testing.assert_array_equal(restored["b"]["x"], tree(1.0)["b"]["x"])
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("step 2" in r.getMessage() and "unreadable" in r.getMessage() for r in warnings), caplog.text
+    # the damaged step is set aside, never picked again; saving goes on
+    again = Checkpointer(tmp_path, {"what": "test"})
+    assert again.steps() == [1]
+    again.save(3, tree(3.0))
+    assert again.restore(tree(0.0))[1] == 3
+
+
+# ----------------------------------------------------------------------------- divergence
+
+
+def test_nan_loss_raises_naming_the_step_and_keeps_the_last_good_checkpoint(stand_in_images, tmp_path):
+    """Adam moves w by lr = 0.1 per step (constant gradient), so step s sees w = 0.1 s and the loss
+    is NaN from step 5 on. Losses are checked every 2 steps: the check after step 6 fails."""
+    cfg = config_lib.TrainConfig(epochs=5, batch_size=16, lr=0.1, ckpt_every=2, log_every=2)  # 10 steps
+    loss_fn = lambda p, batch, key: jnp.where(p["w"] > 0.45, jnp.nan, -p["w"]) + 0.0 * jnp.mean(batch)
+    ckpt = Checkpointer(tmp_path, {"what": "nan"})
+    with pytest.raises(train.TrainingDiverged, match=r"at step 5\b") as e:
+        train.train(loss_fn, {"w": jnp.zeros(())}, stand_in_images[:32], cfg, ckpt)
+    assert "step 4" in str(e.value)  # names the checkpoint that is kept
+    assert ckpt.steps() == [2, 4]
+    template = train.init_state({"w": jnp.zeros(())}, cfg, 10)
+    state, step = Checkpointer(tmp_path, {"what": "nan"}).restore(template)
+    assert step == 4 and int(state.step) == 4
+    assert np.all(np.isfinite(np.asarray(state.losses[:4]))) and np.all(np.isnan(np.asarray(state.losses[4:])))
+    assert float(state.params["w"]) == pytest.approx(0.4, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- data parallelism
+
+
+def test_data_parallel_step_and_samplers_match_single_device(preset, model_a_params, model_b_params, perturb,
+                                                             tmp_path):
+    """In a fresh process with 8 host devices (this one already has jax on 1): see _sharding_check.py."""
+    Checkpointer(tmp_path / "a", config_lib.to_dict(preset.model_a)).save(1, perturb(model_a_params, 8))
+    Checkpointer(tmp_path / "b", {"model_b": config_lib.to_dict(preset.model_b),
+                                  "corrector": config_lib.to_dict(preset.corrector)}).save(1, perturb(model_b_params, 9))
+    out = _run_python([str(TESTS / "_sharding_check.py"), str(tmp_path / "a"), str(tmp_path / "b")],
+                      env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, timeout=500)
+    print(out)
+    assert out.strip().endswith("OK")
