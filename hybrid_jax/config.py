@@ -153,10 +153,12 @@ class LabelerConfig:
     """Automated quality labels: k-NN realism in a space of natural-image statistics."""
 
     k: int = 5
-    margin: float = 0.0  # cheap_ok iff score_B >= score_A - margin * std(real scores)
+    margin: float = 0.0  # A_needed iff score_A - score_B > margin * std(real scores) ...
+    a_needed_share: float = 0.0  # ... or, when > 0, for this share of seeds with the largest gap (rank rule)
 
     def __post_init__(self):
         _check(self.k > 0, f"labeler.k must be > 0, got {self.k}")
+        _check(0.0 <= self.a_needed_share < 1.0, f"labeler.a_needed_share must be in [0, 1), got {self.a_needed_share}")
 
 
 @dataclass(frozen=True)
@@ -222,12 +224,14 @@ PRESETS: dict[str, Preset] = {
         name="quick",
         data=DataConfig(max_images=5000, holdout=100),
         model_a=ModelAConfig(unet=_QUICK_UNET, steps_per_block=20,
-                             train=TrainConfig(epochs=6, batch_size=32, ckpt_every=200, log_every=20)),
+                             train=TrainConfig(epochs=8, batch_size=32, lr=1e-3, ckpt_every=40, log_every=20)),
         model_b=ModelBConfig(decoder=DecoderConfig(num_layers=4, width=128, num_heads=4),
                              train=TrainConfig(epochs=40, batch_size=32, lr=1e-3, ckpt_every=500, log_every=50)),
-        corrector=CorrectorConfig(unet=dataclasses.replace(_QUICK_UNET, base_channels=16, channel_mults=(1, 2)),
-                                  train=TrainConfig(epochs=4, batch_size=32, ckpt_every=200, log_every=20)),
+        corrector=CorrectorConfig(unet=dataclasses.replace(_QUICK_UNET, base_channels=16, channel_mults=(1, 2),
+                                                           attn_resolutions=()),
+                                  train=TrainConfig(epochs=25, batch_size=32, lr=1e-3, ckpt_every=100, log_every=20)),
         seeds=SeedsConfig(num_seeds=100, batch_size=50),
+        labeler=LabelerConfig(a_needed_share=0.672),  # the brief's label balance: quick models are weak
         router=RouterConfig(n_estimators=200, n_splits=10, cv_folds=5),
         cost=CostConfig(num_images=16, repeats=2),
     ),
@@ -242,7 +246,7 @@ PRESETS: dict[str, Preset] = {
         corrector=CorrectorConfig(unet=_TINY_UNET, num_timesteps=10, start_step=3,
                                   train=TrainConfig(epochs=2, batch_size=16, ckpt_every=4, log_every=2)),
         seeds=SeedsConfig(num_seeds=40, batch_size=20),
-        labeler=LabelerConfig(k=2),
+        labeler=LabelerConfig(k=2, a_needed_share=0.5),
         router=RouterConfig(n_estimators=10, max_depth=2, n_splits=3, cv_folds=3,
                             sweep=(0.4, 0.55, 0.7)),
         cost=CostConfig(num_images=4, repeats=1),

@@ -9,7 +9,10 @@ degraded images no better than chance (AUC 0.53-0.56 on the quick preset), so th
 Quality: the k-NN realism score of Kynkaanniemi et al. (2019) against the training images,
 max_i r_i / ||f - f_i|| with r_i the distance of training feature f_i to its k-th
 neighbour (> 1 means inside the real manifold).
-Rule: cheap_ok iff score(B) >= score(A) - margin * std(score of held-out real images).
+Rule: A_needed iff the gap score(A) - score(B) exceeds tau, else cheap_ok. tau is
+margin * std(score of held-out real images) (absolute rule), or, when `a_needed_share` > 0,
+the seeds with the largest gaps, that share of them, are A_needed (rank rule: for models too weak
+for the absolute scale to mean much; the report says which rule made the labels).
 """
 
 from __future__ import annotations
@@ -86,9 +89,14 @@ def fit_scorer(ref_feats: np.ndarray, k: int) -> RealismScorer:
 
 
 def label_pairs(score_a: np.ndarray, score_b: np.ndarray, real_scores: np.ndarray, cfg: LabelerConfig) -> list[str]:
-    """The documented rule: cheap_ok iff B is no worse than A by more than margin * std(real)."""
-    tol = cfg.margin * float(np.std(real_scores))
-    return ["cheap_ok" if b >= a - tol else "A_needed" for a, b in zip(score_a, score_b)]
+    """The documented rule: A_needed iff score_A - score_B > tau (see the module docstring)."""
+    gap = np.asarray(score_a) - np.asarray(score_b)
+    if cfg.a_needed_share > 0:  # rank rule: the largest gaps, round(share * n) of them
+        need = np.zeros(len(gap), bool)
+        need[np.argsort(-gap, kind="stable")[: round(cfg.a_needed_share * len(gap))]] = True
+    else:
+        need = gap > cfg.margin * float(np.std(real_scores))
+    return ["A_needed" if n else "cheap_ok" for n in need]
 
 
 # --- validation: real images must outrank degraded copies --------------------------------

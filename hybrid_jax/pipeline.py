@@ -275,7 +275,11 @@ def stage_labels(run: Run) -> dict:
     io.write_npz(run.path("labels", "scores.npz"), score_a=s_a, score_b=s_b, score_real=s_real,
                  feats_a=z["images_a"], feats_b=z["images_b"], feats_real=z["holdout"])
     validation = labeler.validate(score, data["holdout"])
-    out = {"auto_cheap_ok": sum(v == "cheap_ok" for v in auto.values()), "n": len(auto),
+    lc = cfg.labeler
+    rule = (f"rank rule: the {lc.a_needed_share:.1%} of seeds where A's realism most exceeds B's are A_needed"
+            if lc.a_needed_share > 0 else
+            f"absolute rule: A_needed iff realism(A) - realism(B) > {lc.margin} x std(realism of held-out real)")
+    out = {"rule": rule, "auto_cheap_ok": sum(v == "cheap_ok" for v in auto.values()), "n": len(auto),
            "validation_auc": validation, "mean_score": {"A": float(s_a.mean()), "B": float(s_b.mean()),
                                                         "real": float(s_real.mean())}}
     human = _import_human_labels(run, seeds["seeds"])

@@ -118,7 +118,8 @@ def _sections(workdir: Path, out: Path) -> list[str]:
     s += ["## Labels",
           f"Label source for the router: **{router['label_source']}**. Automated labels: "
           f"{labels['auto_cheap_ok']} cheap_ok of {labels['n']} ({_pct(labels['auto_cheap_ok'] / labels['n'])}); "
-          f"A_needed {_pct(1 - labels['auto_cheap_ok'] / labels['n'])} (brief, human: {_pct(BRIEF['a_needed_share'])}).",
+          f"A_needed {_pct(1 - labels['auto_cheap_ok'] / labels['n'])} (brief, human: {_pct(BRIEF['a_needed_share'])}). "
+          f"Automated labels: k-NN realism in a space of natural-image statistics; {labels['rule']}.",
           "Labeler validation (held-out real images must outrank degraded copies; ROC AUC):",
           _table(["degradation", "AUC"], [[k, v] for k, v in auc.items()]),
           f"Mean realism score: A {labels['mean_score']['A']:.3f}, B {labels['mean_score']['B']:.3f}, "

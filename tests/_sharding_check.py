@@ -6,8 +6,11 @@ CKPT_A / CKPT_B are `Checkpointer` folders holding (perturbed) Model A params an
 params of the `test` preset at step 1 (restored into `eval_shape` templates: no init here).
 Checks, each sharded (batch axis over an 8-device mesh, params/state replicated) against
 the same computation on one device:
-  1. one train step of Model B's AR loss: same loss and updated params (atol 1e-5);
-  2. Model A `sample_keys` and Model B `sample_keys`: same images (atol 1e-5).
+  1. one train step of Model B's AR loss: same loss, gradients and updated params (atol 1e-5;
+     see the comment there on parameters whose gradient is pure round-off);
+  2. Model A `sample_keys` and Model B `sample_keys`: the same images as unsharded calls on one
+     key at a time (atol 1e-5; in fact bitwise), and for B as one unsharded call on the whole
+     batch (atol 1e-5; see BATCH_TOL for A).
 Prints one line per check and exits non-zero (AssertionError) on any failure.
 """
 
@@ -18,13 +21,22 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+import optax
+from jax.sharding import PartitionSpec as P
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import data, model_a, model_b, sharding, train
 from hybrid_jax.checkpoint import Checkpointer
 
 N_DEV = 8
+# Sharded sampling runs each device's share of the batch (here one key) as its own program, which
+# is bitwise the single-device program for that batch: the reference is one key at a time. Model
+# B is also compared with one single-device call on the whole batch of 8. Model A is not: for
+# another batch size XLA picks other kernels (other rounding), and Model A's test preset (4 DDPM
+# steps per block: the 1000/T-rescaled betas hit their 0.999 cap, alpha-bar falls to 1e-9)
+# amplifies that rounding to ~2e-4 (~5e-6 with 40 steps per block), on one device just the same
+# (see test_model_a.test_image_of_a_key_is_independent_of_its_batch).
+BATCH_TOL = {"Model B": 1e-5}
 
 
 def restore(directory: str, cfg_dict: dict, init_fn):
@@ -66,11 +78,30 @@ def main(ckpt_a: str, ckpt_b: str) -> None:
                for x in jax.tree.leaves(state))
     multi = step_fn(state, batch, key)
     loss_1, loss_8 = float(single.losses[0]), float(multi.losses[0])
-    d_params = max_diff(single.params, multi.params)
-    print(f"train step: loss {loss_1:.6f} (1 device) vs {loss_8:.6f} (8 devices); max |d params| {d_params:.2e}")
+    print(f"train step: loss {loss_1:.6f} (1 device) vs {loss_8:.6f} (8 devices)")
     np.testing.assert_allclose(loss_8, loss_1, rtol=1e-6, atol=1e-5)
+    # Adam's first moment after one step is 0.1 x the (norm-clipped) gradient: compare gradients
+    g_1 = jax.tree.map(lambda m: m / 0.1, optax.tree_utils.tree_get(single.opt_state, "mu"))
+    g_8 = jax.tree.map(lambda m: m / 0.1, optax.tree_utils.tree_get(multi.opt_state, "mu"))
+    g_scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(g_1))
+    d_grads = max_diff(g_1, g_8)
+    print(f"train step: max |d grad| {d_grads:.2e} (max |grad| {g_scale:.2e})")
+    assert d_grads <= 1e-5 * g_scale
+    # Updated params agree to 1e-5 wherever the gradient is more than round-off. Where it is
+    # round-off (|g| < 1e-6: the attention key biases, whose exact gradient is 0 because softmax
+    # ignores a shift shared by all keys), Adam's first step lr * g / (|g| + 1e-8) turns that
+    # noise into a step of up to lr in either direction, on one device as on eight.
+    d_params, d_noise = 0.0, 0.0
+    for g, a, b, p0 in zip(jax.tree.leaves(g_1), jax.tree.leaves(single.params), jax.tree.leaves(multi.params),
+                           jax.tree.leaves(params_b["ar"])):
+        g, d = np.abs(np.asarray(g)), np.abs(np.asarray(a) - np.asarray(b))
+        d_params = max(d_params, float(d[g >= 1e-6].max(initial=0.0)))
+        d_noise = max(d_noise, float(d[g < 1e-6].max(initial=0.0)))
+        assert np.all(np.abs(np.asarray(a) - np.asarray(p0)) <= 1.001 * cfg.lr)  # Adam's step is <= lr
+    print(f"train step: max |d params| {d_params:.2e} (|g| >= 1e-6), {d_noise:.2e} (round-off gradients)")
     assert d_params <= 1e-5
-    assert abs(max_diff(single.params, params_b["ar"])) > 1e-4  # the step did update the params
+    assert d_noise <= 2 * cfg.lr
+    assert max_diff(single.params, params_b["ar"]) > 1e-4  # the step did update the params
 
     # 2. samplers: keys sharded on the batch axis, params replicated
     keys = jax.random.split(jax.random.key(4), N_DEV)
@@ -78,14 +109,18 @@ def main(ckpt_a: str, ckpt_b: str) -> None:
     assert is_sharded(sharded_keys)
     for name, sampler, params in (("Model A", model_a.make_sampler(preset.model_a), params_a),
                                   ("Model B", model_b.make_sampler(preset.model_b, preset.corrector), params_b)):
-        ref = sampler.sample_keys(params, keys)
         out = sampler.sample_keys(sharding.replicate(params, mesh), sharded_keys)
         assert is_sharded(out), f"{name}: output not sharded over the mesh: {out.sharding}"
-        assert out.sharding == NamedSharding(mesh, P(sharding.DATA_AXIS)) or out.sharding.spec[0] == sharding.DATA_AXIS
-        d = max_diff(ref, out)
-        print(f"{name} sample_keys: max |sharded - single| {d:.2e}; image std {float(np.std(ref)):.3f}")
-        assert float(np.std(ref)) > 0.01
-        assert d <= 1e-5, f"{name}: sharded samples differ from single-device ones by {d}"
+        one_by_one = np.concatenate([sampler.sample_keys(params, keys[i:i + 1]) for i in range(N_DEV)])
+        d_single = max_diff(one_by_one, out)
+        print(f"{name} sample_keys: max |8 devices - 1 device| {d_single:.2e} (one key at a time); "
+              f"image std {float(np.std(one_by_one)):.3f}")
+        assert float(np.std(one_by_one)) > 0.01
+        assert d_single <= 1e-5, f"{name}: sharded samples differ from single-device ones by {d_single}"
+        if name in BATCH_TOL:
+            d_batch = max_diff(sampler.sample_keys(params, keys), out)
+            print(f"{name} sample_keys: max |8 devices - 1 device| {d_batch:.2e} (batch of 8)")
+            assert d_batch <= BATCH_TOL[name], f"{name}: sharded samples differ from the batched call by {d_batch}"
     print("OK")
 
 

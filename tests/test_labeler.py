@@ -65,3 +65,9 @@ def test_real_images_outrank_degraded_copies_on_real_data():
     print("labeler validation AUC:", auc)
     assert auc["mean"] >= 0.9
     assert min(auc[k] for k in labeler.DEGRADATIONS) >= 0.8
+
+
+def test_rank_rule_marks_the_largest_gaps_in_the_requested_share():
+    gap_a = np.array([0.5, 3.0, -1.0, 2.0, 0.0, 1.0, 4.0, -2.0, 0.2, 0.1])
+    labels = labeler.label_pairs(gap_a, np.zeros(10), np.ones(3), config_lib.LabelerConfig(a_needed_share=0.3))
+    assert [i for i, l in enumerate(labels) if l == "A_needed"] == [1, 3, 6]
