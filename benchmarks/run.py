@@ -125,7 +125,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma separated subset of {','.join(BENCHMARKS)}")
     p.add_argument("--out", default=None, help="write the markdown report to this file (e.g. BENCHMARKS.md)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per contender (median reported)")
-    p.add_argument("--paper-a-steps", type=int, default=10,
+    p.add_argument("--paper-a-steps", type=int, default=5,
                    help="steps_per_block of the paper Model A sampler run (200 = the full 800-pass sampler)")
     args = p.parse_args(argv)
     args.presets = [s.strip() for s in args.preset.split(",") if s.strip()]

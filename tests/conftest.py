@@ -5,13 +5,20 @@ Keep this file small and general: fixtures used by one test file belong in that 
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
+import os
 
-from hybrid_jax import data, model_a, model_b
-from hybrid_jax.config import Preset, get_preset
+# Compile ~2.5x faster on CPU; set before JAX starts, and inherited by the tests' subprocesses so
+# that in-process and subprocess runs produce the same bits.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from hybrid_jax import data, model_a, model_b  # noqa: E402
+from hybrid_jax.config import Preset, get_preset  # noqa: E402
 
 
 @pytest.fixture(scope="session")

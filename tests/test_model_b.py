@@ -115,9 +115,10 @@ def test_prefix_sown_intermediates(prefix, preset, tf, params):
 # ----------------------------------------------------------------------------- training
 
 
-def _overfit(loss_fn, params, batch, steps: int, lr: float, key=jax.random.key(3)):
+def _overfit(loss_fn, params, batch, steps: int, lr: float, seed: int = 3):
     """Adam on one fixed batch with one fixed key; the list of losses."""
     tx = optax.adam(lr)
+    key = jax.random.key(seed)
 
     @jax.jit
     def step(params, opt_state):

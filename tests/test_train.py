@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import model_a, model_b, train
+from hybrid_jax import model_b, train
 from hybrid_jax.checkpoint import Checkpointer, CheckpointMismatch
 
 TESTS = Path(__file__).parent
@@ -159,8 +159,8 @@ def test_data_parallel_step_and_samplers_match_single_device(preset, model_a_par
     The backend's LLVM optimisation is off there: it cuts the compile time by a third, and the
     SPMD partitioning under test happens before it; both sides of every comparison share it."""
     Checkpointer(tmp_path / "a", config_lib.to_dict(preset.model_a)).save(1, perturb(model_a_params, 8))
-    Checkpointer(tmp_path / "b", {"model_b": config_lib.to_dict(preset.model_b),
-                                  "corrector": config_lib.to_dict(preset.corrector)}).save(1, perturb(model_b_params, 9))
+    b_config = {"model_b": config_lib.to_dict(preset.model_b), "corrector": config_lib.to_dict(preset.corrector)}
+    Checkpointer(tmp_path / "b", b_config).save(1, perturb(model_b_params, 9))
     flags = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
     out = _run_python([str(TESTS / "_sharding_check.py"), str(tmp_path / "a"), str(tmp_path / "b")],
                       env_extra={"XLA_FLAGS": flags}, timeout=500)
