@@ -82,20 +82,28 @@ def test_workdir_of_another_config_is_refused(finished):
                           finished)
 
 
-def test_kill_during_training_then_resume_gives_the_same_results(finished, tmp_path):
+KILL_POINTS = {  # name -> (files whose appearance triggers the kill, what the restarted run must log)
+    "training": (["model_a/ckpt/4", "model_b/ckpt/4", "corrector/ckpt/4"], r"resumed from checkpoint step [1-9]"),
+    "seeds": (["seeds/parts/part_000000.npz"], r"stage corrector done already, skipped"),
+}
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_then_resume_gives_the_same_results(finished, tmp_path, point):
+    triggers, resumed = KILL_POINTS[point]
     workdir = tmp_path / "killed"
     proc = subprocess.Popen(_cli(workdir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if any((workdir / m / "ckpt" / "4").exists() for m in ("model_a", "model_b", "corrector")):
+        if any((workdir / t).exists() for t in triggers):
             break
         time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed during training"
+    assert proc.poll() is None, f"the run ended before it could be killed during {point}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = subprocess.run(_cli(workdir), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert re.search(r"resumed from checkpoint step [1-9]", (workdir / "run.log").read_text())
+    assert re.search(resumed, (workdir / "run.log").read_text())
     for stage, name in COMPARED:
         ours, ref = io.read_npz(workdir / stage / name), io.read_npz(finished / stage / name)
         for key in ref:
