@@ -131,9 +131,10 @@ class Table:
         return "\n".join(out)
 
     def to_markdown(self) -> str:
-        out = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |",
+        cell = lambda c: str(c).replace("|", "\\|")  # a bare | would split the cell
+        out = [f"### {self.title}", "", "| " + " | ".join(map(cell, self.columns)) + " |",
                "|" + "|".join("---" for _ in self.columns) + "|"]
-        out += ["| " + " | ".join(str(c) for c in r) + " |" for r in self.rows]
+        out += ["| " + " | ".join(map(cell, r)) + " |" for r in self.rows]
         if self.notes:
             out += [""] + [f"- {n}" for n in self.notes]
         return "\n".join(out) + "\n"
