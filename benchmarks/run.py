@@ -19,13 +19,14 @@ import time
 
 import benchmarks  # noqa: F401  (sets OMP_WAIT_POLICY before torch can be imported)
 from benchmarks.timing import Table, num_cores
+from hybrid_jax import io
 
 BENCHMARKS = {  # name -> (module, what it measures)
     "unet": ("benchmarks.unet", "(a) one U-Net pass, ours vs diffusers UNet2DModel"),
     "samplers": ("benchmarks.samplers", "(b) full samplers A and B, overhead over bare passes, FLOPs, scan unroll"),
     "kv": ("benchmarks.kv", "(c) KV-cached AR loop vs prefix recompute"),
     "router": ("benchmarks.router_probe", "(d) router probe: JAX trees in-graph vs sklearn on the host"),
-    "routed": ("benchmarks.routed", "(e) routed pipeline throughput vs the ideal mix (hook, not implemented)"),
+    "routed": ("benchmarks.routed", "(e) routed pipeline throughput vs the ideal mix"),
 }
 
 KEEP_MARKER = "<!-- Hand-written notes below this line are kept when benchmarks.run rewrites the file. -->"
@@ -41,7 +42,7 @@ TARGETS = """\
 | (b) scan unroll | compile and run time of Model A's sampler at `model_a.scan_unroll` = 1, 2, 4 | report (keep the scan) |
 | (c) KV cache | 16 AR steps with the KV cache vs recomputing the prefix every step; per-step time vs position | cached faster; cached per-step time flat |
 | (d) router probe | ar_prefix(12) + features + JAX router in one jitted graph vs the same features + sklearn `predict_proba` on the host, batch 1 and 256 | report (brief: 2.3 ms/img probe overhead on a T4) |
-| (e) routed pipeline | throughput vs share_A x t_A + share_B x t_B | hook only, not measured yet |
+| (e) routed pipeline | time per image of the routed pipeline / (share_A x t_A + share_B x t_B), samplers alone measured side by side | report (close to 1: the probe is cheap and B resumes from its prefix) |
 | GPU | paper A and B, batch 256, f32 and bf16: ms/img, images/s, MFU; A in bf16 on an H100 <= 25 ms/img | needs a GPU |
 
 Every ratio is measured side by side in one process: contenders are compiled ahead of time
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
         print(f"\n### {desc}", flush=True)
         module = importlib.import_module(module_name)
         t1 = time.perf_counter()
-        why = "hook only, see the module's docstring"
+        why = "no table for the chosen presets (see the module's docstring)"
         try:
             if name == "samplers":
                 tables = module.run(args.presets, args.repeats, paper_a_steps=args.paper_a_steps)
@@ -181,8 +182,7 @@ def main(argv=None) -> int:
                 kept = old[old.index(KEEP_MARKER) + len(KEEP_MARKER):]
         except FileNotFoundError:
             pass
-        with open(args.out, "w") as f:
-            f.write(to_markdown(env, command, sections, wall) + "\n" + KEEP_MARKER + (kept or "\n"))
+        io.write_text(args.out, to_markdown(env, command, sections, wall) + "\n" + KEEP_MARKER + (kept or "\n"))
         print(f"wrote {args.out}")
     return 0
 

@@ -1,110 +1,11 @@
-"""The one timing routine every benchmark uses, plus FLOPs from XLA and a small table type.
-
-`time_many` times several callables side by side: it compiles each JAX one ahead of time
-(compile seconds reported separately), warms each up, then runs the repeats in rounds
-(A, B, A, B, ...) so that slow drifts of a shared machine hit every contender alike, and
-reports the median. Every call is wrapped in `jax.block_until_ready`. `time_fn` is the
-single-callable case.
-"""
+"""Tables for the benchmarks; timing and FLOPs come from `hybrid_jax.timing` (one routine for all)."""
 
 from __future__ import annotations
 
 import dataclasses
-import gc
-import os
-import statistics
-import time
-from typing import Any, Callable
+from typing import Any
 
-import jax
-
-
-@dataclasses.dataclass
-class Timing:
-    median_s: float  # median wall seconds of one call after compilation and warm-up
-    runs: list[float]  # every timed call, in order
-    compile_s: float | None  # jax: lower + compile seconds (None for non-JAX callables)
-    compiled: Any = dataclasses.field(default=None, repr=False)  # jax.stages.Compiled, for cost analysis
-
-    @property
-    def min_s(self) -> float:
-        return min(self.runs)
-
-
-def num_cores() -> int:
-    """Cores this process may run on (XLA's CPU thread pool uses this many)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _is_jax_jitted(fn) -> bool:
-    return hasattr(fn, "lower") and hasattr(fn, "trace")
-
-
-def compile_jax(fn, *args) -> tuple[Any, float]:
-    """(compiled executable, seconds spent lowering + compiling). `fn` must be a jax.jit function
-    without static arguments (wrap them in a closure)."""
-    t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    return compiled, time.perf_counter() - t0
-
-
-def _call(fn, args) -> float:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0
-
-
-def time_many(contenders: dict[str, tuple[Callable, tuple]], repeats: int = 5, warmup: int = 1) -> dict[str, Timing]:
-    """Time `{name: (fn, args)}` side by side; returns `{name: Timing}`.
-
-    JAX jit functions are compiled ahead of time and the executable is timed (so no call
-    pays for tracing or a cache lookup miss); anything else (torch) is called as is.
-    """
-    if repeats < 1:
-        raise ValueError("repeats must be >= 1")
-    calls, compile_s, compiled = {}, {}, {}
-    for name, (fn, args) in contenders.items():
-        if _is_jax_jitted(fn):
-            compiled[name], compile_s[name] = compile_jax(fn, *args)
-            calls[name] = compiled[name]
-        else:
-            calls[name], compile_s[name], compiled[name] = fn, None, None
-    for name, (_, args) in contenders.items():
-        for _ in range(warmup):
-            _call(calls[name], args)
-    runs: dict[str, list[float]] = {name: [] for name in contenders}
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            for name, (_, args) in contenders.items():
-                runs[name].append(_call(calls[name], args))
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return {name: Timing(statistics.median(r), r, compile_s[name], compiled[name]) for name, r in runs.items()}
-
-
-def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1) -> Timing:
-    """Median seconds of `fn(*args)` (compile seconds apart for a jax.jit function)."""
-    return time_many({"fn": (fn, args)}, repeats, warmup)["fn"]
-
-
-def xla_flops(compiled) -> float:
-    """FLOPs of one call of a compiled JAX executable, from XLA's cost analysis (nan if absent)."""
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
-        cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", float("nan")))
-
-
-def jax_flops(fn, *args) -> float:
-    """`xla_flops` of a jax.jit function at these arguments (compiles it)."""
-    return xla_flops(compile_jax(fn, *args)[0])
+from hybrid_jax.timing import Timing, compile_jax, jax_flops, num_cores, time_fn, time_many, xla_flops  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- tables

@@ -53,13 +53,13 @@ def cost_table(routed: routing.RoutedSampler, pa, pb, keys_a, keys_b, oracle_to_
     routed_out = routed.run(pa, pb, ka, kb)
     share_router = float(routed_out.to_a.mean())
     share_oracle = float(oracle.mean())
-    timings = {
-        "always A": timing.time_fn(sa.sample_keys, pa, ka, repeats=reps),
-        "always B": timing.time_fn(sb.sample_keys, pb, kb, repeats=reps),
-        "oracle (labels)": timing.time_fn(lambda: routing.generate_split(sa, sb, pa, pb, ka, kb, oracle), repeats=reps),
-        "learned router": timing.time_fn(lambda: routed.run(pa, pb, ka, kb).images, repeats=reps),
-        "probe": timing.time_fn(routed.probe, pb, kb, repeats=reps),
-    }
+    timings = timing.time_many({  # side by side, in rounds
+        "always A": (sa.sample_keys, (pa, ka)),
+        "always B": (sb.sample_keys, (pb, kb)),
+        "oracle (labels)": (lambda: routing.generate_split(sa, sb, pa, pb, ka, kb, oracle), ()),
+        "learned router": (lambda: routed.run(pa, pb, ka, kb).images, ()),
+        "probe": (routed.probe, (pb, kb)),
+    }, repeats=reps)
     passes = {"always A": sa.passes, "always B": sb.passes,
               "oracle (labels)": share_oracle * sa.passes + (1 - share_oracle) * sb.passes,
               "learned router": k + 1 + share_router * sa.passes + (1 - share_router) * (sb.passes - k),
@@ -70,10 +70,10 @@ def cost_table(routed: routing.RoutedSampler, pa, pb, keys_a, keys_b, oracle_to_
              "probe": probe_flops}
     shares = {"always A": 1.0, "always B": 0.0, "oracle (labels)": share_oracle, "learned router": share_router,
               "probe": float("nan")}
-    t_a = timings["always A"].run_s / n
-    rows = {name: {"seconds_per_image": tm.run_s / n, "compile_seconds": tm.compile_s, "passes_per_image": passes[name],
+    t_a = timings["always A"].median_s / n
+    rows = {name: {"seconds_per_image": tm.median_s / n, "compile_seconds": tm.compile_s, "passes_per_image": passes[name],
                    "flops_per_image": flops[name], "share_to_a": shares[name],
-                   "savings_vs_a": 1.0 - (tm.run_s / n) / t_a}
+                   "savings_vs_a": 1.0 - (tm.median_s / n) / t_a}
             for name, tm in timings.items()}
     return {"n_images": n, "repeats": reps, "pass_flops": f, "rows": rows}, routed_out
 

@@ -5,9 +5,9 @@ Seed keys (documented, stable): seed s under base seed b has key `fold_in(key(b)
 Model A draws from `fold_in(that, 1)`, Model B from `fold_in(that, 2)`. So an integer seed
 fully determines both images, at any batch size or batch composition.
 
-Subsets are padded to one of `NUM_BUCKETS` sizes (multiples of ceil(n / NUM_BUCKETS)), so a
-batch of n compiles at most that many shapes of each half however the router splits it, and
-padding wastes at most n / NUM_BUCKETS images of work.
+Subsets are padded to the next size of the form 2^j or 3 x 2^j (1, 2, 3, 4, 6, 8, 12, ...), so
+a batch of n compiles at most about 2 log2(n) shapes of each half however the router splits
+it, and padding adds less than half to a half's work.
 """
 
 from __future__ import annotations
@@ -31,13 +31,12 @@ def seed_keys(seeds: Sequence[int], base_seed: int = 0) -> tuple[jax.Array, jax.
     return fold(1), fold(2)
 
 
-NUM_BUCKETS = 8
-
-
 def bucket_size(n: int, cap: int) -> int:
-    """Smallest multiple of ceil(cap / NUM_BUCKETS) that is >= n, at most `cap` (0 stays 0)."""
-    step = -(-cap // NUM_BUCKETS)
-    return min(-(-n // step) * step, max(cap, n))
+    """Smallest 2^j or 3 x 2^j that is >= n, at most max(cap, n) (0 stays 0)."""
+    if n <= 0:
+        return 0
+    p = 1 << (n - 1).bit_length()  # smallest power of two >= n
+    return min(3 * p // 4 if 3 * p // 4 >= n else p, max(cap, n))
 
 
 def _padded(idx: np.ndarray, cap: int) -> np.ndarray:

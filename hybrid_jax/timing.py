@@ -1,45 +1,112 @@
 """Honest timing and FLOP counts: compile time apart from run time, results blocked until ready.
 
-XLA's cost analysis counts a while-loop body once, whatever its trip count, so the FLOPs of
-a scanned sampler are taken as (network passes x FLOPs of one pass), each pass analysed on
-its own.
+`time_many` times several callables side by side: it compiles each jitted one ahead of time
+(compile seconds reported separately), warms each up, then runs the repeats in rounds
+(A, B, A, B, ...) so that slow drifts of a shared machine hit every contender alike, and
+reports the median. XLA's cost analysis counts a while-loop body once, whatever its trip
+count, so the FLOPs of a scanned sampler are (network passes x FLOPs of one pass).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
+import os
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Timing:
-    compile_s: float  # first call (trace + compile + one run) minus a steady-state run
-    run_s: float  # median over repeats, after warm-up
-    runs: tuple[float, ...]
+    median_s: float  # median wall seconds of one call after compilation and warm-up
+    runs: list[float]  # every timed call, in order
+    compile_s: float | None  # jax: lower + compile seconds (None for non-JAX callables)
+    compiled: Any = dataclasses.field(default=None, repr=False)  # jax.stages.Compiled, for cost analysis
+
+    @property
+    def min_s(self) -> float:
+        return min(self.runs)
 
 
-def time_fn(fn: Callable, *args, repeats: int = 3, warmup: int = 1) -> Timing:
-    """Time `fn(*args)`; the first call's extra cost over the median is reported as compile time."""
+def num_cores() -> int:
+    """Cores this process may run on (XLA's CPU thread pool uses this many)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _is_jax_jitted(fn) -> bool:
+    return hasattr(fn, "lower") and hasattr(fn, "trace")
+
+
+def compile_jax(fn, *args) -> tuple[Any, float]:
+    """(compiled executable, seconds spent lowering + compiling). `fn` must be a jax.jit function
+    without static arguments (wrap them in a closure)."""
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def _call(fn, args) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    for _ in range(max(warmup - 1, 0)):
-        jax.block_until_ready(fn(*args))
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        runs.append(time.perf_counter() - t0)
-    run = statistics.median(runs)
-    return Timing(compile_s=max(first - run, 0.0), run_s=run, runs=tuple(runs))
+    return time.perf_counter() - t0
+
+
+def time_many(contenders: dict[str, tuple[Callable, tuple]], repeats: int = 5, warmup: int = 1) -> dict[str, Timing]:
+    """Time `{name: (fn, args)}` side by side; returns `{name: Timing}`.
+
+    JAX jit functions are compiled ahead of time and the executable is timed (so no call
+    pays for tracing or a cache lookup miss); anything else (torch) is called as is.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    calls, compile_s, compiled = {}, {}, {}
+    for name, (fn, args) in contenders.items():
+        if _is_jax_jitted(fn):
+            compiled[name], compile_s[name] = compile_jax(fn, *args)
+            calls[name] = compiled[name]
+        else:
+            calls[name], compile_s[name], compiled[name] = fn, None, None
+    for name, (_, args) in contenders.items():
+        for _ in range(warmup):
+            _call(calls[name], args)
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for name, (_, args) in contenders.items():
+                runs[name].append(_call(calls[name], args))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: Timing(statistics.median(r), r, compile_s[name], compiled[name]) for name, r in runs.items()}
+
+
+def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1) -> Timing:
+    """Median seconds of `fn(*args)` (compile seconds apart for a jax.jit function)."""
+    return time_many({"fn": (fn, args)}, repeats, warmup)["fn"]
+
+
+def xla_flops(compiled) -> float:
+    """FLOPs of one call of a compiled JAX executable, from XLA's cost analysis (nan if absent)."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", float("nan")))
+
+
+def jax_flops(fn, *args) -> float:
+    """`xla_flops` of a jax.jit function at these arguments (compiles it)."""
+    return xla_flops(compile_jax(fn, *args)[0])
 
 
 def flops(fn: Callable, *args) -> float:
-    """FLOPs of one call of `fn(*args)` from XLA's cost analysis (loop bodies counted once)."""
-    analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return float(analysis.get("flops", float("nan")))
+    """FLOPs of one call of `fn(*args)` (jitted here) from XLA's cost analysis."""
+    return jax_flops(jax.jit(fn), *args)
