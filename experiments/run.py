@@ -21,7 +21,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stages", default=None, help="comma-separated subset of stages to run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set model_a.train.epochs=10 (repeatable)")
-    p.add_argument("--stop-training-after", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--devices", type=int, default=0,
+                   help="data-parallel training and seed sampling over a mesh of N devices (0: no mesh)")
     return p.parse_args(argv)
 
 
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
         cfg = config_lib.apply_overrides(cfg, overrides)
         workdir = Path(args.workdir or f"runs/{cfg.name}")
         runlog.setup(workdir)
-        run = pipeline.open_run(cfg, workdir, labels_csv=args.labels, stop_training_after=args.stop_training_after)
+        run = pipeline.open_run(cfg, workdir, labels_csv=args.labels, devices=args.devices)
         only = tuple(args.stages.split(",")) if args.stages else None
         summaries = pipeline.run_stages(run, only)
     except runlog.USER_ERRORS as e:

@@ -27,6 +27,7 @@ from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
 from hybrid_jax import features as features_lib
 from hybrid_jax import cost, io, labeler, labels as labels_lib, model_a, model_b, router as router_lib, routing
+from hybrid_jax import sharding
 from hybrid_jax import train as train_lib
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.config import Preset
@@ -43,7 +44,11 @@ class Run:
     cfg: Preset
     workdir: Path
     labels_csv: str | None = None  # a human labels CSV to import
-    stop_training_after: int | None = None  # for tests of kill/resume: end training early at this step
+    devices: int = 0  # > 0: data-parallel training and sampling over a mesh of this many devices
+
+    @property
+    def mesh(self):
+        return sharding.make_mesh(self.devices) if self.devices else None
 
     def path(self, *parts) -> Path:
         return self.workdir.joinpath(*parts)
@@ -155,9 +160,7 @@ def make_train_stage(name: str) -> Callable[[Run], dict]:
         images = load_data(run)["train"]
         ckpt = Checkpointer(run.path(name, "ckpt"), _guard(run, section))
         result = train_lib.train(loss_fn, init(jax.random.key(section.train.seed)), images, section.train, ckpt,
-                                 desc=f"train {name}", stop_after=run.stop_training_after)
-        if not np.isfinite(result.losses).all():
-            raise StageIncomplete(f"{name}: training stopped early (stop_after); rerun to finish")
+                                 desc=f"train {name}", mesh=run.mesh)
         Checkpointer(run.path(name, "params"), _guard(run, section)).save(len(result.losses), result.params)
         io.write_npz(run.path(name, "losses.npz"), losses=result.losses)
         return {"steps": len(result.losses), "final_loss": float(np.mean(result.losses[-10:])),
@@ -165,10 +168,6 @@ def make_train_stage(name: str) -> Callable[[Run], dict]:
                 "seconds": result.seconds, "ema": section.train.ema_decay > 0}
     stage.__name__ = f"stage_{name}"
     return stage
-
-
-class StageIncomplete(RuntimeError):
-    """A stage stopped on purpose before finishing (resume later)."""
 
 
 def restore_params(run: Run, name: str):
@@ -204,7 +203,9 @@ def stage_seeds(run: Run) -> dict:
     """A's image, B's image and B's k-step probe (features) for every seed, batch by batch (resumable)."""
     cfg = run.cfg
     sa, sb = samplers(cfg)
-    pa, pb = restore_params(run, "model_a"), restore_model_b(run)
+    mesh = run.mesh
+    pa, pb = sharding.replicate((restore_params(run, "model_a"), restore_model_b(run)), mesh)
+    compute_features = jax.jit(features_lib.compute)
     seeds = np.arange(cfg.seeds.num_seeds)
     bs = cfg.seeds.batch_size
     starts = range(0, len(seeds), bs)
@@ -214,9 +215,9 @@ def stage_seeds(run: Run) -> dict:
             continue
         chunk = seeds[start:start + bs]
         padded = np.resize(chunk, bs)  # fixed shape: no recompilation for the last batch
-        keys_a, keys_b = routing.seed_keys(padded, cfg.seeds.base_seed)
+        keys_a, keys_b = sharding.shard_batch(routing.seed_keys(padded, cfg.seeds.base_seed), mesh)
         prefix = sb.ar_prefix(pb, keys_b, cfg.router.prefix_steps)
-        feats = jax.jit(features_lib.compute)(prefix)
+        feats = compute_features(prefix)
         images_b = sb.finish(pb, prefix)
         images_a = sa.sample_keys(pa, keys_a)
         n = len(chunk)

@@ -10,8 +10,7 @@ import jax
 from hybrid_jax import checkpoint, config, data, io, labels, pipeline, router, train
 
 USER_ERRORS = (config.ConfigError, data.DataError, checkpoint.CheckpointMismatch, pipeline.RunDirError,
-               labels.LabelError, router.RouterError, io.WriteError, train.TrainingDiverged,
-               pipeline.StageIncomplete, FileNotFoundError)
+               labels.LabelError, router.RouterError, io.WriteError, train.TrainingDiverged, FileNotFoundError)
 
 
 def setup(workdir: Path) -> None:

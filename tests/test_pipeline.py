@@ -118,3 +118,13 @@ def test_readme_example_runs(finished, tmp_path):
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "(4, 32, 32, 3)" in out.stdout
+
+
+def test_devices_flag_trains_data_parallel_on_a_mesh(tmp_path):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    out = subprocess.run(_cli(tmp_path / "mesh", "--devices", "2", "--stages", "data,model_b"), cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    losses = io.read_npz(tmp_path / "mesh" / "model_b" / "losses.npz")["losses"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]

@@ -79,12 +79,13 @@ class DecoderBlock(nn.Module):
 class Decoder(nn.Module):
     """(previous patches [b, q, 192], start index, cache) -> (patch means [b, q, 192], cache)."""
 
-    num_layers: int = 6
-    width: int = 512
-    num_heads: int = 8
-    mlp_ratio: int = 4
-    dropout: float = 0.0
-    dtype: str = "float32"
+    # Fields of `config.DecoderConfig` (defaults live there; build with `models.build(Decoder, cfg)`).
+    num_layers: int
+    width: int
+    num_heads: int
+    mlp_ratio: int
+    dropout: float
+    dtype: str
 
     @nn.compact
     def __call__(self, prev_patches, index, cache: KVCache, *, train: bool = False):

@@ -63,13 +63,14 @@ class AttnBlock(nn.Module):
 class UNet(nn.Module):
     """eps_theta(x_t, t, cond): [b, H, W, 3] (+ cond channels) -> [b, H, W, 3] f32."""
 
-    base_channels: int = 128
-    channel_mults: tuple[int, ...] = (1, 2, 2, 2)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (16,)
-    dropout: float = 0.1
-    num_groups: int = 32
-    dtype: str = "float32"
+    # Fields of `config.UNetConfig` (defaults live there; build with `models.build(UNet, cfg)`).
+    base_channels: int
+    channel_mults: tuple[int, ...]
+    num_res_blocks: int
+    attn_resolutions: tuple[int, ...]
+    dropout: float
+    num_groups: int
+    dtype: str
     out_channels: int = 3
 
     @nn.compact
