@@ -1,0 +1,9 @@
+"""hybrid_jax: adaptive routing between two hybrid AR/diffusion image generators, in pure JAX.
+
+Modules: `config` (presets), `data`, `diffusion`, `models` (U-Net, causal decoder), `model_a`
+(blockwise DDPM), `model_b` (KV-cached AR + corrector), `train`, `checkpoint`, `features`,
+`labels`, `labeler`, `router`, `routing` (the routed sampler), `cost`, `timing`, `sharding`,
+`pipeline` (the resumable study), `report`, `labeling` (the labeling page).
+"""
+
+__version__ = "0.1.0"
