@@ -222,7 +222,7 @@ PRESETS: dict[str, Preset] = {
     # Whole pipeline on a 2-core CPU in about a quarter of an hour.
     "quick": Preset(
         name="quick",
-        data=DataConfig(max_images=5000, holdout=100),
+        data=DataConfig(max_images=375, holdout=100),  # epochs below are sized for 375 images
         model_a=ModelAConfig(unet=_QUICK_UNET, steps_per_block=20,
                              train=TrainConfig(epochs=8, batch_size=32, lr=1e-3, ckpt_every=40, log_every=20)),
         model_b=ModelBConfig(decoder=DecoderConfig(num_layers=4, width=128, num_heads=4),
