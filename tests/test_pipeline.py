@@ -128,3 +128,23 @@ def test_devices_flag_trains_data_parallel_on_a_mesh(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     losses = io.read_npz(tmp_path / "mesh" / "model_b" / "losses.npz")["losses"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_human_labels_are_imported_used_by_the_router_and_compared(finished, tmp_path):
+    import shutil
+
+    from hybrid_jax import labels as labels_lib
+
+    workdir = tmp_path / "human"
+    shutil.copytree(finished, workdir)
+    seeds = io.read_npz(workdir / "seeds" / "seeds.npz")["seeds"].tolist()
+    auto = labels_lib.read_labels(workdir / "labels" / "auto.csv")
+    human = {s: ("cheap_ok" if s % 3 else "A_needed") for s in seeds}
+    labels_lib.write_labels(tmp_path / "human.csv", human)
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--labels", str(tmp_path / "human.csv"),
+                         "--stages", "labels,router"]) == 0
+    summary = io.read_json(workdir / "labels" / "done.json")["summary"]
+    expected = labels_lib.agreement(human, auto)
+    assert summary["agreement"]["accuracy"] == pytest.approx(expected["accuracy"])
+    results = io.read_json(workdir / "router" / "results.json")
+    assert results["label_source"] == "human" and results["n_cheap_ok"] == sum(v == "cheap_ok" for v in human.values())
