@@ -148,3 +148,22 @@ def test_human_labels_are_imported_used_by_the_router_and_compared(finished, tmp
     assert summary["agreement"]["accuracy"] == pytest.approx(expected["accuracy"])
     results = io.read_json(workdir / "router" / "results.json")
     assert results["label_source"] == "human" and results["n_cheap_ok"] == sum(v == "cheap_ok" for v in human.values())
+
+
+def test_models_restored_in_a_fresh_process_reproduce_the_stored_images(finished, tmp_path):
+    n = config_lib.get_preset("test").seeds.batch_size  # the seeds stage's batch shape
+    out = tmp_path / "out.npz"
+    script = (
+        "import numpy as np\n"
+        "from hybrid_jax import pipeline, routing\n"
+        f"run = pipeline.load_run({str(finished)!r})\n"
+        "sa, sb = pipeline.samplers(run.cfg)\n"
+        f"ka, kb = routing.seed_keys(range({n}), run.cfg.seeds.base_seed)\n"
+        "a = sa.sample_keys(pipeline.restore_params(run, 'model_a'), ka)\n"
+        "b = sb.sample_keys(pipeline.restore_model_b(run), kb)\n"
+        f"np.savez({str(out)!r}, a=np.asarray(a), b=np.asarray(b))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    fresh, stored = np.load(out), io.read_npz(finished / "seeds" / "seeds.npz")
+    np.testing.assert_array_equal(fresh["a"], stored["images_a"][:n])
+    np.testing.assert_array_equal(fresh["b"], stored["images_b"][:n])
