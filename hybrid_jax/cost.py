@@ -8,7 +8,6 @@ Frechet distance to held-out real images, both in the labeler's feature space.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

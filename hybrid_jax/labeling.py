@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_jax import io
-from hybrid_jax.labels import LABELS, LabelError, read_labels, write_labels
+from hybrid_jax.labels import LabelError, read_labels, write_labels
 
 log = logging.getLogger(__name__)
 

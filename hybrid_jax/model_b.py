@@ -10,7 +10,7 @@ its own key: `fold_in(key, 0)` drives the AR noise, `fold_in(key, 1)` the correc
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 import chex
 import flax
