@@ -198,6 +198,13 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def fixed_batches(seeds: np.ndarray, batch_size: int):
+    """(start, chunk, chunk padded to `batch_size`) over `seeds`: one shape, so one compilation."""
+    for start in range(0, len(seeds), batch_size):
+        chunk = seeds[start:start + batch_size]
+        yield start, chunk, np.resize(chunk, batch_size)
+
+
 def stage_seeds(run: Run) -> dict:
     """A's image, B's image and B's k-step probe (features) for every seed, batch by batch (resumable)."""
     cfg = run.cfg
@@ -208,12 +215,11 @@ def stage_seeds(run: Run) -> dict:
     seeds = np.arange(cfg.seeds.num_seeds)
     bs = cfg.seeds.batch_size
     starts = range(0, len(seeds), bs)
-    for start in tqdm(starts, desc="seeds", unit="batch", disable=None):
+    for start, chunk, padded in tqdm(fixed_batches(seeds, bs), total=len(starts), desc="seeds", unit="batch",
+                                     disable=None):
         part = run.path("seeds", "parts", f"part_{start:06d}.npz")
         if part.exists():
             continue
-        chunk = seeds[start:start + bs]
-        padded = np.resize(chunk, bs)  # fixed shape: no recompilation for the last batch
         keys_a, keys_b = sharding.shard_batch(routing.seed_keys(padded, cfg.seeds.base_seed), mesh)
         prefix = sb.ar_prefix(pb, keys_b, cfg.router.prefix_steps)
         feats = compute_features(prefix)
@@ -357,8 +363,9 @@ def stage_routed(run: Run) -> dict:
     labels, source = router_labels(run)
     oracle_to_a = np.array([labels[int(s)] == "A_needed" for s in seeds["seeds"]])
     keys_a, keys_b = routing.seed_keys(seeds["seeds"], cfg.seeds.base_seed)
-    bs = cfg.seeds.batch_size
-    to_a = np.concatenate([np.asarray(routed.probe(pb, keys_b[i:i + bs])[3]) for i in range(0, len(keys_b), bs)])
+    to_a = np.concatenate([
+        np.asarray(routed.probe(pb, routing.seed_keys(padded, cfg.seeds.base_seed)[1])[3])[: len(chunk)]
+        for _, chunk, padded in fixed_batches(seeds["seeds"], cfg.seeds.batch_size)])
     io.write_npz(run.path("routed", "decisions.npz"), seeds=seeds["seeds"], to_a=to_a, oracle_to_a=oracle_to_a)
     table, routed_out = cost.cost_table(routed, pa, pb, keys_a, keys_b, oracle_to_a, cfg)
     quality = cost.quality_table(io.read_npz(run.path("labels", "scores.npz")), to_a, oracle_to_a)
