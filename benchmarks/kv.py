@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from benchmarks.samplers import perturbed
 from benchmarks.timing import Table, compile_jax, ms, time_many, xla_flops
-from hybrid_jax import diffusion, model_b
+from hybrid_jax import diffusion, model_b, xla
 from hybrid_jax.config import get_preset
 from hybrid_jax.models.decoder import PATCH_DIM, SEQ_LEN, init_cache
 
@@ -36,7 +36,7 @@ def make_loops(preset):
         ar_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
         return diffusion.per_example_normal(ar_keys, i, (PATCH_DIM,))
 
-    @jax.jit
+    @xla.jit
     def cached(params, keys):
         n = keys.shape[0]
 
@@ -57,7 +57,7 @@ def make_loops(preset):
         cache = init_cache(seq.shape[0], d.num_layers, d.width, d.num_heads)
         return decoder.apply({"params": params}, seq, 0, cache)[0]
 
-    @jax.jit
+    @xla.jit
     def recompute(params, keys):
         n = keys.shape[0]
         patches = jnp.zeros((n, SEQ_LEN, PATCH_DIM))
@@ -82,7 +82,7 @@ def make_loops(preset):
 
         return jax.lax.fori_loop(0, STEP_REPEATS, body, seq)
 
-    return cached, recompute, jax.jit(step_cached), jax.jit(step_recompute)
+    return cached, recompute, xla.jit(step_cached), xla.jit(step_recompute)
 
 
 def run(presets: list[str], repeats: int, batch: int = 1) -> list[Table]:
@@ -103,7 +103,7 @@ def run(presets: list[str], repeats: int, batch: int = 1) -> list[Table]:
         keys = jax.random.split(key, batch)
         cached, recompute, step_cached, step_recompute = make_loops(preset)
         sampler = model_b.make_sampler(preset.model_b, preset.corrector)
-        lib = jax.jit(lambda p, k: sampler.ar_prefix(p, k, SEQ_LEN).state.patches)
+        lib = xla.jit(lambda p, k: sampler.ar_prefix(p, k, SEQ_LEN).state.patches)
         res = time_many({"cached": (cached, (params["ar"], keys)), "recompute": (recompute, (params["ar"], keys)),
                          "library": (lib, (params, keys))}, repeats=repeats)
         diff = float(jnp.max(jnp.abs(res["cached"].compiled(params["ar"], keys)

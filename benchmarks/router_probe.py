@@ -17,7 +17,7 @@ import numpy as np
 
 from benchmarks.samplers import perturbed
 from benchmarks.timing import Table, compile_jax, ms, time_many
-from hybrid_jax import features, model_b
+from hybrid_jax import features, model_b, xla
 from hybrid_jax import router as router_lib
 from hybrid_jax.config import get_preset
 
@@ -49,9 +49,9 @@ def run(presets: list[str], repeats: int, batches=(1, 256)) -> list[Table]:
         key = jax.random.key(0)
         params = perturbed(jax.jit(functools.partial(model_b.init_params, preset.model_b, preset.corrector))(key))
         sampler = model_b.make_sampler(preset.model_b, preset.corrector)
-        probe = jax.jit(lambda p, keys: features.compute(sampler.ar_prefix(p, keys, k)))
-        in_graph = jax.jit(lambda p, keys, e: router_lib.jax_predict_proba(e, features.compute(sampler.ar_prefix(p, keys, k))))
-        jax_router = jax.jit(router_lib.jax_predict_proba)
+        probe = xla.jit(lambda p, keys: features.compute(sampler.ar_prefix(p, keys, k)))
+        in_graph = xla.jit(lambda p, keys, e: router_lib.jax_predict_proba(e, features.compute(sampler.ar_prefix(p, keys, k))))
+        jax_router = xla.jit(router_lib.jax_predict_proba)
         for b in batches:
             keys = jax.random.split(key, b)
             probe_exec, _ = compile_jax(probe, params, keys)

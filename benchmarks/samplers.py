@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.timing import Table, gflop, ms, time_many, xla_flops
-from hybrid_jax import model_a, model_b
+from hybrid_jax import model_a, model_b, xla
 from hybrid_jax.config import Preset, get_preset
 from hybrid_jax.models.decoder import PATCH_DIM, init_cache
 
@@ -56,7 +56,7 @@ def bench_model_a(preset: Preset, batch: int, repeats: int, unrolls: tuple[int, 
     cfg = preset.model_a
     params = perturbed(jax.jit(functools.partial(model_a.init_params, cfg))(key))
     keys = jax.random.split(key, batch)
-    eps = jax.jit(model_a.make_eps_fn(cfg))
+    eps = xla.jit(model_a.make_eps_fn(cfg))
     x = jax.random.normal(key, (batch, *model_a.IMAGE_SHAPE))
     cond = model_a.block_condition(x, jnp.full((batch,), 1))
     t = jnp.full((batch,), cfg.steps_per_block // 2, jnp.int32)
@@ -79,8 +79,8 @@ def bench_model_b(preset: Preset, batch: int, repeats: int, key) -> dict:
     sampler = model_b.make_sampler(mcfg, ccfg)
     decoder = model_b.make_decoder(mcfg)
     unet = model_b.make_corrector_unet(ccfg)
-    ar_step = jax.jit(lambda p, prev, i, cache: decoder.apply({"params": p}, prev, i, cache))
-    corr = jax.jit(lambda p, x, t: unet.apply({"params": p}, x, t))
+    ar_step = xla.jit(lambda p, prev, i, cache: decoder.apply({"params": p}, prev, i, cache))
+    corr = xla.jit(lambda p, x, t: unet.apply({"params": p}, x, t))
     prev = jax.random.normal(key, (batch, 1, PATCH_DIM))
     cache = init_cache(batch, d.num_layers, d.width, d.num_heads)
     x = jax.random.normal(key, (batch, *model_b.IMAGE_SHAPE))

@@ -11,11 +11,12 @@ That is the DDPM-CIFAR layout on both sides; the parameter counts are printed an
 from __future__ import annotations
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.timing import Table, gflop, ms, num_cores, time_many, xla_flops
-from hybrid_jax import model_a
+from hybrid_jax import model_a, xla
 from hybrid_jax.config import UNetConfig, get_preset
 
 IMAGE = 32
@@ -68,10 +69,14 @@ def run(presets: list[str], repeats: int, batches=(1, 16)) -> list[Table]:
     torch.set_num_threads(num_cores())
     table = Table("U-Net pass: ours (JAX jit) vs diffusers UNet2DModel (torch CPU), Model A's U-Net (8 input channels)",
                   ["preset", "params ours", "params diffusers", "batch", "ours ms", "diffusers ms",
-                   "ratio ours/diffusers", "<= 1.0", "ours compile s", "GFLOP/img XLA", "GFLOP/img torch"])
+                   "ratio ours/diffusers", "<= 1.0", "ours, XLA defaults ms", "defaults / ours", "ours compile s",
+                   "GFLOP/img XLA", "GFLOP/img torch"])
     table.notes += [f"torch threads = {torch.get_num_threads()} = cores JAX's CPU client uses ({num_cores()}); "
                     "torch.inference_mode(), model.eval(), NCHW float32 (diffusers' default layout); "
                     "ours NHWC float32, jit compiled once ahead of time.",
+                    "'ours' is jitted as the library's samplers are (`hybrid_jax.xla.jit`: on CPU, XLA's YNNPACK "
+                    f"fusions off, options {xla.compiler_options() or 'none'}); 'ours, XLA defaults' is a plain "
+                    "`jax.jit` of the same function.",
                     "Target: ratio <= 1.0. Median of the repeats, contenders timed in alternation."]
     for name in presets:
         cfg = get_preset(name).model_a
@@ -81,7 +86,8 @@ def run(presets: list[str], repeats: int, batches=(1, 16)) -> list[Table]:
         n_ours, n_theirs = count_params(params), sum(p.numel() for p in theirs.parameters())
         if abs(n_ours / n_theirs - 1) > PARAM_TOLERANCE:
             raise AssertionError(f"{name}: parameter counts differ by more than 5 %: {n_ours} vs {n_theirs}")
-        apply = jax.jit(lambda p, x, t, c: unet.apply({"params": p}, x, t, c))
+        fn = lambda p, x, t, c: unet.apply({"params": p}, x, t, c)  # noqa: E731
+        apply, apply_defaults = xla.jit(fn), jax.jit(fn)
         for b in batches:
             rng = np.random.default_rng(b)
             x = jnp.asarray(rng.standard_normal((b, IMAGE, IMAGE, 3)), jnp.float32)
@@ -94,10 +100,75 @@ def run(presets: list[str], repeats: int, batches=(1, 16)) -> list[Table]:
                 with torch.inference_mode():
                     return theirs(xx, tt).sample
 
-            res = time_many({"ours": (apply, (params, x, t, cond)), "diffusers": (torch_pass, ())}, repeats=repeats)
-            ours, dif = res["ours"], res["diffusers"]
+            res = time_many({"ours": (apply, (params, x, t, cond)), "defaults": (apply_defaults, (params, x, t, cond)),
+                             "diffusers": (torch_pass, ())}, repeats=repeats)
+            ours, dif, dflt = res["ours"], res["diffusers"], res["defaults"]
             table.add(name, f"{n_ours:,}", f"{n_theirs:,}", b, ms(ours.median_s), ms(dif.median_s),
-                      ours.median_s / dif.median_s, "yes" if ours.median_s <= dif.median_s else "NO", ours.compile_s, gflop(xla_flops(ours.compiled)) / b,
+                      ours.median_s / dif.median_s, "yes" if ours.median_s <= dif.median_s else "NO",
+                      ms(dflt.median_s), dflt.median_s / ours.median_s, ours.compile_s, gflop(xla_flops(ours.compiled)) / b,
                       gflop(torch_flops(theirs, tx, tt)) / b)
             print(table.to_text().splitlines()[-1 - len(table.notes)], flush=True)
-    return [table]
+    return [table, conv_breakdown(presets, repeats)]
+
+
+def _conv_eqns(jaxpr) -> list:
+    """Every conv_general_dilated in a jaxpr, sub-jaxprs (pjit, custom_jvp, ...) included."""
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive is jax.lax.conv_general_dilated_p:
+            out.append(eqn)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            out += _conv_eqns(sub)
+    return out
+
+
+def conv_breakdown(presets: list[str], repeats: int, batch: int = 16) -> Table:
+    """Time of all convolutions of one U-Net pass, each conv shape timed alone: ours (the exact
+    XLA op of the pass) vs torch's Conv2d; the rest of the pass is pass time minus conv time."""
+    import torch
+
+    table = Table(f"Where a U-Net pass spends its time: convolutions, ours (XLA) vs torch (oneDNN), batch {batch}",
+                  ["preset", "conv shape (in -> out, kernel, stride)", "count", "ours ms (one)", "torch ms (one)",
+                   "ours / torch", "ours GFLOP/s", "torch GFLOP/s"])
+    table.notes.append("Each distinct convolution of the pass timed alone, side by side (ours: the same XLA op, "
+                       "jitted with `hybrid_jax.xla.jit`; torch: `nn.Conv2d`, NCHW as in diffusers) and "
+                       "multiplied by how often the pass runs it; the 'all convolutions' row sums them.")
+    for name in presets:
+        cfg = get_preset(name).model_a
+        params = model_a.init_params(cfg, jax.random.key(0))
+        unet = model_a.make_unet(cfg)
+        x = jnp.zeros((batch, IMAGE, IMAGE, 3))
+        cond = jnp.zeros((batch, IMAGE, IMAGE, model_a.COND_CHANNELS))
+        jaxpr = jax.make_jaxpr(lambda p: unet.apply({"params": p}, x, jnp.zeros((batch,), jnp.int32), cond))(params)
+        shapes: dict[tuple, list] = {}
+        for eqn in _conv_eqns(jaxpr.jaxpr):
+            key = (tuple(eqn.invars[0].aval.shape), tuple(eqn.invars[1].aval.shape), tuple(eqn.params["window_strides"]))
+            shapes.setdefault(key, []).append(eqn)
+        rows = []
+        for (lhs, rhs, strides), eqns in shapes.items():
+            rng = np.random.default_rng(0)
+            xx = jnp.asarray(rng.standard_normal(lhs), jnp.float32)
+            ww = jnp.asarray(rng.standard_normal(rhs), jnp.float32)
+            params_ = dict(eqns[0].params)
+            ours = xla.jit(lambda a, b, p=params_: jax.lax.conv_general_dilated_p.bind(a, b, **p))
+            kh, _, cin, cout = rhs
+            conv = torch.nn.Conv2d(cin, cout, kh, stride=strides[0], padding=kh // 2, bias=False).eval()
+            tx = torch.from_numpy(np.asarray(xx).transpose(0, 3, 1, 2).copy())
+
+            def theirs(conv=conv, tx=tx):
+                with torch.inference_mode():
+                    return conv(tx)
+
+            res = time_many({"ours": (ours, (xx, ww)), "torch": (theirs, ())}, repeats=repeats)
+            out_hw = lhs[1] // strides[0]
+            gf = 2 * batch * out_hw * out_hw * cin * cout * kh * kh / 1e9
+            o, t = res["ours"].median_s, res["torch"].median_s
+            rows.append((len(eqns) * o, len(eqns) * t, [name, f"{lhs[1]}x{lhs[2]}x{cin} -> {cout}, {kh}x{kh}, /{strides[0]}",
+                                                        len(eqns), ms(o), ms(t), o / t, gf / o, gf / t]))
+        for row in sorted(rows, key=lambda r: -r[0]):  # largest share of the pass first
+            table.add(*row[2])
+        ours, theirs = sum(r[0] for r in rows), sum(r[1] for r in rows)
+        table.add(name, "all convolutions of one pass", sum(len(e) for e in shapes.values()), ms(ours), ms(theirs),
+                  ours / theirs, "", "")
+        print(table.to_text().splitlines()[2 + len(table.rows)], flush=True)
+    return table

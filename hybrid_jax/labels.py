@@ -41,10 +41,16 @@ def _parse_seed(text: str) -> int:
 
 
 def read_labels(path: str | os.PathLike, known_seeds: Sequence[int] | None = None) -> dict[int, str]:
-    """Read a labels CSV into {seed: label}.
+    """Read a labels CSV into {seed: label} (extra columns ignored; see `read_labels_table`)."""
+    return read_labels_table(path, known_seeds)[0]
+
+
+def read_labels_table(path: str | os.PathLike, known_seeds: Sequence[int] | None = None
+                      ) -> tuple[dict[int, str], dict[int, dict[str, str]]]:
+    """Read a labels CSV into ({seed: label}, {seed: {extra column: value}}).
 
     The header must start with `seed,label`; further header columns (and the matching row
-    fields) are allowed and ignored. With `known_seeds`, every seed must be one of them.
+    fields) are allowed and returned as the extras. With `known_seeds`, every seed must be one of them.
     Raises LabelError naming the file and 1-based line for: a missing or empty file, a wrong
     header, a wrong field count, a non-integer, unknown or duplicate seed, a bad label.
     """
@@ -64,6 +70,7 @@ def read_labels(path: str | os.PathLike, known_seeds: Sequence[int] | None = Non
                     "Fix the first line; extra columns may follow 'seed,label'")
     known = None if known_seeds is None else {int(s) for s in known_seeds}
     labels: dict[int, str] = {}
+    extra: dict[int, dict[str, str]] = {}
     first_line: dict[int, int] = {}
     for fields in reader:
         row = reader.line_num
@@ -88,7 +95,9 @@ def read_labels(path: str | os.PathLike, known_seeds: Sequence[int] | None = Non
                         "Correct the label")
         labels[seed] = label
         first_line[seed] = row
-    return labels
+        if len(header) > 2:
+            extra[seed] = dict(zip(header[2:], (f.strip() for f in fields[2:])))
+    return labels, extra
 
 
 def _check_mapping(labels: Mapping[int, str], what: str = "labels") -> None:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from hybrid_jax import data as data_lib
-from hybrid_jax import diffusion
+from hybrid_jax import diffusion, xla
 from hybrid_jax.config import ModelAConfig
 from hybrid_jax.models import build
 from hybrid_jax.models.unet import UNet
@@ -104,5 +104,5 @@ def make_sampler(cfg: ModelAConfig) -> Sampler:
     def sample(params, key, num: int):
         return sample_keys(params, jax.random.split(key, num))
 
-    return Sampler(sample=jax.jit(sample, static_argnums=2), sample_keys=jax.jit(sample_keys),
+    return Sampler(sample=xla.jit(sample, static_argnums=2), sample_keys=xla.jit(sample_keys),
                    passes=data_lib.NUM_BLOCKS * steps)

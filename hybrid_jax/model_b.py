@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from hybrid_jax import data as data_lib
-from hybrid_jax import diffusion
+from hybrid_jax import diffusion, xla
 from hybrid_jax.config import CorrectorConfig, ModelBConfig
 from hybrid_jax.models import build
 from hybrid_jax.models.decoder import PATCH_DIM, SEQ_LEN, Decoder, KVCache, init_cache, shift_right
@@ -193,6 +193,6 @@ def make_sampler(cfg: ModelBConfig, ccfg: CorrectorConfig) -> Sampler:
     def sample(params, key, num: int):
         return sample_keys(params, jax.random.split(key, num))
 
-    return Sampler(sample=jax.jit(sample, static_argnums=2), sample_keys=jax.jit(sample_keys),
-                   ar_prefix=jax.jit(ar_prefix, static_argnums=2), finish=jax.jit(finish),
-                   correct=jax.jit(correct), passes=SEQ_LEN + ccfg.start_step)
+    return Sampler(sample=xla.jit(sample, static_argnums=2), sample_keys=xla.jit(sample_keys),
+                   ar_prefix=xla.jit(ar_prefix, static_argnums=2), finish=xla.jit(finish),
+                   correct=xla.jit(correct), passes=SEQ_LEN + ccfg.start_step)

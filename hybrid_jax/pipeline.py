@@ -299,7 +299,7 @@ def stage_labels(run: Run) -> dict:
 def _import_human_labels(run: Run, seeds: np.ndarray) -> dict[int, str]:
     path = human_labels_path(run)
     if run.labels_csv:
-        labels_lib.write_labels(path, labels_lib.read_labels(run.labels_csv, known_seeds=seeds.tolist()))
+        labels_lib.write_labels(path, *labels_lib.read_labels_table(run.labels_csv, known_seeds=seeds.tolist()))
     return labels_lib.read_labels(path, known_seeds=seeds.tolist()) if path.exists() else {}
 
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax import features as features_lib
-from hybrid_jax import model_a, model_b, router as router_lib
+from hybrid_jax import model_a, model_b, router as router_lib, xla
 
 
 def seed_keys(seeds: Sequence[int], base_seed: int = 0) -> tuple[jax.Array, jax.Array]:
@@ -69,7 +69,7 @@ def make_probe(sampler_b: model_b.Sampler, ensemble: router_lib.TreeEnsemble, fe
         p = router_lib.jax_predict_proba(ensemble, feats[:, cols])
         return prefix, feats, p, p < ensemble.threshold_route
 
-    return jax.jit(probe)
+    return xla.jit(probe)
 
 
 def generate_split(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler, params_a, params_b, keys_a, keys_b,

@@ -21,7 +21,7 @@ import optax
 from tqdm.auto import tqdm
 
 from hybrid_jax import data as data_lib
-from hybrid_jax import sharding
+from hybrid_jax import sharding, xla
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.config import TrainConfig
 
@@ -73,7 +73,7 @@ def make_train_step(loss_fn: LossFn, cfg: TrainConfig):
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
                           losses=state.losses.at[state.step].set(loss))
 
-    return jax.jit(step, donate_argnums=(0,))
+    return xla.jit(step, donate_argnums=(0,))
 
 
 def total_steps(num_images: int, cfg: TrainConfig) -> int:

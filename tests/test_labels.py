@@ -20,6 +20,7 @@ def _write(tmp_path, text: str):
 def test_reads_valid_file_with_extra_columns(tmp_path):
     path = _write(tmp_path, "seed,label,answer,left\n3,cheap_ok,B,A\n1,A_needed,A,B\n\n")
     assert L.read_labels(path, known_seeds=range(5)) == {3: "cheap_ok", 1: "A_needed"}
+    assert L.read_labels_table(path)[1] == {3: {"answer": "B", "left": "A"}, 1: {"answer": "A", "left": "B"}}
 
 
 def test_header_only_gives_no_labels(tmp_path):
@@ -59,6 +60,8 @@ def test_round_trip_sorted_with_extras(tmp_path):
     assert lines[0] == "seed,label,answer,left"
     assert [int(r.split(",")[0]) for r in lines[1:]] == [2, 5, 9]
     assert L.read_labels(path, known_seeds=[2, 5, 9]) == labels
+    assert L.read_labels_table(path)[1] == {2: {"answer": "A", "left": ""}, 5: {"answer": "B", "left": "A"},
+                                            9: {"answer": "", "left": ""}}
 
 
 def test_write_validates_before_touching_file(tmp_path):

@@ -140,9 +140,12 @@ def test_human_labels_are_imported_used_by_the_router_and_compared(finished, tmp
     seeds = io.read_npz(workdir / "seeds" / "seeds.npz")["seeds"].tolist()
     auto = labels_lib.read_labels(workdir / "labels" / "auto.csv")
     human = {s: ("cheap_ok" if s % 3 else "A_needed") for s in seeds}
-    labels_lib.write_labels(tmp_path / "human.csv", human)
+    answers = {s: {"answer": "same" if s % 3 else "left", "left": "A"} for s in seeds}
+    labels_lib.write_labels(tmp_path / "human.csv", human, answers)
     assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--labels", str(tmp_path / "human.csv"),
                          "--stages", "labels,router"]) == 0
+    # the imported file keeps the labeling page's columns (answer, left) next to the labels
+    assert labels_lib.read_labels_table(workdir / "labels" / "human.csv") == (human, answers)
     summary = io.read_json(workdir / "labels" / "done.json")["summary"]
     expected = labels_lib.agreement(human, auto)
     assert summary["agreement"]["accuracy"] == pytest.approx(expected["accuracy"])
