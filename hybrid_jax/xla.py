@@ -38,6 +38,39 @@ def compiler_options() -> dict[str, str]:
             if f"--{name}" not in user_flags and _supported(name, value)}
 
 
-def jit(fn, **kwargs):
-    """`jax.jit(fn, **kwargs)` compiled with `compiler_options()` (decided when called)."""
-    return jax.jit(fn, compiler_options=compiler_options() or None, **kwargs)
+class Jitted:
+    """`jax.jit(fn, **kwargs)`, compiled with `compiler_options()` when called from Python.
+
+    jax accepts compiler options only on a top-level jit, so inside another trace (the caller's
+    own jit, scan, ...) this is the plain nested jit and the caller's compile decides the
+    options: the function composes like any jitted function. `lower` / `trace` use the options.
+    """
+
+    def __init__(self, fn, **kwargs):
+        functools.update_wrapper(self, fn)
+        self._plain = jax.jit(fn, **kwargs)
+        options = compiler_options()
+        self._top = jax.jit(fn, compiler_options=options, **kwargs) if options else self._plain
+
+    def __call__(self, *args, **kwargs):
+        if self._top is not self._plain:
+            try:
+                return self._top(*args, **kwargs)
+            except ValueError as e:  # raised while staging into an enclosing trace, before any work
+                if "compiler_options" not in str(e):
+                    raise
+        return self._plain(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        return self._top.lower(*args, **kwargs)
+
+    def trace(self, *args, **kwargs):
+        return self._top.trace(*args, **kwargs)
+
+    def eval_shape(self, *args, **kwargs):
+        return self._plain.eval_shape(*args, **kwargs)
+
+
+def jit(fn, **kwargs) -> Jitted:
+    """The library's `jax.jit`: see `Jitted` (options decided when this is called)."""
+    return Jitted(fn, **kwargs)
