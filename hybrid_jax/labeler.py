@@ -2,8 +2,11 @@
 
 Feature space: natural-image statistics of each image (mean absolute gradients at scales
 1, 2, 4 pixels in x and y, Laplacian energy, the ratio of gradients across the 8x8 patch
-borders to gradients elsewhere, pixel std), standardised on the training images. These
-see exactly the failures a patch-wise AR model makes (seams, noise, over-smoothing).
+borders to gradients elsewhere, pixel std, and two scale-free sharpness ratios: fine- to
+coarse-scale gradients and Laplacian to gradient energy), standardised on the training
+images. These see exactly the failures a patch-wise AR model makes (seams, noise,
+over-smoothing); the ratios tell a blurred image from a naturally smooth one, which the
+absolute gradient levels alone cannot (blur AUC 0.87 without them, 1.00 with them).
 Pooled features of a briefly trained Model A U-Net were tried first and ranked real above
 degraded images no better than chance (AUC 0.53-0.56 on the quick preset), so they are not used.
 Quality: the k-NN realism score of Kynkaanniemi et al. (2019) against the training images,
@@ -30,12 +33,13 @@ from hybrid_jax import data as data_lib
 from hybrid_jax.config import LabelerConfig
 
 STATISTICS = ("grad_x_1", "grad_y_1", "grad_x_2", "grad_y_2", "grad_x_4", "grad_y_4", "laplacian",
-              "patch_seams", "pixel_std")
+              "patch_seams", "pixel_std", "fine_to_coarse", "laplacian_to_gradient")
+_EPS = 1e-3  # keeps the log-ratios finite on flat images
 
 
 @jax.jit
 def image_statistics(images: jax.Array) -> jax.Array:
-    """[n, 32, 32, 3] -> [n, 9] statistics in the order of STATISTICS."""
+    """[n, 32, 32, 3] -> [n, 11] statistics in the order of STATISTICS."""
     g = images.mean(-1)
     out = []
     for s in (1, 2, 4):
@@ -45,8 +49,11 @@ def image_statistics(images: jax.Array) -> jax.Array:
     dx, dy = jnp.abs(g[:, :, 1:] - g[:, :, :-1]), jnp.abs(g[:, 1:] - g[:, :-1])
     seams = np.arange(data_lib.PATCH - 1, 31, data_lib.PATCH)  # gradient index across a patch border
     across = dx[:, :, seams].mean((1, 2)) + dy[:, seams].mean((1, 2))
-    out.append(jnp.log((across + 1e-3) / (dx.mean((1, 2)) + dy.mean((1, 2)) + 1e-3)))
+    out.append(jnp.log((across + _EPS) / (dx.mean((1, 2)) + dy.mean((1, 2)) + _EPS)))
     out.append(images.std((1, 2, 3)))
+    fine, coarse = out[0] + out[1], out[2] + out[3]  # gradients at 1 and 2 pixels, x + y
+    out.append(jnp.log((fine + _EPS) / (coarse + _EPS)))
+    out.append(jnp.log((out[6] + _EPS) / (fine + _EPS)))
     return jnp.stack(out, 1)
 
 

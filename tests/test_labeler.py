@@ -21,8 +21,27 @@ DEV_DATA = Path(os.environ.get("HYBRID_JAX_DEV_DATA",
 def test_constant_image_has_zero_gradients_and_std():
     stats = np.asarray(labeler.image_statistics(np.full((2, 32, 32, 3), 0.3, np.float32)))
     names = list(labeler.STATISTICS)
-    for n in ("grad_x_1", "grad_y_4", "laplacian", "pixel_std"):
+    for n in ("grad_x_1", "grad_y_4", "laplacian", "pixel_std", "fine_to_coarse", "laplacian_to_gradient"):
         assert stats[:, names.index(n)] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_sharpness_ratios_match_their_formulas_and_fall_under_blur():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    names = list(labeler.STATISTICS)
+    stats = np.asarray(labeler.image_statistics(images), np.float64)
+    g = images.mean(-1).astype(np.float64)
+    def grad(s):  # mean |gradient| at a distance of s pixels, x + y
+        return np.abs(g[:, :, s:] - g[:, :, :-s]).mean((1, 2)) + np.abs(g[:, s:] - g[:, :-s]).mean((1, 2))
+
+    lap = np.abs(4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:]).mean((1, 2))
+    eps = 1e-3
+    np.testing.assert_allclose(stats[:, names.index("fine_to_coarse")], np.log((grad(1) + eps) / (grad(2) + eps)), atol=1e-5)
+    np.testing.assert_allclose(stats[:, names.index("laplacian_to_gradient")], np.log((lap + eps) / (grad(1) + eps)),
+                               atol=1e-5)
+    blurred = np.asarray(labeler.image_statistics(labeler.blur(images)))
+    for n in ("fine_to_coarse", "laplacian_to_gradient"):  # blur removes fine detail first
+        assert (blurred[:, names.index(n)] < stats[:, names.index(n)]).all()
 
 
 def test_seam_statistic_sees_patch_borders():
@@ -63,8 +82,7 @@ def test_real_images_outrank_degraded_copies_on_real_data():
     scorer = labeler.fit_scorer(labeler.embed_all(train), k=5)
     auc = labeler.validate(lambda x: scorer(labeler.embed_all(x)), held_out)
     print("labeler validation AUC:", auc)
-    assert auc["mean"] >= 0.9
-    assert min(auc[k] for k in labeler.DEGRADATIONS) >= 0.8
+    assert min(auc[k] for k in labeler.DEGRADATIONS) >= 0.9
 
 
 def test_rank_rule_marks_the_largest_gaps_in_the_requested_share():
