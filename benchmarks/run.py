@@ -1,6 +1,6 @@
 """Run the benchmarks, print their tables, and optionally write them as markdown.
 
-    python -m benchmarks.run [--preset quick|paper|quick,paper] [--only unet,samplers,kv,router]
+    python -m benchmarks.run [--preset quick|paper|quick,paper] [--only unet,samplers,kv,router,routed,throughput]
                              [--out BENCHMARKS.md] [--repeats N]
 
 Needs the `bench` extra (torch CPU + diffusers) for the U-Net comparison only.
@@ -27,6 +27,7 @@ BENCHMARKS = {  # name -> (module, what it measures)
     "kv": ("benchmarks.kv", "(c) KV-cached AR loop vs prefix recompute"),
     "router": ("benchmarks.router_probe", "(d) router probe: JAX trees in-graph vs sklearn on the host"),
     "routed": ("benchmarks.routed", "(e) routed pipeline throughput vs the ideal mix"),
+    "throughput": ("benchmarks.throughput", "GPU: whole samplers at batch 256, f32 and bf16, ms/image, images/s, MFU"),
 }
 
 KEEP_MARKER = "<!-- Hand-written notes below this line are kept when benchmarks.run rewrites the file. -->"
@@ -43,7 +44,7 @@ TARGETS = """\
 | (c) KV cache | 16 AR steps with the KV cache vs recomputing the prefix every step; per-step time vs position | cached faster; cached per-step time flat |
 | (d) router probe | ar_prefix(12) + features + JAX router in one jitted graph vs the same features + sklearn `predict_proba` on the host, batch 1 and 256 | report (brief: 2.3 ms/img probe overhead on a T4) |
 | (e) routed pipeline | time per image of the routed pipeline / (share_A x t_A + share_B x t_B), samplers alone measured side by side | report (close to 1: the probe is cheap and B resumes from its prefix) |
-| GPU | paper A and B, batch 256, f32 and bf16: ms/img, images/s, MFU; A in bf16 on an H100 <= 25 ms/img | needs a GPU |
+| GPU | paper A and B, batch 256, f32 and bf16: ms/img, images/s, MFU (`benchmarks/throughput.py`); A in bf16 on an H100 <= 25 ms/img | needs a GPU |
 
 Every ratio is measured side by side in one process: contenders are compiled ahead of time
 (compile seconds reported separately), warmed up once, then timed in alternation; the
@@ -157,7 +158,8 @@ def main(argv=None) -> int:
         print(f"\n### {desc}", flush=True)
         module = importlib.import_module(module_name)
         t1 = time.perf_counter()
-        why = "no table for the chosen presets (see the module's docstring)"
+        why = ("needs a GPU or TPU; none was available to this run" if name == "throughput" and "cpu:" in
+               env["jax.devices()"] else "no table for the chosen presets (see the module's docstring)")
         try:
             if name == "samplers":
                 tables = module.run(args.presets, args.repeats, paper_a_steps=args.paper_a_steps)

@@ -37,6 +37,13 @@ def pass_flops(cfg: Preset, pa, pb) -> dict[str, float]:
     }
 
 
+def image_flops(cfg: Preset, f: dict[str, float]) -> dict[str, float]:
+    """FLOPs per image of Model A's and Model B's samplers, from `pass_flops` (passes x one pass:
+    XLA's cost analysis counts a loop body once, not times its trip count)."""
+    return {"A": model_a.passes(cfg.model_a) * f["a_unet"],
+            "B": SEQ_LEN * f["b_ar_step"] + cfg.corrector.start_step * f["corrector_unet"]}
+
+
 def cost_table(routed: routing.RoutedSampler, pa, pb, keys_a, keys_b, oracle_to_a: np.ndarray,
                cfg: Preset) -> dict:
     """Timed strategies on the first `cost.num_images` seeds; returns rows and the routed images."""
@@ -46,8 +53,7 @@ def cost_table(routed: routing.RoutedSampler, pa, pb, keys_a, keys_b, oracle_to_
     k = cfg.router.prefix_steps
     f = pass_flops(cfg, pa, pb)
     probe_flops = k * f["b_ar_step"] + f["b_teacher_forcing"]
-    flops_a = sa.passes * f["a_unet"]
-    flops_b = SEQ_LEN * f["b_ar_step"] + cfg.corrector.start_step * f["corrector_unet"]
+    flops_a, flops_b = image_flops(cfg, f).values()
     flops_b_rest = flops_b - k * f["b_ar_step"]
     routed_out = routed.run(pa, pb, ka, kb)
     share_router = float(routed_out.to_a.mean())

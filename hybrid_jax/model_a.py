@@ -104,5 +104,9 @@ def make_sampler(cfg: ModelAConfig) -> Sampler:
     def sample(params, key, num: int):
         return sample_keys(params, jax.random.split(key, num))
 
-    return Sampler(sample=xla.jit(sample, static_argnums=2), sample_keys=xla.jit(sample_keys),
-                   passes=data_lib.NUM_BLOCKS * steps)
+    return Sampler(sample=xla.jit(sample, static_argnums=2), sample_keys=xla.jit(sample_keys), passes=passes(cfg))
+
+
+def passes(cfg: ModelAConfig) -> int:
+    """U-Net passes per image: steps_per_block for each of the 4 blocks."""
+    return data_lib.NUM_BLOCKS * cfg.steps_per_block
