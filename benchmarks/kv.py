@@ -111,7 +111,7 @@ def run(presets: list[str], repeats: int, batch: int = 1) -> list[Table]:
         c, r = res["cached"], res["recompute"]
         loops.add(name, ms(c.median_s) / batch, ms(r.median_s) / batch, r.median_s / c.median_s,
                   ms(res["library"].median_s) / batch, c.compile_s, r.compile_s, diff)
-        print(loops.to_text().splitlines()[3 + len(loops.rows) - 1], flush=True)
+        print(loops.row_text(), flush=True)
 
         filled = init_cache(batch, d.num_layers, d.width, d.num_heads)
         filled = jax.tree.map(lambda a: jax.random.normal(key, a.shape, a.dtype), filled)

@@ -71,5 +71,5 @@ def run(presets: list[str], repeats: int, batches=(1, 256)) -> list[Table]:
             per = {n: ms(r.median_s) / b for n, r in res.items()}
             table.add(name, b, f"{ens.feature.shape[0]} x {ens.depth}", per["probe"], per["in_graph"], per["host"],
                       res["host"].median_s / res["in_graph"].median_s, per["jax_router"], per["sklearn"], diff)
-            print(table.to_text().splitlines()[3 + len(table.rows) - 1], flush=True)
+            print(table.row_text(), flush=True)
     return [table]

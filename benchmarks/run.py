@@ -158,8 +158,8 @@ def main(argv=None) -> int:
         print(f"\n### {desc}", flush=True)
         module = importlib.import_module(module_name)
         t1 = time.perf_counter()
-        why = ("needs a GPU or TPU; none was available to this run" if name == "throughput" and "cpu:" in
-               env["jax.devices()"] else "no table for the chosen presets (see the module's docstring)")
+        why = (getattr(module, "not_measured", lambda: None)()
+               or "no table for the chosen presets (see the module's docstring)")
         try:
             if name == "samplers":
                 tables = module.run(args.presets, args.repeats, paper_a_steps=args.paper_a_steps)

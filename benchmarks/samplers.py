@@ -118,7 +118,7 @@ def run(presets: list[str], repeats: int, batch: int = 1, paper_a_steps: int = 5
         denom = a["passes"] * ra["pass"].median_s
         main.add(name, "A", a["passes"], ms(ra["pass"].median_s), ms(denom), ms(base.median_s) / batch,
                  base.median_s / denom, _ok(base.median_s / denom), base.compile_s, gflop(a["pass_flops"]), gflop(a["sampler_flops"][us[0]]))
-        print(main.to_text().splitlines()[3 + len(main.rows) - 1], flush=True)
+        print(main.row_text(), flush=True)
         for u in us:
             r = ra[f"unroll={u}"]
             unroll_t.add(name, u, r.compile_s, ms(r.median_s) / batch, r.median_s / base.median_s,
@@ -139,7 +139,7 @@ def run(presets: list[str], repeats: int, batch: int = 1, paper_a_steps: int = 5
                  _ok(rb["sampler"].median_s / denom_b),
                  rb["sampler"].compile_s, f"{gflop(b['ar_flops']):.4f} / {gflop(b['corr_flops']):.3f}",
                  gflop(b["sampler_flops"]))
-        print(main.to_text().splitlines()[3 + len(main.rows) - 1], flush=True)
+        print(main.row_text(), flush=True)
         full_a_passes = get_preset(name).model_a.steps_per_block * 4
         t_a = base.median_s / batch * full_a_passes / a["passes"]
         t_b = rb["sampler"].median_s / batch

@@ -10,7 +10,6 @@ so the tests exercise it on the `test` preset.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -18,7 +17,7 @@ import jax
 from benchmarks.samplers import perturbed
 from benchmarks.timing import Table, gflop, ms, time_many
 from hybrid_jax import cost, model_a, model_b
-from hybrid_jax.config import Preset, get_preset
+from hybrid_jax.config import Preset, apply_overrides, get_preset
 
 BATCH = 256
 DTYPES = ("float32", "bfloat16")
@@ -41,10 +40,8 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
 
 def with_dtype(preset: Preset, dtype: str) -> Preset:
     """The preset with every network's compute dtype set (params stay f32)."""
-    unet = lambda c: dataclasses.replace(c, unet=dataclasses.replace(c.unet, dtype=dtype))  # noqa: E731
-    mb = preset.model_b
-    return dataclasses.replace(preset, model_a=unet(preset.model_a), corrector=unet(preset.corrector),
-                               model_b=dataclasses.replace(mb, decoder=dataclasses.replace(mb.decoder, dtype=dtype)))
+    fields = ("model_a.unet.dtype", "corrector.unet.dtype", "model_b.decoder.dtype")
+    return apply_overrides(preset, [f"{f}={dtype}" for f in fields])
 
 
 def measure(preset: Preset, batch: int, repeats: int, table: Table, dtypes=DTYPES) -> None:
@@ -68,7 +65,7 @@ def measure(preset: Preset, batch: int, repeats: int, table: Table, dtypes=DTYPE
             table.add(preset.name, model, dtype, batch, passes, ms(s_img), 1.0 / s_img, gflop(flops[model]),
                       achieved / 1e12, "n/a" if peak is None else f"{100 * achieved / peak:.1f} %",
                       res[model].compile_s, target)
-            print(table.to_text().splitlines()[2 + len(table.rows)], flush=True)
+            print(table.row_text(), flush=True)
 
 
 def new_table(batch: int) -> Table:
@@ -83,9 +80,15 @@ def new_table(batch: int) -> Table:
     return table
 
 
-def run(presets: list[str], repeats: int, batch: int = BATCH) -> list[Table]:
+def not_measured() -> str | None:
+    """Why `run` measures nothing on this machine (None where it measures)."""
     if jax.default_backend() == "cpu":
-        print("throughput: needs a GPU or TPU (paper Model A at batch 256 would take hours on a CPU); skipped")
+        return "needs a GPU or TPU; none was available to this run (paper Model A at batch 256 takes hours on a CPU)"
+    return None
+
+
+def run(presets: list[str], repeats: int, batch: int = BATCH) -> list[Table]:
+    if not_measured():
         return []
     table = new_table(batch)
     for name in presets:

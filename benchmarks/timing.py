@@ -31,6 +31,10 @@ class Table:
         out += [line(r) for r in self.rows] + [f"  note: {n}" for n in self.notes]
         return "\n".join(out)
 
+    def row_text(self, i: int = -1) -> str:
+        """Row `i` as it appears in `to_text()` (for printing rows as they are measured)."""
+        return self.to_text().splitlines()[3 + (i % len(self.rows))]
+
     def to_markdown(self) -> str:
         cell = lambda c: str(c).replace("|", "\\|")  # a bare | would split the cell
         out = [f"### {self.title}", "", "| " + " | ".join(map(cell, self.columns)) + " |",

@@ -107,7 +107,7 @@ def run(presets: list[str], repeats: int, batches=(1, 16)) -> list[Table]:
                       ours.median_s / dif.median_s, "yes" if ours.median_s <= dif.median_s else "NO",
                       ms(dflt.median_s), dflt.median_s / ours.median_s, ours.compile_s, gflop(xla_flops(ours.compiled)) / b,
                       gflop(torch_flops(theirs, tx, tt)) / b)
-            print(table.to_text().splitlines()[-1 - len(table.notes)], flush=True)
+            print(table.row_text(), flush=True)
     return [table, conv_breakdown(presets, repeats)]
 
 
@@ -124,7 +124,7 @@ def _conv_eqns(jaxpr) -> list:
 
 def conv_breakdown(presets: list[str], repeats: int, batch: int = 16) -> Table:
     """Time of all convolutions of one U-Net pass, each conv shape timed alone: ours (the exact
-    XLA op of the pass) vs torch's Conv2d; the rest of the pass is pass time minus conv time."""
+    XLA op of the pass) vs torch's Conv2d, and their sum over the pass."""
     import torch
 
     table = Table(f"Where a U-Net pass spends its time: convolutions, ours (XLA) vs torch (oneDNN), batch {batch}",
@@ -170,5 +170,5 @@ def conv_breakdown(presets: list[str], repeats: int, batch: int = 16) -> Table:
         ours, theirs = sum(r[0] for r in rows), sum(r[1] for r in rows)
         table.add(name, "all convolutions of one pass", sum(len(e) for e in shapes.values()), ms(ours), ms(theirs),
                   ours / theirs, "", "")
-        print(table.to_text().splitlines()[2 + len(table.rows)], flush=True)
+        print(table.row_text(), flush=True)
     return table
