@@ -1,6 +1,7 @@
 """Run the benchmarks, print their tables, and optionally write them as markdown.
 
-    python -m benchmarks.run [--preset quick|paper|quick,paper] [--only unet,samplers,kv,router,routed,throughput]
+    python -m benchmarks.run [--preset quick|paper|quick,paper]
+                             [--only unet,samplers,kv,router,routed,throughput,router_stage]
                              [--out BENCHMARKS.md] [--repeats N]
 
 Needs the `bench` extra (torch CPU + diffusers) for the U-Net comparison only.
@@ -28,6 +29,7 @@ BENCHMARKS = {  # name -> (module, what it measures)
     "router": ("benchmarks.router_probe", "(d) router probe: JAX trees in-graph vs sklearn on the host"),
     "routed": ("benchmarks.routed", "(e) routed pipeline throughput vs the ideal mix"),
     "throughput": ("benchmarks.throughput", "GPU: whole samplers at batch 256, f32 and bf16, ms/image, images/s, MFU"),
+    "router_stage": ("benchmarks.router_stage", "(f) router study: the recipe cross-fitted, cold cache, wall time"),
 }
 
 KEEP_MARKER = "<!-- Hand-written notes below this line are kept when benchmarks.run rewrites the file. -->"
@@ -44,6 +46,7 @@ TARGETS = """\
 | (c) KV cache | 16 AR steps with the KV cache vs recomputing the prefix every step; per-step time vs position | cached faster; cached per-step time flat |
 | (d) router probe | ar_prefix(12) + features + JAX router in one jitted graph vs the same features + sklearn `predict_proba` on the host, batch 1 and 256 | report (brief: 2.3 ms/img probe overhead on a T4) |
 | (e) routed pipeline | time per image of the routed pipeline / (share_A x t_A + share_B x t_B), samplers alone measured side by side | report (close to 1: the probe is cheap and B resumes from its prefix) |
+| (f) router study | wall time of `crossfit.run_study` (ablation -> fit cross-fitted in 10 folds + 30 splits + the deployed fit) on synthetic 600 x 24 features, cold cache, all cores | paper <= 10 min on 2 cores |
 | GPU | paper A and B, batch 256, f32 and bf16: ms/img, images/s, MFU (`benchmarks/throughput.py`); A in bf16 on an H100 <= 25 ms/img | needs a GPU |
 
 Every ratio is measured side by side in one process: contenders are compiled ahead of time

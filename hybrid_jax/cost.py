@@ -1,21 +1,32 @@
-"""Cost and quality of the routing strategies: always-A, always-B, oracle (labels), learned router.
+"""Measured cost of the routing strategies, every one under the same batching policy.
 
-Seconds per image are measured after compilation and blocked until ready; network passes
-and FLOPs per image come from the samplers' pass counts and XLA's cost analysis of one pass
-of each network at batch 1 (see `timing`). Quality is the mean realism score and the
-Frechet distance to held-out real images, both in the labeler's feature space.
+Every piece of work (A from scratch, B from scratch, B's probe, B finished from the probe's
+cached prefix) runs in batches of one fixed size, so each compiles once. A partial batch is
+padded, and every strategy is charged only for its real images (a call on r real images of
+b is charged r/b of its time), as if the free slots were filled by the next seeds of a
+stream: no strategy pays padding that another does not, and a routed strategy's seconds
+agree with its passes and FLOPs. Seconds are medians over rounds (strategies interleaved so
+that drifts of a shared machine hit all alike), after compilation, blocked until ready.
+Network passes and FLOPs per image come from the samplers' pass counts and XLA's cost
+analysis of one pass of each network at batch 1 (see `timing`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import statistics
+import time
+from typing import Callable
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import labeler, model_a, model_b, routing, timing
+from hybrid_jax import model_a, model_b, routing, timing, xla
 from hybrid_jax.config import Preset
 from hybrid_jax.models.decoder import PATCH_DIM, SEQ_LEN, init_cache
 
-STRATEGIES = ("always A", "always B", "oracle (labels)", "learned router")
+UNITS = ("A", "B", "B_finish", "probe")  # per-image work every strategy is made of
 
 
 def pass_flops(cfg: Preset, pa, pb) -> dict[str, float]:
@@ -44,43 +55,124 @@ def image_flops(cfg: Preset, f: dict[str, float]) -> dict[str, float]:
             "B": SEQ_LEN * f["b_ar_step"] + cfg.corrector.start_step * f["corrector_unet"]}
 
 
-def cost_table(routed: routing.RoutedSampler, pa, pb, keys_a, keys_b, oracle_to_a: np.ndarray,
-               cfg: Preset) -> dict:
-    """Timed strategies on the first `cost.num_images` seeds; returns rows and the routed images."""
-    n, reps = cfg.cost.num_images, cfg.cost.repeats
-    ka, kb, oracle = keys_a[:n], keys_b[:n], oracle_to_a[:n]
-    sa, sb = routed.sampler_a, routed.sampler_b
+def unit_work(cfg: Preset, f: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Passes and FLOPs per image of each unit of work (the probe: k AR steps + one teacher-forcing pass)."""
     k = cfg.router.prefix_steps
-    f = pass_flops(cfg, pa, pb)
-    probe_flops = k * f["b_ar_step"] + f["b_teacher_forcing"]
-    flops_a, flops_b = image_flops(cfg, f).values()
-    flops_b_rest = flops_b - k * f["b_ar_step"]
-    routed_out = routed.run(pa, pb, ka, kb)
-    share_router = float(routed_out.to_a.mean())
-    share_oracle = float(oracle.mean())
-    timings = timing.time_many({  # side by side, in rounds
-        "always A": (sa.sample_keys, (pa, ka)),
-        "always B": (sb.sample_keys, (pb, kb)),
-        "oracle (labels)": (lambda: routing.generate_split(sa, sb, pa, pb, ka, kb, oracle), ()),
-        "learned router": (lambda: routed.run(pa, pb, ka, kb).images, ()),
-        "probe": (routed.probe, (pb, kb)),
-    }, repeats=reps)
-    passes = {"always A": sa.passes, "always B": sb.passes,
-              "oracle (labels)": share_oracle * sa.passes + (1 - share_oracle) * sb.passes,
-              "learned router": k + 1 + share_router * sa.passes + (1 - share_router) * (sb.passes - k),
-              "probe": k + 1}
-    flops = {"always A": flops_a, "always B": flops_b,
-             "oracle (labels)": share_oracle * flops_a + (1 - share_oracle) * flops_b,
-             "learned router": probe_flops + share_router * flops_a + (1 - share_router) * flops_b_rest,
-             "probe": probe_flops}
-    shares = {"always A": 1.0, "always B": 0.0, "oracle (labels)": share_oracle, "learned router": share_router,
-              "probe": float("nan")}
-    t_a = timings["always A"].median_s / n
-    rows = {name: {"seconds_per_image": tm.median_s / n, "compile_seconds": tm.compile_s, "passes_per_image": passes[name],
-                   "flops_per_image": flops[name], "share_to_a": shares[name],
-                   "savings_vs_a": 1.0 - (tm.median_s / n) / t_a}
-            for name, tm in timings.items()}
-    return {"n_images": n, "repeats": reps, "pass_flops": f, "rows": rows}, routed_out
+    img = image_flops(cfg, f)
+    passes_b = SEQ_LEN + cfg.corrector.start_step
+    return {"A": {"passes": model_a.passes(cfg.model_a), "flops": img["A"]},
+            "B": {"passes": passes_b, "flops": img["B"]},
+            "B_finish": {"passes": passes_b - k, "flops": img["B"] - k * f["b_ar_step"]},
+            "probe": {"passes": k + 1, "flops": k * f["b_ar_step"] + f["b_teacher_forcing"]}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """The jitted pieces of work, each called at one batch size."""
+
+    a: Callable  # keys_a [b] -> images
+    b: Callable  # keys_b [b] -> images
+    probe: Callable  # keys_b [b] -> (Prefix, features, p_cheap, to_a): AR prefix + features + router
+    prefix: Callable  # keys_b [b] -> Prefix: the AR prefix alone
+    decide: Callable  # Prefix -> (features, p_cheap, to_a): the router's own overhead on a ready prefix
+    finish: Callable  # (Prefix, idx [b]) -> images: B continued from the prefix of the seeds at idx
+
+
+def make_work(routed: routing.RoutedSampler, params_a, params_b, prefix_steps: int) -> Work:
+    sa, sb = routed.sampler_a, routed.sampler_b
+    finish = xla.jit(lambda p, prefix, idx: sb.finish(p, prefix.take(idx)))
+    prefix_only = xla.jit(lambda p, keys: sb.ar_prefix(p, keys, prefix_steps))
+    return Work(a=lambda keys: sa.sample_keys(params_a, keys), b=lambda keys: sb.sample_keys(params_b, keys),
+                probe=lambda keys: routed.probe(params_b, keys), prefix=lambda keys: prefix_only(params_b, keys),
+                decide=routed.decide, finish=lambda prefix, idx: finish(params_b, prefix, idx))
+
+
+def _timed(fn, *args) -> tuple[object, float]:
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0
+
+
+def _fixed(fn, keys, sel: np.ndarray, b: int) -> float:
+    """Seconds charged for `fn` over keys[sel] in batches of b (padded, charged per real item)."""
+    total = 0.0
+    for start in range(0, len(sel), b):
+        idx = sel[start:start + b]
+        total += _timed(fn, keys[np.resize(idx, b)])[1] * len(idx) / b
+    return total
+
+
+def _routed(work: Work, keys_a, keys_b, to_a: np.ndarray, b: int) -> float:
+    """Seconds charged for the routed pipeline: probe each batch, finish its B seeds from the prefix, A the rest."""
+    total = 0.0
+    for start in range(0, len(to_a), b):
+        idx = np.arange(start, min(start + b, len(to_a)))
+        (prefix, *_), dt = _timed(work.probe, keys_b[np.resize(idx, b)])
+        total += dt * len(idx) / b
+        local_b, seeds_a = np.flatnonzero(~to_a[idx]), idx[to_a[idx]]
+        if local_b.size:
+            total += _timed(work.finish, prefix, jnp.asarray(np.resize(local_b, b)))[1] * local_b.size / b
+        if seeds_a.size:
+            total += _timed(work.a, keys_a[np.resize(seeds_a, b)])[1] * seeds_a.size / b
+    return total
+
+
+def _ready_prefixes(work: Work, keys_b, n: int, b: int) -> list:
+    return [work.prefix(keys_b[np.resize(np.arange(s, min(s + b, n)), b)]) for s in range(0, n, b)]
+
+
+def _decide_seconds(work: Work, prefixes: list, n: int, b: int) -> float:
+    return sum(_timed(work.decide, p)[1] * min(b, n - i * b) / b for i, p in enumerate(prefixes))
+
+
+def _finish_seconds(work: Work, prefixes: list, n: int, b: int) -> float:
+    idx = jnp.arange(b)
+    return sum(_timed(work.finish, p, idx)[1] * min(b, n - i * b) / b for i, p in enumerate(prefixes))
+
+
+def strategies(work: Work, keys_a, keys_b, decisions: dict[str, np.ndarray], b: int) -> dict[str, Callable[[], float]]:
+    """name -> () -> seconds charged over all n seeds. `decisions`: routed strategies' to_a [n] (probe paid)
+    and, under the key "oracle (labels)", the labels' to_a (no probe)."""
+    n = keys_b.shape[0]
+    every = np.arange(n)
+    prefixes = _ready_prefixes(work, keys_b, n, b)
+    out = {"always A": lambda: _fixed(work.a, keys_a, every, b),
+           "always B": lambda: _fixed(work.b, keys_b, every, b)}
+    for name, to_a in decisions.items():
+        if name == "oracle (labels)":
+            out[name] = lambda m=to_a: _fixed(work.a, keys_a, every[m], b) + _fixed(work.b, keys_b, every[~m], b)
+        else:
+            out[name] = lambda m=to_a: _routed(work, keys_a, keys_b, m, b)
+    out.update({"probe": lambda: _fixed(work.probe, keys_b, every, b),
+                "AR prefix": lambda: _fixed(work.prefix, keys_b, every, b),
+                "router on a ready prefix": lambda: _decide_seconds(work, prefixes, n, b),
+                "B finish": lambda: _finish_seconds(work, prefixes, n, b)})
+    return out
+
+
+def measure(contenders: dict[str, Callable[[], float]], n: int, repeats: int) -> dict[str, dict]:
+    """Seconds per image of each contender: a warm-up round (compiles; its time is reported), then
+    `repeats` interleaved rounds; median, min and max over rounds."""
+    first = {name: fn() / n for name, fn in contenders.items()}
+    runs = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            runs[name].append(fn() / n)
+    return {name: {"seconds_per_image": statistics.median(r), "min": min(r), "max": max(r),
+                   "first_round": first[name]} for name, r in runs.items()}
+
+
+def unit_costs(measured: dict[str, dict], work_units: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """Passes, FLOPs and measured seconds per image of each unit of work."""
+    seconds = {"A": "always A", "B": "always B", "B_finish": "B finish", "probe": "probe"}
+    return {u: {**work_units[u], "seconds": measured[seconds[u]]["seconds_per_image"]} for u in UNITS}
+
+
+def composed(units: dict[str, dict[str, float]], share_to_a: float, probe: bool, key: str) -> float:
+    """Cost per image of a strategy from its unit costs: probe + share x A + (1 - share) x B's part."""
+    if probe:
+        return units["probe"][key] + share_to_a * units["A"][key] + (1 - share_to_a) * units["B_finish"][key]
+    return share_to_a * units["A"][key] + (1 - share_to_a) * units["B"][key]
 
 
 def consistency(routed_out: routing.RoutedOutput, seeds: dict) -> dict:
@@ -90,18 +182,3 @@ def consistency(routed_out: routing.RoutedOutput, seeds: dict) -> dict:
     diff = np.abs(routed_out.images - ref).max(axis=(1, 2, 3))
     return {"n": n, "max_abs_diff_a": float(diff[routed_out.to_a].max(initial=0.0)),
             "max_abs_diff_b": float(diff[~routed_out.to_a].max(initial=0.0))}
-
-
-def quality_table(scores: dict, to_a: np.ndarray, oracle_to_a: np.ndarray) -> dict:
-    """Mean realism score and Frechet distance to held-out real images, per strategy, over all seeds."""
-    pick = lambda m, a, b: np.where(m[:, None] if a.ndim == 2 else m, a, b)
-    choice = {"always A": np.ones_like(to_a), "always B": np.zeros_like(to_a),
-              "oracle (labels)": oracle_to_a, "learned router": to_a}
-    out = {}
-    for name, m in choice.items():
-        m = m.astype(bool)
-        feats = pick(m, scores["feats_a"], scores["feats_b"])
-        out[name] = {"mean_realism": float(pick(m, scores["score_a"], scores["score_b"]).mean()),
-                     "frechet_distance": labeler.frechet_distance(feats, scores["feats_real"])}
-    out["real (held out)"] = {"mean_realism": float(scores["score_real"].mean()), "frechet_distance": None}
-    return out

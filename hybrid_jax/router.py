@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,6 @@ from sklearn.preprocessing import StandardScaler
 from hybrid_jax import io
 from hybrid_jax.config import RouterConfig
 
-ABLATION_FOLDS = 5  # at most this many CV folds per ablation fit set: (F + 2) x folds fits in all
 FORMAT_VERSION = 1
 TREES_FILE = "router_trees.npz"
 META_FILE = "router.json"
@@ -97,11 +96,11 @@ def _check_names(feature_names: Sequence[str] | None, n: int) -> tuple[str, ...]
     return names
 
 
-def _check_min_class(y: np.ndarray, k: int, what: str) -> None:
+def _check_min_class(y: np.ndarray, k: int, what: str, knob: str = "router.cv_folds") -> None:
     smallest = int(np.bincount(y, minlength=2).min())
     if smallest < k:
         raise RouterError(f"{what} needs at least {k} seeds of each class, the rarer class has "
-                          f"{smallest}; label more seeds or lower router.cv_folds")
+                          f"{smallest}; label more seeds or lower {knob}")
 
 
 # ----------------------------------------------------------------------------- sklearn router
@@ -183,8 +182,25 @@ def _summary(rows: list[dict], stat) -> dict:
     return {k: float(stat([r[k] for r in rows])) for k in SUMMARY_KEYS}
 
 
-def _kfold(y: np.ndarray, k: int, cfg: RouterConfig, what: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    _check_min_class(y, k, what)
+def cv_table(folds: list[dict], threshold: float) -> dict:
+    """The CV report from per-fold rows ({"train": metrics, "test": metrics, ...}).
+
+    Mean and (population) std over folds of test accuracy/precision/recall, mean train metrics.
+    """
+    tests = [f["test"] for f in folds]
+    return {"n_folds": len(folds), "threshold": threshold, "folds": folds,
+            "test_mean": _summary(tests, np.mean), "test_std": _summary(tests, np.std),
+            "train_mean": _summary([f["train"] for f in folds], np.mean)}
+
+
+def best_index(tests: Sequence[dict]) -> int:
+    """The best split: highest test precision, ties broken by higher test recall, then lower index."""
+    return min(range(len(tests)), key=lambda i: (-tests[i]["precision"], -tests[i]["recall"], i))
+
+
+def _kfold(y: np.ndarray, k: int, cfg: RouterConfig, what: str,
+           knob: str = "router.cv_folds") -> list[tuple[np.ndarray, np.ndarray]]:
+    _check_min_class(y, k, what, knob)
     return list(StratifiedKFold(k, shuffle=True, random_state=cfg.seed).split(np.zeros(len(y)), y))
 
 
@@ -200,10 +216,7 @@ def cross_validate(X, y, cfg: RouterConfig, feature_names: Sequence[str] | None 
     for i, (train, test) in enumerate(_kfold(y, cfg.cv_folds, cfg, "cross-validation")):
         _, m_train, m_test, _ = _fit_eval(X, y, train, test, cfg, names)
         folds.append({"fold": i, "n_train": len(train), "n_test": len(test), "train": m_train, "test": m_test})
-    tests = [f["test"] for f in folds]
-    return {"n_folds": cfg.cv_folds, "threshold": cfg.threshold, "folds": folds,
-            "test_mean": _summary(tests, np.mean), "test_std": _summary(tests, np.std),
-            "train_mean": _summary([f["train"] for f in folds], np.mean)}
+    return cv_table(folds, cfg.threshold)
 
 
 def best_of_splits(X, y, cfg: RouterConfig, feature_names: Sequence[str] | None = None) -> dict:
@@ -218,41 +231,88 @@ def best_of_splits(X, y, cfg: RouterConfig, feature_names: Sequence[str] | None 
     splitter = StratifiedShuffleSplit(cfg.n_splits, test_size=cfg.test_fraction, random_state=cfg.seed)
     runs = [_fit_eval(X, y, train, test, cfg, names) + (train, test)
             for train, test in splitter.split(np.zeros(len(y)), y)]
-    best = min(range(len(runs)), key=lambda i: (-runs[i][2]["precision"], -runs[i][2]["recall"], i))
+    best = best_index([r[2] for r in runs])
     router, m_train, m_test, _, train, test = runs[best]
     return {"index": best, "train_idx": train, "test_idx": test, "train": m_train, "test": m_test,
             "router": router, "splits": [r[2] for r in runs]}
 
 
-def _oof_precision(X, y, cols: list[int], folds, cfg: RouterConfig) -> float:
-    """Precision at cfg.threshold of the pooled out-of-fold predictions using columns `cols`."""
-    p = np.empty(len(y))
-    for train, test in folds:
-        p[test] = predict_proba(fit(X[train][:, cols], y[train], cfg), X[test][:, cols])
-    return metrics(y, p, cfg.threshold)["precision"]
+# The leave-one-out ablation in pieces, so that `ablation` below (serial, on the rows given)
+# and the cross-fitted recipe (`hybrid_jax.crossfit`, parallel and cached) share every decision.
+
+def ablation_folds(y, cfg: RouterConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ablation's fixed inner folds over the rows of `y`: stratified, cfg.ablation_folds, shuffled with cfg.seed."""
+    return _kfold(_check_targets(y), cfg.ablation_folds, cfg, "ablation", "router.ablation_folds")
+
+
+def screen_config(cfg: RouterConfig) -> RouterConfig:
+    """cfg with the screening fits' tree count (cfg.screen_estimators): same depth, learning rate, seed."""
+    return dataclasses.replace(cfg, n_estimators=cfg.screen_estimators)
+
+
+def ablation_sets(n_features: int) -> list[tuple[int, ...]]:
+    """Column sets the ablation screens: all columns first, then all but column i for each i (F > 1)."""
+    every = tuple(range(n_features))
+    return [every] + ([tuple(j for j in every if j != i) for i in every] if n_features > 1 else [])
+
+
+def _ablation_delta(names: tuple[str, ...], precisions: Sequence[float]) -> dict[str, float]:
+    p_all = precisions[0]
+    return ({n: float(precisions[1 + i] - p_all) for i, n in enumerate(names)} if len(names) > 1
+            else {names[0]: 0.0})
+
+
+def ablation_kept(names: Sequence[str], precisions: Sequence[float]) -> list[str]:
+    """Kept features, from the pooled precisions of the `ablation_sets` (same order).
+
+    A feature whose removal raises precision (delta > 0) is dropped; at least one feature
+    (the one whose removal hurts most) is kept.
+    """
+    names = tuple(names)
+    delta = _ablation_delta(names, precisions)
+    return [n for n in names if delta[n] <= 0] or [min(names, key=delta.get)]
+
+
+def ablation_summary(names: Sequence[str], precisions: Sequence[float], precision_kept: float,
+                     cfg: RouterConfig) -> dict:
+    """The ablation report: per-feature delta, kept/dropped, pooled precision of all and of the kept features."""
+    names = tuple(names)
+    kept = ablation_kept(names, precisions)
+    return {"n_folds": cfg.ablation_folds, "n_estimators": cfg.screen_estimators, "threshold": cfg.threshold,
+            "delta": _ablation_delta(names, precisions), "kept": kept,
+            "dropped": [n for n in names if n not in kept], "precision_all": float(precisions[0]),
+            "precision_kept": float(precision_kept)}
+
+
+def pooled_precision(y, parts: Sequence[tuple[np.ndarray, np.ndarray]], threshold: float) -> float:
+    """Precision at `threshold` of out-of-fold predictions pooled over folds: (rows, P(cheap_ok)) per fold."""
+    rows = np.concatenate([r for r, _ in parts])
+    return metrics(np.asarray(y)[rows], np.concatenate([p for _, p in parts]), threshold)["precision"]
 
 
 def ablation(X, y, feature_names: Sequence[str], cfg: RouterConfig) -> dict:
     """Leave-one-out feature ablation on router precision (the brief: 24 -> 18 features).
 
     Precision is measured on pooled out-of-fold predictions of one fixed stratified k-fold
-    CV (k = min(cfg.cv_folds, ABLATION_FOLDS), shuffled with cfg.seed), the same folds for
+    CV (`ablation_folds`: k = cfg.ablation_folds, shuffled with cfg.seed), the same folds for
     every feature set: pooling is steadier than a mean of per-fold precisions, which are
-    undefined on folds that send nothing to B. A feature whose removal raises precision
-    (delta > 0) is dropped; at least one feature (the one whose removal hurts most) is kept.
+    undefined on folds that send nothing to B. Screening fits use cfg.screen_estimators
+    trees (see RouterConfig). Decisions: `ablation_kept`. Runs serially on the rows given;
+    `hybrid_jax.crossfit.RouterRecipe` runs the same ablation on each recipe's training rows.
     """
     X, y = _check_xy(X, y)
     names = _check_names(feature_names, X.shape[1])
-    k = min(cfg.cv_folds, ABLATION_FOLDS)
-    folds = _kfold(y, k, cfg, "ablation")
-    every = list(range(len(names)))
-    p_all = _oof_precision(X, y, every, folds, cfg)
-    delta = {n: _oof_precision(X, y, [j for j in every if j != i], folds, cfg) - p_all
-             for i, n in enumerate(names)} if len(names) > 1 else {names[0]: 0.0}
-    kept = [n for n in names if delta[n] <= 0] or [min(names, key=delta.get)]
-    p_kept = p_all if len(kept) == len(names) else _oof_precision(X, y, [names.index(n) for n in kept], folds, cfg)
-    return {"n_folds": k, "threshold": cfg.threshold, "delta": delta, "kept": kept,
-            "dropped": [n for n in names if n not in kept], "precision_all": p_all, "precision_kept": p_kept}
+    folds, screen = ablation_folds(y, cfg), screen_config(cfg)
+
+    def precision(cols: Sequence[int]) -> float:
+        cols = list(cols)
+        return pooled_precision(y, [(test, predict_proba(fit(X[train][:, cols], y[train], screen), X[test][:, cols]))
+                                    for train, test in folds], cfg.threshold)
+
+    precisions = [precision(cols) for cols in ablation_sets(len(names))]
+    kept = ablation_kept(names, precisions)
+    p_kept = precisions[0] if len(kept) == len(names) else precision([names.index(n) for n in kept])
+    return ablation_summary(names, precisions, p_kept, cfg)
 
 
 # ----------------------------------------------------------------------------- JAX export
@@ -328,6 +388,17 @@ def _init_log_odds(model: GradientBoostingClassifier) -> float:
 
 def export_trees(router: Router) -> TreeEnsemble:
     """Pad `router.model.estimators_[:, 0]` into arrays for `jax_predict_proba`."""
+    return ensemble_from_arrays(export_arrays(router), router.feature_names)
+
+
+def ensemble_from_arrays(arrays: Mapping[str, np.ndarray], feature_names: Sequence[str]) -> TreeEnsemble:
+    """A TreeEnsemble from `export_arrays`' NumPy arrays (e.g. read back from an .npz)."""
+    return TreeEnsemble(**{k: jnp.asarray(arrays[k]) for k in _ARRAYS}, feature_names=tuple(feature_names),
+                        depth=int(arrays["depth"]))
+
+
+def export_arrays(router: Router) -> dict[str, np.ndarray]:
+    """The padded tree arrays of `export_trees` as NumPy (float32/int32, plus `depth`); no JAX needed."""
     trees = [est.tree_ for est in router.model.estimators_[:, 0]]
     n_trees, max_nodes = len(trees), max(t.node_count for t in trees)
     feature = np.zeros((n_trees, max_nodes), np.int32)
@@ -345,12 +416,11 @@ def export_trees(router: Router) -> TreeEnsemble:
         value[i, :n] = t.value.reshape(n, -1)[:, 0]
     threshold = np.zeros((n_trees, max_nodes), np.float32)
     threshold[internal] = _raw_thresholds(feature[internal], thr64[internal], router.mean, router.scale)
-    f32 = lambda a: jnp.asarray(a, jnp.float32)
-    return TreeEnsemble(mean=f32(router.mean), scale=f32(router.scale), feature=jnp.asarray(feature),
-                        threshold=f32(threshold), left=jnp.asarray(left), right=jnp.asarray(right),
-                        value=f32(value), init=f32(_init_log_odds(router.model)),
-                        learning_rate=f32(router.model.learning_rate), threshold_route=f32(router.threshold),
-                        feature_names=router.feature_names, depth=max(t.max_depth for t in trees))
+    f32 = lambda a: np.asarray(a, np.float32)
+    return {"mean": f32(router.mean), "scale": f32(router.scale), "feature": feature, "threshold": threshold,
+            "left": left, "right": right, "value": f32(value), "init": f32(_init_log_odds(router.model)),
+            "learning_rate": f32(router.model.learning_rate), "threshold_route": f32(router.threshold),
+            "depth": np.asarray(max(t.max_depth for t in trees), np.int32)}
 
 
 def jax_predict_proba(ens: TreeEnsemble, X) -> jax.Array:
@@ -429,8 +499,7 @@ def load_router(directory: str | os.PathLike) -> tuple[TreeEnsemble, dict]:
         raise RouterError(f"{trees_path} does not match {meta_path} (interrupted save or edited file); "
                           "re-run the router stage")
     arrays = io.read_npz(trees_path)
-    ens = TreeEnsemble(**{k: jnp.asarray(arrays[k]) for k in _ARRAYS},
-                       feature_names=tuple(meta["feature_names"]), depth=int(meta["depth"]))
+    ens = ensemble_from_arrays({**arrays, "depth": meta["depth"]}, meta["feature_names"])
     if ens.mean.shape != (len(ens.feature_names),) or ens.feature.shape[0] != meta["n_trees"]:
         raise RouterError(f"{directory}: array shapes disagree with {META_FILE}; re-run the router stage")
     return ens, meta

@@ -53,21 +53,36 @@ class RoutedOutput:
 @dataclasses.dataclass(frozen=True)
 class RoutedSampler:
     probe: Callable  # jitted (params_b, keys_b) -> (Prefix, features [n, F], p_cheap [n], to_a [n])
+    decide: Callable  # jitted Prefix -> (features [n, F], p_cheap [n], to_a [n])
     run: Callable  # (params_a, params_b, keys_a, keys_b) -> RoutedOutput
     sampler_a: model_a.Sampler
     sampler_b: model_b.Sampler
 
 
+def _decide_fn(ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int]) -> Callable:
+    cols = jnp.asarray(feature_idx, jnp.int32)
+
+    def decide(prefix: model_b.Prefix):
+        feats = features_lib.compute(prefix)
+        p = router_lib.jax_predict_proba(ensemble, feats[:, cols])
+        return feats, p, p < ensemble.threshold_route
+
+    return decide
+
+
+def make_decide(ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int]) -> Callable:
+    """jitted Prefix -> (all candidate features, P(cheap_ok), to_a): the router's own work on a ready prefix."""
+    return xla.jit(_decide_fn(ensemble, feature_idx))
+
+
 def make_probe(sampler_b: model_b.Sampler, ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int],
                prefix_steps: int) -> Callable:
     """jitted probe: B's prefix, all candidate features, and the in-graph routing decision."""
-    cols = jnp.asarray(feature_idx, jnp.int32)
+    decide = _decide_fn(ensemble, feature_idx)
 
     def probe(params_b, keys_b):
         prefix = sampler_b.ar_prefix(params_b, keys_b, prefix_steps)
-        feats = features_lib.compute(prefix)
-        p = router_lib.jax_predict_proba(ensemble, feats[:, cols])
-        return prefix, feats, p, p < ensemble.threshold_route
+        return (prefix, *decide(prefix))
 
     return xla.jit(probe)
 
@@ -97,4 +112,5 @@ def make_routed_sampler(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler,
         images = generate_split(sampler_a, sampler_b, params_a, params_b, keys_a, keys_b, to_a, prefix)
         return RoutedOutput(images, to_a, np.asarray(p))
 
-    return RoutedSampler(probe=probe, run=run, sampler_a=sampler_a, sampler_b=sampler_b)
+    return RoutedSampler(probe=probe, decide=make_decide(ensemble, feature_idx), run=run, sampler_a=sampler_a,
+                         sampler_b=sampler_b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -26,9 +27,9 @@ OUTPUTS = {  # stage -> files it must leave behind
     "seeds": ["seeds.npz", "png/seed_000000_A.png", "png/seed_000000_B.png"],
     "features": ["features.csv", "features.npz"],
     "labels": ["auto.csv", "scores.npz"],
-    "router": ["router.json", "router_trees.npz", "results.json"],
+    "router": ["router.json", "router_trees.npz", "results.json", "oof.npz"],
     "routed": ["cost.json", "decisions.npz"],
-    "report": ["report.md", "training_curves.png", "samples_a_vs_b.png", "threshold_sweep.png", "cost.png"],
+    "report": ["report.md", "cost_quality.png", "training_curves.png", "samples_a_vs_b.png", "threshold_sweep.png"],
 }
 COMPARED = [("seeds", "seeds.npz"), ("features", "features.npz"), ("labels", "scores.npz"),
             ("router", "router_trees.npz"), ("routed", "decisions.npz")]
@@ -56,7 +57,7 @@ def test_every_stage_leaves_its_outputs(finished):
 
 def test_report_has_every_section(finished):
     text = (finished / "report" / "report.md").read_text()
-    for section in ("## Training", "## Samples", "## Labels", "## Router", "## Cost", "## Quality", "## Config"):
+    for section in ("## Training", "## Samples", "## Labels", "## Router", "## Cost", "## Cost and quality", "## Config"):
         assert section in text
     for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (finished / "report" / figure).exists(), figure
@@ -82,9 +83,33 @@ def test_workdir_of_another_config_is_refused(finished):
                           finished)
 
 
+def _stages_run(workdir: Path, log_before: str) -> list[str]:
+    return re.findall(r"stage (\w+)\s+running", (workdir / "run.log").read_text()[len(log_before):])
+
+
+@pytest.mark.parametrize("change, reruns", [
+    ("router.threshold=0.6", ["router", "routed", "report"]),
+    ("labeler.k=3", ["labels", "router", "routed", "report"]),
+    ("cost.repeats=2", ["routed", "report"]),
+    ("seeds.num_seeds=44", ["seeds", "features", "labels", "router", "routed", "report"]),
+])
+def test_retune_reruns_only_the_dependent_stages(finished, tmp_path, change, reruns):
+    import shutil
+
+    workdir = tmp_path / "retune"
+    shutil.copytree(finished, workdir)
+    log_before = (workdir / "run.log").read_text()
+    models = {p: p.stat().st_mtime_ns for m in ("model_a", "model_b", "corrector") for p in (workdir / m).rglob("*")}
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", change]) == 0
+    assert _stages_run(workdir, log_before) == reruns
+    assert {p: p.stat().st_mtime_ns for p in models} == models  # no trained model touched
+    key, value = change.split("=")
+    assert str(functools.reduce(getattr, key.split("."), pipeline.load_run(workdir).cfg)) == value
+
+
 KILL_POINTS = {  # name -> (files whose appearance triggers the kill, what the restarted run must log)
     "training": (["model_a/ckpt/4", "model_b/ckpt/4", "corrector/ckpt/4"], r"resumed from checkpoint step [1-9]"),
-    "seeds": (["seeds/parts/part_000000.npz"], r"stage corrector done already, skipped"),
+    "seeds": (["seeds/parts/*/part_000000.npz"], r"stage corrector done already, skipped"),
 }
 
 
@@ -95,7 +120,7 @@ def test_kill_then_resume_gives_the_same_results(finished, tmp_path, point):
     proc = subprocess.Popen(_cli(workdir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if any((workdir / t).exists() for t in triggers):
+        if any(any(workdir.glob(t)) for t in triggers):
             break
         time.sleep(0.02)
     assert proc.poll() is None, f"the run ended before it could be killed during {point}"

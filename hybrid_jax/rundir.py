@@ -1,0 +1,147 @@
+"""A work directory: the config it was made with, and the stage records (`done.json`) inside it.
+
+`run.json` pins what the trained models depend on (the preset version and the `data`,
+`model_a`, `model_b` and `corrector` sections). A work dir made under other values of those
+is refused instead of mixed: retraining is hours at paper scale. Every other field (seeds,
+labeler, router, cost) may change between runs: `run.json` is updated and the stages that
+depend on the changed fields re-run, nothing else (see `pipeline.run_stages`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+import typing
+from pathlib import Path
+
+from hybrid_jax import config as config_lib
+from hybrid_jax import io, sharding
+from hybrid_jax.config import Preset
+
+log = logging.getLogger("hybrid_jax.rundir")
+
+PINNED = ("data", "model_a", "model_b", "corrector")  # sections that trained models depend on
+
+
+class RunDirError(ValueError):
+    """The work dir belongs to another config or preset version."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    cfg: Preset
+    workdir: Path
+    labels_csv: str | None = None  # a human labels CSV to import
+    devices: int = 0  # > 0: data-parallel training and sampling over a mesh of this many devices
+
+    @property
+    def mesh(self):
+        return sharding.make_mesh(self.devices) if self.devices else None
+
+    def path(self, *parts) -> Path:
+        return self.workdir.joinpath(*parts)
+
+
+def _pinned(config: dict) -> dict:
+    return {k: config[k] for k in PINNED}
+
+
+def open_run(cfg: Preset, workdir, labels_csv: str | None = None, **kw) -> Run:
+    """Create or reopen a work dir for `cfg`; refuse one whose trained models came from another config."""
+    workdir = Path(workdir)
+    meta = {"preset": cfg.name, "version": cfg.version, "config": config_lib.to_dict(cfg)}
+    path = workdir / "run.json"
+    if path.exists():
+        stored = io.read_json(path)
+        pinned = config_lib.diff(_pinned(stored["config"]), _pinned(meta["config"]))
+        if stored.get("version") != cfg.version:
+            pinned.insert(0, f"version: {stored.get('version')!r} != {cfg.version!r}")
+        if pinned:
+            raise RunDirError(f"{workdir} was made by preset {stored['preset']!r} (version {stored.get('version')}) "
+                              f"whose trained models differ from this config; differing fields: "
+                              f"{'; '.join(pinned[:8])}. Use another --workdir (or delete this one) instead of "
+                              "mixing results.")
+        changed = config_lib.diff(stored["config"], meta["config"])
+        if changed:
+            log.info("config changed since the last run (%s); the stages that depend on it re-run",
+                     "; ".join(changed[:8]))
+            io.write_json(path, meta)
+    else:
+        io.write_json(path, meta)
+    return Run(cfg, workdir, labels_csv, **kw)
+
+
+def load_run(workdir) -> Run:
+    """Reopen a finished or partial work dir with the config of its last run."""
+    stored = io.read_json(Path(workdir) / "run.json")
+    return Run(preset_from_dict(stored["config"]), Path(workdir))
+
+
+def preset_from_dict(d: dict) -> Preset:
+    def build(cls, values):
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:  # a field added since the work dir was made: its default
+                continue
+            v = values[f.name]
+            if dataclasses.is_dataclass(f.default) or (f.default_factory is not dataclasses.MISSING):
+                kwargs[f.name] = build(type(f.default) if dataclasses.is_dataclass(f.default) else f.default_factory, v)
+            else:
+                kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+        return cls(**kwargs)
+    return build(Preset, d)
+
+
+def fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_hash(path) -> str | None:
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else None
+
+
+def done_record(run: Run, stage: str) -> dict | None:
+    path = run.path(stage, "done.json")
+    return io.read_json(path) if path.exists() else None
+
+
+def is_done(run: Run, stage: str, fp: str) -> bool:
+    record = done_record(run, stage)
+    return record is not None and record.get("fingerprint") == fp
+
+
+def mark_done(run: Run, stage: str, fp: str, summary: dict) -> dict:
+    io.write_json(run.path(stage, "done.json"), {"fingerprint": fp, "summary": summary,
+                                                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return summary
+
+
+def summary(run: Run, stage: str) -> dict:
+    """The summary a finished stage recorded."""
+    record = done_record(run, stage)
+    if record is None:
+        raise FileNotFoundError(f"stage {stage} has not finished in {run.workdir}; run it first")
+    return record["summary"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One step of the study: it owns `<workdir>/<name>/` and re-runs only when what it depends on changed.
+
+    `config(cfg)` returns the config values it reads, `after` the stages whose outputs it reads
+    (their fingerprints chain into its own), `inputs(run)` anything outside the work dir (hashes).
+    """
+
+    name: str
+    run: "typing.Callable[[Run], dict]"
+    config: "typing.Callable[[Preset], tuple]" = lambda cfg: ()
+    after: tuple[str, ...] = ()
+    inputs: "typing.Callable[[Run], tuple]" = lambda run: ()
+
+    def fingerprint(self, run: Run, upstream: dict[str, str]) -> str:
+        values = [config_lib.to_dict(v) if dataclasses.is_dataclass(v) else v for v in self.config(run.cfg)]
+        return fingerprint(self.name, values, [upstream[a] for a in self.after], self.inputs(run))

@@ -1,0 +1,81 @@
+"""Stage `routed`: every strategy's measured cost and out-of-sample quality, and the cost-quality curves.
+
+Decisions are the cross-fitted ones of the router stage (no seed is decided by a router that
+trained or selected features on it). Seconds are measured under one batching policy for every
+strategy (`hybrid_jax.cost`) on the first `cost.num_images` seeds; passes, FLOPs and quality
+use every seed. The deployed router runs the real routed sampler once, to check that a routed
+image equals its generator's own image.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from hybrid_jax import cost, evaluation, io, routing
+from hybrid_jax.rundir import Run, Stage
+from hybrid_jax.stages import features as features_stage
+from hybrid_jax.stages import labels as labels_stage
+from hybrid_jax.stages import router as router_stage
+from hybrid_jax.stages import seeds as seeds_stage
+from hybrid_jax.stages import train
+
+
+def make_routed_sampler(run: Run) -> routing.RoutedSampler:
+    """The deployed router's routed sampler (probe B, route in-graph, finish B or run A)."""
+    ens, idx = router_stage.load_deployed(run)
+    sa, sb = seeds_stage.samplers(run.cfg)
+    return routing.make_routed_sampler(sa, sb, ens, idx, run.cfg.router.prefix_steps)
+
+
+def _timings(run: Run, routed, pa, pb, decisions: dict[str, np.ndarray], seeds: np.ndarray) -> dict:
+    c = run.cfg.cost
+    n = min(c.num_images, len(seeds))
+    keys_a, keys_b = routing.seed_keys(seeds[:n], run.cfg.seeds.base_seed)
+    work = cost.make_work(routed, pa, pb, run.cfg.router.prefix_steps)
+    contenders = cost.strategies(work, keys_a, keys_b, {k: v[:n] for k, v in decisions.items()}, c.batch_size)
+    return {"n_images": n, "batch_size": c.batch_size, "repeats": c.repeats,
+            "rows": cost.measure(contenders, n, c.repeats),
+            "share_to_a": {k: float(v[:n].mean()) for k, v in decisions.items()}}
+
+
+def run_stage(run: Run) -> dict:
+    cfg = run.cfg
+    routed = make_routed_sampler(run)
+    pa, pb = train.restore_params(run, "model_a"), train.restore_model_b(run)
+    seeds = seeds_stage.load(run)
+    oof = router_stage.load_oof(run)
+    labels, source = labels_stage.router_labels(run)
+    oracle = np.array([labels[int(s)] == "A_needed" for s in seeds["seeds"]])
+    to_a = oof["p_cheap"] < cfg.router.threshold  # out-of-sample decisions
+    io.write_npz(run.path("routed", "decisions.npz"), seeds=seeds["seeds"], to_a=to_a, oracle_to_a=oracle,
+                 p_cheap=oof["p_cheap"], fold=oof["fold"])
+    b = cfg.seeds.batch_size
+    keys_a, keys_b = routing.seed_keys(seeds["seeds"][:b], cfg.seeds.base_seed)
+    check = cost.consistency(routed.run(pa, pb, keys_a, keys_b), seeds)
+    timed = _timings(run, routed, pa, pb, {"oracle (labels)": oracle, "learned router": to_a}, seeds["seeds"])
+    units = cost.unit_costs(timed["rows"], cost.unit_work(cfg, cost.pass_flops(cfg, pa, pb)))
+    _, X, names = features_stage.load(run)
+    scores = labels_stage.load_scores(run)
+    curves = evaluation.cost_quality_curves(
+        oof["y"], oof["p_cheap"], oof["fold"], X, names, scores["score_a"], scores["score_b"], units,
+        feats_a=scores["feats_a"], feats_b=scores["feats_b"], feats_real=scores["feats_real"],
+        threshold=cfg.router.threshold, seed=cfg.router.seed,
+        boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap))
+    share = timed["share_to_a"]["learned router"]
+    expected = cost.composed(units, share, True, "seconds")
+    measured = timed["rows"]["learned router"]["seconds_per_image"]
+    out = {"label_source": source, "timing": timed, "units": units, "curves": curves, "consistency": check,
+           "timing_check": {"share_to_a": share, "measured": measured, "composed": expected,
+                            "ratio": measured / expected},
+           "device": str(jax.devices()[0]), "platform": jax.default_backend()}
+    io.write_json(run.path("routed", "cost.json"), out)
+    return {"share_to_a": float(to_a.mean()), "device": out["device"],
+            "verdict": curves["router_vs_random"]["verdict"]}
+
+
+def load(run: Run) -> dict:
+    return io.read_json(run.path("routed", "cost.json"))
+
+
+STAGE = Stage("routed", run_stage, config=lambda cfg: (cfg.cost,), after=("router", "labels", "seeds"))

@@ -1,0 +1,92 @@
+"""Stage `seeds`: A's image, B's image and B's k-step probe features for every seed, in resumable batches."""
+
+from __future__ import annotations
+
+import io as _io
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from hybrid_jax import features as features_lib
+from hybrid_jax import io, model_a, model_b, routing, sharding
+from hybrid_jax.config import Preset
+from hybrid_jax.rundir import Run, Stage, done_record, fingerprint
+from hybrid_jax.stages import train
+
+
+def samplers(cfg: Preset) -> tuple[model_a.Sampler, model_b.Sampler]:
+    return model_a.make_sampler(cfg.model_a), model_b.make_sampler(cfg.model_b, cfg.corrector)
+
+
+def fixed_batches(seeds: np.ndarray, batch_size: int):
+    """(start, chunk, chunk padded to `batch_size`) over `seeds`: one shape, so one compilation."""
+    for start in range(0, len(seeds), batch_size):
+        chunk = seeds[start:start + batch_size]
+        yield start, chunk, np.resize(chunk, batch_size)
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+    buf = _io.BytesIO()
+    Image.fromarray(np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _parts_dir(run: Run):
+    """Batches are kept per (seeds config, probe length, trained models): another setting never reuses them."""
+    models = [done_record(run, m)["fingerprint"] for m in train.MODELS]
+    return run.path("seeds", "parts", fingerprint(run.cfg.seeds, run.cfg.router.prefix_steps, models))
+
+
+def run_stage(run: Run) -> dict:
+    cfg = run.cfg
+    sa, sb = samplers(cfg)
+    mesh = run.mesh
+    pa, pb = sharding.replicate((train.restore_params(run, "model_a"), train.restore_model_b(run)), mesh)
+    compute_features = jax.jit(features_lib.compute)
+    seeds = np.arange(cfg.seeds.num_seeds)
+    bs = cfg.seeds.batch_size
+    parts_dir = _parts_dir(run)
+    starts = range(0, len(seeds), bs)
+    for start, chunk, padded in tqdm(fixed_batches(seeds, bs), total=len(starts), desc="seeds", unit="batch",
+                                     disable=None):
+        part = parts_dir / f"part_{start:06d}.npz"
+        if part.exists():
+            continue
+        keys_a, keys_b = sharding.shard_batch(routing.seed_keys(padded, cfg.seeds.base_seed), mesh)
+        prefix = sb.ar_prefix(pb, keys_b, cfg.router.prefix_steps)
+        feats = compute_features(prefix)
+        images_b = sb.finish(pb, prefix)
+        images_a = sa.sample_keys(pa, keys_a)
+        n = len(chunk)
+        io.write_npz(part, seeds=chunk, images_a=np.asarray(images_a)[:n], images_b=np.asarray(images_b)[:n],
+                     features=np.asarray(feats)[:n])
+    parts = [io.read_npz(parts_dir / f"part_{s:06d}.npz") for s in starts]
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    io.write_npz(run.path("seeds", "seeds.npz"), seeds=merged["seeds"], images_a=merged["images_a"],
+                 images_b=merged["images_b"])
+    for s, a, b in zip(merged["seeds"], merged["images_a"], merged["images_b"]):
+        io.write_bytes(run.path("seeds", "png", f"seed_{s:06d}_A.png"), _png(a))
+        io.write_bytes(run.path("seeds", "png", f"seed_{s:06d}_B.png"), _png(b))
+    names = features_lib.feature_names(cfg.model_b.decoder.num_layers)
+    io.write_npz(run.path("seeds", "features.npz"), seeds=merged["seeds"], features=merged["features"],
+                 names=np.asarray(names))
+    return {"n_seeds": len(seeds), "passes_a": sa.passes, "passes_b": sb.passes}
+
+
+def load(run: Run) -> dict[str, np.ndarray]:
+    """{"seeds": [n], "images_a": [n, 32, 32, 3], "images_b": [n, 32, 32, 3]}."""
+    return io.read_npz(run.path("seeds", "seeds.npz"))
+
+
+def load_seed_ids(run: Run) -> np.ndarray:
+    return load(run)["seeds"]
+
+
+def load_probe_features(run: Run) -> dict[str, np.ndarray]:
+    """{"seeds": [n], "features": [n, F], "names": [F]} as the probe computed them."""
+    return io.read_npz(run.path("seeds", "features.npz"))
+
+
+STAGE = Stage("seeds", run_stage, config=lambda cfg: (cfg.seeds, cfg.router.prefix_steps), after=train.MODELS)
