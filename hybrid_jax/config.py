@@ -25,14 +25,20 @@ def _check(cond: bool, msg: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    class_name: str = "dog"
+    """Which images the study trains on; `hybrid_jax.data.resolve_source` turns it into a source."""
+
+    class_name: str = "dog"  # a CIFAR-10 class, or a label name of the tfds:NAME data set
     max_images: int = 5000  # cap on training images of the class (brief: 5,000)
-    path: str = ""  # official tarball or extracted folder; "" = look in tfds, then env var
+    # "" = automatic: $HYBRID_JAX_CIFAR10, CIFAR-10 prepared in tfds, the official tarball (cached, or
+    # downloaded once unless offline), else the stand-in. Or: a tarball / extracted folder, tfds:NAME, stand-in
+    path: str = ""
     holdout: int = 200  # real images held out of training for labeler validation / FD
+    offline: bool = False  # never download (as $HYBRID_JAX_OFFLINE=1); nothing local -> the stand-in
 
     def __post_init__(self):
         _check(self.max_images > 0, f"data.max_images must be > 0, got {self.max_images}")
         _check(self.holdout >= 0, f"data.holdout must be >= 0, got {self.holdout}")
+        _check(self.path.strip() != "tfds:", "data.path=tfds: needs a data set name, e.g. tfds:cifar10")
 
 
 @dataclass(frozen=True)
@@ -180,14 +186,15 @@ class RouterConfig:
     The router study (`hybrid_jax.crossfit.run_study`) runs the whole recipe (leave-one-out
     ablation -> final fit) inside every CV fold, every random split and once on all seeds,
     so no reported number saw its test seeds during feature selection. The ablation of one
-    recipe screens F + 1 column sets (plus the kept set) with `ablation_folds` inner fits
-    each: at paper scale (600 seeds x 24 features, 10 folds + 30 splits + 1 deployed recipe)
-    that is ~3,200 screening fits beside the 41 final fits. With the final model's 2,000
-    trees (~3.5-4 ms per tree at 300-600 rows on this 2-core CPU) the screen alone would
-    take ~11 core-hours; `ablation_estimators` trees per screening fit (same depth and
-    learning rate) keep the whole study under 10 minutes on 2 cores (measured in
-    BENCHMARKS.md). The screen only ranks column sets by pooled out-of-fold precision; the
-    final and reported models always use `n_estimators` trees.
+    recipe screens F + 1 column sets (all, then each leave-one-out set; plus the kept set)
+    with one fit per inner fold: at paper scale (600 seeds x 24 features; 10 folds + 30
+    splits + 1 deployed = 41 recipes) 2 inner folds make ~2,100 screening fits beside the
+    41 final fits. At the final model's 2,000 trees (~5-8 s per fit on this 2-core CPU,
+    overhead-bound) the screen alone would take ~3 core-hours. Screening fits of
+    `ablation_estimators` = 50 trees (same depth, learning rate and seed) bring the whole
+    study to 195 s on 2 idle cores (527 s with 3 inner folds while other jobs shared the
+    cores; BENCHMARKS.md). The screen only ranks column sets by pooled out-of-fold
+    precision; every final and reported model uses `n_estimators` trees.
     """
 
     prefix_steps: int = 12
@@ -200,7 +207,7 @@ class RouterConfig:
     test_fraction: float = 0.2
     cv_folds: int = 10
     ablation: bool = True
-    ablation_folds: int = 3  # inner stratified folds of the ablation screen, on each recipe's training rows
+    ablation_folds: int = 2  # inner stratified folds of the ablation screen, on each recipe's training rows
     ablation_estimators: int = 50  # trees per screening fit, capped at n_estimators; 0 = n_estimators (cost: docstring)
     n_jobs: int = 0  # worker processes for the study's fits; 0 = every core this process may use
     seed: int = 0
@@ -243,6 +250,19 @@ class CostConfig:
 
 
 @dataclass(frozen=True)
+class AllocationConfig:
+    """Per-seed compute allocation: the options beside the brief's two (see `hybrid_jax.generators`)."""
+
+    a_budgets: tuple[int, ...] = (200, 100, 50, 25, 10)  # Model A steps per block (respaced trained chain)
+    b_depths: tuple[int, ...] = (0, 10, 30, 60)  # Model B corrector depths (noise to step d, d steps back)
+
+    def __post_init__(self):
+        _check(len(self.a_budgets) > 0 and all(b > 0 for b in self.a_budgets),
+               f"allocation.a_budgets must be positive step counts, got {self.a_budgets}")
+        _check(all(d >= 0 for d in self.b_depths), f"allocation.b_depths must be >= 0, got {self.b_depths}")
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     data: DataConfig = DataConfig()
@@ -253,7 +273,16 @@ class Preset:
     labeler: LabelerConfig = LabelerConfig()
     router: RouterConfig = RouterConfig()
     cost: CostConfig = CostConfig()
+    allocation: AllocationConfig = AllocationConfig()
     version: int = 1  # bump when a change makes old work dirs incompatible
+
+    def __post_init__(self):
+        _check(max(self.allocation.a_budgets) <= self.model_a.steps_per_block,
+               f"allocation.a_budgets {self.allocation.a_budgets} exceed model_a.steps_per_block="
+               f"{self.model_a.steps_per_block}")
+        _check(max(self.allocation.b_depths, default=0) <= self.corrector.num_timesteps,
+               f"allocation.b_depths {self.allocation.b_depths} exceed corrector.num_timesteps="
+               f"{self.corrector.num_timesteps}")
 
 
 _TINY_UNET = UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(16,),
@@ -279,6 +308,7 @@ PRESETS: dict[str, Preset] = {
         labeler=LabelerConfig(a_needed_share=0.0),  # calibrated absolute rule: labels say "clearly worse"
         router=RouterConfig(n_estimators=200, n_splits=10, cv_folds=5),
         cost=CostConfig(num_images=32, batch_size=8, repeats=3),
+        allocation=AllocationConfig(a_budgets=(20, 10, 5), b_depths=(0, 10, 30, 60)),
     ),
     # Tiny: the whole pipeline in seconds, for tests.
     "test": Preset(
@@ -295,9 +325,17 @@ PRESETS: dict[str, Preset] = {
         # the calibrated absolute rule could give one class only, and the router stages need both.
         labeler=LabelerConfig(k=2, a_needed_share=0.5),
         router=RouterConfig(n_estimators=10, max_depth=2, n_splits=3, cv_folds=3,
-                            sweep=(0.4, 0.55, 0.7)),
+                            sweep=(0.4, 0.55, 0.7), n_jobs=1),  # ~300 tiny fits: 2 s, less than starting workers
         cost=CostConfig(num_images=8, batch_size=4, repeats=1, bootstrap=200),
+        allocation=AllocationConfig(a_budgets=(4, 2), b_depths=(0, 3)),
     ),
+}
+
+# One line per preset, for `--help` (tests/test_cli.py checks that every preset has one).
+PRESET_DESCRIPTIONS: dict[str, str] = {
+    "paper": "every number of the brief (GPU scale)",
+    "quick": "the whole pipeline on a 2-core CPU in about a quarter of an hour",
+    "test": "tiny: the whole pipeline in seconds, for tests",
 }
 
 

@@ -46,6 +46,11 @@ def linear_betas(num_timesteps: int) -> np.ndarray:
 
 def linear_schedule(num_timesteps: int) -> Schedule:
     """All tables computed in f64 NumPy, stored as f32."""
+    return Schedule(**{k: jnp.asarray(v, jnp.float32) for k, v in linear_schedule_tables(num_timesteps).items()})
+
+
+def linear_schedule_tables(num_timesteps: int) -> dict[str, np.ndarray]:
+    """The f64 tables of `Schedule` for the linear schedule."""
     betas = linear_betas(num_timesteps)
     ac = np.cumprod(1.0 - betas)
     ac_prev = np.append(1.0, ac[:-1])
@@ -64,7 +69,7 @@ def linear_schedule(num_timesteps: int) -> Schedule:
         posterior_mean_coef1=betas * np.sqrt(ac_prev) / (1.0 - ac),
         posterior_mean_coef2=(1.0 - ac_prev) * np.sqrt(1.0 - betas) / (1.0 - ac),
     )
-    return Schedule(**{k: jnp.asarray(v, jnp.float32) for k, v in tables.items()})
+    return tables
 
 
 def _bcast(v: jax.Array, x: jax.Array) -> jax.Array:
@@ -126,30 +131,129 @@ def ddim_step(sched: Schedule, x_t, t, t_prev, eps, noise=None, eta: float = 0.0
 
 
 def per_example_normal(keys: jax.Array, step, shape, dtype=jnp.float32) -> jax.Array:
-    """Standard normal noise for each example from its own key folded with `step`.
+    """Standard normal noise for each example from its own key folded with `step` (a scalar or one per example).
 
-    An example's noise depends only on its key, never on the batch it sits in, so a seed
-    gives the same image at any batch size.
+    An example's noise depends only on its key and its own step, never on the batch it sits in,
+    so a seed gives the same image at any batch size or batch composition.
     """
-    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), shape, dtype))(keys)
+    steps = jnp.broadcast_to(jnp.asarray(step, jnp.uint32), keys.shape)
+    return jax.vmap(lambda k, t: jax.random.normal(jax.random.fold_in(k, t), shape, dtype))(keys, steps)
+
+
+# ----------------------------------------------------------------------------- reverse chains (schedules as data)
+
+@flax.struct.dataclass
+class Chain:
+    """A reverse chain as data: the timesteps it visits and each step's f32 coefficients, all [S].
+
+    Step i sees x at timestep t[i], predicts x0 = sqrt_recip_ac x - sqrt_recipm1_ac eps (clipped),
+    and lands on t[i + 1] (the last step on the clean image):
+    x' = c_x0 x0 + c_xt x + noisy exp(log_var / 2) z, with z keyed on the example's own t[i].
+    A respaced DDPM chain, a DDIM chain (any eta) and the full trained chain are all values of
+    this one type, so one scan samples every step budget.
+    """
+
+    t: jax.Array  # [S] int32, network timesteps in visiting order (descending)
+    sqrt_recip_ac: jax.Array  # [S]
+    sqrt_recipm1_ac: jax.Array  # [S]
+    c_x0: jax.Array  # [S]
+    c_xt: jax.Array  # [S]
+    log_var: jax.Array  # [S]
+    noisy: jax.Array  # [S] 1.0 where noise is added, 0.0 where not (the last step, or eta = 0)
+
+    @property
+    def num_steps(self) -> int:
+        return self.t.shape[0]
+
+
+def respace(num_timesteps: int, steps: int) -> np.ndarray:
+    """`steps` timesteps of a T-step schedule, evenly spaced from T - 1 down to 0 (descending)."""
+    if not 0 < steps <= num_timesteps:
+        raise ValueError(f"a step budget must be in [1, {num_timesteps}], got {steps}")
+    return np.round(np.linspace(num_timesteps - 1, 0, steps)).astype(np.int32)
+
+
+def _visits(num_timesteps: int, timesteps) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(timesteps, np.int64).reshape(-1)
+    if len(t) == 0 or t[0] >= num_timesteps or t[-1] < 0 or np.any(np.diff(t) >= 0):
+        raise ValueError(f"timesteps must be strictly decreasing within [0, {num_timesteps}), got {t.tolist()}")
+    return t, np.append(t[1:], t[-1] - 1)  # (t, t_prev): the last step lands one below its own t
+
+
+def ddpm_chain(num_timesteps: int, timesteps) -> Chain:
+    """Ancestral DDPM over the visited timesteps (respaced: the Markov chain on those steps, Nichol &
+    Dhariwal 2021). Where consecutive timesteps are visited the trained chain's tables are used as they
+    are, so the full budget is bitwise today's sampler."""
+    t, t_prev = _visits(num_timesteps, timesteps)
+    base = linear_schedule_tables(num_timesteps)
+    ac = base["alphas_cumprod"]
+    a_t, a_prev = ac[t], np.where(t_prev >= 0, ac[np.maximum(t_prev, 0)], 1.0)
+    consecutive = t_prev == t - 1
+    beta = np.where(consecutive, base["betas"][t], 1.0 - a_t / a_prev)
+    var = beta * (1.0 - a_prev) / (1.0 - a_t)
+    var_next = np.append(var[1:], var[-1])  # the clipped log-variance of the last step (no noise there)
+    respaced = dict(c_x0=beta * np.sqrt(a_prev) / (1.0 - a_t), c_xt=(1.0 - a_prev) * np.sqrt(1.0 - beta) / (1.0 - a_t),
+                    log_var=np.log(np.maximum(np.where(var > 0, var, var_next), 1e-30)))
+    tables = {k: np.where(consecutive, base[b][t], respaced[k])
+              for k, b in (("c_x0", "posterior_mean_coef1"), ("c_xt", "posterior_mean_coef2"),
+                           ("log_var", "posterior_log_variance_clipped"))}
+    return _chain(base, t, tables, noisy=t_prev >= 0)
+
+
+def ddim_chain(num_timesteps: int, timesteps, eta: float = 0.0) -> Chain:
+    """DDIM (Song et al. 2021) over the visited timesteps; eta = 0 is deterministic, eta = 1 equals
+    respaced DDPM's posterior."""
+    t, t_prev = _visits(num_timesteps, timesteps)
+    base = linear_schedule_tables(num_timesteps)
+    ac = base["alphas_cumprod"]
+    a_t, a_prev = ac[t], np.where(t_prev >= 0, ac[np.maximum(t_prev, 0)], 1.0)
+    sigma2 = eta**2 * (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)
+    direction = np.sqrt(np.maximum(1.0 - a_prev - sigma2, 0.0)) / np.sqrt(1.0 / a_t - 1.0)  # times eps'
+    tables = dict(c_x0=np.sqrt(a_prev) - direction, c_xt=direction * np.sqrt(1.0 / a_t),
+                  log_var=np.log(np.maximum(sigma2, 1e-30)))
+    return _chain(base, t, tables, noisy=(t_prev >= 0) & (sigma2 > 0))
+
+
+def _chain(base: dict, t: np.ndarray, tables: dict, noisy: np.ndarray) -> Chain:
+    f32 = lambda a: jnp.asarray(np.asarray(a, np.float64), jnp.float32)
+    return Chain(t=jnp.asarray(t, jnp.int32), sqrt_recip_ac=f32(base["sqrt_recip_alphas_cumprod"][t]),
+                 sqrt_recipm1_ac=f32(base["sqrt_recipm1_alphas_cumprod"][t]),
+                 **{k: f32(v) for k, v in tables.items()}, noisy=f32(noisy))
+
+
+def chain_step(c: Chain, i, x_t: jax.Array, eps: jax.Array, noise: jax.Array, clip_x0: bool = True) -> jax.Array:
+    """Step i of chain c: x at c.t[i] -> x at the next visited timestep (same arithmetic as `ddpm_step`)."""
+    at = lambda v: _bcast(jnp.broadcast_to(v[i], x_t.shape[:1]), x_t)
+    x0 = at(c.sqrt_recip_ac) * x_t - at(c.sqrt_recipm1_ac) * eps
+    if clip_x0:
+        x0 = jnp.clip(x0, -1.0, 1.0)
+    mean = at(c.c_x0) * x0 + at(c.c_xt) * x_t
+    return mean + at(c.noisy) * jnp.exp(0.5 * at(c.log_var)) * noise
+
+
+def sample_chain(eps_fn: EpsFn, params, chain: Chain, x_init: jax.Array, keys: jax.Array, *, cond: Any = None,
+                 unroll: int = 1, clip_x0: bool = True) -> jax.Array:
+    """Run every step of `chain` from x_init (x at chain.t[0]); eps_fn is called once per step with
+    each example's timestep [b], and each example's noise is keyed on its own timestep."""
+    b = x_init.shape[0]
+
+    def step(x, i):
+        t = jnp.full((b,), chain.t[i], jnp.int32)
+        eps = eps_fn(params, x, t, cond).astype(jnp.float32)
+        return chain_step(chain, i, x, eps, per_example_normal(keys, t, x.shape[1:]), clip_x0), None
+
+    x, _ = jax.lax.scan(step, x_init.astype(jnp.float32), jnp.arange(chain.num_steps), unroll=unroll)
+    return x
 
 
 def sample_loop(eps_fn: EpsFn, params, sched: Schedule, x_init: jax.Array, keys: jax.Array, *,
                 start: int, num_steps: int, cond: Any = None, unroll: int = 1, clip_x0: bool = True) -> jax.Array:
-    """Run `num_steps` ancestral steps from timestep `start - 1` down to `start - num_steps`.
+    """Run `num_steps` consecutive ancestral steps from timestep `start - 1` down to `start - num_steps`.
 
     `x_init` [b, ...] is x_{start} (pure noise when start = T); `keys` [b] are per-example
-    keys, folded with the timestep for that step's noise. `eps_fn` is called once per step.
+    keys, folded with each example's timestep for that step's noise.
     """
     if not 0 < num_steps <= start <= sched.num_timesteps:
         raise ValueError(f"need 0 < num_steps ({num_steps}) <= start ({start}) <= T ({sched.num_timesteps})")
-    b = x_init.shape[0]
-
-    def step(x, i):
-        t = jnp.full((b,), start - 1 - i, jnp.int32)
-        eps = eps_fn(params, x, t, cond).astype(jnp.float32)
-        noise = per_example_normal(keys, t[0], x.shape[1:])
-        return ddpm_step(sched, x, t, eps, noise, clip_x0), None
-
-    x, _ = jax.lax.scan(step, x_init.astype(jnp.float32), jnp.arange(num_steps), unroll=unroll)
-    return x
+    chain = ddpm_chain(sched.num_timesteps, np.arange(start - 1, start - num_steps - 1, -1))
+    return sample_chain(eps_fn, params, chain, x_init, keys, cond=cond, unroll=unroll, clip_x0=clip_x0)

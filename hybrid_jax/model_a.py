@@ -81,10 +81,14 @@ class Sampler:
     passes: int
 
 
-def make_sampler(cfg: ModelAConfig) -> Sampler:
-    sched = diffusion.linear_schedule(cfg.steps_per_block)
-    eps_fn = make_eps_fn(cfg)
+def make_sampler(cfg: ModelAConfig, budget: int | None = None, eta: float | None = None) -> Sampler:
+    """Model A sampling `budget` steps per block (default: every trained step) of the trained chain:
+    ancestral DDPM respaced to those steps, or DDIM with `eta` when given. Same network, any budget."""
     steps = cfg.steps_per_block
+    budget = steps if budget is None else budget
+    visit = diffusion.respace(steps, budget)
+    chain = diffusion.ddpm_chain(steps, visit) if eta is None else diffusion.ddim_chain(steps, visit, eta)
+    eps_fn = make_eps_fn(cfg)
 
     def sample_keys(params, keys):
         chex.assert_rank(keys, 1)
@@ -94,8 +98,7 @@ def make_sampler(cfg: ModelAConfig) -> Sampler:
             block_keys = jax.vmap(lambda k: jax.random.fold_in(k, block))(keys)
             x_init = diffusion.per_example_normal(block_keys, steps, IMAGE_SHAPE)
             cond = block_condition(canvas, jnp.full((n,), block))
-            x = diffusion.sample_loop(eps_fn, params, sched, x_init, block_keys, start=steps, num_steps=steps,
-                                      cond=cond, unroll=cfg.scan_unroll)
+            x = diffusion.sample_chain(eps_fn, params, chain, x_init, block_keys, cond=cond, unroll=cfg.scan_unroll)
             return jnp.where(cond[..., -1:] > 0, x, canvas), None
 
         canvas, _ = jax.lax.scan(gen_block, jnp.zeros((n, *IMAGE_SHAPE)), jnp.arange(data_lib.NUM_BLOCKS))
@@ -104,9 +107,10 @@ def make_sampler(cfg: ModelAConfig) -> Sampler:
     def sample(params, key, num: int):
         return sample_keys(params, jax.random.split(key, num))
 
-    return Sampler(sample=xla.jit(sample, static_argnums=2), sample_keys=xla.jit(sample_keys), passes=passes(cfg))
+    return Sampler(sample=xla.jit(sample, static_argnums=2), sample_keys=xla.jit(sample_keys),
+                   passes=data_lib.NUM_BLOCKS * budget)
 
 
 def passes(cfg: ModelAConfig) -> int:
-    """U-Net passes per image: steps_per_block for each of the 4 blocks."""
+    """U-Net passes per image at the full budget: steps_per_block for each of the 4 blocks."""
     return data_lib.NUM_BLOCKS * cfg.steps_per_block

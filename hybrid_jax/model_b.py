@@ -130,7 +130,12 @@ class Sampler:
     passes: int
 
 
-def make_sampler(cfg: ModelBConfig, ccfg: CorrectorConfig) -> Sampler:
+def make_sampler(cfg: ModelBConfig, ccfg: CorrectorConfig, depth: int | None = None) -> Sampler:
+    """Model B whose corrector noises the AR image to step `depth` and runs `depth` denoising steps
+    (default: ccfg.start_step, the brief's 30; 0 = the AR image as it is)."""
+    depth = ccfg.start_step if depth is None else depth
+    if not 0 <= depth <= ccfg.num_timesteps:
+        raise ValueError(f"corrector depth must be in [0, {ccfg.num_timesteps}], got {depth}")
     decoder = make_decoder(cfg)
     d = cfg.decoder
     unet = make_corrector_unet(ccfg)
@@ -168,11 +173,13 @@ def make_sampler(cfg: ModelBConfig, ccfg: CorrectorConfig) -> Sampler:
         return Prefix(state, keys, attn, hidden, means, tf_means)
 
     def correct(cparams, ar_images, keys):
+        if depth == 0:
+            return ar_images
         c_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-        t0 = jnp.full((ar_images.shape[0],), ccfg.start_step - 1)
-        x = diffusion.q_sample(sched, ar_images, t0, diffusion.per_example_normal(c_keys, ccfg.start_step, IMAGE_SHAPE))
-        x = diffusion.sample_loop(corr_eps, cparams, sched, x, c_keys, start=ccfg.start_step,
-                                  num_steps=ccfg.start_step, unroll=ccfg.scan_unroll)
+        t0 = jnp.full((ar_images.shape[0],), depth - 1)
+        x = diffusion.q_sample(sched, ar_images, t0, diffusion.per_example_normal(c_keys, depth, IMAGE_SHAPE))
+        x = diffusion.sample_loop(corr_eps, cparams, sched, x, c_keys, start=depth, num_steps=depth,
+                                  unroll=ccfg.scan_unroll)
         return jnp.clip(x, -1.0, 1.0)
 
     def finish(params, prefix: Prefix):
@@ -195,4 +202,4 @@ def make_sampler(cfg: ModelBConfig, ccfg: CorrectorConfig) -> Sampler:
 
     return Sampler(sample=xla.jit(sample, static_argnums=2), sample_keys=xla.jit(sample_keys),
                    ar_prefix=xla.jit(ar_prefix, static_argnums=2), finish=xla.jit(finish),
-                   correct=xla.jit(correct), passes=SEQ_LEN + ccfg.start_step)
+                   correct=xla.jit(correct), passes=SEQ_LEN + depth)

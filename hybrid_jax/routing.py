@@ -20,15 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax import features as features_lib
-from hybrid_jax import model_a, model_b, router as router_lib, xla
+from hybrid_jax import generators, model_a, model_b, router as router_lib, xla
 
 
 def seed_keys(seeds: Sequence[int], base_seed: int = 0) -> tuple[jax.Array, jax.Array]:
     """Per-seed keys (keys_a, keys_b), each [n]."""
-    base = jax.random.key(base_seed)
-    keys = jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.asarray(seeds, jnp.uint32))
-    fold = lambda i: jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
-    return fold(1), fold(2)
+    return tuple(generators.seed_stream(seeds, base_seed, m) for m in ("model_a", "model_b"))
 
 
 def bucket_size(n: int, cap: int) -> int:

@@ -336,3 +336,68 @@ def test_sample_loop_jit_and_vmap_match_the_batched_call():
     np.testing.assert_allclose(jax.jit(loop)(x_init[2:3], keys[2:3])[0], batched[2], atol=1e-6)
     # and different keys give different samples
     assert not np.allclose(batched[0], batched[1])
+
+
+# ----------------------------------------------------------------------------- chains: schedules as data
+
+def _reference_chain(T: int, visit: np.ndarray, x: np.ndarray, keys, eps_np, eta: float | None) -> np.ndarray:
+    """Independent float64 NumPy sampler over `visit`: eta None = respaced DDPM posterior, else DDIM(eta)."""
+    ac = np.cumprod(1.0 - diffusion.linear_betas(T))
+    x = np.asarray(x, np.float64)
+    for i, t in enumerate(visit):
+        t_prev = visit[i + 1] if i + 1 < len(visit) else t - 1
+        a_t, a_prev = ac[t], (ac[t_prev] if t_prev >= 0 else 1.0)
+        eps = eps_np(x, t)
+        x0 = np.clip((x - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t), -1, 1)
+        z = np.asarray(diffusion.per_example_normal(keys, np.full(len(x), t), x.shape[1:]), np.float64)
+        if eta is None:
+            beta = 1 - a_t / a_prev
+            mean = beta * np.sqrt(a_prev) / (1 - a_t) * x0 + (1 - a_prev) * np.sqrt(1 - beta) / (1 - a_t) * x
+            var = beta * (1 - a_prev) / (1 - a_t)
+        else:
+            var = eta**2 * (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
+            eps_hat = (x - np.sqrt(a_t) * x0) / np.sqrt(1 - a_t)
+            mean = np.sqrt(a_prev) * x0 + np.sqrt(max(1 - a_prev - var, 0.0)) * eps_hat
+        x = mean + (np.sqrt(var) * z if t_prev >= 0 else 0.0)
+    return x
+
+
+@pytest.mark.parametrize("T, budget", [(200, 200), (200, 50), (200, 10), (100, 7), (20, 1)])
+@pytest.mark.parametrize("eta", [None, 0.0, 0.5, 1.0])
+def test_respaced_chains_match_an_independent_numpy_sampler(T, budget, eta):
+    W = np.array([[0.6, -0.2, 0.1], [0.3, 0.5, -0.4], [-0.1, 0.2, 0.7]])
+    eps_np = lambda x, t: np.tanh(x @ W + t / T)
+    eps_fn = lambda p, x, t, c: jnp.tanh(x @ jnp.asarray(W, jnp.float32) + t[:, None] / T)
+    visit = diffusion.respace(T, budget)
+    chain = diffusion.ddpm_chain(T, visit) if eta is None else diffusion.ddim_chain(T, visit, eta)
+    keys = jax.random.split(jax.random.key(7), 6)
+    x = np.asarray(jax.random.normal(jax.random.key(8), (6, 3)))
+    got = jax.jit(lambda x, k: diffusion.sample_chain(eps_fn, None, chain, x, k))(x, keys)
+    np.testing.assert_allclose(np.asarray(got), _reference_chain(T, visit, x, keys, eps_np, eta), atol=1e-5)
+
+
+def test_respace_visits_evenly_from_the_top_to_zero():
+    assert diffusion.respace(200, 200).tolist() == list(range(199, -1, -1))
+    assert diffusion.respace(200, 5).tolist() == [199, 149, 100, 50, 0]
+    assert diffusion.respace(10, 1).tolist() == [9]
+    with pytest.raises(ValueError, match="budget"):
+        diffusion.respace(10, 11)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        diffusion.ddpm_chain(10, [3, 5])
+
+
+def test_full_chain_is_bitwise_the_trained_schedule():
+    """The full budget's chain holds exactly the trained schedule's f32 tables (so today's images)."""
+    T = 200
+    sched, chain = diffusion.linear_schedule(T), diffusion.ddpm_chain(T, diffusion.respace(T, T))
+    t = np.arange(T - 1, -1, -1)
+    for ours, theirs in (("c_x0", "posterior_mean_coef1"), ("c_xt", "posterior_mean_coef2"),
+                         ("log_var", "posterior_log_variance_clipped"), ("sqrt_recip_ac", "sqrt_recip_alphas_cumprod")):
+        np.testing.assert_array_equal(np.asarray(getattr(chain, ours)), np.asarray(getattr(sched, theirs))[t])
+
+
+def test_an_examples_noise_depends_on_its_own_timestep_only():
+    keys = jax.random.split(jax.random.key(0), 4)
+    mixed = diffusion.per_example_normal(keys, jnp.array([3, 3, 9, 9]), (5,))
+    np.testing.assert_array_equal(mixed[:2], diffusion.per_example_normal(keys[:2], 3, (5,)))
+    np.testing.assert_array_equal(mixed[2:], diffusion.per_example_normal(keys[2:], 9, (5,)))

@@ -1,0 +1,64 @@
+"""Generator options: A at step budgets, B at corrector depths, one interface; the brief's pair is N = 2."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from hybrid_jax import generators, routing
+from hybrid_jax.config import ConfigError, override
+
+
+@pytest.fixture(scope="module")
+def trained(model_a_params, model_b_params, perturb):
+    return {"model_a": perturb(model_a_params, 1), "model_b": perturb(model_b_params, 2)}
+
+
+def test_the_binary_pair_is_todays_samplers(preset, trained, model_a_sampler, model_b_sampler):
+    a, b = generators.binary(preset)
+    keys_a, keys_b = routing.seed_keys(range(3), 0)
+    np.testing.assert_array_equal(a.sample_keys(trained["model_a"], keys_a),
+                                  model_a_sampler.sample_keys(trained["model_a"], keys_a))
+    np.testing.assert_array_equal(b.sample_keys(trained["model_b"], keys_b),
+                                  model_b_sampler.sample_keys(trained["model_b"], keys_b))
+    assert (a.passes, b.passes) == (model_a_sampler.passes, model_b_sampler.passes)
+
+
+def test_every_option_gives_a_seed_the_same_image_alone_or_in_a_batch(preset, trained):
+    seeds = np.arange(4)
+    images = {}
+    for g in generators.options(preset):
+        keys = generators.seed_stream(seeds, 0, g.model)
+        batch = np.asarray(g.sample_keys(trained[g.model], keys))
+        alone = np.asarray(g.sample_keys(trained[g.model], keys[np.array([2, 2, 2, 2])]))[0]  # same batch shape
+        np.testing.assert_array_equal(alone, batch[2], err_msg=g.name)
+        single = np.asarray(g.sample_keys(trained[g.model], keys[2:3]))[0]  # XLA may sum in another order
+        np.testing.assert_allclose(single, batch[2], atol=1e-4, err_msg=g.name)
+        assert np.isfinite(batch).all() and batch.shape == (4, 32, 32, 3)
+        images[g.name] = batch
+    names = list(images)
+    for i, m in enumerate(names):  # every option makes its own image
+        for n in names[i + 1:]:
+            assert not np.array_equal(images[m], images[n]), (m, n)
+
+
+def test_passes_and_flops_follow_from_the_pass_counts(preset):
+    opts = {g.name: g for g in generators.options(preset)}
+    assert [g.passes for g in opts.values()] == [4 * 4, 4 * 2, 16 + 3, 16 + 0]
+    f = {"a_unet": 10.0, "b_ar_step": 1.0, "corrector_unet": 3.0}
+    assert opts["A/2 steps"].flops(f) == 80.0 and opts["B/corrector 3"].flops(f) == 16.0 + 9.0
+
+
+def test_options_outside_the_trained_schedules_are_refused(preset):
+    with pytest.raises(ConfigError, match="a_budgets"):
+        override(preset, "allocation.a_budgets", "8,2")
+    with pytest.raises(ConfigError, match="b_depths"):
+        override(preset, "allocation.b_depths", "0,11")
+
+
+def test_seed_streams_are_routings_seed_keys():
+    ka, kb = routing.seed_keys([3, 8], 5)
+    data = jax.random.key_data
+    np.testing.assert_array_equal(data(ka), data(generators.seed_stream([3, 8], 5, "model_a")))
+    np.testing.assert_array_equal(data(kb), data(generators.seed_stream([3, 8], 5, "model_b")))
