@@ -2,6 +2,9 @@
 
 Serves http://HOST:PORT/ where a person compares Model A's and Model B's image of each seed and
 answers with the keyboard; labels go to DIR/labels/human.csv, which the router stage reads.
+Only the page itself may use the server: requests naming another host or sent from another web page
+are refused (403), so open it at the printed address (or a localhost spelling of it), or allow another
+name with --allow-host (e.g. localhost:8080 behind an SSH tunnel). Needs Flask: pip install -e ".[label]".
 """
 
 from __future__ import annotations
@@ -18,14 +21,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--seed", type=int, default=0, help="run seed of the random left/right order (default 0)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME[:PORT]",
+                   help="also accept requests for this host name (repeatable), e.g. localhost:8080 behind "
+                        "an SSH tunnel; by default only the address served (and its localhost spellings)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from werkzeug.serving import make_server
-
     from hybrid_jax import labeling
+
+    try:  # flask is an extra: say what to install instead of a traceback
+        labeling.require_flask()
+    except labeling.FlaskMissing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from werkzeug.serving import make_server
 
     workdir = Path(args.workdir)
     try:  # fail before serving when the inputs are unusable
@@ -34,7 +45,11 @@ def main(argv=None) -> int:
     except labeling.ApiError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2
-    app = labeling.create_app(workdir, seed=args.seed)
+    try:
+        app = labeling.create_app(workdir, seed=args.seed, allowed_hosts=[args.host, *args.allow_host])
+    except ValueError as e:  # a malformed --allow-host
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         server = make_server(args.host, args.port, app, threaded=True)
     except OSError as e:

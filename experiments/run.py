@@ -10,41 +10,89 @@ from pathlib import Path
 
 from hybrid_jax import config as config_lib
 
+DEFAULT_PRESET = "quick"
+# `hybrid_jax.pipeline.STAGE_NAMES`, spelled out so that --help needs no JAX (tests/test_cli.py checks it).
+STAGE_NAMES = ("data", "model_a", "model_b", "corrector", "seeds", "features", "labels", "router", "routed", "allocate",
+               "report")
+
+_EPILOG = """\
+presets (--preset):
+{presets}
+
+stages, in order (--stages runs a subset; each is skipped when done with the same inputs):
+  {stages}
+
+data (--data; default: automatic):
+  automatic    $HYBRID_JAX_CIFAR10, else CIFAR-10 prepared in tensorflow-datasets, else the
+               official tarball, downloaded once (MD5-checked) into ~/.cache/hybrid_jax (or
+               $XDG_CACHE_HOME/hybrid_jax), else (--offline, or no network) the embedded
+               stand-in images, which are not CIFAR-10
+  PATH         the official cifar-10-python.tar.gz or its extracted cifar-10-batches-py folder
+  tfds:NAME    an image data set prepared in tensorflow-datasets, e.g. tfds:cifar10 or
+               tfds:imagenet_resized/64x64; --class is one of its label names
+  stand-in     the embedded stand-in images
+"""
+
+
+def _stage_list(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [n for n in names if n not in STAGE_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {', '.join(unknown) or repr(text)}; "
+                                         f"stages are {','.join(STAGE_NAMES)}")
+    return names
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__)
-    p.add_argument("--preset", default="quick", choices=sorted(config_lib.PRESETS))
-    p.add_argument("--workdir", default=None, help="run directory (default: runs/<preset>)")
-    p.add_argument("--data", default=None, help="CIFAR-10 tarball or extracted cifar-10-batches-py folder")
-    p.add_argument("--class", dest="class_name", default=None, help="CIFAR-10 class (default: dog)")
+    presets = "\n".join(f"  {name:<12} {config_lib.PRESET_DESCRIPTIONS.get(name, '')}".rstrip()
+                        for name in config_lib.PRESETS)
+    p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=_EPILOG.format(presets=presets, stages=" -> ".join(STAGE_NAMES)))
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(config_lib.PRESETS),
+                   help=f"named config (default: {DEFAULT_PRESET}; list below)")
+    p.add_argument("--workdir", default=None, help="run directory (default: runs/<preset>, e.g. runs/quick)")
+    p.add_argument("--data", default=None, metavar="PATH|tfds:NAME|stand-in",
+                   help="where the training images come from (default: automatic; see below)")
+    p.add_argument("--class", dest="class_name", default=None,
+                   help="class to train on (default: dog; a CIFAR-10 class, or a label name of tfds:NAME)")
+    p.add_argument("--offline", action="store_true",
+                   help="never download: without local data, use the embedded stand-in (also $HYBRID_JAX_OFFLINE=1)")
     p.add_argument("--labels", default=None, help="human labels CSV (seed,label) to import")
-    p.add_argument("--stages", default=None, help="comma-separated subset of stages to run")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set model_a.train.epochs=10 (repeatable)")
-    p.add_argument("--devices", type=int, default=0,
+    p.add_argument("--stages", default=None, type=_stage_list, metavar="STAGE[,STAGE...]",
+                   help=f"comma-separated subset of stages to run: {','.join(STAGE_NAMES)}")
+    p.add_argument("--set", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config fields, e.g. --set model_a.train.epochs=10 seeds.num_seeds=50 "
+                        "(repeatable)")
+    p.add_argument("--devices", type=int, default=0, metavar="N",
                    help="data-parallel training and seed sampling over a mesh of N devices (0: no mesh)")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from hybrid_jax import pipeline, runlog  # after arg parsing: --help stays fast
-
-    cfg = config_lib.get_preset(args.preset)
-    overrides = list(args.set)
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The `key=value` config overrides the flags stand for, in the order they apply."""
+    overrides = [item for group in args.set for item in group]
     if args.data:
         overrides.append(f"data.path={args.data}")
     elif os.environ.get("HYBRID_JAX_CIFAR10"):
         overrides.append(f"data.path={os.environ['HYBRID_JAX_CIFAR10']}")
     if args.class_name:
         overrides.append(f"data.class_name={args.class_name}")
+    if args.offline:
+        overrides.append("data.offline=true")
+    return overrides
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from hybrid_jax import pipeline, runlog  # after arg parsing: --help stays fast
+
     try:
-        cfg = config_lib.apply_overrides(cfg, overrides)
+        cfg = config_lib.apply_overrides(config_lib.get_preset(args.preset), config_overrides(args))
         workdir = Path(args.workdir or f"runs/{cfg.name}")
         runlog.setup(workdir)
         run = pipeline.open_run(cfg, workdir, labels_csv=args.labels, devices=args.devices)
-        only = tuple(args.stages.split(",")) if args.stages else None
-        summaries = pipeline.run_stages(run, only)
+        summaries = pipeline.run_stages(run, args.stages)
     except runlog.USER_ERRORS as e:
         logging.getLogger("hybrid_jax").error("%s", e)
         print(f"error: {e}", file=sys.stderr)

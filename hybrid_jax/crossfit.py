@@ -95,6 +95,10 @@ def _fit(key: str, X_train, y_train, X_eval, cfg: RouterConfig, export: bool,
     return key, out
 
 
+def _cache(cache_dir: str | os.PathLike | None) -> Path | None:
+    return None if cache_dir is None else Path(cache_dir)
+
+
 def _jobs(n_jobs: int) -> int:
     if n_jobs < 0:
         raise router.RouterError(f"n_jobs must be >= 0 (0 = all cores), got {n_jobs}")
@@ -288,10 +292,6 @@ def recipe_from_config(cfg: RouterConfig, feature_names: Sequence[str] | None,
     """The RouterRecipe of a RouterConfig (its RECIPE_FIELDS)."""
     return RouterRecipe(**{f: getattr(cfg, f) for f in RECIPE_FIELDS},
                         feature_names=None if feature_names is None else tuple(feature_names), cache_dir=cache_dir)
-
-
-def _cache(cache_dir) -> Path | None:
-    return None if cache_dir is None else Path(cache_dir)
 
 
 # ----------------------------------------------------------------------------- the study

@@ -73,6 +73,23 @@ def read_npz(path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def png_bytes(image, scale: int = 1) -> bytes:
+    """An [H, W, 3] image with values in [-1, 1] as 8-bit RGB PNG bytes.
+
+    Values are clipped to [-1, 1] (NaN becomes 0, mid grey) and mapped to 0..255 with rounding;
+    `scale` > 1 enlarges the image by that integer factor with nearest-neighbour resampling (no blur).
+    """
+    from PIL import Image
+
+    pixels = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), -1.0, 1.0)
+    pixels = np.round((pixels + 1.0) * 127.5).astype(np.uint8)
+    if int(scale) > 1:
+        pixels = np.repeat(np.repeat(pixels, int(scale), axis=0), int(scale), axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _json_default(o):
     if isinstance(o, np.generic):
         return o.item()

@@ -33,10 +33,14 @@ def _fail(path, row: int | None, problem: str, todo: str) -> LabelError:
     return LabelError(f"{where}: {problem}. {todo}")
 
 
-def _parse_seed(text: str) -> int:
-    text = text.strip()
+def parse_seed(value: int | str) -> int:
+    """A seed from a CSV field, a JSON value or a URL part: an integer (not a bool) or a string of
+    decimal digits with an optional sign and surrounding spaces. Raises ValueError otherwise."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    text = value.strip() if isinstance(value, str) else ""
     if not text or not text.lstrip("+-").isdigit():
-        raise ValueError(text)
+        raise ValueError(f"not an integer seed: {value!r}")
     return int(text)
 
 
@@ -80,7 +84,7 @@ def read_labels_table(path: str | os.PathLike, known_seeds: Sequence[int] | None
             raise _fail(path, row, f"{len(fields)} fields, the header has {len(header)}",
                         "Each row needs one value per header column")
         try:
-            seed = _parse_seed(fields[0])
+            seed = parse_seed(fields[0])
         except ValueError:
             raise _fail(path, row, f"seed {fields[0]!r} is not an integer", "Seeds are whole numbers") from None
         if known is not None and seed not in known:

@@ -16,7 +16,7 @@ import time
 
 from hybrid_jax import io
 from hybrid_jax.rundir import Run, RunDirError, Stage, is_done, load_run, mark_done, open_run, preset_from_dict
-from hybrid_jax.stages import data, features, labels, report, routed, router, seeds, train
+from hybrid_jax.stages import allocate, data, features, labels, report, routed, router, seeds, train
 
 __all__ = ["Run", "RunDirError", "STAGES", "STAGE_NAMES", "load_run", "make_routed_sampler", "open_run",
            "preset_from_dict", "restore_model_b", "restore_params", "run_stages", "samplers"]
@@ -24,7 +24,7 @@ __all__ = ["Run", "RunDirError", "STAGES", "STAGE_NAMES", "load_run", "make_rout
 log = logging.getLogger("hybrid_jax.pipeline")
 
 STAGES: tuple[Stage, ...] = (data.STAGE, *train.STAGES, seeds.STAGE, features.STAGE, labels.STAGE, router.STAGE,
-                             routed.STAGE, report.STAGE)
+                             routed.STAGE, allocate.STAGE, report.STAGE)
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
 # The public entry points of a finished work dir (README "Public API").

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from hybrid_jax import config as config_lib  # noqa: E402
 from hybrid_jax import io, sanity  # noqa: E402
 from hybrid_jax.rundir import Run, summary  # noqa: E402
+from hybrid_jax.stages import allocate as allocate_stage  # noqa: E402
 from hybrid_jax.stages import labels as labels_stage  # noqa: E402
 from hybrid_jax.stages import routed as routed_stage  # noqa: E402
 from hybrid_jax.stages import router as router_stage  # noqa: E402
@@ -149,7 +150,58 @@ def fig_ablation(abl: dict, out: Path) -> str:
     return _savefig(fig, out / "ablation.png")
 
 
+def fig_pareto(result: dict, out: Path) -> str:
+    """Per-seed allocation: quality (labeler score, FD) against compute saved, every policy."""
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7), sharey="row")
+    pts = result["points"]
+    styles = {"learned allocation": ("tab:blue", "o-"), "random (same mix)": ("tab:gray", "o--"),
+              "binary router": ("tab:orange", "D"), "oracle": ("k", "*")}
+    for col, (cost, label) in enumerate(SAVINGS):
+        for row, (key, ylabel) in enumerate((("quality", "mean quality (higher = better)"),
+                                             ("fd", "Frechet distance (lower = better)"))):
+            ax = axes[row, col]
+            fixed = [p for p in pts if p["policy"].startswith("fixed")]
+            ax.plot([p[f"{cost}_savings"] for p in fixed], [p[key] for p in fixed], "s", color="tab:red",
+                    label="fixed options")
+            for p in fixed:
+                ax.annotate(p["policy"][7:], (p[f"{cost}_savings"], p[key]), fontsize=6)
+            for name, (color, style) in styles.items():
+                line = sorted((p for p in pts if p["policy"] == name), key=lambda p: p[f"{cost}_savings"])
+                ax.plot([p[f"{cost}_savings"] for p in line], [p[key] for p in line], style, color=color, label=name)
+                if key == "quality" and len(line) > 1:
+                    ax.fill_between([p[f"{cost}_savings"] for p in line], [p["quality_ci"][0] for p in line],
+                                    [p["quality_ci"][1] for p in line], color=color, alpha=0.12)
+            ax.set(xlabel=f"savings vs {result['options'][0]} ({label})", ylabel=ylabel if col == 0 else None)
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Per-seed compute allocation, out of sample (shaded: 95 % bootstrap interval)")
+    return _savefig(fig, out / "allocation_pareto.png")
+
+
 # ----------------------------------------------------------------------------- sections
+
+def _allocation_section(result: dict, out: Path) -> list[str]:
+    rows = [[p["policy"] + ("" if p["param"] is None else f" @ {p['param']:.2f}"), _pct(p["passes_savings"], "savings"),
+             _pct(p["flops_savings"], "savings"), _pct(p["seconds_savings"], "savings"),
+             _ci(p["quality"], p["quality_ci"], "quality"),
+             "–" if p["fd"] is None else sanity.fmt("frechet", p["fd"], ".3g"),
+             ", ".join(f"{k} {v:.0%}" for k, v in p["mix"].items() if v > 0)] for p in result["points"]]
+    exact = ", ".join(f"{t:.2f}: {v:.0%}" for t, v in result["learned_exact"].items())
+    return ["## Per-seed compute allocation (out of sample)",
+            f"Options: {', '.join(result['options'])}. An option is acceptable for a seed when its image's quality "
+            f"is within tau = {result['tau']:.4f} of that seed's best option (the labels' 'about the same'); the "
+            "oracle takes the cheapest acceptable option. The learned allocation predicts P(acceptable) per option "
+            "from the probe features (gradient boosting, cross-fitted over the router's folds) and takes the "
+            "cheapest option that reaches the threshold. Random (same mix) assigns the learned policy's option "
+            "mix at random: equal mean compute. Policies reading the probe pay for it (B's options then resume "
+            "from its prefix); seconds are measured per option and composed.",
+            f"![allocation]({fig_pareto(result, out)})",
+            _table(["policy", "savings: passes", "FLOPs", "seconds", "mean quality [95 % CI]", "FD", "option mix"],
+                   rows),
+            f"Share of seeds acceptable per option: "
+            + ", ".join(f"{n} {v:.0%}" for n, v in zip(result["options"], result["acceptable_share"]))
+            + f". Learned allocation equals the oracle's choice for: {exact} of seeds (by threshold)."]
+
 
 def _preamble(run: Run, cost: dict, router: dict) -> list[str]:
     data, labels = summary(run, "data"), summary(run, "labels")
@@ -302,6 +354,7 @@ def write_report(run: Run) -> Path:
     cost, router = routed_stage.load(run), router_stage.load_results(run)
     fig_cost_quality(cost["curves"], out)
     body = (_preamble(run, cost, router) + _headline(cost) + _cost_section(cost) + _router_section(router, out)
+            + _allocation_section(allocate_stage.load(run), out)
             + _labels_section(run, router) + _training_section(run, out)
             + ["## Config", "```json\n" + json.dumps(config_lib.to_dict(run.cfg), indent=1) + "\n```"])
     return io.write_text(out / "report.md", "\n\n".join(body) + "\n")

@@ -56,6 +56,7 @@ def open_run(cfg: Preset, workdir, labels_csv: str | None = None, **kw) -> Run:
     path = workdir / "run.json"
     if path.exists():
         stored = io.read_json(path)
+        stored["config"] = config_lib.to_dict(preset_from_dict(stored["config"]))  # fields added since: defaults
         pinned = config_lib.diff(_pinned(stored["config"]), _pinned(meta["config"]))
         if stored.get("version") != cfg.version:
             pinned.insert(0, f"version: {stored.get('version')!r} != {cfg.version!r}")
@@ -81,18 +82,23 @@ def load_run(workdir) -> Run:
 
 
 def preset_from_dict(d: dict) -> Preset:
-    def build(cls, values):
+    """The Preset a config dict describes; fields it lacks (added since it was written) take the
+    values of the preset of the same name, else the defaults."""
+    def build(cls, values, default):
         kwargs = {}
         for f in dataclasses.fields(cls):
-            if f.name not in values:  # a field added since the work dir was made: its default
+            if f.name not in values:
+                if default is not None:
+                    kwargs[f.name] = getattr(default, f.name)
                 continue
             v = values[f.name]
             if dataclasses.is_dataclass(f.default) or (f.default_factory is not dataclasses.MISSING):
-                kwargs[f.name] = build(type(f.default) if dataclasses.is_dataclass(f.default) else f.default_factory, v)
+                sub = type(f.default) if dataclasses.is_dataclass(f.default) else f.default_factory
+                kwargs[f.name] = build(sub, v, None if default is None else getattr(default, f.name))
             else:
                 kwargs[f.name] = tuple(v) if isinstance(v, list) else v
         return cls(**kwargs)
-    return build(Preset, d)
+    return build(Preset, d, config_lib.PRESETS.get(d.get("name")))
 
 
 def fingerprint(*parts) -> str:

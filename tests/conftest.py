@@ -12,6 +12,8 @@ import os
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
+os.environ["HYBRID_JAX_OFFLINE"] = "1"  # tests never download CIFAR-10 (hybrid_jax.data.resolve_source)
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,7 +1,8 @@
 """Tests of hybrid_jax.data: every source, every error, patches, blocks and batching.
 
 Fast, deterministic and offline: CIFAR-10 is replaced by a tiny hand-built fixture in the
-official format, tfds by `tfds.testing.mock_data`, and the download by a local HTTP server.
+official format, tfds by `tfds.testing.mock_data`, the download by a local HTTP server and "no
+network" by a closed port on 127.0.0.1. Every `resolve_source` call names its URL.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from hybrid_jax import data
 from hybrid_jax.data import DataError
+
+NO_NETWORK_URL = "http://127.0.0.1:1/cifar-10-python.tar.gz"  # a closed port: the connection is refused
 
 # Hand-built labels; no image of "frog" (6) anywhere, "dog" (5) in every file.
 LABELS = {"data_batch_1": [5, 0, 5, 3, 5, 1], "data_batch_2": [2, 5, 5, 9], "test_batch": [5, 0, 5]}
@@ -46,7 +50,9 @@ def _write_pickle(path: Path, obj) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch):
+    """No $HYBRID_JAX_CIFAR10, and a download from the default URL could only reach a closed local port."""
     monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(data.download, "CIFAR10_URL", NO_NETWORK_URL)
 
 
 @pytest.fixture
@@ -129,6 +135,81 @@ def test_tfds_not_prepared_falls_through(tmp_path, folder):
     assert "folder" in got.source
 
 
+def _serve_records(records):
+    """`as_data_source_fn` for `tfds.testing.mock_data`: every split of every data set is `records`."""
+    return lambda builder, *args, **kwargs: records
+
+
+def _label_names(name: str, data_dir) -> list[str]:
+    import tensorflow_datasets as tfds
+
+    return tfds.builder(name, data_dir=str(data_dir)).info.features["label"].names
+
+
+def test_tfds_any_dataset_by_name_resized_to_the_image_size(tmp_path):
+    # A 64x64 data set: its class chosen by label name, every image Lanczos-resized to 32x32.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    rng = np.random.default_rng(0)
+    records = [{"image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "label": i % 3} for i in range(9)]
+    name = "imagenet_resized/64x64"
+    with tfds.testing.mock_data(as_data_source_fn=_serve_records(records)):
+        label_name = _label_names(name, tmp_path)[1]
+        got = data.load_images(label_name, path=f"tfds:{name}", tfds_data_dir=str(tmp_path))
+        few = data.load_images(label_name, "test", f"tfds:{name}", tfds_data_dir=str(tmp_path), max_images=2)
+        small = data.load_images(label_name, path=f"tfds:{name}", tfds_data_dir=str(tmp_path), image_size=16)
+    resized = [np.asarray(Image.fromarray(r["image"]).resize((32, 32), Image.Resampling.LANCZOS))
+               for r in records[1::3]]
+    np.testing.assert_array_equal(got.images, np.stack(resized).astype(np.float32) / 127.5 - 1)
+    np.testing.assert_array_equal(few.images, got.images[:2])
+    assert small.images.shape == (3, 16, 16, 3)
+    assert not got.stand_in and name in got.source and repr(label_name) in got.source
+    assert "64x64 images cropped/resized to 32x32" in got.source and "split test" in few.source
+
+
+def test_tfds_non_square_and_grey_images_are_centre_cropped_to_rgb(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    wide = np.zeros((40, 60, 3), np.uint8)
+    wide[:, 10:50] = 255  # the centre square is white, the rest black
+    tall = np.zeros((50, 32, 3), np.uint8)
+    tall[9:41] = 255
+    flowers = [{"image": wide, "label": 0}, {"image": tall, "label": 0}, {"image": wide * 0, "label": 1}]
+    with tfds.testing.mock_data(as_data_source_fn=_serve_records(flowers)):
+        got = data.load_images("pink primrose", path="tfds:oxford_flowers102", tfds_data_dir=str(tmp_path))
+    np.testing.assert_array_equal(got.images, np.ones((2, 32, 32, 3), np.float32))
+    grey = np.random.default_rng(1).integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    with tfds.testing.mock_data(as_data_source_fn=_serve_records([{"image": grey, "label": 7}])):
+        digit = data.load_images("7", path="tfds:mnist", tfds_data_dir=str(tmp_path))
+    x = digit.images[0]
+    assert x.shape == (32, 32, 3) and np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 0], x[..., 2])
+
+
+def test_tfds_cifar10_by_name_uses_the_cifar10_class_names(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    records = [{"image": np.full((32, 32, 3), i, np.uint8), "label": i % 10} for i in range(30)]
+    with tfds.testing.mock_data(as_data_source_fn=_serve_records(records)):
+        got = data.load_images("dog", path="tfds:cifar10", tfds_data_dir=str(tmp_path))
+    np.testing.assert_array_equal(got.images[:, 0, 0, 0] * 127.5 + 127.5, [5, 15, 25])
+    assert "CIFAR-10" in got.source and "tfds" in got.source and "resized" not in got.source
+
+
+def test_tfds_errors_say_what_to_do(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    empty = str(tmp_path / "empty")
+    with pytest.raises(DataError, match=r"tfds:mnist is not prepared in .*tfds build mnist"):
+        data.load_images("3", path="tfds:mnist", tfds_data_dir=empty)
+    with pytest.raises(DataError, match="no data set 'no_such_set'"):
+        data.load_images("3", path="tfds:no_such_set", tfds_data_dir=empty)
+    with pytest.raises(DataError, match="needs a data set name"):
+        data.load_images("3", path="tfds:", tfds_data_dir=empty)
+    with tfds.testing.mock_data(num_examples=4):
+        with pytest.raises(DataError, match="unknown class 'tulip' for tfds:oxford_flowers102.*pink primrose.*102 in"):
+            data.load_images("tulip", path="tfds:oxford_flowers102", tfds_data_dir=empty)
+    records = [{"image": np.zeros((32, 32, 3), np.uint8), "label": 0}]
+    with tfds.testing.mock_data(as_data_source_fn=_serve_records(records)):
+        with pytest.raises(DataError, match="no images of class 'dog', split train in tfds:cifar10"):
+            data.load_images("dog", path="tfds:cifar10", tfds_data_dir=empty)
+
+
 # ----------------------------------------------------------------------------- stand-in
 
 
@@ -149,17 +230,23 @@ def test_stand_in_default(caplog):
 
 
 class _Server:
-    """Serves `payload` at http://127.0.0.1:<port>/cifar-10-python.tar.gz and counts requests."""
+    """Serves `payload` at http://127.0.0.1:<port>/cifar-10-python.tar.gz and counts requests.
 
-    def __init__(self, payload: bytes):
+    `status` != 200 answers that HTTP error; `cut` > 0 announces `cut` more bytes than it sends.
+    """
+
+    def __init__(self, payload: bytes, status: int = 200, cut: int = 0):
         self.payload, self.requests = payload, 0
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 server.requests += 1
+                if status != 200:
+                    self.send_error(status)
+                    return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(server.payload)))
+                self.send_header("Content-Length", str(len(server.payload) + cut))
                 self.end_headers()
                 self.wfile.write(server.payload)
 
@@ -168,15 +255,27 @@ class _Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/cifar-10-python.tar.gz"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
 
 @pytest.fixture
-def server(tarball):
-    s = _Server(tarball.read_bytes())
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+def serve(tarball):
+    """serve(status=200, cut=0) -> a running _Server of the fixture tarball, stopped after the test."""
+    servers = []
+
+    def start(**kw) -> _Server:
+        servers.append(_Server(tarball.read_bytes(), **kw))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.httpd.shutdown()
+        s.httpd.server_close()
+
+
+@pytest.fixture
+def server(serve):
+    return serve()
 
 
 def test_download_verifies_and_reuses_cache(server, tmp_path, monkeypatch):
@@ -185,8 +284,8 @@ def test_download_verifies_and_reuses_cache(server, tmp_path, monkeypatch):
     assert path.read_bytes() == server.payload and server.requests == 1
     assert data.download_cifar10(url=server.url, md5=md5, cache_dir=cache) == path
     assert server.requests == 1
-    monkeypatch.setattr(data, "CIFAR10_URL", server.url)
-    monkeypatch.setattr(data, "CIFAR10_MD5", md5)
+    monkeypatch.setattr(data.download, "CIFAR10_URL", server.url)
+    monkeypatch.setattr(data.download, "CIFAR10_MD5", md5)
     got = data.load_images("dog", use_tfds=False, download=True, cache_dir=cache)
     np.testing.assert_array_equal(got.images, _expected(["data_batch_1", "data_batch_2"], DOG))
     assert server.requests == 1 and "tarball" in got.source
@@ -203,6 +302,92 @@ def test_download_wrong_checksum_keeps_nothing(server, tmp_path):
 def test_download_unreachable_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="could not download"):
         data.download_cifar10(url="http://127.0.0.1:1/x.tar.gz", cache_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- resolve_source
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path) -> dict:
+    """Keyword arguments of `resolve_source` with no local data (no tfds CIFAR-10, an empty cache),
+    downloads allowed: $HYBRID_JAX_OFFLINE is unset here, so every call must name a local URL."""
+    monkeypatch.delenv(data.OFFLINE_ENV_VAR, raising=False)
+    return {"cache_dir": tmp_path / "cache", "tfds_data_dir": str(tmp_path / "no-tfds")}
+
+
+def test_network_up_downloads_once_then_reuses_the_cache(server, online):
+    md5 = hashlib.md5(server.payload).hexdigest()
+    first = data.resolve_source(url=server.url, md5=md5, **online)
+    assert server.requests == 1 and Path(first).read_bytes() == server.payload
+    got = data.load_images("dog", path=first)
+    np.testing.assert_array_equal(got.images, _expected(["data_batch_1", "data_batch_2"], DOG))
+    assert not got.stand_in and "tarball" in got.source
+    assert data.resolve_source(url=server.url, md5=md5, **online) == first  # the next run
+    assert data.resolve_source(url=server.url, md5=md5, offline=True, **online) == first  # offline: the cache
+    assert server.requests == 1
+    assert [p.name for p in online["cache_dir"].iterdir()] == ["cifar-10-python.tar.gz"]  # no temp files
+
+
+def test_network_down_falls_back_to_the_stand_in_with_a_warning(online, caplog):
+    with caplog.at_level(logging.WARNING, logger="hybrid_jax.data"):
+        source = data.resolve_source(url=NO_NETWORK_URL, **online)
+        got = data.load_images("dog", path=source)
+    assert source == data.STAND_IN and got.stand_in
+    messages = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("no connection" in m and "STAND-IN" in m and "--offline" in m for m in messages)
+    assert any("stand-in" in m.lower() and "not cifar-10" in m.lower() for m in messages)
+    assert not online["cache_dir"].exists()
+
+
+@pytest.mark.parametrize("how", ["argument", "env"])
+def test_offline_never_connects(server, online, monkeypatch, how):
+    if how == "env":
+        monkeypatch.setenv(data.OFFLINE_ENV_VAR, "1")
+    assert data.resolve_source(url=server.url, offline=how == "argument", **online) == data.STAND_IN
+    assert server.requests == 0
+
+
+@pytest.mark.parametrize("failure", ["corrupt", "cut", "http-404"])
+def test_failed_download_is_an_error_and_keeps_nothing(serve, online, failure):
+    server = serve(cut=10_000) if failure == "cut" else serve(status=404) if failure == "http-404" else serve()
+    md5 = "0" * 32 if failure == "corrupt" else hashlib.md5(server.payload).hexdigest()
+    match = {"corrupt": "has MD5 .* it was deleted", "cut": "broke off .* MB missing", "http-404": "HTTP 404"}[failure]
+    with pytest.raises(DataError, match=match) as err:
+        data.resolve_source(url=server.url, md5=md5, **online)
+    assert "--data PATH" in str(err.value) and "--offline" in str(err.value)
+    assert server.requests == 1
+    assert not online["cache_dir"].exists() or not any(online["cache_dir"].iterdir())
+
+
+def test_a_damaged_cached_file_is_downloaded_again(server, online):
+    md5 = hashlib.md5(server.payload).hexdigest()
+    online["cache_dir"].mkdir()
+    (online["cache_dir"] / "cifar-10-python.tar.gz").write_bytes(server.payload[:100])
+    assert data.resolve_source(url=NO_NETWORK_URL, md5=md5, offline=True, **online) == data.STAND_IN
+    path = data.resolve_source(url=server.url, md5=md5, **online)
+    assert Path(path).read_bytes() == server.payload and server.requests == 1
+
+
+def test_given_path_env_var_and_class_come_before_any_download(server, online, monkeypatch, folder):
+    assert data.resolve_source("tfds:mnist", url=server.url, **online) == "tfds:mnist"
+    assert data.resolve_source(folder, url=server.url, **online) == str(folder)
+    assert data.resolve_source(data.STAND_IN, url=server.url, **online) == data.STAND_IN
+    monkeypatch.setenv(data.ENV_VAR, str(folder))
+    assert data.resolve_source("", url=server.url, **online) == str(folder)
+    monkeypatch.delenv(data.ENV_VAR)
+    with pytest.raises(DataError, match="unknown class 'dogs'"):
+        data.resolve_source(class_name="dogs", url=server.url, **online)
+    assert server.requests == 0
+
+
+def test_cifar10_prepared_in_tfds_comes_before_the_download(server, online):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=40):
+        source = data.resolve_source(url=server.url, **online)
+        label = int(next(iter(tfds.data_source("cifar10", split="train", download=False)))["label"])
+        got = data.load_images(data.CIFAR10_CLASSES[label], path=source, tfds_data_dir=online["tfds_data_dir"])
+    assert source == "tfds:cifar10" and server.requests == 0
+    assert "tfds" in got.source and not got.stand_in
 
 
 # ----------------------------------------------------------------------------- errors
@@ -280,6 +465,24 @@ def test_check_images():
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(DataError, match="1 NaN"):
         data.check_images(bad)
+
+
+def test_image_size_is_a_parameter(folder):
+    got = data.load_images("dog", path=folder, image_size=16)
+    assert got.images.shape == (5, 16, 16, 3) and not got.stand_in
+    stand_in = data.load_images("dog", path=data.STAND_IN, image_size=48, max_images=4)
+    assert stand_in.images.shape == (4, 48, 48, 3) and stand_in.stand_in and "48x48" in stand_in.source
+    with pytest.raises(DataError, match="must be a float32 array \\[N, 16, 16, 3\\]"):
+        data.check_images(np.zeros((1, 32, 32, 3), np.float32), size=16)
+
+
+def test_the_names_other_modules_use_are_there():
+    for name in ("load_images", "resolve_source", "DataError", "Images", "check_images", "IMAGE_SHAPE", "IMAGE_SIZE",
+                 "CIFAR10_CLASSES", "ENV_VAR", "OFFLINE_ENV_VAR", "STAND_IN", "download_cifar10", "default_cache_dir",
+                 "PATCH", "GRID", "NUM_BLOCKS", "patchify", "unpatchify", "block_masks", "context_masks",
+                 "steps_per_epoch", "batches", "batch_at", "holdout_split", "_stand_in_crops"):
+        assert hasattr(data, name), name
+    assert data.IMAGE_SHAPE == (data.IMAGE_SIZE,) * 2 + (3,) and data.GRID * data.PATCH == data.IMAGE_SIZE
 
 
 # ----------------------------------------------------------------------------- patches and blocks

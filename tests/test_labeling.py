@@ -1,10 +1,13 @@
-"""Labeling page server: endpoints, side randomisation -> label, resume, undo, skip, bad input, atomic CSV."""
+"""Labeling page server: endpoints, side randomisation -> label, resume, undo, skip, bad input, atomic CSV,
+same-origin guard, the service without Flask, the CLI without Flask."""
 
 from __future__ import annotations
 
 import io as _stdio
 import json
 import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,8 +17,12 @@ from PIL import Image
 
 pytest.importorskip("flask", reason="the labeling page needs flask (pip install -e '.[label]')")
 
+from hybrid_jax import io as hio  # noqa: E402
 from hybrid_jax import labeling as lab  # noqa: E402
-from hybrid_jax.labels import read_labels  # noqa: E402
+from hybrid_jax.labeling import guard  # noqa: E402
+from hybrid_jax.labels import parse_seed, read_labels  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SEEDS = [7, 3, 12, 0, 5, 9, 1, 4]  # not sorted: the page follows the file order
 
@@ -56,10 +63,9 @@ def disk(workdir):
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())} if d.is_dir() else {}
 
 
-def post(client, url, payload=None, **kw):
-    if payload is not None:
-        kw["json"] = payload
-    return client.post(url, **kw)
+def post(client, url, payload=None):
+    """A same-origin JSON POST, as the page sends it (undo without a seed sends {})."""
+    return client.post(url, json={} if payload is None else payload)
 
 
 def label(client, seed, answer):
@@ -302,7 +308,7 @@ def test_missing_npz_or_images_gives_clear_errors(tmp_path, drop, status, words)
     client = lab.create_app(workdir).test_client()
     for r in (client.get("/api/state"), client.get(f"/img/{SEEDS[0]}/left.png"),
               client.post("/api/label", json={"seed": SEEDS[0], "answer": "left"}),
-              client.post("/api/skip", json={"seed": SEEDS[0]}), client.post("/api/undo")):
+              client.post("/api/skip", json={"seed": SEEDS[0]}), client.post("/api/undo", json={})):
         assert r.status_code == status, r.get_json()
         assert words in r.get_json()["error"]
     assert disk(workdir) == {}
@@ -387,3 +393,248 @@ def test_cli_refuses_a_workdir_without_seeds(tmp_path, capsys):
 
     assert cli.main(["--workdir", str(tmp_path / "nothing"), "--port", "0"]) == 2
     assert "seeds stage" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- same-origin guard
+
+EVIL = "http://evil.example"
+ATTACK = json.dumps({"seed": SEEDS[0], "answer": "left"})  # valid JSON text, as a foreign form would send it
+
+
+def test_the_cross_site_request_is_refused_and_writes_nothing(client, workdir):
+    """What any web page in the same browser can send without a preflight: text/plain + its own Origin."""
+    r = client.post("/api/label", data=ATTACK, content_type="text/plain", headers={"Origin": EVIL})
+    assert r.status_code == 403 and r.get_json()["status"] == 403
+    assert "http://evil.example" in r.get_json()["error"] and "not from this labeling page" in r.get_json()["error"]
+    assert disk(workdir) == {}
+
+
+@pytest.mark.parametrize("url", ["/api/label", "/api/skip", "/api/undo"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_non_json_posts_get_415_and_write_nothing(client, workdir, url, content_type):
+    label(client, SEEDS[1], "same")
+    before = disk(workdir)
+    kw = {"data": ATTACK, "content_type": content_type} if content_type else {}
+    r = client.post(url, **kw)
+    assert r.status_code == 415, r.get_json()
+    assert "Content-Type: application/json" in r.get_json()["error"]
+    assert disk(workdir) == before
+
+
+@pytest.mark.parametrize("method, url, kw", [
+    ("post", "/api/label", {"json": {"seed": SEEDS[0], "answer": "left"}}),
+    ("post", "/api/undo", {"json": {}}),
+    ("post", "/api/skip", {"json": {"seed": SEEDS[0]}}),
+    ("get", "/api/state", {}),
+    ("get", f"/img/{SEEDS[0]}/left.png", {}),
+])
+@pytest.mark.parametrize("headers, words", [
+    ({"Origin": EVIL}, "comes from the web page"),
+    ({"Origin": "null"}, "comes from the web page"),
+    ({"Origin": "http://localhost:8080"}, "comes from the web page"),  # another port is another site
+    ({"Origin": "https://localhost"}, "comes from the web page"),
+    ({"Host": "evil.example"}, "names host 'evil.example'"),  # DNS rebinding: right IP, foreign name
+    ({"Host": "evil.example", "Origin": EVIL}, "names host"),
+    ({"Host": "localhost:81"}, "names host"),
+    ({"Host": "localhost@evil.example"}, "names host"),
+])
+def test_foreign_origin_or_host_gets_403_and_writes_nothing(client, workdir, method, url, kw, headers, words):
+    label(client, SEEDS[1], "same")
+    before = disk(workdir)
+    r = getattr(client, method)(url, headers=headers, **kw)
+    assert r.status_code == 403 and r.mimetype == "application/json"
+    body = r.get_json()
+    assert body["status"] == 403 and words in body["error"] and "http://localhost:80" in body["error"]
+    assert disk(workdir) == before
+
+
+def test_same_origin_json_is_accepted_and_recorded(client, workdir):
+    r = client.post("/api/label", json={"seed": SEEDS[0], "answer": "same"},
+                    headers={"Origin": "http://localhost", "Host": "localhost"})
+    assert r.status_code == 200 and r.get_json()["saved"]["label"] == "cheap_ok"
+    assert read_labels(csv_path(workdir)) == {SEEDS[0]: "cheap_ok"}
+    r = client.post("/api/undo", json={}, headers={"Origin": "http://localhost:80"})
+    assert r.status_code == 200 and read_labels(csv_path(workdir)) == {}
+    r = client.post("/api/undo", data="", content_type="application/json; charset=utf-8")
+    assert r.status_code == 409  # JSON type with parameters is JSON; nothing left to undo
+
+
+@pytest.mark.parametrize("host, origin", [
+    ("127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ("localhost:5000", "http://localhost:5000"),
+    ("LOCALHOST:5000", None),
+    ("[::1]:5000", "http://[::1]:5000"),
+])
+def test_loopback_spellings_of_the_served_address_are_accepted(workdir, host, origin):
+    client = lab.create_app(workdir).test_client()
+    headers = {"Host": host, **({"Origin": origin} if origin else {})}
+    base = "http://127.0.0.1:5000"  # the test client's SERVER_NAME/SERVER_PORT: where it "listens"
+    r = client.post("/api/label", base_url=base, json={"seed": SEEDS[0], "answer": "same"}, headers=headers)
+    assert r.status_code == 200, r.get_json()
+    assert client.get("/api/state", base_url=base, headers=headers).get_json()["labeled"] == 1
+
+
+def test_allowed_hosts_admit_a_tunnel_or_a_name(workdir):
+    client = lab.create_app(workdir, allowed_hosts=["localhost:8080", "labbox.lan"]).test_client()
+    base = "http://127.0.0.1:5000"
+    for host in ("localhost:8080", "labbox.lan:5000"):
+        r = client.get("/api/state", base_url=base, headers={"Host": host, "Origin": f"http://{host}"})
+        assert r.status_code == 200, r.get_json()
+    for host in ("localhost:8081", "labbox.lan:8080", "other.lan:5000"):
+        assert client.get("/api/state", base_url=base, headers={"Host": host}).status_code == 403
+    with pytest.raises(ValueError, match="not 'name' or 'name:port'"):
+        lab.create_app(workdir, allowed_hosts=["http://x/"])
+
+
+@pytest.mark.parametrize("address, served, ok", [
+    (("127.0.0.1", 5000), ("127.0.0.1", 5000), True),
+    (("localhost", 5000), ("127.0.0.1", 5000), True),
+    (("::1", 5000), ("127.0.0.1", 5000), True),
+    (("127.0.0.1", 5000), ("::1", 5000), True),
+    (("127.0.0.1", 5001), ("127.0.0.1", 5000), False),
+    (("evil.example", 5000), ("127.0.0.1", 5000), False),
+    (("localhost", 5000), ("192.168.1.5", 5000), False),  # not a loopback bind
+    (("192.168.1.5", 5000), ("192.168.1.5", 5000), True),
+    (("192.168.1.5", 5000), ("0.0.0.0", 5000), True),  # wildcard bind: IP literals cannot be rebound
+    (("localhost", 5000), ("::", 5000), True),
+    (("evil.example", 5000), ("0.0.0.0", 5000), False),
+])
+def test_address_allowed(address, served, ok):
+    assert guard.address_allowed(address, served) is ok
+
+
+def test_guard_against_a_real_server(workdir):
+    """Raw HTTP to a listening server: the served host:port comes from the socket, not from the test client."""
+    import http.client
+
+    from werkzeug.serving import make_server
+
+    srv = make_server("127.0.0.1", 0, lab.create_app(workdir), threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    port = srv.server_port
+
+    def send(method, url, body=None, **headers):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(method, url, body=body, headers=headers)
+        resp = conn.getresponse()
+        out = resp.status, json.loads(resp.read() or b"null") if url.startswith("/api") else None
+        conn.close()
+        return out
+
+    try:
+        assert send("POST", "/api/label", ATTACK, **{"Content-Type": "text/plain", "Origin": EVIL})[0] == 403
+        assert send("POST", "/api/label", ATTACK, **{"Content-Type": "text/plain"})[0] == 415
+        assert send("GET", "/api/state", Host=f"evil.example:{port}")[0] == 403
+        assert send("GET", "/api/state", Host="localhost:1")[0] == 403
+        assert disk(workdir) == {}
+        status, body = send("POST", "/api/label", ATTACK, **{"Content-Type": "application/json",
+                            "Origin": f"http://localhost:{port}", "Host": f"localhost:{port}"})
+        assert status == 200 and body["saved"]["seed"] == SEEDS[0]
+        assert send("GET", "/api/state")[1]["labeled"] == 1
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
+    assert set(read_labels(csv_path(workdir))) == {SEEDS[0]}
+
+
+def test_page_is_not_framed_and_undo_sends_json(client):
+    r = client.get("/")
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+    assert 'api("POST", "/api/undo", {})' in r.get_data(as_text=True)  # a bare POST would get 415
+
+
+# ----------------------------------------------------------------------------- structure
+
+def test_service_works_without_flask(workdir):
+    svc = lab.LabelingService(workdir, run_seed=0)
+    assert svc.state()["next"]["seed"] == SEEDS[0]
+    out = svc.label({"seed": SEEDS[0], "answer": "same"})
+    assert out["saved"]["label"] == "cheap_ok" and out["state"]["next"]["seed"] == SEEDS[1]
+    assert svc.skip({"seed": str(SEEDS[1])})["state"]["next"]["seed"] == SEEDS[2]
+    assert svc.undo()["undone"]["seed"] == SEEDS[0]
+    assert svc.image_png(SEEDS[0], "left") == lab.to_png(
+        svc.seeds().image(SEEDS[0], lab.left_model(SEEDS[0], 0)))
+    with pytest.raises(lab.ApiError) as e:
+        svc.label({"seed": 999, "answer": "same"})
+    assert e.value.status == 404
+    assert read_labels(csv_path(workdir)) == {}
+
+
+def test_snapshot_changes_are_pure():
+    snap = lab.Snapshot(labels={3: "A_needed"}, extra={3: {"answer": "left", "left": "A"}}, history=[3], skipped=[5])
+    frozen = repr(snap)
+    new, saved = lab.record_answer(snap, 5, "same", "B")
+    assert saved == {"seed": 5, "label": "cheap_ok", "answer": "same", "left": "B", "relabeled": False}
+    assert new.labels == {3: "A_needed", 5: "cheap_ok"} and new.history == [3, 5] and new.skipped == []
+    back, undone = lab.remove_answer(new)
+    assert undone == {"seed": 5, "label": "cheap_ok", "answer": "same", "left": "B"} and back.history == [3]
+    assert lab.skip_seed(back, 7).skipped == [7]
+    with pytest.raises(lab.ApiError, match="already labeled"):
+        lab.skip_seed(back, 3)
+    assert repr(snap) == frozen  # the input was not changed
+
+
+def test_shared_png_encoder_and_seed_parser():
+    img = np.zeros((2, 3, 3), np.float32)
+    img[0, 0] = [1.0, -1.0, np.nan]
+    out = np.asarray(Image.open(_stdio.BytesIO(hio.png_bytes(img))))
+    assert out.shape == (2, 3, 3) and out[0, 0].tolist() == [255, 0, 128] and out[1, 2].tolist() == [128] * 3
+    assert lab.to_png(img, 6) == hio.png_bytes(img, scale=2)
+    for good, value in ((7, 7), (" -3 ", -3), ("+12", 12), (np.int64(4), 4)):
+        assert parse_seed(good) == value
+    for bad in (True, 1.5, "x", "", "1e3", None, "+-1"):
+        with pytest.raises(ValueError):
+            parse_seed(bad)
+
+
+def test_page_is_package_data(client):
+    import importlib.resources
+    import tomllib
+
+    resource = importlib.resources.files("hybrid_jax.labeling").joinpath("page.html")
+    assert resource.is_file() and client.get("/").get_data(as_text=True) == resource.read_text(encoding="utf-8")
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        package_data = tomllib.load(f)["tool"]["setuptools"]["package-data"]
+    assert "page.html" in package_data["hybrid_jax.labeling"]
+
+
+def test_labeling_functions_are_short():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(lab.__file__).parent
+    long = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 40:
+                long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long
+
+
+# ----------------------------------------------------------------------------- CLI without flask
+
+def test_cli_without_flask_names_the_extra(tmp_path, monkeypatch, capsys):
+    from experiments import label as cli
+
+    monkeypatch.setitem(sys.modules, "flask", None)  # `import flask` now fails as if not installed
+    assert cli.main(["--workdir", str(make_workdir(tmp_path / "run")), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install -e ".[label]"' in err and "Flask" in err and "Traceback" not in err
+    with pytest.raises(lab.FlaskMissing, match=r"\[label\]"):
+        lab.create_app(tmp_path / "run")
+
+
+def test_python_m_label_without_flask_exits_2(tmp_path):
+    """`python -m experiments.label` in a fresh interpreter where `import flask` fails."""
+    wrapper = ("import runpy, sys; sys.modules['flask'] = None; "
+               "sys.argv = ['experiments.label'] + sys.argv[1:]; "
+               "runpy.run_module('experiments.label', run_name='__main__', alter_sys=True)")
+    proc = subprocess.run([sys.executable, "-c", wrapper, "--workdir", str(tmp_path / "run")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'pip install -e ".[label]"' in lines[0]

@@ -20,7 +20,7 @@ def load(run: Run) -> dict[str, np.ndarray]:
 
 def run_stage(run: Run) -> dict:
     d = run.cfg.data
-    path = d.path or None
+    path = data_lib.resolve_source(d.path, offline=d.offline, class_name=d.class_name)
     train = data_lib.load_images(d.class_name, "train", path, max_images=d.max_images + d.holdout)
     try:
         if train.stand_in:  # the stand-in has no test split: hold out from the training crops

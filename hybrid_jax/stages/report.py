@@ -10,4 +10,4 @@ def run_stage(run: Run) -> dict:
     return {"report": str(report.write_report(run))}
 
 
-STAGE = Stage("report", run_stage, after=("data", "model_a", "model_b", "corrector", "labels", "router", "routed"))
+STAGE = Stage("report", run_stage, after=("data", "model_a", "model_b", "corrector", "labels", "router", "routed", "allocate"))

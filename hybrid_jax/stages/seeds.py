@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io as _io
-
 import jax
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,13 +22,6 @@ def fixed_batches(seeds: np.ndarray, batch_size: int):
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start:start + batch_size]
         yield start, chunk, np.resize(chunk, batch_size)
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-    buf = _io.BytesIO()
-    Image.fromarray(np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _parts_dir(run: Run):
@@ -67,8 +58,8 @@ def run_stage(run: Run) -> dict:
     io.write_npz(run.path("seeds", "seeds.npz"), seeds=merged["seeds"], images_a=merged["images_a"],
                  images_b=merged["images_b"])
     for s, a, b in zip(merged["seeds"], merged["images_a"], merged["images_b"]):
-        io.write_bytes(run.path("seeds", "png", f"seed_{s:06d}_A.png"), _png(a))
-        io.write_bytes(run.path("seeds", "png", f"seed_{s:06d}_B.png"), _png(b))
+        io.write_bytes(run.path("seeds", "png", f"seed_{s:06d}_A.png"), io.png_bytes(a))
+        io.write_bytes(run.path("seeds", "png", f"seed_{s:06d}_B.png"), io.png_bytes(b))
     names = features_lib.feature_names(cfg.model_b.decoder.num_layers)
     io.write_npz(run.path("seeds", "features.npz"), seeds=merged["seeds"], features=merged["features"],
                  names=np.asarray(names))

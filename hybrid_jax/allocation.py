@@ -1,0 +1,136 @@
+"""Per-seed compute allocation among N options, evaluated out of sample, with its baselines.
+
+Each seed has one image per option (Model A at each step budget, Model B at each corrector
+depth) and a quality score per image. An option is acceptable for a seed when its image is
+about as good as the seed's best option's image (quality gap <= tau, the labeler's calibrated
+"about the same" margin); the oracle takes the cheapest acceptable option. The learned policy
+fits one gradient-boosting classifier per option, P(option acceptable | probe features),
+cross-fitted over the router's folds, and takes the cheapest option whose probability reaches
+a threshold (swept: a cost-quality curve). Beside it: every fixed option, the brief's binary
+router, random allocation with the learned policy's option mix (equal mean compute), the oracle.
+Policies that read the probe pay for it; B's options then resume from the probe's prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+from sklearn.ensemble import GradientBoostingClassifier
+
+from hybrid_jax import evaluation
+
+COST_FIELDS = evaluation.COST_FIELDS
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Per-option facts: names, model ("model_a" / "model_b"), cost per image from scratch, and with the probe paid."""
+
+    names: tuple[str, ...]
+    cost: np.ndarray  # [K, 3] passes, flops, seconds per image from scratch
+    cost_probed: np.ndarray  # [K, 3] the same when the probe ran first (probe + the option's remaining work)
+
+    @property
+    def cheapest_first(self) -> np.ndarray:
+        return np.argsort(self.cost[:, 1], kind="stable")  # by FLOPs
+
+
+def acceptable(quality: np.ndarray, tau: float) -> np.ndarray:
+    """[n, K] bool: option k's image is within tau of the seed's best option's image."""
+    return quality >= quality.max(axis=1, keepdims=True) - tau
+
+
+def cheapest(ok: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """[n] index of the first option in `order` that is True in `ok` [n, K] (the last in order if none)."""
+    ranked = ok[:, order]
+    return order[np.where(ranked.any(1), ranked.argmax(1), len(order) - 1)]
+
+
+def crossfit_acceptable(X: np.ndarray, ok: np.ndarray, folds: np.ndarray, n_estimators: int, max_depth: int,
+                        learning_rate: float, seed: int) -> np.ndarray:
+    """[n, K] out-of-fold P(option acceptable | probe features): per fold and option, a GB fit on the other folds."""
+    p = np.empty(ok.shape)
+    for f in np.unique(folds):
+        train, test = folds != f, folds == f
+        for k in range(ok.shape[1]):
+            y = ok[train, k]
+            if y.all() or not y.any():  # one class in training: its rate is the prediction
+                p[test, k] = float(y.mean())
+                continue
+            gb = GradientBoostingClassifier(n_estimators=n_estimators, max_depth=max_depth,
+                                            learning_rate=learning_rate, random_state=seed)
+            p[test, k] = gb.fit(X[train], y).predict_proba(X[test])[:, 1]
+    return p
+
+
+def _point(name: str, param, choice: np.ndarray, probed: bool, quality: np.ndarray, opts: Options,
+           feats: np.ndarray | None, feats_real: np.ndarray | None, rng, boot) -> dict:
+    """Mean cost (and savings vs the most expensive A option), mean quality with a 95 % CI, FD, option mix."""
+    n = len(choice)
+    table = opts.cost_probed if probed else opts.cost
+    per_seed = table[choice]  # [n, 3]
+    q = quality[np.arange(n), choice]
+    out = {"policy": name, "param": param, "probed": probed,
+           "mix": {opts.names[k]: float(np.mean(choice == k)) for k in range(len(opts.names))}}
+    top = opts.cost[0]
+    for i, f in enumerate(COST_FIELDS):
+        out[f"{f}_per_image"] = float(per_seed[:, i].mean())
+        out[f"{f}_savings"] = float(1 - per_seed[:, i].mean() / top[i])
+    out["quality"] = float(q.mean())
+    out["quality_ci"] = evaluation.bootstrap_ci((q,), lambda x, axis=-1: np.mean(x, axis=axis), rng, boot)
+    out["fd"] = None if feats is None else evaluation.frechet_distance(feats[np.arange(n), choice], feats_real)
+    return out
+
+
+def _random_point(choice: np.ndarray, quality: np.ndarray, opts: Options, feats, feats_real, rng, boot,
+                  n_mc: int) -> dict:
+    """Random allocation with the same option mix as `choice` (so the same mean compute), paying no probe:
+    exact expected quality, bootstrap CI over seeds, FD as the mean over `n_mc` random permutations."""
+    p = _point("random (same mix)", None, rng.permutation(choice), False, quality, opts, feats, feats_real, rng, boot)
+    share = np.bincount(choice, minlength=quality.shape[1]) / len(choice)
+    p["quality"] = float(quality.mean(0) @ share)  # the expectation over random assignments
+    p["quality_ci"] = evaluation.bootstrap_ci((quality.T,), lambda q, axis=-1: np.mean(q, axis=axis).T @ share,
+                                              rng, boot)
+    if feats is not None:
+        fds = [evaluation.frechet_distance(feats[np.arange(len(choice)), rng.permutation(choice)], feats_real)
+               for _ in range(n_mc)]
+        p["fd"], p["fd_sd"] = float(np.mean(fds)), float(np.std(fds, ddof=1))
+    return p
+
+
+def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarray, tau: float, *,
+             binary: tuple[int, int], p_cheap: np.ndarray, router_threshold: float,
+             thresholds: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95), feats: np.ndarray | None = None,
+             feats_real: np.ndarray | None = None, gb: dict | None = None, seed: int = 0,
+             boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig(), n_mc: int = 16) -> dict:
+    """Every policy's cost-quality point on the same seeds (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    n, k = quality.shape
+    ok = acceptable(quality, tau)
+    order = opts.cheapest_first
+    point = lambda name, param, choice, probed: _point(name, param, choice, probed, quality, opts, feats,
+                                                       feats_real, rng, boot)
+    points = [point(f"fixed: {opts.names[j]}", None, np.full(n, j), False) for j in range(k)]
+    oracle = cheapest(ok, order)
+    points.append(point("oracle", None, oracle, False))
+    a, b = binary
+    points.append(point("binary router", router_threshold, np.where(p_cheap < router_threshold, a, b), True))
+    p_ok = crossfit_acceptable(X, ok, folds, seed=seed, **(gb or {"n_estimators": 100, "max_depth": 3,
+                                                                   "learning_rate": 0.1}))
+    learned = {t: cheapest(np.column_stack([p_ok[:, j] >= t for j in range(k)]) | _safe(k, order), order)
+               for t in thresholds}
+    points += [point("learned allocation", t, c, True) for t, c in learned.items()]
+    points += [dict(_random_point(c, quality, opts, feats, feats_real, rng, boot, n_mc), param=t)
+               for t, c in learned.items()]
+    exact = {t: float(np.mean(c == oracle)) for t, c in learned.items()}
+    return {"n": n, "options": list(opts.names), "tau": tau, "acceptable_share": ok.mean(0).tolist(),
+            "oracle_mix": np.bincount(oracle, minlength=k).tolist(), "learned_exact": exact, "points": points}
+
+
+def _safe(k: int, order: np.ndarray) -> np.ndarray:
+    """[1, K] True only for the most expensive option: the fallback when no option is predicted acceptable."""
+    m = np.zeros((1, k), bool)
+    m[0, order[-1]] = True
+    return m

@@ -1,0 +1,98 @@
+"""The labeling page: a person compares Model A's and Model B's image of each seed in a browser.
+
+`create_app(workdir, seed=0)` returns a Flask app that serves one page and a small JSON API over
+a run's work dir:
+
+- input: `<workdir>/seeds/seeds.npz` with `seeds` [N], `images_a` and `images_b` [N, H, W, 3]
+  in [-1, 1] (written by the pipeline's seeds stage);
+- output: `<workdir>/labels/human.csv` with header `seed,label,answer,left` (read by the router
+  stage through `hybrid_jax.labels.read_labels`), plus a small sidecar
+  `<workdir>/labels/human.progress.json` that remembers the order of the answers (for undo) and
+  the skipped seeds.
+
+Each seed's two images are shown in a random left/right order so that the person judges the
+images, not the models; the order is a pure function of (seed, run seed), so a reload shows the
+same sides. The answer ("left", "right" or "same") maps to the label: `A_needed` iff the side
+that shows A was chosen as clearly better, `cheap_ok` otherwise (about the same, or B better).
+
+Every change is a read-modify-write of the CSV under an exclusive `fcntl.flock` on
+`<workdir>/labels/.human.csv.lock` (so two tabs or two servers cannot lose each other's answers)
+and an atomic file replacement (so a crash leaves the old file or the new one, never half).
+Bad requests get a JSON error `{"error": ..., "status": ...}` with a 4xx status and change
+nothing on disk. Only the page itself may use the API: a request naming another host, or sent
+from another web page (`Origin`), gets 403, and a change without a JSON body gets 415 (see
+`guard`).
+
+Endpoints:
+    GET  /                       the page (package data `page.html`, keyboard driven)
+    GET  /api/state              progress and the next seed to label with its side order
+    GET  /img/<seed>/<side>.png  side in {left, right}: the image shown on that side, upscaled
+    POST /api/label {seed, answer[, left]}  answer in {left, right, same}
+    POST /api/undo  {} or {seed} remove the most recent answer (or the given seed's)
+    POST /api/skip  {seed}       put the seed after all other unlabeled seeds
+
+Modules: `service` (the logic and files, no Flask), `guard` (which requests are accepted, no
+Flask), `app` (the Flask routes; needs the `label` extra). Importing this package does not need
+Flask; `create_app` and `page_html` load it on first use and raise `FlaskMissing` (a
+ModuleNotFoundError whose message says what to install) without it.
+"""
+
+from __future__ import annotations
+
+from hybrid_jax.labeling.service import (
+    ANSWERS,
+    COLUMNS,
+    DISPLAY_SIZE,
+    MODELS,
+    SIDES,
+    ApiError,
+    LabelingService,
+    LabelStore,
+    Seeds,
+    Snapshot,
+    answer_to_label,
+    left_model,
+    load_seeds,
+    next_seed,
+    progress,
+    record_answer,
+    remove_answer,
+    side_model,
+    skip_seed,
+    to_png,
+)
+
+INSTALL_HINT = 'pip install -e ".[label]"'
+_FLASK_NAMES = ("create_app", "page_html")
+
+__all__ = [
+    "ANSWERS", "COLUMNS", "DISPLAY_SIZE", "INSTALL_HINT", "MODELS", "SIDES", "ApiError", "FlaskMissing",
+    "LabelStore", "LabelingService", "Seeds", "Snapshot", "answer_to_label", "create_app", "left_model",
+    "load_seeds", "next_seed", "page_html", "progress", "record_answer", "remove_answer", "side_model",
+    "skip_seed", "to_png",
+]
+
+
+class FlaskMissing(ModuleNotFoundError):
+    """Flask (the `label` extra) is not installed; the message says how to install it."""
+
+
+def require_flask() -> None:
+    """Raise FlaskMissing unless Flask and Werkzeug can be imported."""
+    try:
+        import flask  # noqa: F401
+        import werkzeug.serving  # noqa: F401
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in ("flask", "werkzeug"):
+            raise
+        raise FlaskMissing(f"the labeling page needs Flask, which is not installed ({e}). Install the "
+                           f"'label' extra: {INSTALL_HINT}", name=e.name) from None
+
+
+def __getattr__(name: str):
+    if name in _FLASK_NAMES:
+        require_flask()
+        from hybrid_jax.labeling import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Per-image quality: degradation suite, scorers, validation."""

@@ -1,0 +1,125 @@
+"""A small CIFAR-10 classifier whose features see what an image shows as well as how it looks.
+
+`Classifier`: three stages of two 3x3 conv + GroupNorm + ReLU (widths `classifier_widths`),
+2x2 average pooling between them, global average pooling, a `embed_dim`-wide linear embedding,
+ReLU, and a 10-way linear head. Trained here on all ten classes (cross-entropy, random
+horizontal flips and 4-pixel reflected crops; no photometric augmentation, so that its features
+stay sensitive to colour and contrast) with the project's resumable train loop and orbax
+checkpoints (`hybrid_jax.train.train`). The loop draws batches of one array, so images and
+labels travel together: the label rides as a constant fourth channel (`pack`).
+
+Features of an image (`features`): the embedding (what it shows) and, per conv stage, the mean
+and standard deviation over positions of each channel's activation, averaged over channels in
+groups of four (how it looks: a learned counterpart of the natural-image statistics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hybrid_jax import xla
+
+NUM_CLASSES = 10
+_TEXTURE_GROUP = 4  # channels averaged into one texture feature
+
+
+class Classifier(nn.Module):
+    widths: tuple[int, ...] = (32, 64, 128)
+    embed_dim: int = 32
+    num_classes: int = NUM_CLASSES
+
+    @nn.compact
+    def __call__(self, x):
+        """[b, 32, 32, 3] in [-1, 1] -> (logits [b, classes], embedding [b, E], stage activations)."""
+        h, stages = x, []
+        for i, w in enumerate(self.widths):
+            for _ in range(2):
+                h = nn.relu(nn.GroupNorm(min(8, w))(nn.Conv(w, (3, 3))(h)))
+            stages.append(h)
+            if i < len(self.widths) - 1:
+                h = nn.avg_pool(h, (2, 2), (2, 2))
+        emb = nn.Dense(self.embed_dim)(h.mean((1, 2)))
+        return nn.Dense(self.num_classes)(nn.relu(emb)), emb, stages
+
+
+def make_net(widths, embed_dim) -> Classifier:
+    return Classifier(tuple(widths), embed_dim)
+
+
+def init_params(net: Classifier, seed: int):
+    return net.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3)))["params"]
+
+
+def pack(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """[n, 32, 32, 4]: the images with their integer label as a constant fourth channel."""
+    lab = np.broadcast_to(np.asarray(labels, np.float32)[:, None, None, None], (*images.shape[:3], 1))
+    return np.concatenate([np.asarray(images, np.float32), lab], -1)
+
+
+def augment(images: jax.Array, key: jax.Array) -> jax.Array:
+    """Random horizontal flip and a random 32x32 crop of the image padded by 4 (reflect), per image."""
+    kf, kc = jax.random.split(key)
+    b = images.shape[0]
+    flip = jax.random.bernoulli(kf, 0.5, (b, 1, 1, 1))
+    x = jnp.where(flip, images[:, :, ::-1], images)
+    x = jnp.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+    off = jax.random.randint(kc, (b, 2), 0, 9)
+    return jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (32, 32, 3)))(x, off)
+
+
+def make_loss(net: Classifier):
+    def loss(params, batch, key):
+        x, y = augment(batch[..., :3], key), batch[:, 0, 0, 3].astype(jnp.int32)
+        logits, _, _ = net.apply({"params": params}, x)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+    return loss
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    embedding: np.ndarray  # [n, E]
+    texture: np.ndarray  # [n, T]
+    logits: np.ndarray  # [n, 10]
+
+
+def _texture(stages) -> jax.Array:
+    out = []
+    for h in stages:
+        b, _, _, c = h.shape
+        g = c // _TEXTURE_GROUP
+        mean, std = h.mean((1, 2)), h.std((1, 2))
+        out += [mean[:, :g * _TEXTURE_GROUP].reshape(b, g, -1).mean(-1),
+                jnp.log(std[:, :g * _TEXTURE_GROUP].reshape(b, g, -1).mean(-1) + 1e-3)]
+    return jnp.concatenate(out, 1)
+
+
+def make_featurizer(net: Classifier, batch: int = 256):
+    """features(params, images [n, 32, 32, 3]) -> Features, in fixed-size batches (one compile)."""
+    @xla.jit
+    def f(params, x):
+        logits, emb, stages = net.apply({"params": params}, x)
+        return emb, _texture(stages), logits
+
+    def features(params: Any, images: np.ndarray) -> Features:
+        images = np.asarray(images, np.float32)
+        parts = []
+        for i in range(0, len(images), batch):
+            chunk = images[i:i + batch]
+            padded = np.resize(chunk, (batch, *chunk.shape[1:])) if len(chunk) < batch else chunk
+            parts.append([np.asarray(a, np.float64)[:len(chunk)] for a in f(params, padded)])
+        if not parts:
+            e = np.zeros((0, net.embed_dim))
+            return Features(e, np.zeros((0, 0)), np.zeros((0, net.num_classes)))
+        return Features(*(np.concatenate([p[j] for p in parts]) for j in range(3)))
+
+    return features
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, 1) == np.asarray(labels)))
