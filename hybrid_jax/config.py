@@ -190,7 +190,7 @@ class RouterConfig:
     with one fit per inner fold: at paper scale (600 seeds x 24 features; 10 folds + 30
     splits + 1 deployed = 41 recipes) 2 inner folds make ~2,100 screening fits beside the
     41 final fits. At the final model's 2,000 trees (~5-8 s per fit on this 2-core CPU,
-    overhead-bound) the screen alone would take ~3 core-hours. Screening fits of
+    overhead-bound) the screen alone would take 3-5 core-hours. Screening fits of
     `ablation_estimators` = 50 trees (same depth, learning rate and seed) bring the whole
     study to 195 s on 2 idle cores (527 s with 3 inner folds while other jobs shared the
     cores; BENCHMARKS.md). The screen only ranks column sets by pooled out-of-fold
