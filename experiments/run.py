@@ -64,6 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--set", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config fields, e.g. --set model_a.train.epochs=10 seeds.num_seeds=50 "
                         "(repeatable)")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   default=os.environ.get("HYBRID_JAX_COMPILE_CACHE", "1") == "0",
+                   help="do not reuse compiled programs across runs (default: cached in <workdir>/cache/jax; "
+                        "also $HYBRID_JAX_COMPILE_CACHE=0)")
     p.add_argument("--devices", type=int, default=0, metavar="N",
                    help="data-parallel training and seed sampling over a mesh of N devices (0: no mesh)")
     return p.parse_args(argv)
@@ -85,14 +89,17 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from hybrid_jax import pipeline, runlog  # after arg parsing: --help stays fast
+    from hybrid_jax import pipeline, rundir, runlog  # after arg parsing: --help stays fast
 
     try:
         cfg = config_lib.apply_overrides(config_lib.get_preset(args.preset), config_overrides(args))
         workdir = Path(args.workdir or f"runs/{cfg.name}")
         runlog.setup(workdir)
-        run = pipeline.open_run(cfg, workdir, labels_csv=args.labels, devices=args.devices)
-        summaries = pipeline.run_stages(run, args.stages)
+        with rundir.lock(workdir):
+            if not args.no_compile_cache:
+                runlog.compile_cache(workdir / "cache" / "jax")
+            run = pipeline.open_run(cfg, workdir, labels_csv=args.labels, devices=args.devices)
+            summaries = pipeline.run_stages(run, args.stages)
     except runlog.USER_ERRORS as e:
         logging.getLogger("hybrid_jax").error("%s", e)
         print(f"error: {e}", file=sys.stderr)

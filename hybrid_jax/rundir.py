@@ -9,10 +9,13 @@ depend on the changed fields re-run, nothing else (see `pipeline.run_stages`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
 import typing
 from pathlib import Path
@@ -151,3 +154,54 @@ class Stage:
     def fingerprint(self, run: Run, upstream: dict[str, str]) -> str:
         values = [config_lib.to_dict(v) if dataclasses.is_dataclass(v) else v for v in self.config(run.cfg)]
         return fingerprint(self.name, values, [upstream[a] for a in self.after], self.inputs(run))
+
+
+# ----------------------------------------------------------------------------- one writer per work dir
+
+LOCK_FILE = "run.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _take_lock(path: Path, holder: dict) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump(holder, f)
+    return True
+
+
+@contextlib.contextmanager
+def lock(workdir) -> "typing.Iterator[None]":
+    """Hold `<workdir>/run.lock` while a run writes there: a second run on the same work dir is refused
+    at once (RunDirError naming the holder); the lock of a dead process on this host is taken over."""
+    path = Path(workdir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    while not _take_lock(path, me):
+        try:
+            holder = json.loads(path.read_text())
+        except (OSError, ValueError):  # being written this instant, or torn: look again
+            time.sleep(0.05)
+            continue
+        if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
+            log.warning("taking over the lock of a process that is gone (pid %s, started %s)", holder.get("pid"),
+                        holder.get("started"))
+            path.unlink(missing_ok=True)
+            continue
+        raise RunDirError(f"{workdir} is in use by another run (host {holder.get('host')}, pid {holder.get('pid')}, "
+                          f"started {holder.get('started')}); wait for it to finish or use another --workdir")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)

@@ -29,6 +29,17 @@ def setup(workdir: Path) -> None:
                                          jax.default_backend())
 
 
+def compile_cache(directory: Path) -> None:
+    """Reuse compiled XLA programs across runs and resumes (JAX's persistent compilation cache).
+
+    Set once at the entry point, before anything compiles: every program is cached, however fast
+    it compiled, since a rerun of a stage recompiles the same samplers and probes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def print_summary(run: "pipeline.Run", summaries: dict) -> None:
     print(f"\n== hybrid_jax {run.cfg.name}: {run.workdir} ==")
     if "data" in summaries:

@@ -13,6 +13,9 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 os.environ["HYBRID_JAX_OFFLINE"] = "1"  # tests never download CIFAR-10 (hybrid_jax.data.resolve_source)
+# In-process runs must not switch this process's JAX compilation cache on (tests/test_pipeline.py tests it
+# in a subprocess of its own).
+os.environ["HYBRID_JAX_COMPILE_CACHE"] = "0"
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

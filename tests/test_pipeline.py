@@ -195,3 +195,43 @@ def test_models_restored_in_a_fresh_process_reproduce_the_stored_images(finished
     fresh, stored = np.load(out), io.read_npz(finished / "seeds" / "seeds.npz")
     np.testing.assert_array_equal(fresh["a"], stored["images_a"][:n])
     np.testing.assert_array_equal(fresh["b"], stored["images_b"][:n])
+
+
+def test_a_second_run_on_the_same_workdir_is_refused_while_the_first_runs(tmp_path):
+    workdir = tmp_path / "busy"
+    first = subprocess.Popen(_cli(workdir, "--stages", "data,model_b"), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (workdir / "run.lock").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    second = subprocess.run(_cli(workdir, "--stages", "data,model_b"), cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert first.wait(timeout=600) == 0
+    assert second.returncode == 2 and "in use by another run" in second.stderr and "pid" in second.stderr
+    assert not (workdir / "run.lock").exists()  # released at the end
+    losses = io.read_npz(workdir / "model_b" / "losses.npz")["losses"]
+    assert np.isfinite(losses).all()
+
+
+def test_a_dead_runs_lock_is_taken_over(tmp_path):
+    import json
+    import socket
+
+    from hybrid_jax import rundir
+
+    workdir = tmp_path / "stale"
+    workdir.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (workdir / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout),
+                                                  "started": "then"}))
+    with rundir.lock(workdir):
+        assert json.loads((workdir / "run.lock").read_text())["pid"] == os.getpid()
+    assert not (workdir / "run.lock").exists()
+
+
+def test_compiled_programs_are_cached_in_the_workdir(tmp_path):
+    env = dict(os.environ, HYBRID_JAX_COMPILE_CACHE="1")
+    out = subprocess.run(_cli(tmp_path / "cached", "--stages", "data,model_b"), cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert any((tmp_path / "cached" / "cache" / "jax").iterdir())
