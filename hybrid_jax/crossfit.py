@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,15 +34,14 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
-from hybrid_jax import io, router
+from hybrid_jax import io, progress, router
 from hybrid_jax.config import ConfigError, RouterConfig
 
 log = logging.getLogger("hybrid_jax.crossfit")
 
 CACHE_FORMAT = 1  # part of every cache key: bump when a cached result changes meaning
-LOG_EVERY_S = 30.0  # at most one progress log line per this many seconds
+LOG_EVERY_S = progress.LOG_EVERY_S  # at most one progress log line per this many seconds
 MIN_SUPPORT = 10  # the best split warns when its test metrics rest on fewer seeds routed to B / cheap_ok
 RECIPE_FIELDS = ("n_estimators", "max_depth", "learning_rate", "threshold", "ablation", "ablation_folds",
                  "ablation_estimators", "seed")  # the RouterConfig fields a recipe uses
@@ -106,19 +104,7 @@ def _jobs(n_jobs: int) -> int:
 
 
 def _progress(items: Iterable, total: int, desc: str) -> Iterator:
-    """Yield `items` with a tqdm bar (terminals only) and a log line at most every LOG_EVERY_S s."""
-    start = last = time.monotonic()
-    with tqdm(total=total, desc=desc, unit="fit", disable=None) as bar:
-        for done, item in enumerate(items, 1):
-            bar.update()
-            now = time.monotonic()
-            if now - last >= LOG_EVERY_S and done < total:
-                rate = done / (now - start)
-                log.info("%s: %d/%d fits done, %.1f fits/s, ETA %.0f s", desc, done, total, rate,
-                         (total - done) / rate)
-                last = now
-            yield item
-    log.info("%s: %d fits in %.1f s", desc, total, time.monotonic() - start)
+    return progress.track(items, total, desc, "fit", log, LOG_EVERY_S)
 
 
 @dataclass

@@ -22,7 +22,6 @@ from hybrid_jax import config as config_lib  # noqa: E402
 from hybrid_jax import io, sanity  # noqa: E402
 from hybrid_jax.rundir import Run, summary  # noqa: E402
 from hybrid_jax.stages import allocate as allocate_stage  # noqa: E402
-from hybrid_jax.stages import labels as labels_stage  # noqa: E402
 from hybrid_jax.stages import routed as routed_stage  # noqa: E402
 from hybrid_jax.stages import router as router_stage  # noqa: E402
 from hybrid_jax.stages import seeds as seeds_stage  # noqa: E402
@@ -198,7 +197,7 @@ def _allocation_section(result: dict, out: Path) -> list[str]:
             f"![allocation]({fig_pareto(result, out)})",
             _table(["policy", "savings: passes", "FLOPs", "seconds", "mean quality [95 % CI]", "FD", "option mix"],
                    rows),
-            f"Share of seeds acceptable per option: "
+            "Share of seeds acceptable per option: "
             + ", ".join(f"{n} {v:.0%}" for n, v in zip(result["options"], result["acceptable_share"]))
             + f". Learned allocation equals the oracle's choice for: {exact} of seeds (by threshold)."]
 

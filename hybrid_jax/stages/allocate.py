@@ -8,12 +8,12 @@ batching policy, and handed to `allocation.evaluate` with the router's cross-fit
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from hybrid_jax import allocation, cost, evaluation, generators, io
+from hybrid_jax import allocation, cost, evaluation, generators, io, progress
 from hybrid_jax.rundir import Run, Stage
 from hybrid_jax.stages import features as features_stage
 from hybrid_jax.stages import labels as labels_stage
@@ -21,6 +21,8 @@ from hybrid_jax.stages import routed as routed_stage
 from hybrid_jax.stages import router as router_stage
 from hybrid_jax.stages import seeds as seeds_stage
 from hybrid_jax.stages import train
+
+log = logging.getLogger("hybrid_jax.stages.allocate")
 
 
 def _slug(name: str) -> str:
@@ -69,7 +71,7 @@ def run_stage(run: Run) -> dict:
     trained = {"model_a": train.restore_params(run, "model_a"), "model_b": train.restore_model_b(run)}
     seeds = seeds_stage.load_seed_ids(run)
     scored = [labels_stage.score_images(run, _images(run, g, trained[g.model], seeds))
-              for g in tqdm(opts, desc="options", disable=None)]
+              for g in progress.track(opts, len(opts), "allocate", "option", log)]
     quality, feats = np.stack([s for s, _ in scored], 1), np.stack([f for _, f in scored], 1)
     oof = router_stage.load_oof(run)
     _, X, _ = features_stage.load(run)

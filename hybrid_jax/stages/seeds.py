@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from hybrid_jax import features as features_lib
-from hybrid_jax import io, model_a, model_b, routing, sharding
+from hybrid_jax import io, model_a, model_b, progress, routing, sharding
 from hybrid_jax.config import Preset
 from hybrid_jax.rundir import Run, Stage, done_record, fingerprint
 from hybrid_jax.stages import train
+
+log = logging.getLogger("hybrid_jax.stages.seeds")
 
 
 def samplers(cfg: Preset) -> tuple[model_a.Sampler, model_b.Sampler]:
@@ -40,8 +43,7 @@ def run_stage(run: Run) -> dict:
     bs = cfg.seeds.batch_size
     parts_dir = _parts_dir(run)
     starts = range(0, len(seeds), bs)
-    for start, chunk, padded in tqdm(fixed_batches(seeds, bs), total=len(starts), desc="seeds", unit="batch",
-                                     disable=None):
+    for start, chunk, padded in progress.track(fixed_batches(seeds, bs), len(starts), "seeds", "batch", log):
         part = parts_dir / f"part_{start:06d}.npz"
         if part.exists():
             continue
