@@ -124,7 +124,7 @@ def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarra
     points += [point("learned allocation", t, c, True) for t, c in learned.items()]
     points += [dict(_random_point(c, quality, opts, feats, feats_real, rng, boot, n_mc), param=t)
                for t, c in learned.items()]
-    exact = {t: float(np.mean(c == oracle)) for t, c in learned.items()}
+    exact = [{"threshold": float(t), "exact": float(np.mean(c == oracle))} for t, c in learned.items()]
     return {"n": n, "options": list(opts.names), "tau": tau, "acceptable_share": ok.mean(0).tolist(),
             "oracle_mix": np.bincount(oracle, minlength=k).tolist(), "learned_exact": exact, "points": points}
 

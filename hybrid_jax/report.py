@@ -185,7 +185,7 @@ def _allocation_section(result: dict, out: Path) -> list[str]:
              _ci(p["quality"], p["quality_ci"], "quality"),
              "–" if p["fd"] is None else sanity.fmt("frechet", p["fd"], ".3g"),
              ", ".join(f"{k} {v:.0%}" for k, v in p["mix"].items() if v > 0)] for p in result["points"]]
-    exact = ", ".join(f"{t:.2f}: {v:.0%}" for t, v in result["learned_exact"].items())
+    exact = ", ".join(f"{e['threshold']:.2f}: {e['exact']:.0%}" for e in result["learned_exact"])
     return ["## Per-seed compute allocation (out of sample)",
             f"Options: {', '.join(result['options'])}. An option is acceptable for a seed when its image's quality "
             f"is within tau = {result['tau']:.4f} of that seed's best option (the labels' 'about the same'); the "

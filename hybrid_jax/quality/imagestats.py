@@ -31,7 +31,7 @@ from hybrid_jax import data as data_lib
 
 SHARPNESS = ("grad_x_1", "grad_y_1", "grad_x_2", "grad_y_2", "grad_x_4", "grad_y_4", "laplacian",
              "patch_seams", "pixel_std", "fine_to_coarse", "laplacian_to_gradient")
-EXTRA = ("edge_p99", "noise_floor", "black_level", "white_level", "tone", "clipped", "cast_rg", "cast_bg",
+EXTRA = ("edge_p99", "noise_floor", "smooth_share", "chroma_hf", "black_level", "white_level", "tone", "clipped", "cast_rg", "cast_bg",
          "white_rg", "white_bg", "chroma", "flat_pairs", "chroma_seams", "quadrant_seams")
 STATISTICS = SHARPNESS + EXTRA
 _EPS = 1e-3  # keeps the log-ratios finite on flat images
@@ -62,7 +62,7 @@ def sharpness_statistics(images: jax.Array) -> jax.Array:
 
 
 def extra_statistics(images: jax.Array) -> jax.Array:
-    """[n, 32, 32, 3] -> [n, 14] in the order of EXTRA."""
+    """[n, 32, 32, 3] -> [n, 16] in the order of EXTRA."""
     n = images.shape[0]
     g = images.mean(-1)
     dx, dy = jnp.abs(g[:, :, 1:] - g[:, :, :-1]), jnp.abs(g[:, 1:] - g[:, :-1])
@@ -75,6 +75,11 @@ def extra_statistics(images: jax.Array) -> jax.Array:
     res = jnp.pad(jnp.abs(res), ((0, 0), (1, 1), (1, 1)), mode="edge")
     cells = res.reshape(n, 8, 4, 8, 4).mean((2, 4)).reshape(n, -1)
     noise = jnp.log(jnp.quantile(cells, 0.1, axis=1) + _EPS)
+    smooth = (res < 3.0 / 127.5).mean((1, 2))
+    c = images - g[..., None]  # chroma planes
+    lap_c = jnp.abs(4 * c[:, 1:-1, 1:-1] - c[:, :-2, 1:-1] - c[:, 2:, 1:-1] - c[:, 1:-1, :-2] - c[:, 1:-1, 2:]).sum(-1)
+    lap_g = jnp.abs(4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:])
+    chroma_hf = jnp.log((lap_c.mean((1, 2)) + _EPS) / (lap_g.mean((1, 2)) + _EPS))
     tone = (med - lo) / (hi - lo + _EPS)
     clipped = (jnp.abs(images) > 0.98).mean((1, 2, 3))
     r, gr, b = images[..., 0], images[..., 1], images[..., 2]
@@ -85,18 +90,17 @@ def extra_statistics(images: jax.Array) -> jax.Array:
     chroma = images.std(-1).mean((1, 2))
     level = 0.25 / 127.5
     flat_pairs = 0.5 * ((dx < level).mean((1, 2)) + (dy < level).mean((1, 2)))
-    c = images - g[..., None]  # chroma planes
     cdx = jnp.abs(c[:, :, 1:] - c[:, :, :-1]).sum(-1)
     cdy = jnp.abs(c[:, 1:] - c[:, :-1]).sum(-1)
     chroma_seams = _seam_ratio(cdx, cdy, _PATCH_SEAMS)
     quad = _seam_ratio(dx, dy, _QUAD_SEAMS)
-    return jnp.stack([edge, noise, lo, hi, tone, clipped, cast_rg, cast_bg, white_rg, white_bg, chroma,
+    return jnp.stack([edge, noise, smooth, chroma_hf, lo, hi, tone, clipped, cast_rg, cast_bg, white_rg, white_bg, chroma,
                       flat_pairs, chroma_seams, quad], 1)
 
 
 @jax.jit
 def image_statistics(images: jax.Array) -> jax.Array:
-    """[n, 32, 32, 3] -> [n, 25] statistics in the order of STATISTICS."""
+    """[n, 32, 32, 3] -> [n, 27] statistics in the order of STATISTICS."""
     return jnp.concatenate([sharpness_statistics(images), extra_statistics(images)], 1)
 
 

@@ -77,3 +77,15 @@ def _inputs(run: Run) -> tuple:
 
 
 STAGE = Stage("labels", run_stage, config=lambda cfg: (cfg.labeler,), after=("data", "seeds"), inputs=_inputs)
+
+
+def score_images(run: Run, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(quality [n] in [0, 1], labeler features [n, D]) of any images, by the labels stage's scorer."""
+    scorer = labeler.fit_scorer(labeler.embed_all(data_stage.load(run)["train"]), run.cfg.labeler.k)
+    feats = labeler.embed_all(images)
+    return scorer(feats), (feats - scorer.mean) / scorer.scale
+
+
+def tau(run: Run) -> float:
+    """The 'about the same' margin on the quality score, calibrated on held-out real images."""
+    return labeler.calibrate_tau(load_scores(run)["score_real"], run.cfg.labeler.margin_quantile)
