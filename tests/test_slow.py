@@ -29,6 +29,24 @@ def test_quick_preset_end_to_end_on_real_data_within_15_minutes(tmp_path):
     assert minutes <= 15
 
 
+@pytest.mark.slow
+def test_paper_shapes_end_to_end_within_30_minutes(tmp_path):
+    """Every stage with every paper network at full size (preset `paper-shapes`), on the stand-in data."""
+    from hybrid_jax import io
+
+    workdir = tmp_path / "paper-shapes"
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "experiments.run", "--preset", "paper-shapes", "--offline",
+                          "--workdir", str(workdir)], cwd=REPO, capture_output=True, text=True, timeout=2400)
+    minutes = (time.perf_counter() - t0) / 60
+    assert out.returncode == 0, out.stderr[-3000:]
+    stages = {s: io.read_json(workdir / s / "done.json")["summary"]["stage_seconds"]
+              for s in ("data", "model_a", "model_b", "corrector", "seeds", "features", "labels", "router", "routed",
+                        "allocate", "report")}
+    print(f"paper shapes end to end: {minutes:.1f} min; stage seconds: {stages}")
+    assert minutes <= 30
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU")
 def test_paper_model_a_bf16_meets_25_ms_per_image():

@@ -29,7 +29,16 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray) -> np.ndarray:
+def _made_by_seeds_stage(run: Run) -> dict[str, np.ndarray]:
+    """The brief's two options' images, which the seeds stage already made for every seed."""
+    a, b = generators.binary(run.cfg)
+    seeds = seeds_stage.load(run)
+    return {a.name: seeds["images_a"], b.name: seeds["images_b"]}
+
+
+def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: dict) -> np.ndarray:
+    if g.name in made:
+        return made[g.name]
     path = run.path("allocate", "options", f"{_slug(g.name)}.npz")
     if not path.exists():
         out = np.zeros((len(seeds), 32, 32, 3), np.float32)
@@ -70,7 +79,8 @@ def run_stage(run: Run) -> dict:
     opts = generators.options(cfg)
     trained = {"model_a": train.restore_params(run, "model_a"), "model_b": train.restore_model_b(run)}
     seeds = seeds_stage.load_seed_ids(run)
-    scored = [labels_stage.score_images(run, _images(run, g, trained[g.model], seeds))
+    made = _made_by_seeds_stage(run)
+    scored = [labels_stage.score_images(run, _images(run, g, trained[g.model], seeds, made))
               for g in progress.track(opts, len(opts), "allocate", "option", log)]
     quality, feats = np.stack([s for s, _ in scored], 1), np.stack([f for _, f in scored], 1)
     oof = router_stage.load_oof(run)
