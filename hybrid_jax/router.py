@@ -83,7 +83,12 @@ def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:
     X = _check_X(X)
     y = _check_targets(y, len(X))
     if len(np.unique(y)) < 2:
-        raise RouterError("the router needs both cheap_ok (1) and A_needed (0) examples; got one class only")
+        only = "cheap_ok" if y[0] == 1 else "A_needed"
+        raise RouterError(f"the router needs both cheap_ok (1) and A_needed (0) examples; every seed is {only}. "
+                          "The labels leave nothing to learn: the best strategy by these labels is to always use "
+                          f"{'B' if only == 'cheap_ok' else 'A'}. To study the router anyway, label people's way "
+                          "(--labels) or force a balance with the rank rule (--set labeler.a_needed_share=0.672), "
+                          "which the report then flags")
     return X, y
 
 

@@ -193,7 +193,7 @@ def test_mismatched_features_and_bad_targets():
         R.jax_predict_proba(R.export_trees(router), X[:, :3])
     with pytest.raises(R.RouterError, match="expected 4 feature names"):
         R.fit(X, y, SMALL, NAMES[:3])
-    with pytest.raises(R.RouterError, match="one class only"):
+    with pytest.raises(R.RouterError, match="every seed is"):
         R.fit(X, np.zeros(len(y), int), SMALL)
     with pytest.raises(R.RouterError, match="0 .A_needed. or 1"):
         R.fit(X, y + 1, SMALL)
