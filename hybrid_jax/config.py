@@ -310,7 +310,7 @@ PRESETS: dict[str, Preset] = {
         # models (B's images score like real ones, A's lower), which leaves the router nothing to learn.
         labeler=LabelerConfig(a_needed_share=0.672),
         router=RouterConfig(n_estimators=200, n_splits=10, cv_folds=5),
-        cost=CostConfig(num_images=32, batch_size=8, repeats=3),
+        cost=CostConfig(num_images=24, batch_size=8, repeats=2),
         allocation=AllocationConfig(a_budgets=(20, 10, 5), b_depths=(0, 10, 30, 60)),
     ),
     # Tiny: the whole pipeline in seconds, for tests.
