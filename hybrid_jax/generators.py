@@ -61,9 +61,12 @@ def binary(cfg: Preset) -> tuple[Generator, Generator]:
 
 
 def options(cfg: Preset) -> tuple[Generator, ...]:
-    """Every option of the preset's allocation study, most expensive A first, then B from the deepest corrector."""
-    a = [model_a_option(cfg, b) for b in sorted(set(cfg.allocation.a_budgets), reverse=True)]
-    b = [model_b_option(cfg, d) for d in sorted(set(cfg.allocation.b_depths), reverse=True)]
+    """Every option of the preset's allocation study (always with the brief's pair among them), most
+    expensive A first, then B from the deepest corrector."""
+    budgets = set(cfg.allocation.a_budgets) | {cfg.model_a.steps_per_block}
+    depths = set(cfg.allocation.b_depths) | {cfg.corrector.start_step}
+    a = [model_a_option(cfg, b) for b in sorted(budgets, reverse=True)]
+    b = [model_b_option(cfg, d) for d in sorted(depths, reverse=True)]
     return tuple(a + b)
 
 

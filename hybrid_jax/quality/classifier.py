@@ -8,14 +8,12 @@ stay sensitive to colour and contrast) with the project's resumable train loop a
 checkpoints (`hybrid_jax.train.train`). The loop draws batches of one array, so images and
 labels travel together: the label rides as a constant fourth channel (`pack`).
 
-Features of an image (`features`): the embedding (what it shows) and, per conv stage, the mean
-and standard deviation over positions of each channel's activation, averaged over channels in
-groups of four (how it looks: a learned counterpart of the natural-image statistics).
+Features of an image (`class_features`): the embedding (what it shows) and log p(class | image)
+for the run's class.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -23,10 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hybrid_jax import train as train_lib
 from hybrid_jax import xla
+from hybrid_jax.checkpoint import Checkpointer
+from hybrid_jax.config import TrainConfig
 
 NUM_CLASSES = 10
-_TEXTURE_GROUP = 4  # channels averaged into one texture feature
 
 
 class Classifier(nn.Module):
@@ -81,44 +81,49 @@ def make_loss(net: Classifier):
     return loss
 
 
-@dataclasses.dataclass(frozen=True)
-class Features:
-    embedding: np.ndarray  # [n, E]
-    texture: np.ndarray  # [n, T]
-    logits: np.ndarray  # [n, 10]
-
-
-def _texture(stages) -> jax.Array:
-    out = []
-    for h in stages:
-        b, _, _, c = h.shape
-        g = c // _TEXTURE_GROUP
-        mean, std = h.mean((1, 2)), h.std((1, 2))
-        out += [mean[:, :g * _TEXTURE_GROUP].reshape(b, g, -1).mean(-1),
-                jnp.log(std[:, :g * _TEXTURE_GROUP].reshape(b, g, -1).mean(-1) + 1e-3)]
-    return jnp.concatenate(out, 1)
-
-
 def make_featurizer(net: Classifier, batch: int = 256):
-    """features(params, images [n, 32, 32, 3]) -> Features, in fixed-size batches (one compile)."""
+    """features(params, images [n, 32, 32, 3]) -> (embedding [n, E], logits [n, 10]), float64, in
+    fixed-size batches (one compilation)."""
     @xla.jit
     def f(params, x):
-        logits, emb, stages = net.apply({"params": params}, x)
-        return emb, _texture(stages), logits
+        logits, emb, _ = net.apply({"params": params}, x)
+        return emb, logits
 
-    def features(params: Any, images: np.ndarray) -> Features:
+    def features(params: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         images = np.asarray(images, np.float32)
-        parts = []
+        emb, logits = [], []
         for i in range(0, len(images), batch):
             chunk = images[i:i + batch]
             padded = np.resize(chunk, (batch, *chunk.shape[1:])) if len(chunk) < batch else chunk
-            parts.append([np.asarray(a, np.float64)[:len(chunk)] for a in f(params, padded)])
-        if not parts:
-            e = np.zeros((0, net.embed_dim))
-            return Features(e, np.zeros((0, 0)), np.zeros((0, net.num_classes)))
-        return Features(*(np.concatenate([p[j] for p in parts]) for j in range(3)))
+            e, lg = f(params, padded)
+            emb.append(np.asarray(e, np.float64)[:len(chunk)])
+            logits.append(np.asarray(lg, np.float64)[:len(chunk)])
+        if not emb:
+            return np.zeros((0, net.embed_dim)), np.zeros((0, net.num_classes))
+        return np.concatenate(emb), np.concatenate(logits)
 
     return features
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def class_features(net: Classifier, params: Any, class_index: int, batch: int = 256):
+    """images -> (embedding [n, E], log p(class_index | image) [n])."""
+    feats = make_featurizer(net, batch)
+
+    def f(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        emb, logits = feats(params, images)
+        return emb, log_softmax(logits)[:, class_index]
+    return f
+
+
+def train_classifier(net: Classifier, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
+                     ckpt: Checkpointer, desc: str = "train labeler classifier") -> train_lib.TrainResult:
+    """Cross-entropy training with the project's resumable loop (orbax checkpoints in `ckpt`)."""
+    return train_lib.train(make_loss(net), init_params(net, cfg.seed), pack(images, labels), cfg, ckpt, desc=desc)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

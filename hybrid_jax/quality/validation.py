@@ -86,3 +86,14 @@ def verdict(aucs: dict[str, dict[str, float]]) -> dict:
                  for lvl, v in levels.items() if not v >= PASS_RULE["min"]]
     return {"mean": mean, "strongest": strongest, "min": float(min(cells)) if cells else float("nan"),
             "passed": bool(cells) and not problems, "problems": problems}
+
+
+def validate(score_images: ScoreFn, held_out: np.ndarray) -> dict:
+    """The previous labeler's check: AUC of real-above-degraded for the original three degradations
+    (`degradations.DEGRADATIONS`: 3x3 blur, noise sigma 0.2, shuffled patches) and their mean."""
+    real = score_images(held_out)
+    out = {}
+    for name, degrade in degradations.DEGRADATIONS.items():
+        out[name] = auc(real, score_images(np.asarray(degrade(held_out), np.float32)))
+    out["mean"] = float(np.mean(list(out.values())))
+    return out

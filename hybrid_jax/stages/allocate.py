@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from hybrid_jax import allocation, cost, evaluation, generators, io, progress
-from hybrid_jax.rundir import Run, Stage
+from hybrid_jax.rundir import Run, Stage, done_record
 from hybrid_jax.stages import features as features_stage
 from hybrid_jax.stages import labels as labels_stage
 from hybrid_jax.stages import routed as routed_stage
@@ -39,7 +39,8 @@ def _made_by_seeds_stage(run: Run) -> dict[str, np.ndarray]:
 def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: dict) -> np.ndarray:
     if g.name in made:
         return made[g.name]
-    path = run.path("allocate", "options", f"{_slug(g.name)}.npz")
+    # kept per seeds-stage fingerprint (seeds config + trained models): other seeds never reuse them
+    path = run.path("allocate", "options", done_record(run, "seeds")["fingerprint"], f"{_slug(g.name)}.npz")
     if not path.exists():
         out = np.zeros((len(seeds), 32, 32, 3), np.float32)
         for start, chunk, padded in seeds_stage.fixed_batches(seeds, run.cfg.seeds.batch_size):
