@@ -16,7 +16,7 @@ def track(items: Iterable, total: int, desc: str, unit: str, log: logging.Logger
           every_s: float = LOG_EVERY_S) -> Iterator:
     """Yield `items` with a bar (terminals only) and a log line at most every `every_s` seconds."""
     start = last = time.monotonic()
-    done = 0
+    done, units = 0, unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
     with tqdm(total=total, desc=desc, unit=unit, disable=None) as bar:
         for done, item in enumerate(items, 1):
             yield item
@@ -24,7 +24,7 @@ def track(items: Iterable, total: int, desc: str, unit: str, log: logging.Logger
             now = time.monotonic()
             if now - last >= every_s and done < total:
                 rate = done / (now - start)
-                log.info("%s: %d/%d %ss done, %.3g %ss/s, ETA %.0f s", desc, done, total, unit, rate, unit,
+                log.info("%s: %d/%d %s done, %.3g %s/s, ETA %.0f s", desc, done, total, units, rate, units,
                          (total - done) / rate)
                 last = now
-    log.info("%s: %d %ss in %.1f s", desc, done, unit, time.monotonic() - start)
+    log.info("%s: %d %s in %.1f s", desc, done, units, time.monotonic() - start)
