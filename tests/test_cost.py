@@ -29,8 +29,9 @@ def test_routed_seconds_agree_with_their_parts(work):
     to_a = np.zeros(n, bool)
     to_a[np.random.default_rng(1).permutation(n)[: int(s * n)]] = True
     contenders = cost.strategies(work, keys_a, keys_b, {"synthetic router": to_a}, b)
-    rows = cost.measure(contenders, n, repeats=7)
-    t = {k: rows[k]["seconds_per_image"] for k in ("always A", "B finish", "probe", "synthetic router")}
+    rows = cost.measure(contenders, n, repeats=9)
+    # the least disturbed round of each: on a shared machine the minimum is far steadier than the median
+    t = {k: rows[k]["min"] for k in ("always A", "B finish", "probe", "synthetic router")}
     expected = s * t["always A"] + (1 - s) * t["B finish"] + t["probe"]
     assert t["synthetic router"] == pytest.approx(expected, rel=0.10), (t, expected)
 
