@@ -315,23 +315,113 @@ def _router_section(router: dict, out: Path) -> list[str]:
     return s
 
 
+def fig_labels(scores: dict, seeds: dict, agreement: dict | None, out: Path, n_strip: int = 12) -> list[str]:
+    """Histogram of the quality score of A, B, held-out real and reference images; and, when human labels
+    disagree with the automated ones, a strip of those seeds (A above B), each titled human / automated."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    bins = np.linspace(0, 1, 41)
+    for key, name, color in (("score_reference", "reference (cross-fitted)", "tab:gray"),
+                             ("score_real", "held-out real", "k"), ("score_a", "A", "tab:red"),
+                             ("score_b", "B", "tab:purple")):
+        if key in scores and len(scores[key]):
+            ax.hist(scores[key], bins=bins, density=True, histtype="step", lw=1.6, color=color,
+                    label=f"{name} (n = {len(scores[key])}, median {np.median(scores[key]):.2f})")
+    ax.set(xlabel="quality score (0.5 = the reference's 5 % quantile)", ylabel="density")
+    ax.legend(fontsize=7, loc="upper left")
+    names = [_savefig(fig, out / "quality_scores.png")]
+    if agreement and agreement.get("disagree"):
+        index = {int(x): i for i, x in enumerate(seeds["seeds"])}
+        shown = [d for d in agreement["disagree"] if int(d["seed"]) in index][:n_strip]
+        idx = [index[int(d["seed"])] for d in shown]
+        fig, ax = plt.subplots(figsize=(max(len(idx), 2) * 0.9, 2.4))
+        ax.imshow(np.concatenate([_grid(seeds["images_a"][idx]), _grid(seeds["images_b"][idx])], axis=0),
+                  interpolation="nearest")
+        ax.set_yticks([16, 48], ["A", "B"])
+        short = {"A_needed": "A", "cheap_ok": "ok"}
+        ax.set_xticks(np.arange(len(idx)) * 32 + 16,
+                      [f"{d['seed']}\n{short[d['human']]} / {short[d['automated']]}" for d in shown], fontsize=7)
+        ax.set_xlabel("seed; human / automated label (A = A_needed, ok = cheap_ok)")
+        names.append(_savefig(fig, out / "label_disagreements.png"))
+    return names
+
+
 def _labels_section(run: Run, router: dict) -> list[str]:
+    from hybrid_jax.quality import degradations, validation
+    from hybrid_jax.stages import labels as labels_stage
+
     labels = summary(run, "labels")
+    out = run.path("report")
     n = labels["n"]
     auc = labels["validation_auc"]
     ms = labels["mean_score"]
     s = ["## Labels",
          f"Label source for the router: **{router['label_source']}**. Automated: {labels['rule']}. Result: "
          f"{labels['auto_cheap_ok']} cheap_ok of {n}, A_needed {_pct(1 - labels['auto_cheap_ok'] / n)} (brief, "
-         f"human: {_pct(BRIEF['a_needed_share'])}).",
-         "Labeler validation (held-out real images must outrank degraded copies; ROC AUC):",
-         _table(["degradation", "AUC"], [[k, sanity.fmt("auc", v)] for k, v in auc.items()]),
-         f"Mean quality score (bounded k-NN realism, in [0, 1]): A {sanity.fmt('quality', ms['A'])}, "
-         f"B {sanity.fmt('quality', ms['B'])}, held-out real {sanity.fmt('quality', ms['real'])}."]
-    if "agreement" in labels:
-        ag = labels["agreement"]
-        s.append(f"Human vs automated labels on {ag['n']} seeds: accuracy {_pct(ag['accuracy'])}, "
-                 f"Cohen's kappa {ag['cohen_kappa']:.3f}.")
+         f"human: {_pct(BRIEF['a_needed_share'])})."]
+    if "validation" not in labels:  # a work dir from before the validated score
+        s += ["Labeler validation (ROC AUC): " + ", ".join(f"{k} {v:.3f}" for k, v in auc.items()
+                                                          if isinstance(v, float)) + "."]
+        return s
+    content = labels.get("content", {})
+    clf = labels.get("classifier")
+    s.append(f"Quality score ({labels.get('score', 'see docs/labeler.md')}; docs/labeler.md): a discriminator "
+             "trained to tell real images of the class from degraded copies of them and from other classes, on "
+             "natural-image statistics" + (" and the features of a CIFAR-10 classifier trained here (held-out "
+             f"ten-way accuracy {_pct(clf['accuracy_held_out'])})" if clf else "")
+             + ", mapped to [0, 1] on the scale of real images (0.5 at the 5 % quantile of cross-fitted reference "
+             "images)." + ("" if content.get("used", True) else
+                           f" **The classifier (content) part is off: {content.get('why_not')}**; the score sees "
+                           "image statistics only and the wrong-class check is left out."))
+    v = labels["validation"]
+    verdict = "**passed**" if v["passed"] else "**FAILED** (" + "; ".join(v["problems"][:6]) + ")"
+    s.append(f"Validation on {v['n_real']} held-out real images (never trained on), each family scored by a "
+             f"discriminator trained without that family (leave-one-family-out): ROC AUC of real above degraded. "
+             f"Pass rule ({v['rule']}): {verdict}; mean AUC {v['mean']:.3f}, lowest cell {v['min']:.3f}. "
+             "Previous score: the k-NN realism on eleven statistics it replaces.")
+    base = labels.get("baseline_auc", {}).get("auc", {})
+    rows = []
+    for fam in [f for f in degradations.FAMILIES if f in auc] + [f for f in auc if f not in degradations.FAMILIES]:
+        levels, f = auc[fam], degradations.FAMILIES.get(fam)
+        pairs = validation.ordered(levels, fam) if f else list(levels.items())
+        prev = dict(validation.ordered(base[fam], fam)) if fam in base else {}
+        rows.append([fam, f.unit if f else "", " / ".join(str(x) for x in f.strengths) if f else ""]
+                    + [sanity.fmt("auc", a) for _, a in pairs]
+                    + [" / ".join(f"{prev[lvl]:.2f}" for lvl, _ in pairs if lvl in prev) or "–"])
+    s.append(_table(["family", "strength parameter", "weak / medium / strong", "AUC weak", "AUC medium",
+                     "AUC strong", "previous score (w / m / s)"], rows))
+    if v.get("omitted"):
+        s.append("Left out: " + "; ".join(f"{k} ({why})" for k, why in v["omitted"].items()) + ".")
+    scores = labels_stage.load_scores(run)
+    seeds = seeds_stage.load(run)
+    ag = labels.get("agreement")
+    figs = fig_labels(scores, seeds, ag, out)
+    q = labels["score_quantiles"]
+    s.append(f"![quality scores]({figs[0]})")
+    s.append(_table(["images", "n", "mean", "10 %", "median", "90 %"],
+                    [[name, len(scores[key]) if key in scores else "–", q[name]["mean"], q[name]["q10"],
+                      q[name]["q50"], q[name]["q90"]]
+                     for name, key in (("A", "score_a"), ("B", "score_b"), ("real", "score_real"),
+                                       ("reference", "score_reference")) if name in q]))
+    san = labels["sanity"]
+    fd = san["frechet_to_reference"]
+    s.append(f"Mean quality: A {sanity.fmt('quality', ms['A'])}, B {sanity.fmt('quality', ms['B'])}, held-out "
+             f"real {sanity.fmt('quality', ms['real'])}. Held-out real vs reference images: "
+             f"{_pct(san['real_inside_reference_5_95'])} inside the reference's 5-95 % range "
+             f"(KS {san['ks_real_vs_reference']:.3f}, p = {san['ks_p']:.2g}): "
+             + ("same range." if san["same_range"] else "**not the same range**.")
+             + f" Frechet distance to the reference: A {fd['A']:.3g}, B {fd['B']:.3g}, held-out real {fd['real']:.3g}."
+             + "".join(f" **Warning: {w}.**" for w in san["warnings"]))
+    if ag:
+        kappa = ag.get("cohen_kappa")
+        cm = ag["confusion"]
+        s.append(f"Human vs automated labels on {ag['n']} seeds: accuracy {_pct(ag['accuracy'])}, Cohen's kappa "
+                 + ("–" if kappa is None or not np.isfinite(kappa) else f"{kappa:.3f}")
+                 + f"; {len(ag['disagree'])} seeds disagree.")
+        s.append(_table(["human \\ automated"] + cm["labels"],
+                        [[lab] + row for lab, row in zip(cm["labels"], cm["matrix"])]))
+        if len(figs) > 1:
+            s.append(f"Seeds where they disagree (first {min(12, len(ag['disagree']))}; A above B): "
+                     f"![disagreements]({figs[1]})")
     return s
 
 

@@ -1,5 +1,6 @@
-"""The automated labeler: its statistics, the realism score, the A/B rule, Frechet distance, and its
-validation on real images (held-out real must outrank degraded copies)."""
+"""`hybrid_jax.labeler`: the A/B rule and its calibration, the Frechet distance, and the previous score
+(bounded k-NN realism on eleven statistics, now the validation baseline of the labels stage) with its
+original checks on real images. The score the labels stage uses is tested in tests/test_quality.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The validation suite's failure families: each a deterministic function of (images, strength, seed).
 
-Every family has three strengths, weakest first, chosen to span "visible to a careful viewer" to
-"obvious" (the table in docs/labeler.md shows one image per cell). All work on float32
+Every family has three strengths, weakest first, chosen to span "visible to a careful viewer side
+by side" to "obvious" (fixed before the score was designed; docs/labeler.md). All work on float32
 [n, 32, 32, 3] images in [-1, 1] and return the same, in pure NumPy (the resampler uses
 `jax.image.resize`). Random choices (noise, offsets, colour casts) come from
 `np.random.default_rng([seed, family index])`, so a suite run is reproducible.
@@ -22,7 +22,8 @@ Every family has three strengths, weakest first, chosen to span "visible to a ca
 | | patch offsets | each 8x8 patch read from a position shifted by up to (1, 2, 4) px |
 | | patch seams | each 8x8 patch shifted in tone by N(0, s^2) per channel, s = (0.05, 0.1, 0.2) |
 | | quadrant seams | each 16x16 quadrant shifted by up to (2, 4, 8) px and in tone by (0.05, 0.1, 0.2) |
-| wrong content | wrong class | real images of another class: the nearest class, the other classes of the same kind (animal / vehicle), the classes of the other kind |
+| wrong content | wrong class | real images of other classes: the nearest class, the other classes |
+| | | of the same kind (animal / vehicle), the classes of the other kind |
 
 `wrong class` needs real images of the other classes; `validation.run_suite` takes them as an
 argument and leaves the family out, saying so, where there are none (the stand-in data).
@@ -31,9 +32,11 @@ argument and leaves the family out, saying so, where there are none (the stand-i
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax import data as data_lib
@@ -68,12 +71,18 @@ def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
     return _f32(sum(k[i] * p[:, :, i:i + 32] for i in range(2 * r + 1)))
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _down_up(x: jax.Array, size: int) -> jax.Array:
+    small = jax.image.resize(x, (x.shape[0], size, size, 3), "linear", antialias=True)
+    return jax.image.resize(small, x.shape, "linear", antialias=True)
+
+
 def resample(images: np.ndarray, factor: float) -> np.ndarray:
     """Down to round(32 / factor) px (antialiased linear) and back up to 32 px (linear)."""
     x = np.asarray(images, np.float32)
-    size = int(round(32 / factor))
-    small = jax.image.resize(x, (len(x), size, size, 3), "linear", antialias=True)
-    return _f32(jax.image.resize(small, x.shape, "linear", antialias=True))
+    n = len(x)
+    padded = np.resize(x, (max(8, 1 << max(n - 1, 0).bit_length()), *x.shape[1:]))  # few compiled shapes
+    return _f32(np.asarray(_down_up(jnp.asarray(padded), int(round(32 / factor))))[:n])
 
 
 def washed_out(images: np.ndarray, strength) -> np.ndarray:
@@ -243,7 +252,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("patch seams", "local structure", (0.05, 0.1, 0.2), "tone offset sd per 8x8 patch", patch_seams),
     Family("quadrant seams", "local structure", ((2, 0.05), (4, 0.1), (8, 0.2)),
            "(max shift px, tone sd) per 16x16 quadrant", quadrant_seams),
-    Family("wrong class", "wrong content", ("nearest class", "same kind", "other kind"),
+    Family("wrong class", "wrong content", ("nearest class", "same kind", "other kind"),  # validation.level_names
            "which other classes", None),
 ]}
 
@@ -291,3 +300,85 @@ def shuffle_patches(images: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 DEGRADATIONS = {"blur": blur, "noise": add_noise, "shuffled patches": shuffle_patches}
+
+
+# ----------------------------------------------------------------------------- training-only corruptions
+
+def saturation(images, s, rng):
+    """Chroma around the grey level scaled by s or 1/s (random per image)."""
+    f = np.where(rng.random(len(images)) < 0.5, s, 1.0 / s)[:, None, None, None]
+    g = images.mean(-1, keepdims=True)
+    return _f32(g + f * (images - g))
+
+
+def hue_rotation(images, degrees, rng):
+    """Chroma rotated about the grey axis by +-degrees (random sign per image)."""
+    a = np.deg2rad(degrees) * rng.choice([-1.0, 1.0], len(images))
+    k = np.ones(3) / np.sqrt(3)
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    R = np.eye(3)[None] + np.sin(a)[:, None, None] * K[None] + (1 - np.cos(a))[:, None, None] * (K @ K)[None]
+    return _f32(np.einsum("nhwc,ndc->nhwd", images, R))
+
+
+def vignetting(images, v, rng):
+    yy, xx = np.meshgrid(np.linspace(-1, 1, 32), np.linspace(-1, 1, 32), indexing="ij")
+    mask = (1 - v * (xx ** 2 + yy ** 2) / 2)[None, :, :, None]
+    return _f32(((images + 1) / 2 * mask) * 2 - 1)
+
+
+def sharpen(images, amount, rng):
+    return _f32(images + amount * (images - gaussian_blur(images, 1.0)))
+
+
+def channel_shift(images, d, rng):
+    """Red and blue planes shifted by d px in opposite random directions (chromatic aberration)."""
+    out = np.array(images, np.float32)
+    for i in range(len(out)):
+        dy, dx = rng.choice([-d, 0, d], 2) if rng.random() < 0.5 else (0, d)
+        out[i, ..., 0] = np.roll(out[i, ..., 0], (dy, dx), (0, 1))
+        out[i, ..., 2] = np.roll(out[i, ..., 2], (-dy, -dx), (0, 1))
+    return _f32(out)
+
+
+def motion_blur(images, length, rng):
+    """Box blur of `length` px along x or y (random per image)."""
+    x = np.asarray(images, np.float32)
+    r = length // 2
+    out = np.empty_like(x)
+    horizontal = rng.random(len(x)) < 0.5
+    for axis, sel in ((2, horizontal), (1, ~horizontal)):
+        if sel.any():
+            pad = [(0, 0)] * 4
+            pad[axis] = (r, r)
+            p = np.pad(x[sel], pad, mode="reflect")
+            out[sel] = sum(np.take(p, np.arange(i, i + 32), axis=axis) for i in range(2 * r + 1)) / (2 * r + 1)
+    return _f32(out)
+
+
+def salt_and_pepper(images, share, rng):
+    x = np.array(images, np.float32)
+    hit = rng.random(x.shape[:3]) < share
+    x[hit] = rng.choice([-1.0, 1.0], int(hit.sum()))[:, None]
+    return _f32(x)
+
+
+# Corruptions the discriminator also trains on but the suite never validates: they widen what it
+# has seen of "not a clean photograph" without giving it any validated family.
+TRAINING_ONLY: dict[str, Family] = {f.name: f for f in [
+    Family("saturation", "training only", (1.3, 1.7, 2.5), "chroma x s or 1/s", saturation),
+    Family("hue", "training only", (15, 35, 70), "hue rotation (degrees)", hue_rotation),
+    Family("vignetting", "training only", (0.3, 0.6, 0.9), "corner darkening", vignetting),
+    Family("sharpen", "training only", (0.7, 1.5, 3.0), "unsharp-mask amount", sharpen),
+    Family("channel shift", "training only", (1, 2, 3), "red / blue shift (px)", channel_shift),
+    Family("motion blur", "training only", (3, 5, 7), "box length (px)", motion_blur),
+    Family("salt and pepper", "training only", (0.005, 0.02, 0.05), "share of pixels", salt_and_pepper),
+]}
+
+
+def degrade_any(images: np.ndarray, family: str, level: int, seed: int = 0) -> np.ndarray:
+    """`degrade` for the suite's families and the training-only ones."""
+    if family in FAMILIES:
+        return degrade(images, family, level, seed)
+    fam = TRAINING_ONLY[family]
+    rng = np.random.default_rng([seed, 100 + list(TRAINING_ONLY).index(family), level])
+    return fam.apply(np.asarray(images, np.float32), fam.strengths[level], rng)

@@ -8,14 +8,18 @@ failure moves out of it. Groups (images in [-1, 1], g the grey image = channel m
   all gradients (`patch_seams`), pixel std, log fine-to-coarse gradient ratio, log Laplacian-to-
   gradient ratio;
 - edges: log of the 99th percentile of |gradient| over the dynamic range (the sharpest edge);
-- noise floor: log of the 10th percentile, over the 64 4x4 cells, of the mean |Immerkaer residual|
-  (g convolved with [[1,-2,1],[-2,4,-2],[1,-2,1]]): flat parts of a clean image have none;
+- noise: log of the 10th percentile, over the 64 4x4 cells, of the mean |Immerkaer residual|
+  (g convolved with [[1,-2,1],[-2,4,-2],[1,-2,1]]): flat parts of a clean image have none; the
+  share of pixels whose residual is below 3 levels of 255 (`smooth_share`); log of the chroma
+  planes' Laplacian energy over the grey plane's (`chroma_hf`: camera images carry little colour
+  detail, independent noise per channel a lot);
 - exposure: 1st and 99th percentile of g (black and white level), the median's position between
   them (tone), share of clipped values (|x| > 0.98);
 - colour: mean R - G and B - G over the image (grey world) and over its brightest tenth (white
   point), mean chroma (std over channels);
-- quantisation: share of horizontally or vertically adjacent pixel pairs that are exactly equal
-  (to 1/4 of an 8-bit level);
+- quantisation: share of horizontally or vertically adjacent pixel pairs whose grey levels are
+  equal (to 1/4 of an 8-bit level; the score rounds every image to 8 bits first, so float outputs
+  and photographs are compared alike);
 - structure at the generators' grids: log-ratio of colour (chroma) gradients across the 8x8 patch
   borders to all chroma gradients, and log-ratio of grey gradients across the 16 px quadrant
   borders to all grey gradients.
@@ -31,8 +35,8 @@ from hybrid_jax import data as data_lib
 
 SHARPNESS = ("grad_x_1", "grad_y_1", "grad_x_2", "grad_y_2", "grad_x_4", "grad_y_4", "laplacian",
              "patch_seams", "pixel_std", "fine_to_coarse", "laplacian_to_gradient")
-EXTRA = ("edge_p99", "noise_floor", "smooth_share", "chroma_hf", "black_level", "white_level", "tone", "clipped", "cast_rg", "cast_bg",
-         "white_rg", "white_bg", "chroma", "flat_pairs", "chroma_seams", "quadrant_seams")
+EXTRA = ("edge_p99", "noise_floor", "smooth_share", "chroma_hf", "black_level", "white_level", "tone", "clipped",
+         "cast_rg", "cast_bg", "white_rg", "white_bg", "chroma", "flat_pairs", "chroma_seams", "quadrant_seams")
 STATISTICS = SHARPNESS + EXTRA
 _EPS = 1e-3  # keeps the log-ratios finite on flat images
 _PATCH_SEAMS = np.arange(data_lib.PATCH - 1, 31, data_lib.PATCH)  # gradient index across a patch border
@@ -94,7 +98,8 @@ def extra_statistics(images: jax.Array) -> jax.Array:
     cdy = jnp.abs(c[:, 1:] - c[:, :-1]).sum(-1)
     chroma_seams = _seam_ratio(cdx, cdy, _PATCH_SEAMS)
     quad = _seam_ratio(dx, dy, _QUAD_SEAMS)
-    return jnp.stack([edge, noise, smooth, chroma_hf, lo, hi, tone, clipped, cast_rg, cast_bg, white_rg, white_bg, chroma,
+    return jnp.stack([edge, noise, smooth, chroma_hf, lo, hi, tone, clipped, cast_rg, cast_bg, white_rg, white_bg,
+                      chroma,
                       flat_pairs, chroma_seams, quad], 1)
 
 
@@ -104,12 +109,18 @@ def image_statistics(images: jax.Array) -> jax.Array:
     return jnp.concatenate([sharpness_statistics(images), extra_statistics(images)], 1)
 
 
-def embed(images: np.ndarray, batch: int = 512) -> np.ndarray:
-    """`image_statistics` in batches (one compiled shape per batch size), as float64 NumPy."""
+def bucket(n: int, batch: int) -> int:
+    """Rows a chunk of n <= batch rows is padded to: the next power of two (at least 8), at most `batch`.
+    A few compiled shapes, and a dozen images never cost a full batch."""
+    return min(batch, max(8, 1 << max(n - 1, 0).bit_length()))
+
+
+def embed(images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """`image_statistics` as float64 NumPy, in chunks padded to power-of-two row counts (few compiled shapes)."""
     images = np.asarray(images, np.float32)
     parts = []
     for i in range(0, len(images), batch):
         chunk = images[i:i + batch]
-        padded = np.resize(chunk, (batch, *chunk.shape[1:])) if len(chunk) < batch and len(images) > batch else chunk
+        padded = np.resize(chunk, (bucket(len(chunk), batch), *chunk.shape[1:]))
         parts.append(np.asarray(image_statistics(padded), np.float64)[:len(chunk)])
     return np.concatenate(parts) if parts else np.zeros((0, len(STATISTICS)))

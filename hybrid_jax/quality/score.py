@@ -5,13 +5,14 @@ float outputs from 8-bit photographs):
 
 - s: the 27 natural-image statistics of `imagestats` (sharpness, noise floor, exposure, colour,
   quantisation, structure at the 8x8 patch and 16x16 quadrant grids);
-- e: the embedding of the small CIFAR-10 classifier of `classifier` (what the image shows) and
-  log p(class | x), the classifier's log-probability of the run's class;
+- e: the embedding of the small CIFAR-10 classifier of `classifier` (what the image shows),
+  log p(class | x), the classifier's log-probability of the run's class, and its confidence c
+  (log-sum-exp of the logits, largest log-probability);
 - optionally i: Inception-v3 pool features (`inception`, from a weights file the user provides).
 
 `Space` (fitted on the reference images only) maps them to the discriminator's inputs:
 
-    X = [ s,  d_s,  d_e,  log p(class | x),  d_i ]
+    X = [ s,  d_s,  d_e,  log p(class | x),  c,  d_i ]
 
 where d_s is the Mahalanobis distance of the Yeo-Johnson-transformed, standardised statistics to
 their reference mean (Ledoit-Wolf covariance), d_e the same for the embedding, d_i for the first
@@ -20,8 +21,9 @@ distance uses: [z_s (27), whitened e or i (at most 32)], at most 59 dimensions.
 
 The discriminator D (`trees`, boosted trees) is trained to tell real images of the class (the
 reference images and their mirror images) from copies of them under every degradation family of
-`degradations` at every strength, and from real images of the other classes. Its log-odds plus
-the class term form
+`degradations` at every strength, under seven training-only corruptions the suite never
+validates (`degradations.TRAINING_ONLY`), and from real images of the other classes (classes
+balanced by repeating the positives). Its log-odds plus the class term form
 
     L(x) = logit D(x) + beta * log p(class | x)          (beta = `content_weight`)
 
@@ -69,6 +71,7 @@ class Raw:
     stats: np.ndarray  # [n, 27]
     embedding: np.ndarray | None = None  # [n, E]
     log_p: np.ndarray | None = None  # [n] log p(class | x)
+    confidence: np.ndarray | None = None  # [n, 2] logsumexp of the logits, max log-probability
     pool: np.ndarray | None = None  # [n, P] Inception pool features
 
     def __len__(self):
@@ -76,28 +79,29 @@ class Raw:
 
     def take(self, idx) -> "Raw":
         pick = lambda a: None if a is None else a[idx]
-        return Raw(self.stats[idx], pick(self.embedding), pick(self.log_p), pick(self.pool))
+        return Raw(self.stats[idx], pick(self.embedding), pick(self.log_p), pick(self.confidence), pick(self.pool))
 
     @staticmethod
     def concat(parts: list["Raw"]) -> "Raw":
         cat = lambda name: (None if getattr(parts[0], name) is None
                             else np.concatenate([getattr(p, name) for p in parts]))
-        return Raw(cat("stats"), cat("embedding"), cat("log_p"), cat("pool"))
+        return Raw(cat("stats"), cat("embedding"), cat("log_p"), cat("confidence"), cat("pool"))
 
 
 Featurize = Callable[[np.ndarray], Raw]
 
 
-def make_featurizer(classifier: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+def make_featurizer(classifier: Callable[[np.ndarray], tuple] | None = None,
                     pool: Callable[[np.ndarray], np.ndarray] | None = None, batch: int = 512) -> Featurize:
-    """images -> Raw. `classifier(images) -> (embedding, log p(class))`, `pool(images) -> pool features`."""
+    """images -> Raw. `classifier(images) -> (embedding, log p(class), confidence)` (`classifier.class_features`),
+    `pool(images) -> pool features`."""
     def featurize(images: np.ndarray) -> Raw:
         parts = []
         images = np.asarray(images, np.float32)
         for i in range(0, max(len(images), 1), batch):
             x = to_8bit(images[i:i + batch])
-            emb, lp = classifier(x) if classifier is not None else (None, None)
-            parts.append(Raw(imagestats.embed(x), emb, lp, pool(x) if pool is not None else None))
+            emb, lp, conf = classifier(x) if classifier is not None else (None, None, None)
+            parts.append(Raw(imagestats.embed(x), emb, lp, conf, pool(x) if pool is not None else None))
         return Raw.concat(parts)
     return featurize
 
@@ -176,7 +180,7 @@ class Space:
     def input_names(self) -> list[str]:
         names = list(imagestats.STATISTICS) + ["stats_distance"]
         if self.content_w is not None:
-            names += ["content_distance", "log_p_class"]
+            names += ["content_distance", "log_p_class", "logsumexp_logits", "max_log_p"]
         if self.pool_w is not None:
             names += ["inception_distance"]
         return names
@@ -185,7 +189,8 @@ class Space:
         """The discriminator's inputs [n, len(input_names())]."""
         cols = [np.asarray(raw.stats, np.float64), self.stats_w.distance(self.z_stats(raw))[:, None]]
         if self.content_w is not None:
-            cols += [self.content_w.distance(raw.embedding)[:, None], np.asarray(raw.log_p, np.float64)[:, None]]
+            cols += [self.content_w.distance(raw.embedding)[:, None], np.asarray(raw.log_p, np.float64)[:, None],
+                     np.asarray(raw.confidence, np.float64)]
         if self.pool_w is not None:
             cols += [self.pool_w.distance(self._pool_pcs(raw))[:, None]]
         return np.nan_to_num(np.concatenate(cols, 1), nan=0.0, posinf=1e6, neginf=-1e6)
@@ -245,7 +250,8 @@ class TrainingSet:
 
 
 def build_training_set(featurize: Featurize, reference: np.ndarray, per_cell: int,
-                       other_classes: dict[str, np.ndarray] | None = None, seed: int = 1000) -> TrainingSet:
+                       other_classes: dict[str, np.ndarray] | None = None, seed: int = 1000,
+                       training_only: bool = True) -> TrainingSet:
     """Reference images and their mirror images; `per_cell` degraded copies of random reference images for
     every (family, strength) of the suite; up to 3 x `per_cell` images of other classes (each level of
     `wrong class` alike). Seeds differ from the validation suite's (which uses its own, below 1000)."""
@@ -253,12 +259,13 @@ def build_training_set(featurize: Featurize, reference: np.ndarray, per_cell: in
     m = len(reference)
     rng = np.random.default_rng(seed)
     images, family, source = [reference, reference[:, :, ::-1]], [""] * (2 * m), list(range(m)) * 2
-    for f, fam in degradations.FAMILIES.items():
+    fams = dict(degradations.FAMILIES) | (degradations.TRAINING_ONLY if training_only else {})
+    for f, fam in fams.items():
         if fam.apply is None:
             continue
         for level in range(len(fam.strengths)):
             idx = rng.choice(m, size=min(per_cell, m), replace=False)
-            images.append(degradations.degrade(reference[idx], f, level, seed=seed + 1 + level))
+            images.append(degradations.degrade_any(reference[idx], f, level, seed=seed + 1 + level))
             family += [f] * len(idx)
             source += idx.tolist()
     for imgs in (other_classes or {}).values():
@@ -271,14 +278,18 @@ def build_training_set(featurize: Featurize, reference: np.ndarray, per_cell: in
     return TrainingSet(raw, (family == "").astype(np.int64), family, np.asarray(source))
 
 
-def _balanced_weights(y: np.ndarray) -> np.ndarray:
-    n_pos, n_neg = max(int(y.sum()), 1), max(int((1 - y).sum()), 1)
-    return np.where(y == 1, n_neg / n_pos, 1.0)
+def _balanced_rows(y: np.ndarray) -> np.ndarray:
+    """Row indices with every positive repeated round(#negatives / #positives) times: balanced classes
+    without sample weights (which take HistGradientBoosting off its fast path, ~10x slower)."""
+    n_pos, n_neg = max(int(y.sum()), 1), int((1 - y).sum())
+    rep = max(1, int(round(n_neg / n_pos)))
+    return np.concatenate([np.repeat(np.flatnonzero(y == 1), rep), np.flatnonzero(y == 0)])
 
 
 def fit_discriminator(ts: TrainingSet, space: Space, cfg: trees.TreeConfig):
-    """Boosted trees on the space's inputs, classes balanced by weight."""
-    return trees.fit(space.inputs(ts.raw), ts.label, _balanced_weights(ts.label), cfg)
+    """Boosted trees on the space's inputs, classes balanced by repeating the positives."""
+    rows = _balanced_rows(ts.label)
+    return trees.fit(space.inputs(ts.raw)[rows], ts.label[rows], None, cfg)
 
 
 def fit_space(ts: TrainingSet) -> Space:

@@ -1,6 +1,7 @@
 """Gradient-boosted trees for the degradation discriminator: fitted by scikit-learn, evaluated in JAX.
 
-`fit` trains a `HistGradientBoostingClassifier` (class 1 = clean real image) and exports its
+`fit` trains a `HistGradientBoostingClassifier` (class 1 = clean real image; one thread: on a few
+thousand rows OpenMP threads only add spin-waiting, 10-50x slower on a loaded 2-core machine) and exports its
 trees into the router's padded-array format (`hybrid_jax.router.TreeEnsemble`, thresholds in raw
 feature units, no scaler); `log_odds` walks them in a jitted JAX graph. Each split of sklearn
 tests `x <= t` in float64; the export stores the largest float32 not above t, so for float32
@@ -16,10 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 from hybrid_jax import router as router_lib
+from hybrid_jax.quality import imagestats
 
 ARRAYS = ("feature", "threshold", "left", "right", "value", "init", "depth")
+_CHUNK = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +39,8 @@ def fit(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, cfg: Tre
     model = HistGradientBoostingClassifier(max_iter=cfg.iterations, max_depth=cfg.depth,
                                            learning_rate=cfg.learning_rate, early_stopping=False,
                                            random_state=cfg.seed)
-    model.fit(np.asarray(X, np.float32).astype(np.float64), np.asarray(y, int), sample_weight=sample_weight)
+    with threadpool_limits(limits=1, user_api="openmp"):  # a few thousand rows: threads only add spin-waiting
+        model.fit(np.asarray(X, np.float32).astype(np.float64), np.asarray(y, int), sample_weight=sample_weight)
     return from_arrays(export_arrays(model))
 
 
@@ -50,7 +55,8 @@ def _f32_at_most(t: np.ndarray) -> np.ndarray:
 def export_arrays(model: HistGradientBoostingClassifier) -> dict[str, np.ndarray]:
     """Padded arrays of a fitted binary HistGradientBoostingClassifier (leaves loop to themselves)."""
     trees = [p[0].nodes for p in model._predictors]  # one predictor per iteration (binary)
-    n_trees, max_nodes = len(trees), max(len(t) for t in trees)
+    full = 2 ** (model.max_depth + 1) - 1 if model.max_depth else 0  # a full tree: one shape for every fit
+    n_trees, max_nodes = len(trees), max(full, *(len(t) for t in trees))
     feature = np.zeros((n_trees, max_nodes), np.int32)
     threshold = np.zeros((n_trees, max_nodes), np.float32)
     left = np.tile(np.arange(max_nodes, dtype=np.int32), (n_trees, 1))
@@ -107,6 +113,9 @@ def log_odds(ens: router_lib.TreeEnsemble, X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, np.float32)
     if X.ndim != 2:
         raise ValueError(f"expected features [n, F], got shape {X.shape}")
-    if len(X) == 0:
-        return np.zeros(0)
-    return np.asarray(_raw(ens, jnp.asarray(X)), np.float64)
+    out = []
+    for i in range(0, len(X), _CHUNK):  # rows padded to power-of-two counts: few compiled shapes
+        chunk = X[i:i + _CHUNK]
+        padded = np.resize(chunk, (imagestats.bucket(len(chunk), _CHUNK), X.shape[1]))
+        out.append(np.asarray(_raw(ens, jnp.asarray(padded)), np.float64)[:len(chunk)])
+    return np.concatenate(out) if out else np.zeros(0)

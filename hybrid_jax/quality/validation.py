@@ -54,12 +54,12 @@ def run_suite(score: ScoreFn, held_out: np.ndarray, *, other_classes: dict[str, 
     out = {"auc": {}, "gap": {}, "omitted": {}, "n_real": len(held_out)}
     for name in families:
         fam = degradations.FAMILIES[name]
+        if fam.apply is None and not other_classes:
+            out["omitted"][name] = "no real images of other classes (the data has no classes, e.g. the stand-in)"
+            continue
         fn = score_for_family(name) if score_for_family else score
         real = real_scores(fn)
         if fam.apply is None:
-            if not other_classes:
-                out["omitted"][name] = "no real images of other classes (stand-in data has no classes)"
-                continue
             out["auc"][name] = {lvl: auc(real, np.asarray(fn(np.asarray(imgs, np.float32)), np.float64))
                                 for lvl, imgs in other_classes.items()}
             continue
@@ -72,10 +72,23 @@ def run_suite(score: ScoreFn, held_out: np.ndarray, *, other_classes: dict[str, 
     return out
 
 
+WRONG_CLASS_LEVELS = ("nearest class", "same kind", "other kind")
+
+
+def level_names(family: str) -> tuple[str, ...]:
+    """The levels of a family, weakest first (JSON files keep dicts sorted by key, not in this order)."""
+    return WRONG_CLASS_LEVELS if degradations.FAMILIES[family].apply is None else degradations.LEVELS
+
+
+def ordered(levels: dict[str, float], family: str) -> list[tuple[str, float]]:
+    """(level, value) pairs of one family, weakest first."""
+    return [(lvl, levels[lvl]) for lvl in level_names(family) if lvl in levels]
+
+
 def verdict(aucs: dict[str, dict[str, float]]) -> dict:
-    """The pass rule applied to {family: {level: AUC}} (levels weakest first)."""
+    """The pass rule applied to {family: {level: AUC}}."""
     cells = [v for levels in aucs.values() for v in levels.values()]
-    strongest = {f: list(levels.values())[-1] for f, levels in aucs.items()}
+    strongest = {f: ordered(levels, f)[-1][1] for f, levels in aucs.items()}
     problems = []
     mean = float(np.mean(cells)) if cells else float("nan")
     if not mean >= PASS_RULE["mean"]:
