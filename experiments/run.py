@@ -89,10 +89,11 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from hybrid_jax import pipeline, rundir, runlog  # after arg parsing: --help stays fast
+    from hybrid_jax import pipeline, rundir, runlog, sharding  # after arg parsing: --help stays fast
 
     try:
         cfg = config_lib.apply_overrides(config_lib.get_preset(args.preset), config_overrides(args))
+        sharding.check_devices(args.devices)
         workdir = Path(args.workdir or f"runs/{cfg.name}")
         runlog.setup(workdir)
         with rundir.lock(workdir):

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import jax
 
-from hybrid_jax import checkpoint, config, data, io, labels, pipeline, router, train
+from hybrid_jax import checkpoint, config, data, io, labels, pipeline, router, sharding, train
 
 USER_ERRORS = (config.ConfigError, data.DataError, checkpoint.CheckpointMismatch, pipeline.RunDirError,
-               labels.LabelError, router.RouterError, io.WriteError, train.TrainingDiverged, FileNotFoundError)
+               labels.LabelError, router.RouterError, io.WriteError, train.TrainingDiverged, sharding.MeshError,
+               FileNotFoundError)
 
 
 def setup(workdir: Path) -> None:

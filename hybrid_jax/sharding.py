@@ -17,8 +17,25 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = "data"
 
 
+class MeshError(ValueError):
+    """More devices were asked for than the processes can see; raised before any work starts."""
+
+
+def check_devices(num_devices: int) -> None:
+    """Refuse a mesh larger than the devices available (never a silent fallback to fewer)."""
+    available = jax.devices()
+    if num_devices < 0 or num_devices > len(available):
+        kinds = ", ".join(sorted({f"{d.platform}" for d in available}))
+        raise MeshError(f"--devices {num_devices} asks for {num_devices} devices but {len(available)} are available "
+                        f"({kinds}, {jax.process_count()} process(es)); use --devices {len(available)} or fewer "
+                        "(0: no mesh)")
+
+
 def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh over the first `num_devices` devices (all by default)."""
+    """A 1-D mesh over the first `num_devices` devices (all by default; in a multi-process run, the
+    devices of every process)."""
+    if num_devices:
+        check_devices(num_devices)
     devices = jax.devices()[: num_devices or None]
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 

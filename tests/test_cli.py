@@ -93,3 +93,15 @@ def test_help_does_not_import_jax():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_more_devices_than_available_is_refused_before_any_work(tmp_path, capsys):
+    import jax
+
+    n = jax.device_count()
+    workdir = tmp_path / "run"
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--devices", str(n + 1)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --devices {n + 1} asks for {n + 1} devices but {n} are available" in err
+    assert f"use --devices {n} or fewer" in err
+    assert not workdir.exists()  # refused before the work dir (or anything in it) was made
