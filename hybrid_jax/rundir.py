@@ -143,6 +143,8 @@ class Stage:
 
     `config(cfg)` returns the config values it reads, `after` the stages whose outputs it reads
     (their fingerprints chain into its own), `inputs(run)` anything outside the work dir (hashes).
+    `version` is bumped when the stage's outputs change meaning or format, so a work dir written by
+    older code re-runs that stage (and what follows) instead of mixing formats; 0 adds nothing.
     """
 
     name: str
@@ -150,10 +152,12 @@ class Stage:
     config: "typing.Callable[[Preset], tuple]" = lambda cfg: ()
     after: tuple[str, ...] = ()
     inputs: "typing.Callable[[Run], tuple]" = lambda run: ()
+    version: int = 0
 
     def fingerprint(self, run: Run, upstream: dict[str, str]) -> str:
         values = [config_lib.to_dict(v) if dataclasses.is_dataclass(v) else v for v in self.config(run.cfg)]
-        return fingerprint(self.name, values, [upstream[a] for a in self.after], self.inputs(run))
+        versioned = (self.version,) if self.version else ()
+        return fingerprint(self.name, values, [upstream[a] for a in self.after], self.inputs(run), *versioned)
 
 
 # ----------------------------------------------------------------------------- one writer per work dir

@@ -235,3 +235,16 @@ def test_compiled_programs_are_cached_in_the_workdir(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert any((tmp_path / "cached" / "cache" / "jax").iterdir())
+
+
+def test_a_stage_version_bump_reruns_it_and_version_0_keeps_old_fingerprints():
+    import types
+
+    from hybrid_jax import rundir
+
+    run = types.SimpleNamespace(cfg=config_lib.get_preset("test"))
+    old = rundir.Stage("labels", lambda r: {}, after=("seeds",))
+    upstream = {"seeds": "abc"}
+    assert old.fingerprint(run, upstream) == rundir.fingerprint("labels", [], ["abc"], ())
+    bumped = rundir.Stage("labels", lambda r: {}, after=("seeds",), version=1)
+    assert bumped.fingerprint(run, upstream) != old.fingerprint(run, upstream)

@@ -241,7 +241,9 @@ def _inputs(run: Run) -> tuple:
             file_hash(w) if w else None)
 
 
-STAGE = Stage("labels", run_stage, config=lambda cfg: (cfg.labeler,), after=("data", "seeds"), inputs=_inputs)
+# version 1: the learned score (discriminator + classifier); work dirs of the statistics score re-run
+STAGE = Stage("labels", run_stage, config=lambda cfg: (cfg.labeler,), after=("data", "seeds"), inputs=_inputs,
+              version=1)
 
 
 def _restore_content(run: Run) -> build.Content:
