@@ -165,6 +165,10 @@ class Chain:
     def num_steps(self) -> int:
         return self.t.shape[0]
 
+    def steps(self, start: int, stop: int | None = None) -> "Chain":
+        """Steps start..stop-1: running chain.steps(0, p) then chain.steps(p) is running the chain."""
+        return jax.tree.map(lambda v: v[start:stop], self)
+
 
 def respace(num_timesteps: int, steps: int) -> np.ndarray:
     """`steps` timesteps of a T-step schedule, evenly spaced from T - 1 down to 0 (descending)."""
@@ -221,29 +225,62 @@ def _chain(base: dict, t: np.ndarray, tables: dict, noisy: np.ndarray) -> Chain:
                  **{k: f32(v) for k, v in tables.items()}, noisy=f32(noisy))
 
 
-def chain_step(c: Chain, i, x_t: jax.Array, eps: jax.Array, noise: jax.Array, clip_x0: bool = True) -> jax.Array:
-    """Step i of chain c: x at c.t[i] -> x at the next visited timestep (same arithmetic as `ddpm_step`)."""
-    at = lambda v: _bcast(jnp.broadcast_to(v[i], x_t.shape[:1]), x_t)
+def tile_tokens(height: int, width: int, tile: int) -> np.ndarray:
+    """[height, width, 1] int32 token index of each pixel: tiles of tile x tile in raster order (blocks, patches)."""
+    rows, cols = np.indices((height, width)) // tile
+    return (rows * (width // tile) + cols).astype(np.int32)[..., None]
+
+
+def stack_chains(chains) -> Chain:
+    """A per-token chain: one chain per token (equal step counts), each field [S, K]; `sample_chain` with a
+    token map then runs token k on its own timesteps."""
+    if len({c.num_steps for c in chains}) != 1:
+        raise ValueError(f"per-token chains need equal step counts, got {[c.num_steps for c in chains]}")
+    return jax.tree.map(lambda *v: jnp.stack(v, axis=-1), *chains)
+
+
+def per_token_normal(keys: jax.Array, t: jax.Array, tokens: jax.Array, shape) -> jax.Array:
+    """Noise [b, *shape] whose pixels of token k are `per_example_normal(keys, t[:, k], shape)`'s: each token's
+    noise is keyed on its own timestep, so equal timesteps give exactly the per-image noise."""
+    draws = jax.vmap(lambda tk: per_example_normal(keys, tk, shape), out_axes=1)(t.T)  # [b, K, *shape]
+    idx = jnp.broadcast_to(jnp.asarray(tokens)[None, None], (draws.shape[0], 1, *shape))
+    return jnp.take_along_axis(draws, idx, axis=1)[:, 0]
+
+
+def chain_step(c: Chain, i, x_t: jax.Array, eps: jax.Array, noise: jax.Array, clip_x0: bool = True,
+               tokens: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Step i of chain c: x at c.t[i] -> (x at the next visited timestep, the predicted x0), the arithmetic of
+    `ddpm_step`. With a token map [*x.shape[1:-1], 1] the chain is per token (fields [S, K]) and each pixel
+    takes its token's coefficients."""
+    if tokens is None:
+        at = lambda v: _bcast(jnp.broadcast_to(v[i], x_t.shape[:1]), x_t)
+    else:
+        at = lambda v: v[i][jnp.asarray(tokens)][None]
     x0 = at(c.sqrt_recip_ac) * x_t - at(c.sqrt_recipm1_ac) * eps
     if clip_x0:
         x0 = jnp.clip(x0, -1.0, 1.0)
     mean = at(c.c_x0) * x0 + at(c.c_xt) * x_t
-    return mean + at(c.noisy) * jnp.exp(0.5 * at(c.log_var)) * noise
+    return mean + at(c.noisy) * jnp.exp(0.5 * at(c.log_var)) * noise, x0
 
 
 def sample_chain(eps_fn: EpsFn, params, chain: Chain, x_init: jax.Array, keys: jax.Array, *, cond: Any = None,
-                 unroll: int = 1, clip_x0: bool = True) -> jax.Array:
-    """Run every step of `chain` from x_init (x at chain.t[0]); eps_fn is called once per step with
-    each example's timestep [b], and each example's noise is keyed on its own timestep."""
+                 unroll: int = 1, clip_x0: bool = True, tokens: np.ndarray | None = None, trace: bool = False):
+    """Run every step of `chain` from x_init (x at chain.t[0]); eps_fn is called once per step with each
+    example's timestep [b] (per token: [b, K], with `tokens` the pixel -> token map of `tile_tokens` and
+    chain fields [S, K]), and each example's (token's) noise is keyed on its own timestep.
+    Returns x, or with `trace` (x, the predicted x0 of every step [S, b, ...])."""
     b = x_init.shape[0]
 
     def step(x, i):
-        t = jnp.full((b,), chain.t[i], jnp.int32)
+        t = jnp.broadcast_to(chain.t[i], (b, *chain.t.shape[1:]))  # [b] or [b, K]
         eps = eps_fn(params, x, t, cond).astype(jnp.float32)
-        return chain_step(chain, i, x, eps, per_example_normal(keys, t, x.shape[1:]), clip_x0), None
+        noise = (per_example_normal(keys, t, x.shape[1:]) if tokens is None
+                 else per_token_normal(keys, t, tokens, x.shape[1:]))
+        x, x0 = chain_step(chain, i, x, eps, noise, clip_x0, tokens)
+        return x, (x0 if trace else None)
 
-    x, _ = jax.lax.scan(step, x_init.astype(jnp.float32), jnp.arange(chain.num_steps), unroll=unroll)
-    return x
+    x, x0s = jax.lax.scan(step, x_init.astype(jnp.float32), jnp.arange(chain.num_steps), unroll=unroll)
+    return (x, x0s) if trace else x
 
 
 def sample_loop(eps_fn: EpsFn, params, sched: Schedule, x_init: jax.Array, keys: jax.Array, *,

@@ -401,3 +401,61 @@ def test_an_examples_noise_depends_on_its_own_timestep_only():
     mixed = diffusion.per_example_normal(keys, jnp.array([3, 3, 9, 9]), (5,))
     np.testing.assert_array_equal(mixed[:2], diffusion.per_example_normal(keys[:2], 3, (5,)))
     np.testing.assert_array_equal(mixed[2:], diffusion.per_example_normal(keys[2:], 9, (5,)))
+
+
+# ----------------------------------------------------------------------------- per-token timesteps
+
+def _per_pixel(t, tokens):
+    """[b] or [b, K] timesteps -> [b, H, W, 1] (each pixel its token's)."""
+    return t[:, None, None, None] if t.ndim == 1 else t[:, tokens[..., 0]][..., None]
+
+
+@pytest.mark.parametrize("eta", [0.0, None])
+def test_a_per_token_chain_with_equal_tokens_is_the_per_image_chain(eta):
+    """Equal to f32 rounding (1e-6), not bitwise: XLA:CPU evaluates exp / tanh on a per-image chain's scalars
+    but on a per-token chain's per-pixel tables (vectorised, an ulp apart). The noise is bitwise the same."""
+    T, tokens = 50, diffusion.tile_tokens(8, 8, 4)  # 4 tokens of 4 x 4 pixels
+    W = jnp.asarray([[0.6, -0.2, 0.1], [0.3, 0.5, -0.4], [-0.1, 0.2, 0.7]], jnp.float32)
+    eps_fn = lambda p, x, t, c: jnp.tanh(x @ W + _per_pixel(t, tokens) / T)
+    visit = diffusion.respace(T, 7)
+    chain = diffusion.ddpm_chain(T, visit) if eta is None else diffusion.ddim_chain(T, visit, eta)
+    keys = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(jax.random.key(2), (3, 8, 8, 3))
+    per_image = jax.jit(lambda x, k: diffusion.sample_chain(eps_fn, None, chain, x, k))(x, keys)
+    per_token = jax.jit(lambda x, k: diffusion.sample_chain(eps_fn, None, diffusion.stack_chains([chain] * 4), x, k,
+                                                            tokens=tokens))(x, keys)
+    np.testing.assert_allclose(np.asarray(per_token), np.asarray(per_image), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(diffusion.per_token_normal(keys, jnp.full((3, 4), 5), tokens, (8, 8, 3)),
+                                  diffusion.per_example_normal(keys, 5, (8, 8, 3)))
+
+
+@pytest.mark.parametrize("eta", [None, 0.5])
+def test_each_token_follows_its_own_timesteps(eta):
+    """Four tokens on four different 6-step schedules vs the NumPy sampler run once per schedule."""
+    T, tokens = 60, diffusion.tile_tokens(8, 8, 4)
+    W = np.array([[0.6, -0.2, 0.1], [0.3, 0.5, -0.4], [-0.1, 0.2, 0.7]])
+    eps_np = lambda x, t: np.tanh(x @ W + t / T)  # pixelwise, so each token's pixels follow their own chain
+    eps_fn = lambda p, x, t, c: jnp.tanh(x @ jnp.asarray(W, jnp.float32) + _per_pixel(t, tokens) / T)
+    visits = [diffusion.respace(T, 6), diffusion.respace(40, 6), np.arange(5, -1, -1), diffusion.respace(T, 6) // 2]
+    make = (lambda v: diffusion.ddpm_chain(T, v)) if eta is None else (lambda v: diffusion.ddim_chain(T, v, eta))
+    chain = diffusion.stack_chains([make(v) for v in visits])
+    keys = jax.random.split(jax.random.key(7), 3)
+    x = np.asarray(jax.random.normal(jax.random.key(8), (3, 8, 8, 3)))
+    got = np.asarray(jax.jit(lambda x, k: diffusion.sample_chain(eps_fn, None, chain, x, k, tokens=tokens))(x, keys))
+    for k, v in enumerate(visits):
+        ref = _reference_chain(T, v, x, keys, eps_np, eta)
+        mask = tokens[..., 0] == k
+        np.testing.assert_allclose(got[:, mask], ref[:, mask], atol=1e-5, err_msg=f"token {k}")
+    assert not np.allclose(got[:, tokens[..., 0] == 0], _reference_chain(T, visits[1], x, keys, eps_np, eta)[:, tokens[..., 0] == 0])
+
+
+def test_a_chain_split_anywhere_runs_the_same_steps():
+    T = 30
+    eps_fn = lambda p, x, t, c: jnp.tanh(x + t[:, None] / T)
+    chain = diffusion.ddpm_chain(T, diffusion.respace(T, 9))
+    keys = jax.random.split(jax.random.key(3), 4)
+    x = jax.random.normal(jax.random.key(4), (4, 3))
+    run = jax.jit(lambda c, x: diffusion.sample_chain(eps_fn, None, c, x, keys))
+    whole = run(chain, x)
+    for p in (1, 4, 8):
+        np.testing.assert_array_equal(np.asarray(run(chain.steps(p), run(chain.steps(0, p), x))), np.asarray(whole))
