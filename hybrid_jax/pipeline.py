@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from hybrid_jax import io
+from hybrid_jax import io, tensorboard
 from hybrid_jax.rundir import Run, RunDirError, Stage, is_done, load_run, mark_done, open_run, preset_from_dict
 from hybrid_jax.stages import allocate, data, features, labels, report, routed, router, seeds, train
 
@@ -40,6 +40,7 @@ def run_stages(run: Run, only: tuple[str, ...] | None = None) -> dict[str, dict]
     if unknown:
         raise RunDirError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGE_NAMES)}")
     summaries, fingerprints = {}, {}
+    stage_scalars = None  # TensorBoard `<workdir>/tb/stages`, opened when a stage runs
     for stage in STAGES:
         fp = fingerprints[stage.name] = stage.fingerprint(run, fingerprints)
         if only and stage.name not in only:
@@ -54,4 +55,6 @@ def run_stages(run: Run, only: tuple[str, ...] | None = None) -> dict[str, dict]
         summary["stage_seconds"] = time.perf_counter() - t0
         summaries[stage.name] = mark_done(run, stage.name, fp, summary)
         log.info("stage %-9s finished in %.1f s", stage.name, summary["stage_seconds"])
+        stage_scalars = stage_scalars or tensorboard.scalar_writer(run.path("tb", "stages"))
+        stage_scalars(f"stage_seconds/{stage.name}", summary["stage_seconds"], STAGE_NAMES.index(stage.name))
     return summaries

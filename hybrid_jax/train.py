@@ -94,10 +94,13 @@ def _check_finite(state: TrainState, since: int, desc: str, ckpt: Checkpointer) 
 
 def train(loss_fn: LossFn, init_params, images: np.ndarray, cfg: TrainConfig, ckpt: Checkpointer, *,
           desc: str = "train", mesh: jax.sharding.Mesh | None = None,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None,
+          scalars: Callable[[str, float, int], None] = lambda tag, value, step: None) -> TrainResult:
     """Train to `cfg.epochs`, resuming from the newest checkpoint in `ckpt`.
 
     `stop_after` ends the loop early at that step (after checkpointing), for tests of resume.
+    `scalars(tag, value, step)` receives, at every log step, the mean loss since the last one, the
+    learning rate and the throughput (e.g. `tensorboard.scalar_writer`).
     """
     n_steps = total_steps(len(images), cfg)
     state, resumed = ckpt.restore(init_state(init_params, cfg, n_steps))
@@ -110,7 +113,7 @@ def train(loss_fn: LossFn, init_params, images: np.ndarray, cfg: TrainConfig, ck
     start = int(state.step)
     end = n_steps if stop_after is None else min(stop_after, n_steps)
     checked = start
-    t0 = time.perf_counter()
+    t0 = t_log = time.perf_counter()
     with tqdm(total=n_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True,
               mininterval=1.0, disable=None) as bar:
         for s in range(start, end):
@@ -119,7 +122,11 @@ def train(loss_fn: LossFn, init_params, images: np.ndarray, cfg: TrainConfig, ck
             done = s + 1
             if done % cfg.log_every == 0 or done % cfg.ckpt_every == 0 or done == end:
                 _check_finite(state, checked, desc, ckpt)
-                checked = done
+                now = time.perf_counter()
+                for tag, value in (("loss", np.mean(np.asarray(state.losses[checked:done]))), ("learning_rate", cfg.lr),
+                                   ("images_per_second", (done - checked) * cfg.batch_size / (now - t_log))):
+                    scalars(tag, value, done)
+                checked, t_log = done, now
                 loss = float(state.losses[s])
                 bar.set_postfix(loss=f"{loss:.4f}")
                 log.info("%s step %d/%d loss %.5f", desc, done, n_steps, loss)

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import io, model_a, model_b
+from hybrid_jax import io, model_a, model_b, tensorboard
 from hybrid_jax import train as train_lib
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.config import Preset
@@ -38,7 +38,8 @@ def _stage_fn(name: str) -> Callable[[Run], dict]:
         images = data_stage.load(run)["train"]
         ckpt = Checkpointer(run.path(name, "ckpt"), _guard(run, section))
         result = train_lib.train(loss_fn, init(jax.random.key(section.train.seed)), images, section.train, ckpt,
-                                 desc=f"train {name}", mesh=run.mesh)
+                                 desc=f"train {name}", mesh=run.mesh,
+                                 scalars=tensorboard.scalar_writer(run.path("tb", name)))
         Checkpointer(run.path(name, "params"), _guard(run, section)).save(len(result.losses), result.params)
         io.write_npz(run.path(name, "losses.npz"), losses=result.losses)
         return {"steps": len(result.losses), "final_loss": float(np.mean(result.losses[-10:])),
