@@ -8,7 +8,9 @@ fits one gradient-boosting classifier per option, P(option acceptable | probe fe
 cross-fitted over the router's folds, and takes the cheapest option whose probability reaches
 a threshold (swept: a cost-quality curve). Beside it: every fixed option, the brief's binary
 router, random allocation with the learned policy's option mix (equal mean compute), the oracle.
-Policies that read the probe pay for it; B's options then resume from the probe's prefix.
+Policies that read the probe pay for it; B's options then resume from the probe's prefix. With A's
+own probe (options that continue it), two more: A's probe choosing A's step budget, and the cascade
+(B's probe -> a B option or A; if A, A's probe -> A's budget), each paying the probes it ran.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ COST_FIELDS = evaluation.COST_FIELDS
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """Per-option facts: names, model ("model_a" / "model_b"), cost per image from scratch, and with the probe paid."""
+    """Per-option facts: names, cost per image from scratch, and with B's probe paid; the probe each continues from."""
 
     names: tuple[str, ...]
     cost: np.ndarray  # [K, 3] passes, flops, seconds per image from scratch
-    cost_probed: np.ndarray  # [K, 3] the same when the probe ran first (probe + the option's remaining work)
+    cost_probed: np.ndarray  # [K, 3] the same when B's probe ran first (probe + the option's remaining work)
+    probe: tuple[str, ...] = ()  # per option "B" (resumes B's prefix), "A" (continues A's own probe) or ""; () = all ""
+
+    def columns(self, probe: str) -> np.ndarray:
+        """Indices of the options that continue from `probe`."""
+        return np.flatnonzero(np.array(self.probe or ("",) * len(self.names)) == probe)
 
     @property
     def cheapest_first(self) -> np.ndarray:
@@ -46,6 +53,15 @@ def cheapest(ok: np.ndarray, order: np.ndarray) -> np.ndarray:
     """[n] index of the first option in `order` that is True in `ok` [n, K] (the last in order if none)."""
     ranked = ok[:, order]
     return order[np.where(ranked.any(1), ranked.argmax(1), len(order) - 1)]
+
+
+def predicted(p: np.ndarray, cols: np.ndarray, t: float, order: np.ndarray, fallback) -> np.ndarray:
+    """[n] the cheapest option among `cols` whose P(acceptable) (p [n, len(cols)]) reaches t; `fallback` where none does."""
+    ok = np.zeros((len(p), len(order)), bool)
+    ok[:, cols] = p >= t
+    sub = order[np.isin(order, cols)]
+    ranked = ok[:, sub]
+    return np.where(ranked.any(1), sub[ranked.argmax(1)], fallback)
 
 
 def crossfit_acceptable(X: np.ndarray, ok: np.ndarray, folds: np.ndarray, n_estimators: int, max_depth: int,
@@ -85,10 +101,10 @@ def _point(name: str, param, choice: np.ndarray, probed: bool, quality: np.ndarr
 
 
 def _random_point(choice: np.ndarray, quality: np.ndarray, opts: Options, feats, feats_real, rng, boot,
-                  n_mc: int) -> dict:
+                  n_mc: int, name: str = "random (same mix)") -> dict:
     """Random allocation with the same option mix as `choice` (so the same mean compute), paying no probe:
     exact expected quality, bootstrap CI over seeds, FD as the mean over `n_mc` random permutations."""
-    p = _point("random (same mix)", None, rng.permutation(choice), False, quality, opts, feats, feats_real, rng, boot)
+    p = _point(name, None, rng.permutation(choice), False, quality, opts, feats, feats_real, rng, boot)
     share = np.bincount(choice, minlength=quality.shape[1]) / len(choice)
     p["quality"] = float(quality.mean(0) @ share)  # the expectation over random assignments
     p["quality_ci"] = evaluation.bootstrap_ci((quality.T,), lambda q, axis=-1: np.mean(q, axis=axis).T @ share,
@@ -104,33 +120,43 @@ def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarra
              binary: tuple[int, int], p_cheap: np.ndarray, router_threshold: float,
              thresholds: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95), feats: np.ndarray | None = None,
              feats_real: np.ndarray | None = None, gb: dict | None = None, seed: int = 0,
-             boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig(), n_mc: int = 16) -> dict:
-    """Every policy's cost-quality point on the same seeds (see the module docstring)."""
+             boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig(), n_mc: int = 16,
+             X_a: np.ndarray | None = None) -> dict:
+    """Every policy's cost-quality point on the same seeds (see the module docstring). With A's probe features
+    `X_a` and options that continue A's probe (`opts.probe` "A"): A's probe alone choosing A's budget, and the
+    cascade (B's probe -> a B option, else A's probe -> A's budget; both probes paid where they ran)."""
     rng = np.random.default_rng(seed)
     n, k = quality.shape
     ok = acceptable(quality, tau)
     order = opts.cheapest_first
+    base = np.setdiff1d(np.arange(k), opts.columns("A"))  # the options decided from B's probe alone
     point = lambda name, param, choice, probed: _point(name, param, choice, probed, quality, opts, feats,
                                                        feats_real, rng, boot)
+    random = lambda name, choices: [dict(_random_point(c, quality, opts, feats, feats_real, rng, boot, n_mc, name),
+                                         param=t) for t, c in choices.items()]
     points = [point(f"fixed: {opts.names[j]}", None, np.full(n, j), False) for j in range(k)]
-    oracle = cheapest(ok, order)
+    base_order = order[np.isin(order, base)]
+    oracle = cheapest(ok, base_order)
     points.append(point("oracle", None, oracle, False))
     a, b = binary
     points.append(point("binary router", router_threshold, np.where(p_cheap < router_threshold, a, b), True))
-    p_ok = crossfit_acceptable(X, ok, folds, seed=seed, **(gb or {"n_estimators": 100, "max_depth": 3,
-                                                                   "learning_rate": 0.1}))
-    learned = {t: cheapest(np.column_stack([p_ok[:, j] >= t for j in range(k)]) | _safe(k, order), order)
-               for t in thresholds}
+    fit = lambda X_, cols: crossfit_acceptable(X_, ok[:, cols], folds, seed=seed, **(gb or {
+        "n_estimators": 100, "max_depth": 3, "learning_rate": 0.1}))
+    p_ok = np.full((n, k), np.nan)
+    p_ok[:, base] = fit(X, base)
+    learned = {t: predicted(p_ok[:, base], base, t, order, base_order[-1]) for t in thresholds}
     points += [point("learned allocation", t, c, True) for t, c in learned.items()]
-    points += [dict(_random_point(c, quality, opts, feats, feats_real, rng, boot, n_mc), param=t)
-               for t, c in learned.items()]
+    points += random("random (same mix)", learned)
+    a_cols, b_cols = opts.columns("A"), opts.columns("B")
+    if X_a is not None and len(a_cols):
+        p_ok[:, a_cols] = fit(X_a, a_cols)
+        costliest_a = order[np.isin(order, a_cols)][-1]
+        by_a = {t: predicted(p_ok[:, a_cols], a_cols, t, order, costliest_a) for t in thresholds}
+        cascade = {t: predicted(p_ok[:, b_cols], b_cols, t, order, by_a[t]) for t in thresholds}
+        points += [point("A probe allocation", t, c, False) for t, c in by_a.items()]
+        points += [point("cascade", t, c, True) for t, c in cascade.items()]
+        points += random("random (cascade's mix)", cascade)
+        points.append(point("oracle (all options)", None, cheapest(ok, order), False))
     exact = [{"threshold": float(t), "exact": float(np.mean(c == oracle))} for t, c in learned.items()]
     return {"n": n, "options": list(opts.names), "tau": tau, "acceptable_share": ok.mean(0).tolist(),
             "oracle_mix": np.bincount(oracle, minlength=k).tolist(), "learned_exact": exact, "points": points}
-
-
-def _safe(k: int, order: np.ndarray) -> np.ndarray:
-    """[1, K] True only for the most expensive option: the fallback when no option is predicted acceptable."""
-    m = np.zeros((1, k), bool)
-    m[0, order[-1]] = True
-    return m

@@ -75,3 +75,46 @@ def test_fixed_options_cost_what_they_cost():
     assert [p["passes_per_image"] for p in fixed] == list(COST[:, 0])
     assert fixed[0]["flops_savings"] == 0.0 and fixed[-1]["flops_savings"] == pytest.approx(1 - 1e11 / 8e12)
     assert all(sum(p["mix"].values()) == pytest.approx(1.0) for p in out["points"])
+
+
+def _cascade_case(n: int = 400, seed: int = 2):
+    """B's probe reveals whether B/0 or B/30 suffices; only A's probe reveals whether A/50 suffices."""
+    rng = np.random.default_rng(seed)
+    cls_b, cls_a = rng.integers(0, 3, n), rng.integers(0, 2, n)  # cls_b 2: A needed; cls_a 1: A/200 needed
+    good = lambda m: np.where(m, 0.8, 0.2) + rng.normal(0, 0.005, n)
+    a50 = cls_a == 0
+    quality = np.column_stack([good(np.ones(n, bool)), good(a50), good(cls_b <= 1), good(cls_b == 0),
+                               good(np.ones(n, bool)), good(a50)])
+    X = np.column_stack([cls_b + rng.normal(0, 0.1, n), rng.normal(size=n)])
+    X_a = np.column_stack([cls_a + rng.normal(0, 0.1, n), rng.normal(size=n)])
+    probed = COST[:2] + np.array([2, 2e10, 0.01])  # A's probe (2 passes) then the rest
+    cost = np.vstack([COST, probed])
+    resumes = np.array([[0], [0], [1], [1], [0], [0]]) * np.array([12, 4e10, 0.015])
+    opts = allocation.Options(NAMES + ("A/200 after probe", "A/50 after probe"), cost, cost + PROBE - resumes,
+                              probe=("", "", "B", "B", "A", "A"))
+    best = np.where(cls_b == 0, 3, np.where(cls_b == 1, 2, np.where(a50, 5, 4)))  # the cascade's ideal choice
+    return quality, X, X_a, opts, best
+
+
+def test_the_cascade_reads_bs_probe_then_as_probe_and_pays_both():
+    quality, X, X_a, opts, best = _cascade_case()
+    n = len(X)
+    out = allocation.evaluate(quality, opts, X, np.arange(n) % 5, tau=0.05, binary=(0, 2), p_cheap=np.full(n, 0.6),
+                              router_threshold=0.55, boot=BOOT, X_a=X_a,
+                              gb={"n_estimators": 30, "max_depth": 2, "learning_rate": 0.2})
+    pts = out["points"]
+    cascade = max((p for p in pts if p["policy"] == "cascade"), key=lambda p: p["quality"])
+    ideal = np.bincount(best, minlength=6) / n
+    assert np.abs(np.array(list(cascade["mix"].values())) - ideal).sum() < 0.1, (cascade["mix"], ideal)
+    oracle = next(p for p in pts if p["policy"] == "oracle (all options)")
+    assert cascade["quality"] >= oracle["quality"] - 0.02
+    # B's probe on every seed; A's probe (inside the "after probe" options' cost) only on the seeds sent to A
+    expected = opts.cost_probed[best, 1].mean()
+    assert cascade["flops_per_image"] == pytest.approx(expected, rel=0.05)
+    assert cascade["flops_per_image"] <= 1.1 * oracle["flops_per_image"] + PROBE[1] + 2e10
+    by_a = max((p for p in pts if p["policy"] == "A probe allocation"), key=lambda p: p["quality"])
+    assert set(k for k, v in by_a["mix"].items() if v > 0) <= {"A/200 after probe", "A/50 after probe"}
+    assert by_a["mix"]["A/50 after probe"] == pytest.approx(np.mean(quality[:, 5] > 0.5), abs=0.05)
+    learned = max((p for p in pts if p["policy"] == "learned allocation"), key=lambda p: p["quality"])
+    assert not any(k.endswith("after probe") and v > 0 for k, v in learned["mix"].items())
+    assert any(p["policy"] == "random (cascade's mix)" for p in pts)
