@@ -70,6 +70,10 @@ class Jitted:
     def eval_shape(self, *args, **kwargs):
         return self._plain.eval_shape(*args, **kwargs)
 
+    def cache_size(self) -> int:
+        """How many executables this function has compiled (each input shape / static value its own)."""
+        return self._top._cache_size() + (self._plain._cache_size() if self._plain is not self._top else 0)
+
 
 def jit(fn, **kwargs) -> Jitted:
     """The library's `jax.jit`: see `Jitted` (options decided when this is called)."""
