@@ -20,7 +20,6 @@ import numpy as np
 from benchmarks.timing import Table, gflop, ms, time_many, xla_flops
 from hybrid_jax import model_a, model_b, xla
 from hybrid_jax.config import Preset, get_preset
-from hybrid_jax.models.decoder import PATCH_DIM, init_cache
 
 TARGET_OVERHEAD = 1.03
 
@@ -54,14 +53,15 @@ def _preset_for(name: str, paper_a_steps: int) -> tuple[Preset, str]:
 
 def bench_model_a(preset: Preset, batch: int, repeats: int, unrolls: tuple[int, ...], key) -> dict:
     cfg = preset.model_a
-    params = perturbed(jax.jit(functools.partial(model_a.init_params, cfg))(key))
+    g = preset.geometry
+    params = perturbed(jax.jit(functools.partial(model_a.init_params, cfg, geometry=g))(key))
     keys = jax.random.split(key, batch)
     eps = xla.jit(model_a.make_eps_fn(cfg))
-    x = jax.random.normal(key, (batch, *model_a.IMAGE_SHAPE))
-    cond = model_a.block_condition(x, jnp.full((batch,), 1))
+    x = jax.random.normal(key, (batch, *g.image_shape))
+    cond = model_a.block_condition(x, jnp.full((batch,), 1), g)
     t = jnp.full((batch,), cfg.steps_per_block // 2, jnp.int32)
-    samplers = {u: model_a.make_sampler(dataclasses.replace(cfg, scan_unroll=u)) for u in unrolls}
-    contenders = {"pass": (eps, (params, x, t, cond))}
+    samplers = {u: model_a.make_sampler(dataclasses.replace(cfg, scan_unroll=u), geometry=g) for u in unrolls}
+    contenders = {"pass": (eps, (params, x, t, (cond, None)))}
     contenders.update({f"unroll={u}": (s.sample_keys, (params, keys)) for u, s in samplers.items()})
     res = time_many(contenders, repeats=repeats, warmup=1)
     passes = samplers[unrolls[0]].passes
@@ -73,22 +73,22 @@ def bench_model_a(preset: Preset, batch: int, repeats: int, unrolls: tuple[int, 
 
 def bench_model_b(preset: Preset, batch: int, repeats: int, key) -> dict:
     mcfg, ccfg = preset.model_b, preset.corrector
-    d = mcfg.decoder
-    params = perturbed(jax.jit(functools.partial(model_b.init_params, mcfg, ccfg))(key))
+    g = preset.geometry
+    params = perturbed(jax.jit(functools.partial(model_b.init_params, mcfg, ccfg, geometry=g))(key))
     keys = jax.random.split(key, batch)
-    sampler = model_b.make_sampler(mcfg, ccfg)
-    decoder = model_b.make_decoder(mcfg)
+    sampler = model_b.make_sampler(mcfg, ccfg, geometry=g)
+    decoder = model_b.make_decoder(mcfg, geometry=g)
     unet = model_b.make_corrector_unet(ccfg)
     ar_step = xla.jit(lambda p, prev, i, cache: decoder.apply({"params": p}, prev, i, cache))
     corr = xla.jit(lambda p, x, t: unet.apply({"params": p}, x, t))
-    prev = jax.random.normal(key, (batch, 1, PATCH_DIM))
-    cache = init_cache(batch, d.num_layers, d.width, d.num_heads)
-    x = jax.random.normal(key, (batch, *model_b.IMAGE_SHAPE))
+    prev = jax.random.normal(key, (batch, 1, g.patch_dim))
+    cache = model_b.empty_cache(decoder, batch)
+    x = jax.random.normal(key, (batch, *g.image_shape))
     t = jnp.full((batch,), ccfg.start_step // 2, jnp.int32)
     res = time_many({"ar_step": (ar_step, (params["ar"], prev, jnp.int32(8), cache)),
                      "corrector_pass": (corr, (params["corrector"], x, t)),
                      "sampler": (sampler.sample_keys, (params, keys))}, repeats=repeats, warmup=1)
-    n_ar, n_corr = 16, ccfg.start_step
+    n_ar, n_corr = g.num_patches, ccfg.start_step
     return {"res": res, "n_ar": n_ar, "n_corr": n_corr,
             "ar_flops": xla_flops(res["ar_step"].compiled) / batch,
             "corr_flops": xla_flops(res["corrector_pass"].compiled) / batch,

@@ -24,18 +24,91 @@ def _check(cond: bool, msg: str) -> None:
 
 
 @dataclass(frozen=True)
+class Geometry:
+    """Image side, Model B's square patches and Model A's square blocks, in pixels (brief: 32, 8, 16).
+
+    The one value every module asks for image shape, AR steps and the block grid (layout
+    functions: `hybrid_jax.geometry`). Patches and blocks tile the image in raster order.
+    """
+
+    image_size: int = 32
+    patch_size: int = 8  # Model B: one AR step per patch
+    block_size: int = 16  # Model A: one DDPM chain per block
+    channels: int = 3  # RGB: every data source, PNG and the labeler's statistics assume it
+
+    def __post_init__(self):
+        _check(min(self.image_size, self.patch_size, self.block_size) > 0,
+               f"geometry sizes must be > 0, got image {self.image_size}, patch {self.patch_size}, "
+               f"block {self.block_size}")
+        _check(self.image_size % self.patch_size == 0,
+               f"geometry.image_size={self.image_size} must be divisible by geometry.patch_size={self.patch_size}")
+        _check(self.image_size % self.block_size == 0,
+               f"geometry.image_size={self.image_size} must be divisible by geometry.block_size={self.block_size}")
+        _check(self.num_patches >= 2, f"geometry needs at least 2 patches (AR steps) for the probe, got "
+                                      f"{self.num_patches}; use a smaller geometry.patch_size")
+        _check(self.channels == 3, f"geometry.channels must be 3 (RGB images), got {self.channels}")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, self.channels)
+
+    @property
+    def patches_per_side(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        """Model B's AR steps: one per patch."""
+        return self.patches_per_side ** 2
+
+    @property
+    def patch_dim(self) -> int:
+        """Length of one flattened patch (row, column, channel)."""
+        return self.patch_size * self.patch_size * self.channels
+
+    @property
+    def blocks_per_side(self) -> int:
+        return self.image_size // self.block_size
+
+    @property
+    def num_blocks(self) -> int:
+        """Model A's blocks, generated one after another."""
+        return self.blocks_per_side ** 2
+
+
+ALL_CLASSES = "all"  # data.class_name for the ten CIFAR-10 classes
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which images the study trains on; `hybrid_jax.data.resolve_source` turns it into a source."""
 
-    class_name: str = "dog"  # a CIFAR-10 class, or a label name of the tfds:NAME data set
-    max_images: int = 5000  # cap on training images of the class (brief: 5,000)
+    # a CIFAR-10 class, or a label name of the tfds:NAME data set; several comma-separated ("dog,cat,horse"),
+    # or "all" (the ten CIFAR-10 classes). One class: unconditional models; several: class-conditional ones
+    class_name: str = "dog"
+    max_images: int = 5000  # cap on training images of each class (brief: 5,000)
     # "" = automatic: $HYBRID_JAX_CIFAR10, CIFAR-10 prepared in tfds, the official tarball (cached, or
     # downloaded once unless offline), else the stand-in. Or: a tarball / extracted folder, tfds:NAME, stand-in
     path: str = ""
-    holdout: int = 200  # real images held out of training for labeler validation / FD
+    holdout: int = 200  # real images of each class held out of training for labeler validation / FD
     offline: bool = False  # never download (as $HYBRID_JAX_OFFLINE=1); nothing local -> the stand-in
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The chosen classes in the order given: class label i (data, samplers, seeds) is classes[i]."""
+        if self.class_name.strip() == ALL_CLASSES:
+            from hybrid_jax.data.sources import CIFAR10_CLASSES
+            return CIFAR10_CLASSES
+        return tuple(c.strip() for c in self.class_name.split(","))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
     def __post_init__(self):
+        names = [c.strip() for c in self.class_name.split(",")]
+        _check(all(names), f"data.class_name={self.class_name!r} has an empty class name; write e.g. dog,cat")
+        _check(len(set(names)) == len(names), f"data.class_name={self.class_name!r} names a class twice")
         _check(self.max_images > 0, f"data.max_images must be > 0, got {self.max_images}")
         _check(self.holdout >= 0, f"data.holdout must be >= 0, got {self.holdout}")
         _check(self.path.strip() != "tfds:", "data.path=tfds: needs a data set name, e.g. tfds:cifar10")
@@ -257,7 +330,7 @@ class RouterConfig:
         return min(self.ablation_estimators or self.n_estimators, self.n_estimators)
 
     def __post_init__(self):
-        _check(1 <= self.prefix_steps < 16, f"router.prefix_steps must be in [1, 15], got {self.prefix_steps}")
+        _check(self.prefix_steps >= 1, f"router.prefix_steps must be >= 1, got {self.prefix_steps}")
         _check(0.0 <= self.threshold <= 1.0, f"router.threshold must be in [0, 1], got {self.threshold}")
         _check(all(0.0 <= t <= 1.0 for t in self.sweep), f"router.sweep values must be in [0, 1], got {self.sweep}")
         _check(0.0 < self.test_fraction < 1.0, f"router.test_fraction must be in (0, 1), got {self.test_fraction}")
@@ -294,16 +367,24 @@ class AllocationConfig:
 
     a_budgets: tuple[int, ...] = (200, 100, 50, 25, 10)  # Model A steps per block (respaced trained chain)
     b_depths: tuple[int, ...] = (0, 10, 30, 60)  # Model B corrector depths (noise to step d, d steps back)
+    # A's own probe: the first a_probe_steps steps of block 0 on the a_probe_budget-step chain; A's options
+    # "after probe" continue from it with their budget's remaining steps (`model_a.make_probed_sampler`)
+    a_probe_budget: int = 10
+    a_probe_steps: int = 2
 
     def __post_init__(self):
         _check(len(self.a_budgets) > 0 and all(b > 0 for b in self.a_budgets),
                f"allocation.a_budgets must be positive step counts, got {self.a_budgets}")
+        _check(0 < self.a_probe_steps < self.a_probe_budget,
+               f"allocation.a_probe_steps must be in [1, a_probe_budget), got {self.a_probe_steps} of "
+               f"{self.a_probe_budget}")
         _check(all(d >= 0 for d in self.b_depths), f"allocation.b_depths must be >= 0, got {self.b_depths}")
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
+    geometry: Geometry = Geometry()
     data: DataConfig = DataConfig()
     model_a: ModelAConfig = ModelAConfig()
     model_b: ModelBConfig = ModelBConfig()
@@ -316,8 +397,17 @@ class Preset:
     version: int = 1  # bump when a change makes old work dirs incompatible
 
     def __post_init__(self):
-        _check(max(self.allocation.a_budgets) <= self.model_a.steps_per_block,
-               f"allocation.a_budgets {self.allocation.a_budgets} exceed model_a.steps_per_block="
+        g = self.geometry
+        _check(self.router.prefix_steps < g.num_patches,
+               f"router.prefix_steps={self.router.prefix_steps} must be below the {g.num_patches} AR steps of "
+               f"geometry {g.image_size}/{g.patch_size} (image/patch), so that B has steps left to finish")
+        for name, unet in (("model_a", self.model_a.unet), ("corrector", self.corrector.unet)):
+            down = 2 ** (len(unet.channel_mults) - 1)
+            _check(g.image_size % down == 0,
+                   f"geometry.image_size={g.image_size} must be divisible by {down}, the downsampling of "
+                   f"{name}.unet (channel_mults {unet.channel_mults})")
+        _check(max(*self.allocation.a_budgets, self.allocation.a_probe_budget) <= self.model_a.steps_per_block,
+               f"allocation.a_budgets {self.allocation.a_budgets} or a_probe_budget exceed model_a.steps_per_block="
                f"{self.model_a.steps_per_block}")
         _check(max(self.allocation.b_depths, default=0) <= self.corrector.num_timesteps,
                f"allocation.b_depths {self.allocation.b_depths} exceed corrector.num_timesteps="
@@ -352,7 +442,7 @@ PRESETS: dict[str, Preset] = {
                               negatives_per_cell=40),
         router=RouterConfig(n_estimators=200, n_splits=10, cv_folds=5),
         cost=CostConfig(num_images=24, batch_size=8, repeats=2),
-        allocation=AllocationConfig(a_budgets=(20, 10, 5), b_depths=(0, 10, 30, 60)),
+        allocation=AllocationConfig(a_budgets=(20, 10, 5), b_depths=(0, 10, 30, 60), a_probe_budget=5, a_probe_steps=1),
     ),
     # Tiny: the whole pipeline in seconds, for tests.
     "test": Preset(
@@ -373,7 +463,7 @@ PRESETS: dict[str, Preset] = {
         router=RouterConfig(n_estimators=10, max_depth=2, n_splits=3, cv_folds=3,
                             sweep=(0.4, 0.55, 0.7), n_jobs=1),  # ~300 tiny fits: 2 s, less than starting workers
         cost=CostConfig(num_images=8, batch_size=4, repeats=1, bootstrap=200),
-        allocation=AllocationConfig(a_budgets=(4, 2), b_depths=(0, 3)),
+        allocation=AllocationConfig(a_budgets=(4, 2), b_depths=(0, 3), a_probe_budget=4, a_probe_steps=1),
     ),
 }
 _PAPER = PRESETS["paper"]

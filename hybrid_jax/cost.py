@@ -22,28 +22,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import model_a, model_b, routing, timing, xla
+from hybrid_jax import model_a, model_b, routing, sharding, timing, xla
 from hybrid_jax.config import Preset
-from hybrid_jax.models.decoder import PATCH_DIM, SEQ_LEN, init_cache
+from hybrid_jax.models import class_labels
+from hybrid_jax.models.decoder import init_cache
 
 UNITS = ("A", "B", "B_finish", "probe")  # per-image work every strategy is made of
 
 
 def pass_flops(cfg: Preset, pa, pb) -> dict[str, float]:
-    """FLOPs of one pass of each network at batch 1."""
-    x = jnp.zeros((1, 32, 32, 3))
+    """FLOPs of one pass of each network at batch 1, at the preset's geometry."""
+    g = cfg.geometry
+    x = jnp.zeros((1, *g.image_shape))
     t = jnp.zeros((1,), jnp.int32)
-    cond = jnp.zeros((1, 32, 32, model_a.COND_CHANNELS))
+    cond = jnp.zeros((1, *g.image_shape[:2], model_a.COND_CHANNELS))
     d = cfg.model_b.decoder
-    decoder = model_b.make_decoder(cfg.model_b)
-    cache = init_cache(1, d.num_layers, d.width, d.num_heads)
+    decoder = model_b.make_decoder(cfg.model_b, geometry=g)
+    cache = init_cache(1, d.num_layers, d.width, d.num_heads, seq_len=g.num_patches)
     corrector = model_b.make_corrector_unet(cfg.corrector)
     return {
-        "a_unet": timing.flops(model_a.make_eps_fn(cfg.model_a), pa, x, t, cond),
-        "b_ar_step": timing.flops(lambda p, c: decoder.apply({"params": p}, jnp.zeros((1, 1, PATCH_DIM)), 3, c),
+        "a_unet": timing.flops(model_a.make_eps_fn(cfg.model_a), pa, x, t, (cond, None)),
+        "b_ar_step": timing.flops(lambda p, c: decoder.apply({"params": p}, jnp.zeros((1, 1, g.patch_dim)), 3, c),
                                   pb["ar"], cache),
-        "b_teacher_forcing": timing.flops(lambda p: model_b.teacher_forcing(decoder, p, jnp.zeros((1, SEQ_LEN, PATCH_DIM))),
-                                          pb["ar"]),
+        "b_teacher_forcing": timing.flops(
+            lambda p: model_b.teacher_forcing(decoder, p, jnp.zeros((1, g.num_patches, g.patch_dim))), pb["ar"]),
         "corrector_unet": timing.flops(lambda p: corrector.apply({"params": p}, x, t), pb["corrector"]),
     }
 
@@ -51,16 +53,16 @@ def pass_flops(cfg: Preset, pa, pb) -> dict[str, float]:
 def image_flops(cfg: Preset, f: dict[str, float]) -> dict[str, float]:
     """FLOPs per image of Model A's and Model B's samplers, from `pass_flops` (passes x one pass:
     XLA's cost analysis counts a loop body once, not times its trip count)."""
-    return {"A": model_a.passes(cfg.model_a) * f["a_unet"],
-            "B": SEQ_LEN * f["b_ar_step"] + cfg.corrector.start_step * f["corrector_unet"]}
+    return {"A": model_a.passes(cfg.model_a, cfg.geometry) * f["a_unet"],
+            "B": cfg.geometry.num_patches * f["b_ar_step"] + cfg.corrector.start_step * f["corrector_unet"]}
 
 
 def unit_work(cfg: Preset, f: dict[str, float]) -> dict[str, dict[str, float]]:
     """Passes and FLOPs per image of each unit of work (the probe: k AR steps + one teacher-forcing pass)."""
     k = cfg.router.prefix_steps
     img = image_flops(cfg, f)
-    passes_b = SEQ_LEN + cfg.corrector.start_step
-    return {"A": {"passes": model_a.passes(cfg.model_a), "flops": img["A"]},
+    passes_b = cfg.geometry.num_patches + cfg.corrector.start_step
+    return {"A": {"passes": model_a.passes(cfg.model_a, cfg.geometry), "flops": img["A"]},
             "B": {"passes": passes_b, "flops": img["B"]},
             "B_finish": {"passes": passes_b - k, "flops": img["B"] - k * f["b_ar_step"]},
             "probe": {"passes": k + 1, "flops": k * f["b_ar_step"] + f["b_teacher_forcing"]}}
@@ -70,20 +72,29 @@ def unit_work(cfg: Preset, f: dict[str, float]) -> dict[str, dict[str, float]]:
 class Work:
     """The jitted pieces of work, each called at one batch size."""
 
-    a: Callable  # keys_a [b] -> images
-    b: Callable  # keys_b [b] -> images
-    probe: Callable  # keys_b [b] -> (Prefix, features, p_cheap, to_a): AR prefix + features + router
-    prefix: Callable  # keys_b [b] -> Prefix: the AR prefix alone
+    # each takes a seed batch: keys [b] and their class labels [b] (None: one class)
+    a: Callable  # (keys_a, labels) -> images
+    b: Callable  # (keys_b, labels) -> images
+    probe: Callable  # (keys_b, labels) -> (Prefix, features, p_cheap, to_a): AR prefix + features + router
+    prefix: Callable  # (keys_b, labels) -> Prefix: the AR prefix alone
     decide: Callable  # Prefix -> (features, p_cheap, to_a): the router's own overhead on a ready prefix
     finish: Callable  # (Prefix, idx [b]) -> images: B continued from the prefix of the seeds at idx
 
 
-def make_work(routed: routing.RoutedSampler, params_a, params_b, prefix_steps: int) -> Work:
+def make_work(routed: routing.RoutedSampler, params_a, params_b, prefix_steps: int,
+              mesh: jax.sharding.Mesh | None = None) -> Work:
+    """The pieces of work; with a mesh, each runs data-parallel over it (params replicated, every
+    batch sharded, a finished prefix's subset laid over the mesh again), the batch a multiple of its size."""
     sa, sb = routed.sampler_a, routed.sampler_b
-    finish = xla.jit(lambda p, prefix, idx: sb.finish(p, prefix.take(idx)))
-    prefix_only = xla.jit(lambda p, keys: sb.ar_prefix(p, keys, prefix_steps))
-    return Work(a=lambda keys: sa.sample_keys(params_a, keys), b=lambda keys: sb.sample_keys(params_b, keys),
-                probe=lambda keys: routed.probe(params_b, keys), prefix=lambda keys: prefix_only(params_b, keys),
+    params_a, params_b = sharding.replicate((params_a, params_b), mesh)
+    shard = lambda keys, labels: sharding.shard_batch((keys, class_labels(labels, keys.shape[0])), mesh)
+    finish = xla.jit(lambda p, prefix, idx: sb.finish(p, sharding.constrain_batch(prefix.take(idx), mesh,
+                                                                                  prefix.batch_axes())))
+    prefix_only = xla.jit(lambda p, keys, labels: sb.ar_prefix(p, keys, prefix_steps, labels))
+    return Work(a=lambda keys, labels=None: sa.sample_keys(params_a, *shard(keys, labels)),
+                b=lambda keys, labels=None: sb.sample_keys(params_b, *shard(keys, labels)),
+                probe=lambda keys, labels=None: routed.probe(params_b, *shard(keys, labels)),
+                prefix=lambda keys, labels=None: prefix_only(params_b, *shard(keys, labels)),
                 decide=routed.decide, finish=lambda prefix, idx: finish(params_b, prefix, idx))
 
 
@@ -93,32 +104,37 @@ def _timed(fn, *args) -> tuple[object, float]:
     return out, time.perf_counter() - t0
 
 
-def _fixed(fn, keys, sel: np.ndarray, b: int) -> float:
-    """Seconds charged for `fn` over keys[sel] in batches of b (padded, charged per real item)."""
+def _take(keys, labels, idx: np.ndarray) -> tuple:
+    """(keys[idx], labels[idx]) of a seed batch; labels None (one class) are zeros."""
+    return keys[idx], class_labels(labels, keys.shape[0])[idx]
+
+
+def _fixed(fn, keys, sel: np.ndarray, b: int, labels=None) -> float:
+    """Seconds charged for `fn` over keys[sel] (and their labels) in batches of b (padded, charged per real item)."""
     total = 0.0
     for start in range(0, len(sel), b):
         idx = sel[start:start + b]
-        total += _timed(fn, keys[np.resize(idx, b)])[1] * len(idx) / b
+        total += _timed(fn, *_take(keys, labels, np.resize(idx, b)))[1] * len(idx) / b
     return total
 
 
-def _routed(work: Work, keys_a, keys_b, to_a: np.ndarray, b: int) -> float:
+def _routed(work: Work, keys_a, keys_b, to_a: np.ndarray, b: int, labels=None) -> float:
     """Seconds charged for the routed pipeline: probe each batch, finish its B seeds from the prefix, A the rest."""
     total = 0.0
     for start in range(0, len(to_a), b):
         idx = np.arange(start, min(start + b, len(to_a)))
-        (prefix, *_), dt = _timed(work.probe, keys_b[np.resize(idx, b)])
+        (prefix, *_), dt = _timed(work.probe, *_take(keys_b, labels, np.resize(idx, b)))
         total += dt * len(idx) / b
         local_b, seeds_a = np.flatnonzero(~to_a[idx]), idx[to_a[idx]]
         if local_b.size:
             total += _timed(work.finish, prefix, jnp.asarray(np.resize(local_b, b)))[1] * local_b.size / b
         if seeds_a.size:
-            total += _timed(work.a, keys_a[np.resize(seeds_a, b)])[1] * seeds_a.size / b
+            total += _timed(work.a, *_take(keys_a, labels, np.resize(seeds_a, b)))[1] * seeds_a.size / b
     return total
 
 
-def _ready_prefixes(work: Work, keys_b, n: int, b: int) -> list:
-    return [work.prefix(keys_b[np.resize(np.arange(s, min(s + b, n)), b)]) for s in range(0, n, b)]
+def _ready_prefixes(work: Work, keys_b, n: int, b: int, labels=None) -> list:
+    return [work.prefix(*_take(keys_b, labels, np.resize(np.arange(s, min(s + b, n)), b))) for s in range(0, n, b)]
 
 
 def _decide_seconds(work: Work, prefixes: list, n: int, b: int) -> float:
@@ -130,21 +146,23 @@ def _finish_seconds(work: Work, prefixes: list, n: int, b: int) -> float:
     return sum(_timed(work.finish, p, idx)[1] * min(b, n - i * b) / b for i, p in enumerate(prefixes))
 
 
-def strategies(work: Work, keys_a, keys_b, decisions: dict[str, np.ndarray], b: int) -> dict[str, Callable[[], float]]:
+def strategies(work: Work, keys_a, keys_b, decisions: dict[str, np.ndarray], b: int,
+               labels=None) -> dict[str, Callable[[], float]]:
     """name -> () -> seconds charged over all n seeds. `decisions`: routed strategies' to_a [n] (probe paid)
-    and, under the key "oracle (labels)", the labels' to_a (no probe)."""
+    and, under the key "oracle (labels)", the labels' to_a (no probe). `labels`: each seed's class (None: one)."""
     n = keys_b.shape[0]
     every = np.arange(n)
-    prefixes = _ready_prefixes(work, keys_b, n, b)
-    out = {"always A": lambda: _fixed(work.a, keys_a, every, b),
-           "always B": lambda: _fixed(work.b, keys_b, every, b)}
+    prefixes = _ready_prefixes(work, keys_b, n, b, labels)
+    fixed = lambda fn, keys, sel: _fixed(fn, keys, sel, b, labels)
+    out = {"always A": lambda: fixed(work.a, keys_a, every),
+           "always B": lambda: fixed(work.b, keys_b, every)}
     for name, to_a in decisions.items():
         if name == "oracle (labels)":
-            out[name] = lambda m=to_a: _fixed(work.a, keys_a, every[m], b) + _fixed(work.b, keys_b, every[~m], b)
+            out[name] = lambda m=to_a: fixed(work.a, keys_a, every[m]) + fixed(work.b, keys_b, every[~m])
         else:
-            out[name] = lambda m=to_a: _routed(work, keys_a, keys_b, m, b)
-    out.update({"probe": lambda: _fixed(work.probe, keys_b, every, b),
-                "AR prefix": lambda: _fixed(work.prefix, keys_b, every, b),
+            out[name] = lambda m=to_a: _routed(work, keys_a, keys_b, m, b, labels)
+    out.update({"probe": lambda: fixed(work.probe, keys_b, every),
+                "AR prefix": lambda: fixed(work.prefix, keys_b, every),
                 "router on a ready prefix": lambda: _decide_seconds(work, prefixes, n, b),
                 "B finish": lambda: _finish_seconds(work, prefixes, n, b)})
     return out

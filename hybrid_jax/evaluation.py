@@ -482,3 +482,23 @@ def cost_quality_curves(y, p_cheap, folds, X, names: Sequence[str], quality_a, q
 def _auc(y: np.ndarray, p_cheap: np.ndarray) -> float:
     """ROC AUC of p_cheap for cheap_ok (NaN with one class only)."""
     return float(roc_auc_score(y, p_cheap)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def per_class(class_names, labels, to_a, oracle_to_a, score_a, score_b) -> list[dict]:
+    """The main quality and routing numbers of each class's seeds, then of all seeds ("all").
+
+    `labels` [n]: each seed's class index into `class_names`; `to_a` [n]: out-of-sample routing;
+    `oracle_to_a` [n]: the labels' A_needed; `score_a`, `score_b` [n]: quality of A's and B's image.
+    Precision: share of the seeds routed to B that the labels call cheap_ok (nan when none is)."""
+    labels, to_a, oracle = np.asarray(labels), np.asarray(to_a, bool), np.asarray(oracle_to_a, bool)
+    routed = np.where(to_a, score_a, score_b)
+    groups = [(name, labels == c) for c, name in enumerate(class_names)] + [("all", np.ones(len(labels), bool))]
+    rows = []
+    for name, m in (g for g in groups if g[1].any()):
+        to_b = m & ~to_a
+        rows.append({"class": name, "seeds": int(m.sum()), "a_needed": float(oracle[m].mean()),
+                     "quality_a": float(np.mean(score_a[m])), "quality_b": float(np.mean(score_b[m])),
+                     "quality_routed": float(np.mean(routed[m])), "share_to_a": float(to_a[m].mean()),
+                     "accuracy": float(np.mean(to_a[m] == oracle[m])),
+                     "precision": float(np.mean(~oracle[to_b])) if to_b.any() else float("nan")})
+    return rows

@@ -11,19 +11,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hybrid_jax import model_a, model_b
 from hybrid_jax.config import Preset
-from hybrid_jax.models.decoder import SEQ_LEN
 
 STREAMS = {"model_a": 1, "model_b": 2}  # trained model -> the seed-key stream its options draw from
 
 
 @dataclasses.dataclass(frozen=True)
 class Generator:
-    """One option: `sample_keys(params, keys[n]) -> images [n, 32, 32, 3]`, pure and jitted.
+    """One option: `sample_keys(params, keys[n][, labels[n]]) -> images [n, S, S, 3]` (S: the geometry's; labels:
+    each key's class, `seed_labels`, needed with several classes), pure and jitted.
 
     `model` names the trained parameters it samples with ({"model_a", "model_b"}: a dict of trained
     params holds B's as {"ar", "corrector"}) and so the seed-key stream it draws from; `pass_counts`
@@ -35,6 +37,7 @@ class Generator:
     model: str
     sample_keys: Callable
     pass_counts: dict[str, int]
+    probe: str = ""  # the probe it continues from: "B" (B's AR prefix), "A" (A's own probe), "" (from scratch)
 
     @property
     def passes(self) -> int:
@@ -46,13 +49,23 @@ class Generator:
 
 
 def model_a_option(cfg: Preset, budget: int) -> Generator:
-    s = model_a.make_sampler(cfg.model_a, budget)
+    s = model_a.make_sampler(cfg.model_a, budget, geometry=cfg.geometry, num_classes=cfg.data.num_classes)
     return Generator(f"A/{budget} steps", "model_a", s.sample_keys, {"a_unet": s.passes})
 
 
 def model_b_option(cfg: Preset, depth: int) -> Generator:
-    s = model_b.make_sampler(cfg.model_b, cfg.corrector, depth)
-    return Generator(f"B/corrector {depth}", "model_b", s.sample_keys, {"b_ar_step": SEQ_LEN, "corrector_unet": depth})
+    s = model_b.make_sampler(cfg.model_b, cfg.corrector, depth, geometry=cfg.geometry,
+                             num_classes=cfg.data.num_classes)
+    return Generator(f"B/corrector {depth}", "model_b", s.sample_keys,
+                     {"b_ar_step": cfg.geometry.num_patches, "corrector_unet": depth}, probe="B")
+
+
+def model_a_probed_option(cfg: Preset, budget: int) -> Generator:
+    """A at `budget` steps per block after A's own probe (`model_a.make_probed_sampler`): probe, then the rest."""
+    a = cfg.allocation
+    s = model_a.make_probed_sampler(cfg.model_a, budget, a.a_probe_budget, a.a_probe_steps,
+                                    num_classes=cfg.data.num_classes, geometry=cfg.geometry)
+    return Generator(f"A/{budget} steps after probe", "model_a", s.sample_keys, {"a_unet": s.passes}, probe="A")
 
 
 def binary(cfg: Preset) -> tuple[Generator, Generator]:
@@ -60,14 +73,47 @@ def binary(cfg: Preset) -> tuple[Generator, Generator]:
     return model_a_option(cfg, cfg.model_a.steps_per_block), model_b_option(cfg, cfg.corrector.start_step)
 
 
+def _budgets(cfg: Preset) -> list[int]:
+    return sorted(set(cfg.allocation.a_budgets) | {cfg.model_a.steps_per_block}, reverse=True)
+
+
 def options(cfg: Preset) -> tuple[Generator, ...]:
     """Every option of the preset's allocation study (always with the brief's pair among them), most
     expensive A first, then B from the deepest corrector."""
-    budgets = set(cfg.allocation.a_budgets) | {cfg.model_a.steps_per_block}
     depths = set(cfg.allocation.b_depths) | {cfg.corrector.start_step}
-    a = [model_a_option(cfg, b) for b in sorted(budgets, reverse=True)]
+    a = [model_a_option(cfg, b) for b in _budgets(cfg)]
     b = [model_b_option(cfg, d) for d in sorted(depths, reverse=True)]
     return tuple(a + b)
+
+
+def probed_options(cfg: Preset) -> tuple[Generator, ...]:
+    """A at each of the preset's step budgets after A's own probe (the cascade's second stage), most expensive first."""
+    return tuple(model_a_probed_option(cfg, b) for b in _budgets(cfg))
+
+
+def generate(opts, params: dict, seeds, choice, *, base_seed: int, batch_size: int, num_classes: int = 1) -> np.ndarray:
+    """Each seed's image from the option it was allocated (`choice` [n] indexes `opts`): seeds grouped by
+    option, each group run in batches of exactly `batch_size` (the last padded), so every option compiles one
+    shape whatever the mix, and a seed's image is its option's own image for it, alone or in any mix."""
+    seeds, choice = np.asarray(seeds), np.asarray(choice)
+    chex.assert_equal_shape((seeds, choice))
+    out = None
+    for k in np.unique(choice):
+        g, idx = opts[k], np.flatnonzero(choice == k)
+        for start in range(0, len(idx), batch_size):
+            part = idx[start:start + batch_size]
+            padded = np.resize(seeds[part], batch_size)
+            images = np.asarray(g.sample_keys(params[g.model], seed_stream(padded, base_seed, g.model),
+                                              seed_labels(padded, num_classes)))
+            out = np.zeros((len(seeds), *images.shape[1:]), images.dtype) if out is None else out
+            out[part] = images[: len(part)]
+    return out
+
+
+def seed_labels(seeds, num_classes: int) -> jax.Array:
+    """Class label of each seed: seed mod num_classes (int32 [n]). Balanced over any run of consecutive
+    seeds, a function of the seed alone (so of no batch), and all zeros with one class."""
+    return jnp.asarray(np.asarray(seeds, np.int64) % num_classes, jnp.int32)
 
 
 def seed_stream(seeds, base_seed: int, model: str) -> jax.Array:

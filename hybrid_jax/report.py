@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hybrid_jax import config as config_lib  # noqa: E402
-from hybrid_jax import io, sanity  # noqa: E402
+from hybrid_jax import evaluation, io, sanity  # noqa: E402
 from hybrid_jax.rundir import Run, summary  # noqa: E402
 from hybrid_jax.stages import allocate as allocate_stage  # noqa: E402
 from hybrid_jax.stages import routed as routed_stage  # noqa: E402
@@ -74,6 +74,14 @@ def _grid(images: np.ndarray) -> np.ndarray:
     return np.concatenate(list((np.clip(images, -1, 1) + 1) / 2), axis=1)
 
 
+def _a_above_b(ax, images_a: np.ndarray, images_b: np.ndarray, xlabels: list[str], **tick_kw) -> None:
+    """A strip of A's images above B's, one column per seed, ticks at the images' centres (any image size)."""
+    ax.imshow(np.concatenate([_grid(images_a), _grid(images_b)], axis=0), interpolation="nearest")
+    side = images_a.shape[1]
+    ax.set_yticks([side / 2, 1.5 * side], ["A", "B"])
+    ax.set_xticks(np.arange(len(xlabels)) * side + side / 2, xlabels, **tick_kw)
+
+
 # ----------------------------------------------------------------------------- figures
 
 def fig_cost_quality(curves: dict, out: Path) -> str:
@@ -121,10 +129,7 @@ def fig_curves(run: Run, out: Path) -> str:
 def fig_samples(run: Run, out: Path, n: int = 10) -> str:
     seeds = seeds_stage.load(run)
     fig, ax = plt.subplots(figsize=(n * 0.9, 2.0))
-    ax.imshow(np.concatenate([_grid(seeds["images_a"][:n]), _grid(seeds["images_b"][:n])], axis=0),
-              interpolation="nearest")
-    ax.set_yticks([16, 48], ["A", "B"])
-    ax.set_xticks(np.arange(n) * 32 + 16, [str(s) for s in seeds["seeds"][:n]])
+    _a_above_b(ax, seeds["images_a"][:n], seeds["images_b"][:n], [str(s) for s in seeds["seeds"][:n]])
     ax.set_xlabel("seed")
     return _savefig(fig, out / "samples_a_vs_b.png")
 
@@ -154,7 +159,9 @@ def fig_pareto(result: dict, out: Path) -> str:
     fig, axes = plt.subplots(2, 3, figsize=(14, 7), sharey="row")
     pts = result["points"]
     styles = {"learned allocation": ("tab:blue", "o-"), "random (same mix)": ("tab:gray", "o--"),
-              "binary router": ("tab:orange", "D"), "oracle": ("k", "*")}
+              "cascade": ("tab:green", "^-"), "A probe allocation": ("tab:olive", "v-"),
+              "random (cascade's mix)": ("tab:green", "^:"), "binary router": ("tab:orange", "D"),
+              "oracle": ("k", "*"), "oracle (all options)": ("tab:brown", "*")}
     for col, (cost, label) in enumerate(SAVINGS):
         for row, (key, ylabel) in enumerate((("quality", "mean quality (higher = better)"),
                                              ("fd", "Frechet distance (lower = better)"))):
@@ -193,7 +200,10 @@ def _allocation_section(result: dict, out: Path) -> list[str]:
             "from the probe features (gradient boosting, cross-fitted over the router's folds) and takes the "
             "cheapest option that reaches the threshold. Random (same mix) assigns the learned policy's option "
             "mix at random: equal mean compute. Policies reading the probe pay for it (B's options then resume "
-            "from its prefix); seconds are measured per option and composed.",
+            "from its prefix); seconds are measured per option and composed. Options 'after probe' run A's own "
+            "probe (its first steps of block 0) and continue from it with their budget's remaining steps; A probe "
+            "allocation picks A's budget from that probe's features, and the cascade reads B's probe first (a B "
+            "option, or A) and A's probe only for the seeds it sends to A, paying each probe it ran.",
             f"![allocation]({fig_pareto(result, out)})",
             _table(["policy", "savings: passes", "FLOPs", "seconds", "mean quality [95 % CI]", "FD", "option mix"],
                    rows),
@@ -334,12 +344,9 @@ def fig_labels(scores: dict, seeds: dict, agreement: dict | None, out: Path, n_s
         shown = [d for d in agreement["disagree"] if int(d["seed"]) in index][:n_strip]
         idx = [index[int(d["seed"])] for d in shown]
         fig, ax = plt.subplots(figsize=(max(len(idx), 2) * 0.9, 2.4))
-        ax.imshow(np.concatenate([_grid(seeds["images_a"][idx]), _grid(seeds["images_b"][idx])], axis=0),
-                  interpolation="nearest")
-        ax.set_yticks([16, 48], ["A", "B"])
         short = {"A_needed": "A", "cheap_ok": "ok"}
-        ax.set_xticks(np.arange(len(idx)) * 32 + 16,
-                      [f"{d['seed']}\n{short[d['human']]} / {short[d['automated']]}" for d in shown], fontsize=7)
+        _a_above_b(ax, seeds["images_a"][idx], seeds["images_b"][idx],
+                   [f"{d['seed']}\n{short[d['human']]} / {short[d['automated']]}" for d in shown], fontsize=7)
         ax.set_xlabel("seed; human / automated label (A = A_needed, ok = cheap_ok)")
         names.append(_savefig(fig, out / "label_disagreements.png"))
     return names
@@ -438,12 +445,30 @@ def _training_section(run: Run, out: Path) -> list[str]:
             "## Samples: A (top) vs B (bottom), same seeds", f"![samples]({fig_samples(run, out)})"]
 
 
+def _class_section(run: Run) -> list[str]:
+    """Per-class rows of the main quality and routing numbers (out of sample), then all seeds."""
+    from hybrid_jax.stages import labels as labels_stage
+
+    decisions, scores = io.read_npz(run.path("routed", "decisions.npz")), labels_stage.load_scores(run)
+    rows = evaluation.per_class(run.cfg.data.classes, seeds_stage.load(run)["labels"], decisions["to_a"],
+                                decisions["oracle_to_a"], scores["score_a"], scores["score_b"])
+    return ["## Per class (out of sample)",
+            "Each seed's class is seed mod the number of classes (`generators.seed_labels`). Quality: the "
+            "labeler's score; routed: A's image where the router sent the seed to A, else B's; precision: "
+            "share of the seeds routed to B that the labels call cheap_ok.",
+            _table(["class", "seeds", "A_needed", "quality A", "quality B", "quality routed", "to A",
+                    "router accuracy", "precision (cheap_ok)"],
+                   [[r["class"], r["seeds"], _pct(r["a_needed"]), f"{r['quality_a']:.3f}", f"{r['quality_b']:.3f}",
+                     f"{r['quality_routed']:.3f}", _pct(r["share_to_a"]), _pct(r["accuracy"]), _pct(r["precision"])]
+                    for r in rows])]
+
+
 def write_report(run: Run) -> Path:
     out = run.path("report")
     cost, router = routed_stage.load(run), router_stage.load_results(run)
     fig_cost_quality(cost["curves"], out)
     body = (_preamble(run, cost, router) + _headline(cost) + _cost_section(cost) + _router_section(router, out)
             + _allocation_section(allocate_stage.load(run), out)
-            + _labels_section(run, router) + _training_section(run, out)
+            + _class_section(run) + _labels_section(run, router) + _training_section(run, out)
             + ["## Config", "```json\n" + json.dumps(config_lib.to_dict(run.cfg), indent=1) + "\n```"])
     return io.write_text(out / "report.md", "\n\n".join(body) + "\n")

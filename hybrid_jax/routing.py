@@ -20,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax import features as features_lib
-from hybrid_jax import generators, model_a, model_b, router as router_lib, xla
+from hybrid_jax import generators, model_a, model_b, router as router_lib, sharding, xla
+from hybrid_jax.config import Geometry
+from hybrid_jax.models import class_labels
 
 
 def seed_keys(seeds: Sequence[int], base_seed: int = 0) -> tuple[jax.Array, jax.Array]:
@@ -36,78 +38,91 @@ def bucket_size(n: int, cap: int) -> int:
     return min(3 * p // 4 if 3 * p // 4 >= n else p, max(cap, n))
 
 
-def _padded(idx: np.ndarray, cap: int) -> np.ndarray:
-    return np.concatenate([idx, np.full(bucket_size(len(idx), cap) - len(idx), idx[0])])
+def _padded(idx: np.ndarray, cap: int, multiple: int = 1) -> np.ndarray:
+    """idx padded (with its first entry) to its bucket size, rounded up to a multiple of the mesh size."""
+    size = -(-bucket_size(len(idx), cap) // multiple) * multiple
+    return np.concatenate([idx, np.full(size - len(idx), idx[0])])
 
 
 @dataclasses.dataclass(frozen=True)
 class RoutedOutput:
-    images: np.ndarray  # [n, 32, 32, 3]
+    images: np.ndarray  # [n, S, S, 3], the samplers' geometry
     to_a: np.ndarray  # [n] bool, True where Model A made the image
     p_cheap: np.ndarray  # [n] router's P(cheap_ok)
 
 
 @dataclasses.dataclass(frozen=True)
 class RoutedSampler:
-    probe: Callable  # jitted (params_b, keys_b) -> (Prefix, features [n, F], p_cheap [n], to_a [n])
+    probe: Callable  # jitted (params_b, keys_b[, labels]) -> (Prefix, features [n, F], p_cheap [n], to_a [n])
     decide: Callable  # jitted Prefix -> (features [n, F], p_cheap [n], to_a [n])
-    run: Callable  # (params_a, params_b, keys_a, keys_b) -> RoutedOutput
+    run: Callable  # (params_a, params_b, keys_a, keys_b[, labels: each seed's class]) -> RoutedOutput
     sampler_a: model_a.Sampler
     sampler_b: model_b.Sampler
 
 
-def _decide_fn(ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int]) -> Callable:
+def _decide_fn(ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int], geometry: Geometry) -> Callable:
     cols = jnp.asarray(feature_idx, jnp.int32)
 
     def decide(prefix: model_b.Prefix):
-        feats = features_lib.compute(prefix)
+        feats = features_lib.compute(prefix, geometry)
         p = router_lib.jax_predict_proba(ensemble, feats[:, cols])
         return feats, p, p < ensemble.threshold_route
 
     return decide
 
 
-def make_decide(ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int]) -> Callable:
+def make_decide(ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int], geometry: Geometry) -> Callable:
     """jitted Prefix -> (all candidate features, P(cheap_ok), to_a): the router's own work on a ready prefix."""
-    return xla.jit(_decide_fn(ensemble, feature_idx))
+    return xla.jit(_decide_fn(ensemble, feature_idx, geometry))
 
 
 def make_probe(sampler_b: model_b.Sampler, ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int],
                prefix_steps: int) -> Callable:
     """jitted probe: B's prefix, all candidate features, and the in-graph routing decision."""
-    decide = _decide_fn(ensemble, feature_idx)
+    decide = _decide_fn(ensemble, feature_idx, sampler_b.geometry)
 
-    def probe(params_b, keys_b):
-        prefix = sampler_b.ar_prefix(params_b, keys_b, prefix_steps)
+    def probe(params_b, keys_b, labels=None):
+        prefix = sampler_b.ar_prefix(params_b, keys_b, prefix_steps, labels)
         return (prefix, *decide(prefix))
 
     return xla.jit(probe)
 
 
 def generate_split(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler, params_a, params_b, keys_a, keys_b,
-                   to_a: np.ndarray, prefix: model_b.Prefix | None = None) -> np.ndarray:
-    """Images where A makes the `to_a` seeds and B the rest (from `prefix` when given, else from scratch)."""
+                   to_a: np.ndarray, prefix: model_b.Prefix | None = None,
+                   mesh: jax.sharding.Mesh | None = None, labels=None) -> np.ndarray:
+    """Images where A makes the `to_a` seeds and B the rest (from `prefix` when given, else from scratch);
+    with a mesh, each side's batch is laid over it (padded to a multiple of its size). `labels`: each
+    seed's class (None: one class; a prefix carries its own)."""
     n = keys_b.shape[0]
-    finish_b = ((lambda i: sampler_b.finish(params_b, prefix.take(i))) if prefix is not None
-                else (lambda i: sampler_b.sample_keys(params_b, keys_b[i])))
-    images = np.zeros((n, 32, 32, 3), np.float32)
-    for mask, make in ((~to_a, finish_b), (to_a, lambda i: sampler_a.sample_keys(params_a, keys_a[i]))):
+    labels = class_labels(labels, n)
+    on_mesh = lambda tree, axes=None: sharding.constrain_batch(tree, mesh, axes)
+    finish_b = ((lambda i: sampler_b.finish(params_b, on_mesh(prefix.take(i), prefix.batch_axes())))
+                if prefix is not None else lambda i: sampler_b.sample_keys(params_b, *on_mesh((keys_b[i], labels[i]))))
+    images = np.zeros((n, *sampler_b.geometry.image_shape), np.float32)
+    multiple = 1 if mesh is None else mesh.size
+    make_a = lambda i: sampler_a.sample_keys(params_a, *on_mesh((keys_a[i], labels[i])))
+    for mask, make in ((~to_a, finish_b), (to_a, make_a)):
         idx = np.flatnonzero(mask)
         if idx.size:
-            images[idx] = np.asarray(make(jnp.asarray(_padded(idx, n))))[: idx.size]
+            images[idx] = np.asarray(make(jnp.asarray(_padded(idx, n, multiple))))[: idx.size]
     return images
 
 
 def make_routed_sampler(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler,
                         ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int],
-                        prefix_steps: int) -> RoutedSampler:
+                        prefix_steps: int, mesh: jax.sharding.Mesh | None = None) -> RoutedSampler:
+    """With a mesh, `run` is data-parallel over it (params replicated, seeds sharded; the batch a
+    multiple of its size) and gives the same images and decisions as on one device."""
     probe = make_probe(sampler_b, ensemble, feature_idx, prefix_steps)
 
-    def run(params_a, params_b, keys_a, keys_b) -> RoutedOutput:
-        prefix, _, p, to_a = probe(params_b, keys_b)
+    def run(params_a, params_b, keys_a, keys_b, labels=None) -> RoutedOutput:
+        params_a, params_b = sharding.replicate((params_a, params_b), mesh)
+        labels = class_labels(labels, keys_b.shape[0])
+        prefix, _, p, to_a = probe(params_b, *sharding.shard_batch((keys_b, labels), mesh))
         to_a = np.asarray(to_a)
-        images = generate_split(sampler_a, sampler_b, params_a, params_b, keys_a, keys_b, to_a, prefix)
+        images = generate_split(sampler_a, sampler_b, params_a, params_b, keys_a, keys_b, to_a, prefix, mesh, labels)
         return RoutedOutput(images, to_a, np.asarray(p))
 
-    return RoutedSampler(probe=probe, decide=make_decide(ensemble, feature_idx), run=run, sampler_a=sampler_a,
-                         sampler_b=sampler_b)
+    return RoutedSampler(probe=probe, decide=make_decide(ensemble, feature_idx, sampler_b.geometry), run=run,
+                         sampler_a=sampler_a, sampler_b=sampler_b)

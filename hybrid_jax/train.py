@@ -92,17 +92,19 @@ def _check_finite(state: TrainState, since: int, desc: str, ckpt: Checkpointer) 
             f"(e.g. --set ...train.lr=1e-4) or check the data, then rerun the same command to resume.")
 
 
-def train(loss_fn: LossFn, init_params, images: np.ndarray, cfg: TrainConfig, ckpt: Checkpointer, *,
+def train(loss_fn: LossFn, init_params, images: Any, cfg: TrainConfig, ckpt: Checkpointer, *,
           desc: str = "train", mesh: jax.sharding.Mesh | None = None,
           stop_after: int | None = None,
           scalars: Callable[[str, float, int], None] = lambda tag, value, step: None) -> TrainResult:
     """Train to `cfg.epochs`, resuming from the newest checkpoint in `ckpt`.
 
+    `images`: an array, or a pytree of arrays sharing the leading axis (e.g. (images, labels)) that
+    `data.batch_at` batches alike and `loss_fn` receives as its batch.
     `stop_after` ends the loop early at that step (after checkpointing), for tests of resume.
     `scalars(tag, value, step)` receives, at every log step, the mean loss since the last one, the
     learning rate and the throughput (e.g. `tensorboard.scalar_writer`).
     """
-    n_steps = total_steps(len(images), cfg)
+    n_steps = total_steps(data_lib.num_examples(images), cfg)
     state, resumed = ckpt.restore(init_state(init_params, cfg, n_steps))
     state = state if state is not None else init_state(init_params, cfg, n_steps)
     state = sharding.replicate(jax.tree.map(jnp.array, state), mesh)  # a copy: the step donates its input

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from hybrid_jax import data, diffusion, model_a
+from hybrid_jax import data, diffusion, features, geometry, model_a
 from hybrid_jax.config import get_preset
 from hybrid_jax.models import build
 from hybrid_jax.models.unet import UNet
@@ -28,7 +28,7 @@ def test_unet_output_shape_equals_input_shape(preset, model_a_params):
     unet = model_a.make_unet(cfg)
     x = jax.random.normal(jax.random.key(0), (3, 32, 32, 3))
     t = jnp.array([0, 1, cfg.steps_per_block - 1])
-    cond = model_a.block_condition(x, jnp.array([0, 1, 3]))
+    cond = model_a.block_condition(x, jnp.array([0, 1, 3]), preset.geometry)
     assert cond.shape == (3, 32, 32, model_a.COND_CHANNELS)
     out = jax.eval_shape(lambda p: unet.apply({"params": p}, x, t, cond), model_a_params)
     assert out.shape == x.shape and out.dtype == jnp.float32
@@ -81,11 +81,11 @@ def test_loss_is_eps_mse_on_the_target_block(preset, loss_and_grad, model_a_para
     @jax.jit
     def by_hand(params, images):
         k_block, k_t, k_noise = (jax.random.fold_in(key, i) for i in range(3))
-        block = jax.random.randint(k_block, (4,), 0, data.NUM_BLOCKS)
+        block = jax.random.randint(k_block, (4,), 0, preset.geometry.num_blocks)
         t = jax.random.randint(k_t, (4,), 0, cfg.steps_per_block)
         noise = jax.random.normal(k_noise, images.shape)
-        tgt = jnp.asarray(data.block_masks())[block]
-        ctx = jnp.asarray(data.context_masks())[block]
+        tgt = jnp.asarray(geometry.block_masks(preset.geometry))[block]
+        ctx = jnp.asarray(geometry.context_masks(preset.geometry))[block]
         x_t = diffusion.q_sample(sched, images, t, noise) * tgt
         eps = model_a.make_unet(cfg).apply({"params": params}, x_t, t,
                                            jnp.concatenate([images * ctx, ctx, tgt], axis=-1))
@@ -137,7 +137,7 @@ def params(model_a_params, perturb):
 
 
 def test_sampler_deterministic_shape_range(sampler, params, preset):
-    assert sampler.passes == data.NUM_BLOCKS * preset.model_a.steps_per_block == 16
+    assert sampler.passes == preset.geometry.num_blocks * preset.model_a.steps_per_block == 16
     key = jax.random.key(7)
     a = np.asarray(sampler.sample(params, key, 4))
     b = np.asarray(sampler.sample(params, key, 4))
@@ -186,11 +186,11 @@ def instrumented(preset):
     calls: list[np.ndarray] = []
     real = model_a.make_eps_fn
 
-    def make_eps_fn(cfg, train: bool = False):
-        inner = real(cfg, train)
+    def make_eps_fn(cfg, train: bool = False, num_classes: int = 1):
+        inner = real(cfg, train, num_classes)
 
         def eps_fn(p, x_t, t, cond, rngs=None):
-            block = _block_of(cond)
+            block = _block_of(cond[0])
             jax.debug.callback(lambda b: calls.append(np.asarray(b)), block, ordered=True)
             eps = inner(p["unet"], x_t, t, cond, rngs=rngs)
             junk = 30.0 * jax.random.normal(jax.random.fold_in(jax.random.key(99), t[0]), eps.shape)
@@ -218,7 +218,7 @@ def test_sampler_runs_the_unet_4_x_steps_times(instrumented, params, preset):
         assert all(c.shape == (3,) and np.all(c == c[0]) for c in calls)
 
 
-def test_generated_blocks_never_change_and_later_blocks_see_them(instrumented, params):
+def test_generated_blocks_never_change_and_later_blocks_see_them(instrumented, params, preset):
     """Pixels of a block are final once the block is generated; later blocks read them.
 
     Method: sample the same keys twice with Model A's real sampler, once with the true U-Net
@@ -233,7 +233,7 @@ def test_generated_blocks_never_change_and_later_blocks_see_them(instrumented, p
     keys = jax.random.split(jax.random.key(11), 3)
     run = lambda junk: np.asarray(sampler.sample_keys({"unet": params, "junk": jnp.asarray(junk, jnp.float32)},
                                                       keys))
-    masks = data.block_masks()[..., 0] > 0  # [4, 32, 32]
+    masks = geometry.block_masks(preset.geometry)[..., 0] > 0  # [4, 32, 32]
     clean = run([0, 0, 0, 0])
     for b in range(4):
         junk = [0.0] * (b + 1) + [1.0] * (3 - b)
@@ -245,3 +245,32 @@ def test_generated_blocks_never_change_and_later_blocks_see_them(instrumented, p
     only_first = run([1, 0, 0, 0])
     for blk in range(4):
         assert not np.allclose(only_first[:, masks[blk]], clean[:, masks[blk]], atol=1e-3), blk
+
+
+# ----------------------------------------------------------------------------- A's own probe, then continue
+
+def test_probe_visits_are_the_probes_steps_then_the_budgets_rest():
+    assert model_a.probe_visits(10, 2, 50, 200).tolist()[:3] == diffusion.respace(200, 10)[:3].tolist()
+    v = model_a.probe_visits(10, 2, 50, 200)
+    assert v[3:].tolist() == [t for t in diffusion.respace(200, 50) if t < v[2]]
+    assert model_a.probe_visits(4, 1, 4, 4).tolist() == [3, 2, 1, 0]
+    assert model_a.probe_visits(4, 1, 2, 4).tolist() == [3, 2, 0]
+
+
+@pytest.mark.parametrize("budget", [4, 2])
+def test_probe_then_continue_is_one_uninterrupted_run(preset, params, sampler, budget):
+    """Bitwise: the continuation runs the uninterrupted chain's remaining steps on the probe's state."""
+    cfg = preset.model_a
+    probed = model_a.make_probed_sampler(cfg, budget, probe_budget=4, probe_steps=1)
+    whole = model_a.make_sampler(cfg, budget, first_block=probed.visits)
+    keys = jax.random.split(jax.random.key(11), 4)
+    probe = probed.probe(params, keys)
+    assert probe.x0.shape == (1, 4, 32, 32, 3)
+    resumed = np.asarray(probed.finish(params, probe))
+    np.testing.assert_array_equal(resumed, np.asarray(whole.sample_keys(params, keys)))
+    np.testing.assert_array_equal(np.asarray(probed.sample_keys(params, keys)), resumed)
+    assert probed.passes == whole.passes == len(probed.visits) + 3 * budget
+    if budget == cfg.steps_per_block:  # the probe's steps are the full chain's first steps: today's image
+        np.testing.assert_array_equal(resumed, np.asarray(sampler.sample_keys(params, keys)))
+    feats = np.asarray(features.a_probe(probe.x0, geometry.block_masks(preset.geometry)[0]))
+    assert feats.shape == (4, len(features.A_PROBE)) and np.isfinite(feats).all()

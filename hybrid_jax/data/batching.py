@@ -1,54 +1,14 @@
-"""The 8x8 patch layout (Model B), the four quadrant blocks (Model A) and deterministic, resumable batching."""
+"""Deterministic, resumable batching (the image layout is `hybrid_jax.geometry`'s)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
-from hybrid_jax.data.images import IMAGE_SHAPE, IMAGE_SIZE, DataError
-
-PATCH = 8  # Model B's tokens are 8x8 patches ...
-GRID = IMAGE_SIZE // PATCH  # ... on a 4x4 grid, 16 in raster order
-NUM_BLOCKS = 4  # Model A generates four 16x16 quadrants in raster order
-_HALF = IMAGE_SIZE // 2
-
-
-# ----------------------------------------------------------------------------- patches and blocks
-
-
-def patchify(x):
-    """[..., 32, 32, 3] -> [..., 16, 192]: raster-order 8x8 patches, each flattened (row, col, channel)."""
-    lead = x.shape[:-3]
-    if tuple(x.shape[-3:]) != IMAGE_SHAPE:
-        raise DataError(f"patchify expects [..., {IMAGE_SIZE}, {IMAGE_SIZE}, 3], got {tuple(x.shape)}.")
-    y = jnp.reshape(x, (*lead, GRID, PATCH, GRID, PATCH, 3))
-    return jnp.reshape(jnp.swapaxes(y, -4, -3), (*lead, GRID * GRID, PATCH * PATCH * 3))
-
-
-def unpatchify(p):
-    """Exact inverse of `patchify`: [..., 16, 192] -> [..., 32, 32, 3]."""
-    lead = p.shape[:-2]
-    if tuple(p.shape[-2:]) != (GRID * GRID, PATCH * PATCH * 3):
-        raise DataError(f"unpatchify expects [..., {GRID * GRID}, {PATCH * PATCH * 3}], got {tuple(p.shape)}.")
-    y = jnp.reshape(p, (*lead, GRID, GRID, PATCH, PATCH, 3))
-    return jnp.reshape(jnp.swapaxes(y, -4, -3), (*lead, *IMAGE_SHAPE))
-
-
-def block_masks() -> np.ndarray:
-    """float32 [4, 32, 32, 1]: mask b is 1 on the 16x16 quadrant b (0 TL, 1 TR, 2 BL, 3 BR)."""
-    masks = np.zeros((NUM_BLOCKS, IMAGE_SIZE, IMAGE_SIZE, 1), np.float32)
-    for b in range(NUM_BLOCKS):
-        r, c = divmod(b, 2)
-        masks[b, _HALF * r:_HALF * (r + 1), _HALF * c:_HALF * (c + 1)] = 1.0
-    return masks
-
-
-def context_masks() -> np.ndarray:
-    """float32 [4, 32, 32, 1]: mask b is the union of blocks before b (what block b is conditioned on)."""
-    blocks = block_masks()
-    return np.cumsum(blocks, axis=0) - blocks
+from hybrid_jax.data.images import DataError
 
 
 # ----------------------------------------------------------------------------- batching
@@ -75,12 +35,27 @@ def batches(images: np.ndarray, batch_size: int, key: int, epoch: int) -> Iterat
         yield images[idx]
 
 
-def batch_at(images: np.ndarray, batch_size: int, key: int, step: int) -> np.ndarray:
-    """The batch of global step `step`, identical to an uninterrupted run over `batches`."""
+def batch_at(images: Any, batch_size: int, key: int, step: int) -> Any:
+    """The batch of global step `step`, identical to an uninterrupted run over `batches`.
+
+    `images` is an array or a pytree of arrays sharing the leading axis (e.g. (images, labels)),
+    batched alike."""
     if step < 0:
         raise DataError(f"step must be >= 0, got {step}.")
-    epoch, index = divmod(step, steps_per_epoch(len(images), batch_size))
-    return images[_epoch_indices(len(images), batch_size, key, epoch)[index]]
+    n = num_examples(images)
+    epoch, index = divmod(step, steps_per_epoch(n, batch_size))
+    idx = _epoch_indices(n, batch_size, key, epoch)[index]
+    return jax.tree.map(lambda a: a[idx], images)
+
+
+def num_examples(data: Any) -> int:
+    """Length of the leading axis of an array or of a pytree of arrays that share it."""
+    return len(jax.tree.leaves(data)[0])
+
+
+def images_and_labels(batch: Any) -> tuple[Any, Any]:
+    """(images, class labels or None) of a training batch: images [b, H, W, 3], or a pair (images, labels [b])."""
+    return tuple(batch) if isinstance(batch, (tuple, list)) else (batch, None)
 
 
 def holdout_split(images: np.ndarray, holdout: int) -> tuple[np.ndarray, np.ndarray]:

@@ -56,7 +56,8 @@ def is_offline(offline: bool = False) -> bool:
 # ----------------------------------------------------------------------------- resolve_source
 
 
-def resolve_source(path: str | os.PathLike | None = "", *, offline: bool = False, class_name: str | None = None,
+def resolve_source(path: str | os.PathLike | None = "", *, offline: bool = False,
+                   class_name: str | tuple[str, ...] | None = None,
                    cache_dir: str | os.PathLike | None = None, tfds_data_dir: str | None = None,
                    url: str | None = None, md5: str | None = None) -> str:
     """The source `load_images` should read, chosen once: the first of
@@ -69,15 +70,15 @@ def resolve_source(path: str | os.PathLike | None = "", *, offline: bool = False
        local, or no network connection.
 
     A download that starts and then fails (HTTP error, cut transfer, wrong checksum) raises
-    DataError and keeps no file. `class_name`, when given, is checked before any download.
+    DataError and keeps no file. `class_name` (one name or a tuple), when given, is checked before any download.
     """
     path = os.fspath(path) if path else ""
     if path:
         return path
     if env := os.environ.get(ENV_VAR):
         return env
-    if class_name is not None:
-        _cifar10_label(class_name)
+    for name in (class_name,) if isinstance(class_name, str) else class_name or ():
+        _cifar10_label(name)
     if _tfds_ready("cifar10", tfds_data_dir):
         return f"{TFDS_PREFIX}cifar10"
     if (cached := _download.cached_cifar10(cache_dir, md5)) is not None:

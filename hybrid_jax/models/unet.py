@@ -1,7 +1,9 @@
 """DDPM-CIFAR U-Net (Ho et al. 2020) with an optional conditioning input, NHWC end to end.
 
 One module serves Model A (128 channels, context canvas + masks concatenated to the noisy
-input) and Model B's corrector (64 channels, no context). Upsampling is nearest resize +
+input) and Model B's corrector (64 channels, no context). With `num_classes` > 1 a learned class
+embedding is added to the time embedding; with one class the module has no class parameter at
+all (and so today's parameters and outputs). Upsampling is nearest resize +
 conv (transposed convs are slow in XLA on GPU). The output of each down level and of the
 bottleneck are sown as `intermediates/features` (a tuple, finest first) so that other code
 (the automated labeler) can read them with `mutable=["intermediates"]`.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,6 +26,21 @@ def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
     args = t.astype(jnp.float32)[:, None] * freqs[None]
     emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
     return jnp.pad(emb, ((0, 0), (0, dim % 2)))
+
+
+def add_class_embedding(h: jax.Array, num_classes: int, labels, init=nn.initializers.normal(1.0)) -> jax.Array:
+    """h [b, d] plus a learned embedding of class labels [b] (param `class_embedding`); h itself with one class.
+
+    Called inside a compact module. With one class it creates no parameter, draws no RNG and adds
+    nothing, so one-class models keep their parameter tree and outputs bit for bit.
+    """
+    if num_classes == 1:
+        return h
+    if labels is None:
+        raise ValueError(f"a model over {num_classes} classes needs class labels [b]; got none")
+    chex.assert_shape(labels, h.shape[:1])
+    table = nn.Embed(num_classes, h.shape[-1], embedding_init=init, name="class_embedding")
+    return h + table(jnp.asarray(labels, jnp.int32)).astype(h.dtype)
 
 
 class ResBlock(nn.Module):
@@ -61,7 +79,7 @@ class AttnBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t, cond): [b, H, W, 3] (+ cond channels) -> [b, H, W, 3] f32."""
+    """eps_theta(x_t, t, cond, labels): [b, H, W, 3] (+ cond channels), class labels [b] -> [b, H, W, 3] f32."""
 
     # Fields of `config.UNetConfig` (defaults live there; build with `models.build(UNet, cfg)`).
     base_channels: int
@@ -72,13 +90,15 @@ class UNet(nn.Module):
     num_groups: int
     dtype: str
     out_channels: int = 3
+    num_classes: int = 1  # > 1: class-conditional (labels required); 1: unconditional, labels ignored
 
     @nn.compact
-    def __call__(self, x, t, cond=None, *, train: bool = False):
+    def __call__(self, x, t, cond=None, labels=None, *, train: bool = False):
         dtype = jnp.dtype(self.dtype)
         ch = self.base_channels
         temb = timestep_embedding(t, ch)
         temb = nn.Dense(4 * ch, dtype=dtype)(nn.swish(nn.Dense(4 * ch, dtype=dtype)(temb)))
+        temb = add_class_embedding(temb, self.num_classes, labels)
         if cond is not None:
             x = jnp.concatenate([x, cond], axis=-1)
         res_block = lambda c: ResBlock(c, self.dropout, self.num_groups, dtype)

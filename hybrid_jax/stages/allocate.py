@@ -3,7 +3,8 @@
 Options are the preset's step budgets of Model A and corrector depths of Model B
 (`generators.options`); each option's images are generated in fixed batches and stored per
 option (resumable), scored by the labels stage's scorer, timed under the routed stage's
-batching policy, and handed to `allocation.evaluate` with the router's cross-fit folds.
+batching policy, and handed to `allocation.evaluate` with the router's cross-fit folds and the
+features of A's own probe (for the options that continue it and the cascade).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 
 import numpy as np
 
-from hybrid_jax import allocation, cost, evaluation, generators, io, progress
+from hybrid_jax import allocation, cost, evaluation, features, generators, geometry, io, model_a, progress, xla
 from hybrid_jax.rundir import Run, Stage, done_record
 from hybrid_jax.stages import features as features_stage
 from hybrid_jax.stages import labels as labels_stage
@@ -42,12 +43,24 @@ def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: 
     # kept per seeds-stage fingerprint (seeds config + trained models): other seeds never reuse them
     path = run.path("allocate", "options", done_record(run, "seeds")["fingerprint"], f"{_slug(g.name)}.npz")
     if not path.exists():
-        out = np.zeros((len(seeds), 32, 32, 3), np.float32)
-        for start, chunk, padded in seeds_stage.fixed_batches(seeds, run.cfg.seeds.batch_size):
-            keys = generators.seed_stream(padded, run.cfg.seeds.base_seed, g.model)
-            out[start:start + len(chunk)] = np.asarray(g.sample_keys(params, keys))[: len(chunk)]
-        io.write_npz(path, seeds=seeds, images=out)
+        io.write_npz(path, seeds=seeds, images=_each_seed(run, g, params, seeds))
     return io.read_npz(path)["images"]
+
+
+def _each_seed(run: Run, g: generators.Generator, params, seeds: np.ndarray) -> np.ndarray:
+    return generators.generate((g,), {g.model: params}, seeds, np.zeros(len(seeds), int),
+                               base_seed=run.cfg.seeds.base_seed, batch_size=run.cfg.seeds.batch_size,
+                               num_classes=run.cfg.data.num_classes)
+
+
+def _a_probe_features(run: Run, params, seeds: np.ndarray) -> np.ndarray:
+    """[n, len(features.A_PROBE)] features of A's own probe on each seed (the probe every "after probe" option runs)."""
+    cfg = run.cfg
+    probed = model_a.make_probed_sampler(cfg.model_a, cfg.model_a.steps_per_block, cfg.allocation.a_probe_budget,
+                                         cfg.allocation.a_probe_steps, cfg.data.num_classes, geometry=cfg.geometry)
+    mask = geometry.block_masks(cfg.geometry)[0]
+    feats = xla.jit(lambda p, keys, labels: features.a_probe(probed.probe(p, keys, labels).x0, mask))
+    return _each_seed(run, generators.Generator("A's probe", "model_a", feats, {}), params, seeds)
 
 
 def _seconds(run: Run, opts, trained, seeds: np.ndarray) -> np.ndarray:
@@ -57,8 +70,9 @@ def _seconds(run: Run, opts, trained, seeds: np.ndarray) -> np.ndarray:
     contenders = {}
     for g in opts:
         keys = generators.seed_stream(seeds, run.cfg.seeds.base_seed, g.model)
-        contenders[g.name] = lambda g=g, keys=keys: cost._fixed(lambda k: g.sample_keys(trained[g.model], k),
-                                                                keys, sel, c.batch_size)
+        contenders[g.name] = lambda g=g, keys=keys: cost._fixed(
+            lambda k, labels: g.sample_keys(trained[g.model], k, labels), keys, sel, c.batch_size,
+            generators.seed_labels(seeds, run.cfg.data.num_classes))
     rows = cost.measure(contenders, len(sel), c.repeats)
     return np.array([rows[g.name]["seconds_per_image"] for g in opts])
 
@@ -71,13 +85,14 @@ def _options(run: Run, opts, trained, seeds) -> allocation.Options:
     timing = routed_stage.load(run)
     probe = np.array([timing["units"]["probe"][u] for u in ("passes", "flops", "seconds")])
     prefix = np.array([k, k * f["b_ar_step"], timing["timing"]["rows"]["AR prefix"]["seconds_per_image"]])
-    resumes = np.array([[g.model == "model_b"] for g in opts])  # B's options resume from the probe's prefix
-    return allocation.Options(tuple(g.name for g in opts), scratch, scratch + probe - resumes * prefix)
+    resumes = np.array([[g.probe == "B"] for g in opts])  # B's options resume from the probe's prefix
+    return allocation.Options(tuple(g.name for g in opts), scratch, scratch + probe - resumes * prefix,
+                              probe=tuple(g.probe for g in opts))
 
 
 def run_stage(run: Run) -> dict:
     cfg = run.cfg
-    opts = generators.options(cfg)
+    opts = generators.options(cfg) + generators.probed_options(cfg)
     trained = {"model_a": train.restore_params(run, "model_a"), "model_b": train.restore_model_b(run)}
     seeds = seeds_stage.load_seed_ids(run)
     made = _made_by_seeds_stage(run)
@@ -91,10 +106,13 @@ def run_stage(run: Run) -> dict:
         quality, _options(run, opts, trained, seeds), X, oof["fold"], labels_stage.tau(run), binary=(a, b),
         p_cheap=oof["p_cheap"], router_threshold=cfg.router.threshold, feats=feats,
         feats_real=labels_stage.load_scores(run)["feats_real"], seed=cfg.router.seed,
-        boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap))
+        boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap),
+        X_a=_a_probe_features(run, trained["model_a"], seeds))
     io.write_json(run.path("allocate", "results.json"), result)
-    best = max((p for p in result["points"] if p["policy"] == "learned allocation"), key=lambda p: p["quality"])
-    return {"options": len(opts), "learned_best_quality": best["quality"], "flops_savings": best["flops_savings"]}
+    best = {policy: max((p for p in result["points"] if p["policy"] == policy), key=lambda p: p["quality"])
+            for policy in ("learned allocation", "cascade")}
+    return {"options": len(opts), **{f"{_slug(k)}_best_quality": p["quality"] for k, p in best.items()},
+            **{f"{_slug(k)}_flops_savings": p["flops_savings"] for k, p in best.items()}}
 
 
 def load(run: Run) -> dict:

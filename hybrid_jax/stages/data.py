@@ -1,4 +1,4 @@
-"""Stage `data`: training images of the class and real images held out of all training."""
+"""Stage `data`: training images of the chosen classes (with class labels) and real images held out of all training."""
 
 from __future__ import annotations
 
@@ -14,28 +14,45 @@ log = logging.getLogger("hybrid_jax.stages.data")
 
 
 def load(run: Run) -> dict[str, np.ndarray]:
-    """{"train": [n, 32, 32, 3], "holdout": [m, 32, 32, 3]} in [-1, 1]."""
+    """{"train": [n, S, S, 3], "holdout": [m, S, S, 3]} in [-1, 1], S = geometry.image_size, and their class
+    labels "train_labels" [n], "holdout_labels" [m] (indices into data.classes; zeros with one class)."""
     return io.read_npz(run.path("data", "images.npz"))
 
 
-def run_stage(run: Run) -> dict:
-    d = run.cfg.data
-    path = data_lib.resolve_source(d.path, offline=d.offline, class_name=d.class_name)
-    train = data_lib.load_images(d.class_name, "train", path, max_images=d.max_images + d.holdout)
+def _load_class(run: Run, path: str, class_name: str) -> tuple[data_lib.Images, np.ndarray, np.ndarray, str]:
+    """(the loaded train split, training images, held-out images, where the held-out ones came from) of one class."""
+    d, size = run.cfg.data, run.cfg.geometry.image_size
+    train = data_lib.load_images(class_name, "train", path, max_images=d.max_images + d.holdout, image_size=size)
     try:
         if train.stand_in:  # the stand-in has no test split: hold out from the training crops
             raise data_lib.DataError("no test split")
-        test = data_lib.load_images(d.class_name, "test", path, max_images=d.holdout)
-        held_out, train_images = test.images, train.images[: d.max_images]
-        holdout_from = "the test split"
+        test = data_lib.load_images(class_name, "test", path, max_images=d.holdout, image_size=size)
+        return train, train.images[: d.max_images], test.images, "the test split"
     except data_lib.DataError:
         train_images, held_out = data_lib.holdout_split(train.images, d.holdout)
-        holdout_from = f"the last {d.holdout} training images of the class (no test split available)"
-    io.write_npz(run.path("data", "images.npz"), train=train_images, holdout=held_out)
+        why = f"the last {d.holdout} training images of the class (no test split available)"
+        return train, train_images, held_out, why
+
+
+def run_stage(run: Run) -> dict:
+    """Each class's images in the order of data.classes, labelled with its index there."""
+    d = run.cfg.data
+    path = data_lib.resolve_source(d.path, offline=d.offline, class_name=d.classes)
+    if path == data_lib.STAND_IN and d.num_classes > 1:
+        raise data_lib.DataError(f"data.class_name={d.class_name!r} asks for {d.num_classes} classes, but the "
+                                 f"embedded stand-in images have no classes; give CIFAR-10 (--data PATH or "
+                                 f"tfds:cifar10, or run online once to download it) or choose one class.")
+    parts = [_load_class(run, path, c) for c in d.classes]
+    train = parts[0][0]
+    labelled = lambda i: np.concatenate([np.full(len(p[i]), c, np.int32) for c, p in enumerate(parts)])
+    train_images, held_out = (np.concatenate([p[i] for p in parts]) for i in (1, 2))
+    io.write_npz(run.path("data", "images.npz"), train=train_images, holdout=held_out,
+                 train_labels=labelled(1), holdout_labels=labelled(2))
     if train.stand_in:
         log.warning("DATA: %s", train.source)
-    return {"source": train.source, "stand_in": train.stand_in, "n_train": len(train_images),
-            "n_holdout": len(held_out), "holdout_from": holdout_from}
+    return {"source": "; ".join(p[0].source for p in parts), "stand_in": train.stand_in,
+            "n_train": len(train_images), "n_holdout": len(held_out), "holdout_from": parts[0][3],
+            "classes": list(d.classes)}
 
 
-STAGE = Stage("data", run_stage, config=lambda cfg: (cfg.data,))
+STAGE = Stage("data", run_stage, config=lambda cfg: (cfg.data, cfg.geometry))

@@ -56,6 +56,8 @@ def _cifar10_source(run: Run) -> tuple[str | None, str]:
     tfds_name = path[len(data_lib.TFDS_PREFIX):].split("/")[0].split(":")[0]
     if path.startswith(data_lib.TFDS_PREFIX) and tfds_name != "cifar10":
         return None, f"the data source {path} is not CIFAR-10"
+    if d.num_classes > 1:
+        return None, f"the content classifier scores one class, and the run has {d.num_classes} ({d.class_name})"
     if d.class_name not in data_lib.CIFAR10_CLASSES:
         return None, f"{d.class_name!r} is not a CIFAR-10 class"
     return path, ""
@@ -81,7 +83,7 @@ def run_stage(run: Run) -> dict:
     out: dict = {}
     content = others = wrong_held = None
     if source is not None:
-        others = build.load_other_classes(cfg.data.class_name, source, lc)
+        others = build.load_other_classes(cfg.data.class_name, source, lc, cfg.geometry.image_size)
         content = build.train_content_classifier(reference, others.train, cfg.data.class_name, lc,
                                                  _classifier_dir(run) / "ckpt", done_record(run, "data")["fingerprint"])
         shutil.rmtree(run.path("labels", "model", "classifier"), ignore_errors=True)  # this run's output, rewritten
@@ -94,7 +96,8 @@ def run_stage(run: Run) -> dict:
         log.warning("labeler: %s, so the score's classifier (content) part is off and it sees natural-image "
                     "statistics only; the wrong-class check is left out", why_not)
     t_classifier = time.perf_counter()
-    fitted = build.fit_quality(reference, lc, content, others.train if others else None, cfg.data.class_name)
+    fitted = build.fit_quality(reference, lc, content, others.train if others else None, cfg.data.class_name,
+                               cfg.geometry)
     model, featurize = fitted.model, fitted.featurize
     t_fit = time.perf_counter()
 
@@ -117,12 +120,13 @@ def run_stage(run: Run) -> dict:
 
     # validation on held-out real images (never trained on), leave-one-family-out; the previous score as baseline
     suite = build.validate(fitted, held_out, wrong_held)
-    base = build.validate_baseline(reference, held_out, lc.k, fitted.families, wrong_held)
+    suite_families = degradations.families(cfg.geometry)
+    base = build.validate_baseline(reference, held_out, lc.k, fitted.families, wrong_held, geometry=cfg.geometry)
     io.write_json(run.path("labels", "validation.json"), {
         "suite": suite, "baseline": base, "pass_rule": validation.PASS_TEXT, "leave_one_family_out": True,
         "levels": {f: list(validation.level_names(f)) for f in fitted.families},
-        "strengths": {f: [str(v) for v in degradations.FAMILIES[f].strengths] for f in fitted.families},
-        "units": {f: degradations.FAMILIES[f].unit for f in fitted.families}})
+        "strengths": {f: [str(v) for v in suite_families[f].strengths] for f in fitted.families},
+        "units": {f: suite_families[f].unit for f in fitted.families}})
     t_val = time.perf_counter()
 
     out.update({
@@ -260,7 +264,8 @@ def load_model(run: Run) -> tuple[score_lib.QualityModel, score_lib.Featurize]:
     """The labels stage's fitted score and its featurizer, read back from `labels/model/`."""
     meta = io.read_json(run.path("labels", "model", "meta.json"))
     model = score_lib.from_arrays(io.read_npz(run.path("labels", "model", "quality.npz")))
-    return model, build.featurizer(_restore_content(run) if meta["content"] else None, run.cfg.labeler)
+    return model, build.featurizer(_restore_content(run) if meta["content"] else None, run.cfg.labeler,
+                                   run.cfg.geometry)
 
 
 _MODELS: dict[tuple, tuple] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from hybrid_jax import cost, evaluation, io, routing
+from hybrid_jax import cost, evaluation, generators, io, routing
 from hybrid_jax.rundir import Run, Stage
 from hybrid_jax.stages import features as features_stage
 from hybrid_jax.stages import labels as labels_stage
@@ -22,18 +22,21 @@ from hybrid_jax.stages import train
 
 
 def make_routed_sampler(run: Run) -> routing.RoutedSampler:
-    """The deployed router's routed sampler (probe B, route in-graph, finish B or run A)."""
+    """The deployed router's routed sampler (probe B, route in-graph, finish B or run A), over the
+    run's mesh when it has one (`--devices N`)."""
     ens, idx = router_stage.load_deployed(run)
     sa, sb = seeds_stage.samplers(run.cfg)
-    return routing.make_routed_sampler(sa, sb, ens, idx, run.cfg.router.prefix_steps)
+    return routing.make_routed_sampler(sa, sb, ens, idx, run.cfg.router.prefix_steps, mesh=run.mesh)
 
 
 def _timings(run: Run, routed, pa, pb, decisions: dict[str, np.ndarray], seeds: np.ndarray) -> dict:
     c = run.cfg.cost
     n = min(c.num_images, len(seeds))
     keys_a, keys_b = routing.seed_keys(seeds[:n], run.cfg.seeds.base_seed)
-    work = cost.make_work(routed, pa, pb, run.cfg.router.prefix_steps)
-    contenders = cost.strategies(work, keys_a, keys_b, {k: v[:n] for k, v in decisions.items()}, c.batch_size)
+    classes = generators.seed_labels(seeds[:n], run.cfg.data.num_classes)
+    work = cost.make_work(routed, pa, pb, run.cfg.router.prefix_steps, mesh=run.mesh)
+    contenders = cost.strategies(work, keys_a, keys_b, {k: v[:n] for k, v in decisions.items()}, c.batch_size,
+                                 classes)
     return {"n_images": n, "batch_size": c.batch_size, "repeats": c.repeats,
             "rows": cost.measure(contenders, n, c.repeats),
             "share_to_a": {k: float(v[:n].mean()) for k, v in decisions.items()}}
@@ -52,7 +55,8 @@ def run_stage(run: Run) -> dict:
                  p_cheap=oof["p_cheap"], fold=oof["fold"])
     b = cfg.seeds.batch_size
     keys_a, keys_b = routing.seed_keys(seeds["seeds"][:b], cfg.seeds.base_seed)
-    check = cost.consistency(routed.run(pa, pb, keys_a, keys_b), seeds)
+    classes = generators.seed_labels(seeds["seeds"][:b], cfg.data.num_classes)
+    check = cost.consistency(routed.run(pa, pb, keys_a, keys_b, classes), seeds)
     timed = _timings(run, routed, pa, pb, {"oracle (labels)": oracle, "learned router": to_a}, seeds["seeds"])
     units = cost.unit_costs(timed["rows"], cost.unit_work(cfg, cost.pass_flops(cfg, pa, pb)))
     _, X, names = features_stage.load(run)
@@ -68,7 +72,7 @@ def run_stage(run: Run) -> dict:
     out = {"label_source": source, "timing": timed, "units": units, "curves": curves, "consistency": check,
            "timing_check": {"share_to_a": share, "measured": measured, "composed": expected,
                             "ratio": measured / expected},
-           "device": str(jax.devices()[0]), "platform": jax.default_backend()}
+           "device": str(jax.devices()[0]), "platform": jax.default_backend(), "mesh_devices": run.devices}
     io.write_json(run.path("routed", "cost.json"), out)
     return {"share_to_a": float(to_a.mean()), "device": out["device"],
             "verdict": curves["router_vs_random"]["verdict"]}

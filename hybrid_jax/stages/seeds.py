@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from hybrid_jax import features as features_lib
-from hybrid_jax import io, model_a, model_b, progress, routing, sharding
+from hybrid_jax import generators, io, model_a, model_b, progress, routing, sharding
 from hybrid_jax.config import Preset
 from hybrid_jax.rundir import Run, Stage, done_record, fingerprint
 from hybrid_jax.stages import train
@@ -17,7 +17,9 @@ log = logging.getLogger("hybrid_jax.stages.seeds")
 
 
 def samplers(cfg: Preset) -> tuple[model_a.Sampler, model_b.Sampler]:
-    return model_a.make_sampler(cfg.model_a), model_b.make_sampler(cfg.model_b, cfg.corrector)
+    n = cfg.data.num_classes
+    return (model_a.make_sampler(cfg.model_a, geometry=cfg.geometry, num_classes=n),
+            model_b.make_sampler(cfg.model_b, cfg.corrector, geometry=cfg.geometry, num_classes=n))
 
 
 def fixed_batches(seeds: np.ndarray, batch_size: int):
@@ -38,7 +40,7 @@ def run_stage(run: Run) -> dict:
     sa, sb = samplers(cfg)
     mesh = run.mesh
     pa, pb = sharding.replicate((train.restore_params(run, "model_a"), train.restore_model_b(run)), mesh)
-    compute_features = jax.jit(features_lib.compute)
+    compute_features = jax.jit(lambda prefix: features_lib.compute(prefix, cfg.geometry))
     seeds = np.arange(cfg.seeds.num_seeds)
     bs = cfg.seeds.batch_size
     parts_dir = _parts_dir(run)
@@ -47,18 +49,19 @@ def run_stage(run: Run) -> dict:
         part = parts_dir / f"part_{start:06d}.npz"
         if part.exists():
             continue
-        keys_a, keys_b = sharding.shard_batch(routing.seed_keys(padded, cfg.seeds.base_seed), mesh)
-        prefix = sb.ar_prefix(pb, keys_b, cfg.router.prefix_steps)
+        labels = generators.seed_labels(padded, cfg.data.num_classes)
+        keys_a, keys_b, labels = sharding.shard_batch((*routing.seed_keys(padded, cfg.seeds.base_seed), labels), mesh)
+        prefix = sb.ar_prefix(pb, keys_b, cfg.router.prefix_steps, labels)
         feats = compute_features(prefix)
         images_b = sb.finish(pb, prefix)
-        images_a = sa.sample_keys(pa, keys_a)
+        images_a = sa.sample_keys(pa, keys_a, labels)
         n = len(chunk)
-        io.write_npz(part, seeds=chunk, images_a=np.asarray(images_a)[:n], images_b=np.asarray(images_b)[:n],
-                     features=np.asarray(feats)[:n])
+        io.write_npz(part, seeds=chunk, labels=np.asarray(labels)[:n], images_a=np.asarray(images_a)[:n],
+                     images_b=np.asarray(images_b)[:n], features=np.asarray(feats)[:n])
     parts = [io.read_npz(parts_dir / f"part_{s:06d}.npz") for s in starts]
     merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    io.write_npz(run.path("seeds", "seeds.npz"), seeds=merged["seeds"], images_a=merged["images_a"],
-                 images_b=merged["images_b"])
+    io.write_npz(run.path("seeds", "seeds.npz"), seeds=merged["seeds"], labels=merged["labels"],
+                 images_a=merged["images_a"], images_b=merged["images_b"])
     for s, a, b in zip(merged["seeds"], merged["images_a"], merged["images_b"]):
         io.write_bytes(run.path("seeds", "png", f"seed_{s:06d}_A.png"), io.png_bytes(a))
         io.write_bytes(run.path("seeds", "png", f"seed_{s:06d}_B.png"), io.png_bytes(b))
@@ -69,7 +72,8 @@ def run_stage(run: Run) -> dict:
 
 
 def load(run: Run) -> dict[str, np.ndarray]:
-    """{"seeds": [n], "images_a": [n, 32, 32, 3], "images_b": [n, 32, 32, 3]}."""
+    """{"seeds": [n], "labels": [n] (each seed's class, `generators.seed_labels`), "images_a": [n, S, S, 3],
+    "images_b": [n, S, S, 3]}, S = geometry.image_size."""
     return io.read_npz(run.path("seeds", "seeds.npz"))
 
 

@@ -1,4 +1,5 @@
-"""Stages `model_a`, `model_b`, `corrector`: train each network, resumably, from the data stage's images."""
+"""Stages `model_a`, `model_b`, `corrector`: train each network, resumably, from the data stage's images
+(class-conditional when data.class_name names several classes)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,15 @@ MODELS = ("model_a", "model_b", "corrector")
 
 def _specs(cfg: Preset) -> dict[str, tuple[object, Callable, Callable]]:
     """name -> (config section, loss_fn, init(key) -> params)."""
-    b_init = lambda key: model_b.init_params(cfg.model_b, cfg.corrector, key)
+    g, n = cfg.geometry, cfg.data.num_classes
+    b_init = lambda key: model_b.init_params(cfg.model_b, cfg.corrector, key, geometry=g, num_classes=n)
     return {
-        "model_a": (cfg.model_a, model_a.make_loss(cfg.model_a), lambda key: model_a.init_params(cfg.model_a, key)),
-        "model_b": (cfg.model_b, model_b.make_ar_loss(cfg.model_b), lambda key: b_init(key)["ar"]),
-        "corrector": (cfg.corrector, model_b.make_corrector_loss(cfg.corrector), lambda key: b_init(key)["corrector"]),
+        "model_a": (cfg.model_a, model_a.make_loss(cfg.model_a, geometry=g, num_classes=n),
+                    lambda key: model_a.init_params(cfg.model_a, key, geometry=g, num_classes=n)),
+        "model_b": (cfg.model_b, model_b.make_ar_loss(cfg.model_b, geometry=g, num_classes=n),
+                    lambda key: b_init(key)["ar"]),
+        "corrector": (cfg.corrector, model_b.make_corrector_loss(cfg.corrector, num_classes=n),
+                      lambda key: b_init(key)["corrector"]),
     }
 
 
@@ -35,7 +40,8 @@ def _guard(run: Run, section) -> dict:
 def _stage_fn(name: str) -> Callable[[Run], dict]:
     def run_stage(run: Run) -> dict:
         section, loss_fn, init = _specs(run.cfg)[name]
-        images = data_stage.load(run)["train"]
+        data = data_stage.load(run)
+        images = (data["train"], data["train_labels"])  # one-class models ignore the labels
         ckpt = Checkpointer(run.path(name, "ckpt"), _guard(run, section))
         result = train_lib.train(loss_fn, init(jax.random.key(section.train.seed)), images, section.train, ckpt,
                                  desc=f"train {name}", mesh=run.mesh,
