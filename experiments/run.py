@@ -55,7 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", default=None, metavar="PATH|tfds:NAME|stand-in",
                    help="where the training images come from (default: automatic; see below)")
     p.add_argument("--class", dest="class_name", default=None,
-                   help="class to train on (default: dog; a CIFAR-10 class, or a label name of tfds:NAME)")
+                   help="class(es) to train on (default: dog; a CIFAR-10 class, or a label name of tfds:NAME; "
+                        "several comma-separated, e.g. dog,cat,horse, or all: class-conditional models)")
     p.add_argument("--offline", action="store_true",
                    help="never download: without local data, use the embedded stand-in (also $HYBRID_JAX_OFFLINE=1)")
     p.add_argument("--labels", default=None, help="human labels CSV (seed,label) to import")
@@ -69,8 +70,28 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="do not reuse compiled programs across runs (default: cached in <workdir>/cache/jax; "
                         "also $HYBRID_JAX_COMPILE_CACHE=0)")
     p.add_argument("--devices", type=int, default=0, metavar="N",
-                   help="data-parallel training and seed sampling over a mesh of N devices (0: no mesh)")
+                   help="data-parallel training, sampling, routing and cost over a mesh of N devices (0: no mesh); "
+                        "with --distributed, the devices of every process")
+    p.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run first (jax.distributed.initialize; see the next three flags)")
+    p.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"), metavar="HOST:PORT",
+                   help="address of process 0 (default: $JAX_COORDINATOR_ADDRESS, else JAX's cluster detection)")
+    p.add_argument("--num-processes", type=int, default=_env_int("JAX_NUM_PROCESSES"), metavar="N",
+                   help="number of processes (default: $JAX_NUM_PROCESSES, else JAX's cluster detection)")
+    p.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"), metavar="I",
+                   help="this process's index, 0..N-1 (default: $JAX_PROCESS_ID, else JAX's cluster detection)")
     return p.parse_args(argv)
+
+
+def _env_int(name: str) -> int | None:
+    return int(os.environ[name]) if os.environ.get(name) else None
+
+
+def distributed(args: argparse.Namespace):
+    """The `sharding.Distributed` the flags ask for, or None (one process, nothing initialised)."""
+    from hybrid_jax import sharding
+
+    return sharding.Distributed(args.coordinator, args.num_processes, args.process_id) if args.distributed else None
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
@@ -93,6 +114,9 @@ def main(argv=None) -> int:
 
     try:
         cfg = config_lib.apply_overrides(config_lib.get_preset(args.preset), config_overrides(args))
+        if (dist := distributed(args)) is not None:
+            sharding.initialize(dist)
+            rundir.require_one_process()
         sharding.check_devices(args.devices)
         workdir = Path(args.workdir or f"runs/{cfg.name}")
         runlog.setup(workdir)
