@@ -20,7 +20,6 @@ from benchmarks.samplers import perturbed
 from benchmarks.timing import Table, compile_jax, ms, time_many, xla_flops
 from hybrid_jax import diffusion, model_b, xla
 from hybrid_jax.config import get_preset
-from hybrid_jax.models.decoder import PATCH_DIM, SEQ_LEN, init_cache
 
 POSITIONS = (1, 4, 8, 12, 15)  # not 0: there the output ignores the input (start token) and XLA hoists it
 STEP_REPEATS = 16  # steps per timed call in the per-position table (amortises the dispatch of one call)
@@ -28,13 +27,13 @@ STEP_REPEATS = 16  # steps per timed call in the per-position table (amortises t
 
 def make_loops(preset):
     mcfg = preset.model_b
-    d = mcfg.decoder
-    decoder = model_b.make_decoder(mcfg)
+    seq_len, patch_dim = preset.geometry.num_patches, preset.geometry.patch_dim
+    decoder = model_b.make_decoder(mcfg, geometry=preset.geometry)
     temp = mcfg.temperature
 
     def noise(keys, i):
         ar_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
-        return diffusion.per_example_normal(ar_keys, i, (PATCH_DIM,))
+        return diffusion.per_example_normal(ar_keys, i, (patch_dim,))
 
     @xla.jit
     def cached(params, keys):
@@ -47,21 +46,21 @@ def make_loops(preset):
             patches = jax.lax.dynamic_update_slice(patches, patch[:, None], (0, i, 0))
             return (cache, patches, patch, i + 1), None
 
-        init = (init_cache(n, d.num_layers, d.width, d.num_heads), jnp.zeros((n, SEQ_LEN, PATCH_DIM)),
-                jnp.zeros((n, PATCH_DIM)), jnp.zeros((), jnp.int32))
-        (_, patches, _, _), _ = jax.lax.scan(step, init, None, length=SEQ_LEN)
+        init = (model_b.empty_cache(decoder, n), jnp.zeros((n, seq_len, patch_dim)),
+                jnp.zeros((n, patch_dim)), jnp.zeros((), jnp.int32))
+        (_, patches, _, _), _ = jax.lax.scan(step, init, None, length=seq_len)
         return patches
 
     def full_pass(params, seq):
         """Teacher-forcing pass over `seq` [n, q, 192] (slot 0 = start token): means [n, q, 192]."""
-        cache = init_cache(seq.shape[0], d.num_layers, d.width, d.num_heads)
+        cache = model_b.empty_cache(decoder, seq.shape[0])
         return decoder.apply({"params": params}, seq, 0, cache)[0]
 
     @xla.jit
     def recompute(params, keys):
         n = keys.shape[0]
-        patches = jnp.zeros((n, SEQ_LEN, PATCH_DIM))
-        for i in range(SEQ_LEN):  # shapes differ per step: a Python loop
+        patches = jnp.zeros((n, seq_len, patch_dim))
+        for i in range(seq_len):  # shapes differ per step: a Python loop
             seq = jnp.pad(patches[:, :i], ((0, 0), (1, 0), (0, 0)))
             patches = patches.at[:, i].set(full_pass(params, seq)[:, i] + temp * noise(keys, i))
         return patches
@@ -97,13 +96,13 @@ def run(presets: list[str], repeats: int, batch: int = 1) -> list[Table]:
                        "and runs one extra 16-position teacher-forcing pass for the router's self-consistency features.")
     for name in presets:
         preset = get_preset(name)
-        d = preset.model_b.decoder
+        seq_len, patch_dim = preset.geometry.num_patches, preset.geometry.patch_dim
         key = jax.random.key(0)
         params = perturbed(jax.jit(functools.partial(model_b.init_params, preset.model_b, preset.corrector))(key))
         keys = jax.random.split(key, batch)
         cached, recompute, step_cached, step_recompute = make_loops(preset)
         sampler = model_b.make_sampler(preset.model_b, preset.corrector)
-        lib = xla.jit(lambda p, k: sampler.ar_prefix(p, k, SEQ_LEN).state.patches)
+        lib = xla.jit(lambda p, k: sampler.ar_prefix(p, k, seq_len).state.patches)
         res = time_many({"cached": (cached, (params["ar"], keys)), "recompute": (recompute, (params["ar"], keys)),
                          "library": (lib, (params, keys))}, repeats=repeats)
         diff = float(jnp.max(jnp.abs(res["cached"].compiled(params["ar"], keys)
@@ -113,14 +112,14 @@ def run(presets: list[str], repeats: int, batch: int = 1) -> list[Table]:
                   ms(res["library"].median_s) / batch, c.compile_s, r.compile_s, diff)
         print(loops.row_text(), flush=True)
 
-        filled = init_cache(batch, d.num_layers, d.width, d.num_heads)
+        filled = model_b.empty_cache(model_b.make_decoder(preset.model_b, geometry=preset.geometry), batch)
         filled = jax.tree.map(lambda a: jax.random.normal(key, a.shape, a.dtype), filled)
-        prev = jax.random.normal(key, (batch, 1, PATCH_DIM))
+        prev = jax.random.normal(key, (batch, 1, patch_dim))
         one_cached, _ = compile_jax(step_cached, params["ar"], prev, jnp.int32(0), filled)  # i is traced
         contenders = {}
         for i in POSITIONS:
             contenders[f"c{i}"] = (one_cached, (params["ar"], prev, jnp.int32(i), filled))
-            contenders[f"r{i}"] = (step_recompute, (params["ar"], jax.random.normal(key, (batch, i + 1, PATCH_DIM))))
+            contenders[f"r{i}"] = (step_recompute, (params["ar"], jax.random.normal(key, (batch, i + 1, patch_dim))))
         per = time_many(contenders, repeats=max(2 * repeats + 1, 9))
         for i in POSITIONS:
             steps.add(name, i, ms(per[f"c{i}"].median_s) / STEP_REPEATS, ms(per[f"r{i}"].median_s) / STEP_REPEATS,

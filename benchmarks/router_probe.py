@@ -49,8 +49,10 @@ def run(presets: list[str], repeats: int, batches=(1, 256)) -> list[Table]:
         key = jax.random.key(0)
         params = perturbed(jax.jit(functools.partial(model_b.init_params, preset.model_b, preset.corrector))(key))
         sampler = model_b.make_sampler(preset.model_b, preset.corrector)
-        probe = xla.jit(lambda p, keys: features.compute(sampler.ar_prefix(p, keys, k)))
-        in_graph = xla.jit(lambda p, keys, e: router_lib.jax_predict_proba(e, features.compute(sampler.ar_prefix(p, keys, k))))
+        g = preset.geometry
+        probe = xla.jit(lambda p, keys: features.compute(sampler.ar_prefix(p, keys, k), g))
+        in_graph = xla.jit(lambda p, keys, e: router_lib.jax_predict_proba(
+            e, features.compute(sampler.ar_prefix(p, keys, k), g)))
         jax_router = xla.jit(router_lib.jax_predict_proba)
         for b in batches:
             keys = jax.random.split(key, b)

@@ -5,7 +5,8 @@ paper's 6 layers). Every feature is a pure JAX function of the `Prefix` arrays; 
 are in docs/features.md. Notation: s_i sampled patch i, m_i its predicted mean, A the
 attention of a step's query over the visible positions 0..i (i >= 1 only, since step 0
 sees nothing but the start token), x the partial image (the k patches; rows below are
-masked out of every image statistic).
+masked out of every image statistic). Nothing assumes a number of AR steps: k is the prefix's
+length (>= 2) and the image is laid out by the configured `Geometry`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import data as data_lib
+from hybrid_jax import geometry as geometry_lib
+from hybrid_jax.config import Geometry
 from hybrid_jax.model_b import Prefix
 
 AR_DYNAMICS = ("mse_consec_mean", "mse_consec_std", "mse_consec_max", "spatial_var", "autocorr",
@@ -30,12 +32,6 @@ def feature_names(num_layers: int) -> tuple[str, ...]:
 def feature_groups(num_layers: int) -> dict[str, tuple[str, ...]]:
     return {"AR dynamics": AR_DYNAMICS, "image level": IMAGE_LEVEL, "self-consistency": SELF_CONSISTENCY,
             "per layer": feature_names(num_layers)[len(AR_DYNAMICS + IMAGE_LEVEL + SELF_CONSISTENCY):]}
-
-
-def visible_mask(k: int) -> np.ndarray:
-    """[32, 32, 1] mask of the pixels covered by the first k patches."""
-    rows, cols = np.indices((32, 32)) // data_lib.PATCH
-    return (rows * data_lib.GRID + cols < k).astype(np.float32)[..., None]
 
 
 def _masked_mean(v, mask, axis=(1, 2, 3)):
@@ -56,7 +52,7 @@ def step_mse(samples: jax.Array) -> jax.Array:
 
 
 def attention_entropy(attn: jax.Array) -> jax.Array:
-    """Entropy of each step's attention, normalised by log(#visible): [k, L, b, H, 16] -> [k-1, L, b, H] in [0, 1].
+    """Entropy of each step's attention, normalised by log(#visible): [k, L, b, H, N] -> [k-1, L, b, H] in [0, 1].
 
     1 for uniform attention over the visible positions, 0 for attention on one position.
     """
@@ -127,14 +123,30 @@ def per_layer(attn) -> list[jax.Array]:
     return list(top)
 
 
-def compute(prefix: Prefix) -> jax.Array:
-    """[b, 18 + L] feature matrix in the order of `feature_names(L)`."""
+def compute(prefix: Prefix, geometry: Geometry) -> jax.Array:
+    """[b, 18 + L] feature matrix in the order of `feature_names(L)`, from a prefix of k >= 2 AR steps."""
     k = prefix.attn.shape[0]
-    if k < 2:
-        raise ValueError(f"features need at least 2 AR steps, got {k}")
+    if not 2 <= k <= geometry.num_patches:
+        raise ValueError(f"features need 2 to {geometry.num_patches} AR steps (the patches of the geometry), got {k}")
     samples = prefix.state.patches[:, :k]
-    mask = jnp.asarray(visible_mask(k))
-    image = data_lib.unpatchify(prefix.state.patches) * mask
+    mask = jnp.asarray(geometry_lib.visible_mask(k, geometry))
+    image = geometry_lib.unpatchify(prefix.state.patches, geometry) * mask
     cols = (ar_dynamics(samples, prefix.means, prefix.attn, image, mask) + image_level(image, mask)
             + self_consistency(prefix.means, prefix.tf_means) + per_layer(prefix.attn))
+    return jnp.stack(cols, axis=-1).astype(jnp.float32)
+
+
+A_PROBE = tuple("x0_" + n for n in ("autocorr", "hf_energy") + IMAGE_LEVEL) + ("x0_drift", "x0_drift_max")
+
+
+def a_probe(x0: jax.Array, mask: np.ndarray) -> jax.Array:
+    """[b, 10] features (`A_PROBE`) of Model A's probe from its predicted clean image after each step
+    x0 [p, b, S, S, 3] on the probed block (`mask` [S, S, 1]): the last prediction's image statistics and
+    how much the prediction still moves between steps (0 for a one-step probe)."""
+    mask = jnp.asarray(mask)
+    image = x0[-1] * mask
+    drift = jnp.stack([_masked_mean(jnp.square(b - a), mask) for a, b in zip(x0[:-1], x0[1:])] or
+                      [jnp.zeros(x0.shape[1])])
+    cols = ([autocorrelation(image, mask), high_frequency_energy(image, mask)] + image_level(image, mask)
+            + [drift.mean(0), drift.max(0)])
     return jnp.stack(cols, axis=-1).astype(jnp.float32)

@@ -30,13 +30,14 @@ from hybrid_jax.stages import train  # noqa: E402
 BRIEF = {  # the brief's numbers (T4 GPU, human labels, 600 seeds)
     "cv": {"accuracy": (0.653, 0.038), "precision": (0.444, 0.113), "recall": (0.281, 0.082)},
     "best": {"accuracy": 0.658, "precision": 0.579, "recall": 0.250},
-    "seconds": {"always A": 0.493, "always B": 0.009, "oracle (labels)": 0.334, "learned router": 0.378,
-                "probe": 0.0023},
+    "fixed_seconds": (0.493, 0.009),  # always A, always B: by option index of the binary pair
+    "seconds": {"oracle (labels)": 0.334, "learned router": 0.378, "probe": 0.0023},
     "savings": {"oracle (labels)": 0.323, "learned router": 0.232},
     "a_needed_share": 0.672, "kept": 18, "candidates": 24,
 }
 CURVES = {"router": "tab:blue", "random": "tab:gray", "entropy": "tab:orange", "best feature": "tab:green"}
-POINTS = {"always A": ("tab:red", "s"), "always B": ("tab:purple", "s"), "oracle": ("k", "*")}
+FIXED = (("tab:red", "s"), ("tab:purple", "s"))  # style of each option's fixed strategy, by index
+ORACLE = ("k", "*")
 SAVINGS = (("passes", "network passes"), ("flops", "FLOPs"), ("seconds", "measured seconds"))
 
 
@@ -84,7 +85,12 @@ def _a_above_b(ax, images_a: np.ndarray, images_b: np.ndarray, xlabels: list[str
 
 # ----------------------------------------------------------------------------- figures
 
-def fig_cost_quality(curves: dict, out: Path) -> str:
+def fixed_strategies(cost: dict) -> list[str]:
+    """"always <option>" for each option the router chooses among (work dirs from before name them A and B)."""
+    return [f"always {name}" for name in cost.get("options", ("A", "B"))]
+
+
+def fig_cost_quality(curves: dict, out: Path, fixed: list[str]) -> str:
     """Quality (labeler score, FD) against compute saved (passes, FLOPs, seconds), every strategy."""
     fig, axes = plt.subplots(2, 3, figsize=(14, 7), sharey="row")
     pts = curves["points"]
@@ -100,7 +106,7 @@ def fig_cost_quality(curves: dict, out: Path) -> str:
                 if key == "quality":
                     ax.fill_between(x, [p["quality_ci"][0] for p in line], [p["quality_ci"][1] for p in line],
                                     color=color, alpha=0.12)
-            for name, (color, marker) in POINTS.items():
+            for name, (color, marker) in zip(fixed + ["oracle"], FIXED[: len(fixed)] + (ORACLE,)):
                 p = next(q for q in pts if q["strategy"] == name)
                 if p[key] is not None:
                     ax.plot(p[f"{cost}_savings"], p[key], marker=marker, color=color, ms=9, ls="", label=name)
@@ -108,7 +114,7 @@ def fig_cost_quality(curves: dict, out: Path) -> str:
             if op[key] is not None:
                 ax.plot(op[f"{cost}_savings"], op[key], marker="o", mfc="none", mec="tab:blue", ms=14, ls="",
                         label=f"router at threshold {op['param']:.2f}")
-            ax.set(xlabel=f"savings vs always A ({label})", ylabel=ylabel if col == 0 else None)
+            ax.set(xlabel=f"savings vs {fixed[0]} ({label})", ylabel=ylabel if col == 0 else None)
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.suptitle("Cost-quality, out of sample (shaded: 95 % bootstrap interval over seeds)")
@@ -242,7 +248,7 @@ def _headline(cost: dict) -> list[str]:
     op = c["operating"]
     same = lambda s: next((p for p in c["points"] if p["strategy"] == s and p["param"] is not None
                            and np.isclose(p["param"], c["operating_random"]["param"])), None)
-    rows = [next(p for p in c["points"] if p["strategy"] == s) for s in ("always A", "always B", "oracle")]
+    rows = [next(p for p in c["points"] if p["strategy"] == s) for s in fixed_strategies(cost) + ["oracle"]]
     rows += [op, c["operating_random"]] + [p for p in (same("entropy"), same("best feature")) if p]
     name = lambda p: p["strategy"] + ("" if p["param"] is None else
                                       f" @ {'threshold' if p['strategy'] == 'router' else 'share'} {p['param']:.2f}")
@@ -269,13 +275,16 @@ def _cost_section(cost: dict) -> list[str]:
     t = cost["timing"]
     rows = t["rows"]
     check = cost["timing_check"]
+    fixed = fixed_strategies(cost)
+    share = {name: float(i == 0) for i, name in enumerate(fixed)}
+    brief = dict(zip(fixed, BRIEF["fixed_seconds"]), **BRIEF["seconds"])
     table = _table(["work", "s / image (median)", "min – max over rounds", "first round (compiles) s / image",
-                    "share to A", "savings vs always A", "brief s / image"],
+                    "share to A", f"savings vs {fixed[0]}", "brief s / image"],
                    [[n, sanity.fmt("seconds", r["seconds_per_image"], ".4g"), f"{r['min']:.4g} – {r['max']:.4g}",
-                     r["first_round"], _pct(t["share_to_a"].get(n, {"always A": 1.0, "always B": 0.0}.get(n))),
-                     _pct(1 - r["seconds_per_image"] / rows["always A"]["seconds_per_image"], "savings")
-                     if n in ("always A", "always B", "oracle (labels)", "learned router") else "–",
-                     BRIEF["seconds"].get(n)] for n, r in rows.items()])
+                     r["first_round"], _pct(t["share_to_a"].get(n, share.get(n))),
+                     _pct(1 - r["seconds_per_image"] / rows[fixed[0]]["seconds_per_image"], "savings")
+                     if n in (*fixed, "oracle (labels)", "learned router") else "–",
+                     brief.get(n)] for n, r in rows.items()])
     units = _table(["unit of work", "passes / image", "GFLOPs / image", "s / image"],
                    [[u, v["passes"], v["flops"] / 1e9, v["seconds"]] for u, v in cost["units"].items()])
     return ["## Cost (measured)",
@@ -466,7 +475,7 @@ def _class_section(run: Run) -> list[str]:
 def write_report(run: Run) -> Path:
     out = run.path("report")
     cost, router = routed_stage.load(run), router_stage.load_results(run)
-    fig_cost_quality(cost["curves"], out)
+    fig_cost_quality(cost["curves"], out, fixed_strategies(cost))
     body = (_preamble(run, cost, router) + _headline(cost) + _cost_section(cost) + _router_section(router, out)
             + _allocation_section(allocate_stage.load(run), out)
             + _class_section(run) + _labels_section(run, router) + _training_section(run, out)

@@ -1,7 +1,7 @@
 """A work directory: the config it was made with, and the stage records (`done.json`) inside it.
 
-`run.json` pins what the trained models depend on (the preset version and the `data`,
-`model_a`, `model_b` and `corrector` sections). A work dir made under other values of those
+`run.json` pins what the trained models depend on (the preset version and the `geometry`,
+`data`, `model_a`, `model_b` and `corrector` sections). A work dir made under other values of those
 is refused instead of mixed: retraining is hours at paper scale. Every other field (seeds,
 labeler, router, cost) may change between runs: `run.json` is updated and the stages that
 depend on the changed fields re-run, nothing else (see `pipeline.run_stages`).
@@ -26,7 +26,7 @@ from hybrid_jax.config import Preset
 
 log = logging.getLogger("hybrid_jax.rundir")
 
-PINNED = ("data", "model_a", "model_b", "corrector")  # sections that trained models depend on
+PINNED = ("geometry", "data", "model_a", "model_b", "corrector")  # sections that trained models depend on
 
 
 class RunDirError(ValueError):

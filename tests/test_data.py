@@ -479,36 +479,9 @@ def test_image_size_is_a_parameter(folder):
 def test_the_names_other_modules_use_are_there():
     for name in ("load_images", "resolve_source", "DataError", "Images", "check_images", "IMAGE_SHAPE", "IMAGE_SIZE",
                  "CIFAR10_CLASSES", "ENV_VAR", "OFFLINE_ENV_VAR", "STAND_IN", "download_cifar10", "default_cache_dir",
-                 "PATCH", "GRID", "NUM_BLOCKS", "patchify", "unpatchify", "block_masks", "context_masks",
                  "steps_per_epoch", "batches", "batch_at", "holdout_split", "_stand_in_crops"):
         assert hasattr(data, name), name
-    assert data.IMAGE_SHAPE == (data.IMAGE_SIZE,) * 2 + (3,) and data.GRID * data.PATCH == data.IMAGE_SIZE
-
-
-# ----------------------------------------------------------------------------- patches and blocks
-
-
-def test_patchify_roundtrip_and_layout():
-    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32, 3)).astype(np.float32)
-    p = data.patchify(x)
-    assert p.shape == (2, 3, 16, 192)
-    np.testing.assert_array_equal(data.unpatchify(p), x)
-    for i in range(16):
-        r, c = 8 * (i // 4), 8 * (i % 4)
-        np.testing.assert_array_equal(p[..., i, :], x[..., r:r + 8, c:c + 8, :].reshape(2, 3, 192))
-    np.testing.assert_array_equal(jax.jit(data.patchify)(x), p)
-    np.testing.assert_array_equal(jax.vmap(data.unpatchify)(p), x)
-
-
-def test_block_and_context_masks():
-    blocks, context = data.block_masks(), data.context_masks()
-    assert blocks.shape == context.shape == (data.NUM_BLOCKS, 32, 32, 1)
-    assert blocks.dtype == context.dtype == np.float32
-    np.testing.assert_array_equal(blocks.sum(0), 1.0)  # disjoint, union is everything
-    for b, (r, c) in enumerate([(0, 0), (0, 16), (16, 0), (16, 16)]):
-        assert blocks[b].sum() == 256 and blocks[b, r:r + 16, c:c + 16].all()
-        np.testing.assert_array_equal(context[b], blocks[:b].sum(0))
-    assert not context[0].any()
+    assert data.IMAGE_SHAPE == (data.IMAGE_SIZE,) * 2 + (3,)
 
 
 # ----------------------------------------------------------------------------- batching

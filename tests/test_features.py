@@ -8,19 +8,24 @@ import numpy as np
 import pytest
 
 from hybrid_jax import features, routing
+from hybrid_jax.config import Geometry
+from hybrid_jax.geometry import visible_mask
 
 K = 12
+GEOMETRY = Geometry()  # the brief's: 8x8 patches of 32x32 images
 
 
 def _image_feats(image: np.ndarray) -> dict[str, float]:
-    mask = jnp.asarray(features.visible_mask(K))
+    mask = jnp.asarray(visible_mask(K, GEOMETRY))
     vals = features.image_level(jnp.asarray(image)[None] * mask, mask)
     return {n: float(v[0]) for n, v in zip(features.IMAGE_LEVEL, vals)}
 
 
 def test_visible_mask_covers_the_first_k_patches_in_raster_order():
-    m = features.visible_mask(6)[..., 0]
+    m = visible_mask(6, GEOMETRY)[..., 0]
     assert m[:8].all() and m[8:16, :16].all() and not m[8:16, 16:].any() and not m[16:].any()
+    big = visible_mask(10, Geometry(image_size=64))[..., 0]  # 8 patches per row at 64x64
+    assert big[:8].all() and big[8:16, :16].all() and not big[8:16, 16:].any() and not big[16:].any()
 
 
 def test_constant_image_has_zero_std_range_and_edges():
@@ -67,7 +72,7 @@ def test_smooth_image_has_high_autocorrelation_and_low_high_frequency_energy():
     y, x = np.mgrid[0:32, 0:32] / 31.0
     smooth = np.repeat((x + y - 1)[..., None], 3, -1).astype(np.float32)
     noise = np.random.default_rng(0).uniform(-1, 1, (32, 32, 3)).astype(np.float32)
-    mask = jnp.asarray(features.visible_mask(K))
+    mask = jnp.asarray(visible_mask(K, GEOMETRY))
     ac = features.autocorrelation(jnp.asarray(np.stack([smooth, noise])) * mask, mask)
     hf = features.high_frequency_energy(jnp.asarray(np.stack([smooth, noise])) * mask, mask)
     assert ac[0] > 0.95 and abs(float(ac[1])) < 0.1
@@ -76,7 +81,7 @@ def test_smooth_image_has_high_autocorrelation_and_low_high_frequency_energy():
 
 def test_features_are_finite_deterministic_and_named(preset, model_b_params, model_b_sampler):
     keys_b = routing.seed_keys([3, 5, 7], preset.seeds.base_seed)[1]
-    compute = jax.jit(features.compute)
+    compute = jax.jit(lambda prefix: features.compute(prefix, preset.geometry))
     f1 = np.asarray(compute(model_b_sampler.ar_prefix(model_b_params, keys_b, K)))
     f2 = np.asarray(compute(model_b_sampler.ar_prefix(model_b_params, keys_b, K)))
     names = features.feature_names(preset.model_b.decoder.num_layers)

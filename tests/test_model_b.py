@@ -8,8 +8,13 @@ import numpy as np
 import optax
 import pytest
 
-from hybrid_jax import data, diffusion, model_b
-from hybrid_jax.models.decoder import PATCH_DIM, SEQ_LEN, init_cache, shift_right
+from hybrid_jax import diffusion, model_b
+from hybrid_jax import geometry as geometry_lib
+from hybrid_jax.config import Geometry
+from hybrid_jax.models.decoder import init_cache, shift_right
+
+GEOMETRY = Geometry()  # the test preset's, the brief's: 16 patches of 192 values
+SEQ_LEN, PATCH_DIM = GEOMETRY.num_patches, GEOMETRY.patch_dim
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,7 @@ def decoder(preset):
 
 @pytest.fixture(scope="module")
 def patches(stand_in_images):
-    return data.patchify(jnp.asarray(stand_in_images[:3]))
+    return geometry_lib.patchify(jnp.asarray(stand_in_images[:3]), GEOMETRY)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +65,7 @@ def test_cached_one_step_path_equals_full_causal_pass(tf, decoder, params, patch
     full = np.asarray(tf(params["ar"], patches))
     inputs = shift_right(patches)
     step = jax.jit(lambda p, x, i, cache: decoder.apply({"params": p}, x, i, cache))
-    cache = init_cache(3, d.num_layers, d.width, d.num_heads)
+    cache = init_cache(3, d.num_layers, d.width, d.num_heads, seq_len=SEQ_LEN)
     for i in range(SEQ_LEN):
         means, cache = step(params["ar"], inputs[:, i:i + 1], jnp.int32(i), cache)
         assert means.shape == (3, 1, PATCH_DIM)
@@ -138,7 +143,7 @@ def test_ar_loss_is_sum_of_per_patch_mse_and_falls_on_a_fixed_batch(preset, mode
     images = jnp.asarray(stand_in_images[:3])
     losses = _overfit(model_b.make_ar_loss(preset.model_b), model_b_params["ar"], images, steps=40, lr=3e-3)
     # the brief's loss: sum over the 16 patches of the squared error, averaged over the batch
-    p = np.asarray(data.patchify(images), np.float64)
+    p = np.asarray(geometry_lib.patchify(images, GEOMETRY), np.float64)
     means = np.asarray(tf(model_b_params["ar"], jnp.asarray(p, jnp.float32)), np.float64)
     np.testing.assert_allclose(losses[0], ((means - p) ** 2).sum(axis=(1, 2)).mean(), rtol=1e-5)
     first, last = np.mean(losses[:3]), np.mean(losses[-5:])

@@ -1,7 +1,7 @@
 """Images as the library holds them: float32 NHWC, square, RGB, values in [-1, 1].
 
-`IMAGE_SIZE` is the one place that fixes the side of every image (32, CIFAR-10's); loaders take
-an `image_size` argument defaulting to it, so another geometry only has to pass its own.
+Loaders take an `image_size` argument (the study passes its `Geometry.image_size`); `IMAGE_SIZE`,
+their default, is the brief's geometry (CIFAR-10's side).
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import dataclasses
 
 import numpy as np
 
-IMAGE_SIZE = 32  # side of the square images both generators make
-IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)
+from hybrid_jax.config import Geometry
+
+IMAGE_SIZE = Geometry().image_size  # default side of loaded images: the brief's geometry
+IMAGE_SHAPE = Geometry().image_shape
 
 
 class DataError(ValueError):

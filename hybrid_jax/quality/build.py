@@ -24,7 +24,7 @@ import numpy as np
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
 from hybrid_jax.checkpoint import Checkpointer
-from hybrid_jax.config import LabelerConfig
+from hybrid_jax.config import Geometry, LabelerConfig
 from hybrid_jax.quality import classifier as clf_lib
 from hybrid_jax.quality import degradations, inception, realism, trees, validation
 from hybrid_jax.quality import score as score_lib
@@ -48,9 +48,12 @@ def split_other_classes(images: dict[str, np.ndarray], holdout: int) -> OtherCla
     return OtherClasses(train, held)
 
 
-def load_other_classes(class_name: str, source: str, cfg: LabelerConfig) -> OtherClasses:
-    """The nine other CIFAR-10 classes of `source` (a `data.load_images` source), split as configured."""
-    images = {c: data_lib.load_images(c, "train", source, max_images=cfg.images_per_class + cfg.other_holdout).images
+def load_other_classes(class_name: str, source: str, cfg: LabelerConfig,
+                       image_size: int = data_lib.IMAGE_SIZE) -> OtherClasses:
+    """The nine other CIFAR-10 classes of `source` (a `data.load_images` source) at `image_size`, split as
+    configured."""
+    n = cfg.images_per_class + cfg.other_holdout
+    images = {c: data_lib.load_images(c, "train", source, max_images=n, image_size=image_size).images
               for c in data_lib.CIFAR10_CLASSES if c != class_name}
     return split_other_classes(images, cfg.other_holdout)
 
@@ -110,7 +113,7 @@ def held_out_accuracy(content: Content, held_out: np.ndarray, others_held: dict[
 
 # ----------------------------------------------------------------------------- the score
 
-def featurizer(content: Content | None, cfg: LabelerConfig) -> score_lib.Featurize:
+def featurizer(content: Content | None, cfg: LabelerConfig, geometry: Geometry = Geometry()) -> score_lib.Featurize:
     """images -> score.Raw (classifier and Inception parts where present), memoised on the images' bytes:
     the suite scores the held-out images once per family."""
     class_feats = None
@@ -121,7 +124,7 @@ def featurizer(content: Content | None, cfg: LabelerConfig) -> score_lib.Featuri
         pool_params = inception.load_params(cfg.inception_weights, cfg.inception_width, cfg.inception_size)
         pool = functools.partial(inception.pool_features, pool_params, width=cfg.inception_width,
                                  input_size=cfg.inception_size)
-    featurize = score_lib.make_featurizer(class_feats, pool)
+    featurize = score_lib.make_featurizer(class_feats, pool, geometry=geometry)
     memo: dict[str, score_lib.Raw] = {}
 
     def cached(images: np.ndarray) -> score_lib.Raw:
@@ -147,6 +150,7 @@ class Fitted:
     seconds: float
     content: Content | None = None
     cfg: LabelerConfig | None = None
+    geometry: Geometry = Geometry()  # the grids its structure statistics and degradations used
 
     @property
     def reference_scores(self) -> np.ndarray:
@@ -157,20 +161,22 @@ class Fitted:
 
 
 def fit_quality(reference: np.ndarray, cfg: LabelerConfig, content: Content | None = None,
-                others_train: dict[str, np.ndarray] | None = None, class_name: str = "dog") -> Fitted:
-    """The score (discriminator + calibration) and its leave-one-family-out refits."""
+                others_train: dict[str, np.ndarray] | None = None, class_name: str = "dog",
+                geometry: Geometry = Geometry()) -> Fitted:
+    """The score (discriminator + calibration) and its leave-one-family-out refits; the structure statistics
+    and degradations on `geometry`'s grids."""
     t0 = time.perf_counter()
-    featurize = featurizer(content, cfg)
+    featurize = featurizer(content, cfg, geometry)
     wrong_train = wrong_class_images(class_name, others_train, cfg.seed + 1) if content and others_train else None
     ts = score_lib.build_training_set(featurize, reference, cfg.negatives_per_cell, wrong_train,
-                                      seed=1000 + cfg.seed)
+                                      seed=1000 + cfg.seed, geometry=geometry)
     tcfg = tree_config(cfg)
     model, oof = score_lib.fit(ts, featurize(reference), tcfg, content_weight=cfg.content_weight,
                                folds=cfg.calibration_folds, quantile=cfg.calibration_quantile,
                                temperature=cfg.temperature)
     families = [f for f in degradations.FAMILIES if f != "wrong class" or wrong_train is not None]
     lofo = score_lib.leave_one_family_out(ts, model, tcfg, families)
-    return Fitted(model, oof, lofo, featurize, families, time.perf_counter() - t0, content, cfg)
+    return Fitted(model, oof, lofo, featurize, families, time.perf_counter() - t0, content, cfg, geometry)
 
 
 def validate(fitted: Fitted, held_out: np.ndarray, wrong_held: dict[str, np.ndarray] | None = None,
@@ -178,11 +184,14 @@ def validate(fitted: Fitted, held_out: np.ndarray, wrong_held: dict[str, np.ndar
     """The suite on held-out real images, each family scored by the score refitted without it."""
     return validation.run_suite(
         None, held_out, other_classes=wrong_held if "wrong class" in fitted.families else None, seed=seed,
-        score_for_family=lambda f: (lambda x, m=fitted.lofo[f]: m.log_odds(fitted.featurize(x))))
+        score_for_family=lambda f: (lambda x, m=fitted.lofo[f]: m.log_odds(fitted.featurize(x))),
+        geometry=fitted.geometry)
 
 
 def validate_baseline(reference: np.ndarray, held_out: np.ndarray, k: int, families: list[str],
-                      wrong_held: dict[str, np.ndarray] | None = None, seed: int = 0) -> dict:
+                      wrong_held: dict[str, np.ndarray] | None = None, seed: int = 0,
+                      geometry: Geometry = Geometry()) -> dict:
     """The same suite for the previous labeler's score (k-NN realism on eleven statistics)."""
-    return validation.run_suite(realism.baseline_scorer(reference, k), held_out,
-                                other_classes=wrong_held if "wrong class" in families else None, seed=seed)
+    return validation.run_suite(realism.baseline_scorer(reference, k, geometry), held_out,
+                                other_classes=wrong_held if "wrong class" in families else None, seed=seed,
+                                geometry=geometry)

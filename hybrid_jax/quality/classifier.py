@@ -27,7 +27,7 @@ from hybrid_jax import train as train_lib
 from hybrid_jax import xla
 from hybrid_jax.quality import imagestats
 from hybrid_jax.checkpoint import Checkpointer
-from hybrid_jax.config import TrainConfig
+from hybrid_jax.config import Geometry, TrainConfig
 
 NUM_CLASSES = 10
 
@@ -39,7 +39,8 @@ class Classifier(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        """[b, 32, 32, 3] in [-1, 1] -> (logits [b, classes], embedding [b, E], stage activations)."""
+        """[b, S, S, 3] in [-1, 1] (any S: global pooling) -> (logits [b, classes], embedding [b, E], stage
+        activations)."""
         h, stages = x, []
         for i, w in enumerate(self.widths):
             for _ in range(2):
@@ -56,24 +57,24 @@ def make_net(widths, embed_dim) -> Classifier:
 
 
 def init_params(net: Classifier, seed: int):
-    return jax.jit(net.init)(jax.random.key(seed), jnp.zeros((1, 32, 32, 3)))["params"]
+    return jax.jit(net.init)(jax.random.key(seed), jnp.zeros((1, *Geometry().image_shape)))["params"]  # any size
 
 
 def pack(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """[n, 32, 32, 4]: the images with their integer label as a constant fourth channel."""
+    """[n, S, S, 4]: the images with their integer label as a constant fourth channel."""
     lab = np.broadcast_to(np.asarray(labels, np.float32)[:, None, None, None], (*images.shape[:3], 1))
     return np.concatenate([np.asarray(images, np.float32), lab], -1)
 
 
 def augment(images: jax.Array, key: jax.Array) -> jax.Array:
-    """Random horizontal flip and a random 32x32 crop of the image padded by 4 (reflect), per image."""
+    """Random horizontal flip and a random crop of the image's own size from it padded by 4 (reflect), per image."""
     kf, kc = jax.random.split(key)
     b = images.shape[0]
     flip = jax.random.bernoulli(kf, 0.5, (b, 1, 1, 1))
     x = jnp.where(flip, images[:, :, ::-1], images)
     x = jnp.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
     off = jax.random.randint(kc, (b, 2), 0, 9)
-    return jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (32, 32, 3)))(x, off)
+    return jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), images.shape[1:]))(x, off)
 
 
 def make_loss(net: Classifier):
@@ -85,7 +86,7 @@ def make_loss(net: Classifier):
 
 
 def make_featurizer(net: Classifier, batch: int = 256):
-    """features(params, images [n, 32, 32, 3]) -> (embedding [n, E], logits [n, 10]), float64, in
+    """features(params, images [n, S, S, 3]) -> (embedding [n, E], logits [n, 10]), float64, in
     chunks padded to power-of-two row counts (few compilations)."""
     @xla.jit
     def f(params, x):

@@ -2,14 +2,14 @@
 
 Every family has three strengths, weakest first, chosen to span "visible to a careful viewer side
 by side" to "obvious" (fixed before the score was designed; docs/labeler.md). All work on float32
-[n, 32, 32, 3] images in [-1, 1] and return the same, in pure NumPy (the resampler uses
+[n, S, S, 3] images in [-1, 1] and return the same, in pure NumPy (the resampler uses
 `jax.image.resize`). Random choices (noise, offsets, colour casts) come from
 `np.random.default_rng([seed, family index])`, so a suite run is reproducible.
 
 | group | family | strength parameter (weak, medium, strong) |
 |---|---|---|
 | blur and resampling | blur | Gaussian sigma in pixels (0.6, 1.0, 1.5) |
-| | resample | down to 32/f px (antialiased linear) and back up, f = (1.5, 2, 3) |
+| | resample | down to S/f px (antialiased linear) and back up, f = (1.5, 2, 3) |
 | | washed out | regression to the mean: m + c (blur_s(x) - m), (c, s) = (0.8, 0.6), (0.6, 1.0), (0.4, 1.4) |
 | noise | noise | Gaussian sigma in [-1, 1] units (0.04, 0.08, 0.16), i.e. 5, 10, 20 of 255 |
 | quantisation and compression | quantise | levels per channel (16, 8, 4) |
@@ -19,6 +19,8 @@ by side" to "obvious" (fixed before the score was designed; docs/labeler.md). Al
 | | colour | channel gains 1 + d u (u: random unit hue direction), d = (0.1, 0.2, 0.35) |
 | | tone curve | gamma g or 1/g (random per image) on [0, 1], g = (1.5, 2, 3) |
 | local structure | patch shuffle | pairs of 8x8 patches swapped: (1, 3, all 16 permuted) |
+| | | (the local-structure families follow the configured `Geometry`'s patches and blocks; |
+| | | the brief's sizes are shown: 8x8 patches and 16x16 blocks (quadrants) of 32x32 images) |
 | | patch offsets | each 8x8 patch read from a position shifted by up to (1, 2, 4) px |
 | | patch seams | each 8x8 patch shifted in tone by N(0, s^2) per channel, s = (0.05, 0.1, 0.2) |
 | | quadrant seams | each 16x16 quadrant shifted by up to (2, 4, 8) px and in tone by (0.05, 0.1, 0.2) |
@@ -40,6 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax import data as data_lib
+from hybrid_jax import geometry as geometry_lib
+from hybrid_jax.config import Geometry
 
 LEVELS = ("weak", "medium", "strong")
 
@@ -66,9 +70,10 @@ def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
     k = (k / k.sum()).astype(np.float32)
     x = np.asarray(images, np.float32)
     p = np.pad(x, ((0, 0), (r, r), (0, 0), (0, 0)), mode="reflect")
-    x = sum(k[i] * p[:, i:i + 32] for i in range(2 * r + 1))
+    h, w = x.shape[1:3]
+    x = sum(k[i] * p[:, i:i + h] for i in range(2 * r + 1))
     p = np.pad(x, ((0, 0), (0, 0), (r, r), (0, 0)), mode="reflect")
-    return _f32(sum(k[i] * p[:, :, i:i + 32] for i in range(2 * r + 1)))
+    return _f32(sum(k[i] * p[:, :, i:i + w] for i in range(2 * r + 1)))
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -78,11 +83,11 @@ def _down_up(x: jax.Array, size: int) -> jax.Array:
 
 
 def resample(images: np.ndarray, factor: float) -> np.ndarray:
-    """Down to round(32 / factor) px (antialiased linear) and back up to 32 px (linear)."""
+    """Down to round(S / factor) px (antialiased linear) and back up to S px (linear)."""
     x = np.asarray(images, np.float32)
     n = len(x)
     padded = np.resize(x, (max(8, 1 << max(n - 1, 0).bit_length()), *x.shape[1:]))  # few compiled shapes
-    return _f32(np.asarray(_down_up(jnp.asarray(padded), int(round(32 / factor))))[:n])
+    return _f32(np.asarray(_down_up(jnp.asarray(padded), int(round(x.shape[1] / factor))))[:n])
 
 
 def washed_out(images: np.ndarray, strength) -> np.ndarray:
@@ -129,12 +134,16 @@ def jpeg_like(images: np.ndarray, quality: int) -> np.ndarray:
     m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
     ycc = rgb @ m.T + np.array([0.0, 128.0, 128.0]) - 128.0
     d = _dct_matrix()
-    n = len(ycc)
-    blocks = ycc.reshape(n, 4, 8, 4, 8, 3).transpose(0, 1, 3, 5, 2, 4)  # [n, by, bx, c, 8, 8]
+    n, size = ycc.shape[:2]
+    pad = -size % 8  # JPEG pads to whole 8x8 blocks (edge) and crops back
+    ycc = np.pad(ycc, ((0, 0), (0, pad), (0, pad), (0, 0)), mode="edge")
+    nb = (size + pad) // 8
+    blocks = ycc.reshape(n, nb, 8, nb, 8, 3).transpose(0, 1, 3, 5, 2, 4)  # [n, by, bx, c, 8, 8]
     coef = d @ blocks @ d.T
     t = np.stack(tables)[None, None, None]  # [1, 1, 1, 3, 8, 8]
     rec = d.T @ (np.round(coef / t) * t) @ d
-    ycc = rec.transpose(0, 1, 4, 2, 5, 3).reshape(n, 32, 32, 3) + 128.0 - np.array([0.0, 128.0, 128.0])
+    ycc = rec.transpose(0, 1, 4, 2, 5, 3).reshape(n, 8 * nb, 8 * nb, 3)[:, :size, :size]
+    ycc = ycc + 128.0 - np.array([0.0, 128.0, 128.0])
     rgb = ycc @ np.linalg.inv(m).T
     return _f32(np.clip(np.round(rgb), 0, 255) / 127.5 - 1)
 
@@ -172,9 +181,11 @@ def tone_curve(images: np.ndarray, g: float, rng: np.random.Generator) -> np.nda
 
 # ----------------------------------------------------------------------------- local structure
 
-def swap_patches(images: np.ndarray, n_swaps: int, rng: np.random.Generator) -> np.ndarray:
-    """Swap `n_swaps` random pairs of 8x8 patches (n_swaps >= 8: a full random permutation)."""
-    p = np.asarray(data_lib.patchify(np.asarray(images, np.float32)))
+def swap_patches(images: np.ndarray, n_swaps: int, rng: np.random.Generator,
+                 geometry: Geometry = Geometry()) -> np.ndarray:
+    """Swap `n_swaps` random pairs of the geometry's patches (n_swaps >= half the patches: a full random
+    permutation)."""
+    p = np.asarray(geometry_lib.patchify(np.asarray(images, np.float32), geometry))
     n_p = p.shape[1]
     perms = []
     for _ in range(len(p)):
@@ -185,7 +196,7 @@ def swap_patches(images: np.ndarray, n_swaps: int, rng: np.random.Generator) -> 
             chosen = rng.permutation(n_p)[:2 * n_swaps].reshape(-1, 2)
             perm[chosen[:, 0]], perm[chosen[:, 1]] = chosen[:, 1], chosen[:, 0]
         perms.append(perm)
-    return _f32(data_lib.unpatchify(np.take_along_axis(p, np.stack(perms)[..., None], 1)))
+    return _f32(geometry_lib.unpatchify(np.take_along_axis(p, np.stack(perms)[..., None], 1), geometry))
 
 
 def _tile_offsets(images: np.ndarray, tile: int, max_shift: int, tone: float, rng: np.random.Generator):
@@ -196,7 +207,7 @@ def _tile_offsets(images: np.ndarray, tile: int, max_shift: int, tone: float, rn
     s = max_shift
     padded = np.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="reflect") if s else x
     out = np.empty_like(x)
-    cells = 32 // tile
+    cells = x.shape[1] // tile
     for r in range(cells):
         for c in range(cells):
             if s:
@@ -214,22 +225,47 @@ def _tile_offsets(images: np.ndarray, tile: int, max_shift: int, tone: float, rn
     return _f32(out)
 
 
-def patch_offsets(images, s, rng):
-    return _tile_offsets(images, data_lib.PATCH, s, 0.0, rng)
+def patch_offsets(images, s, rng, geometry: Geometry = Geometry()):
+    return _tile_offsets(images, geometry.patch_size, s, 0.0, rng)
 
 
-def patch_seams(images, tone, rng):
-    return _tile_offsets(images, data_lib.PATCH, 0, tone, rng)
+def patch_seams(images, tone, rng, geometry: Geometry = Geometry()):
+    return _tile_offsets(images, geometry.patch_size, 0, tone, rng)
 
 
-def quadrant_seams(images, strength, rng):
+def quadrant_seams(images, strength, rng, geometry: Geometry = Geometry()):
     shift, tone = strength
-    return _tile_offsets(images, 16, shift, tone, rng)
+    return _tile_offsets(images, geometry.block_size, shift, tone, rng)
 
 
 # ----------------------------------------------------------------------------- the suite
 
-FAMILIES: dict[str, Family] = {f.name: f for f in [
+def families(geometry: Geometry = Geometry()) -> dict[str, Family]:
+    """The suite, its local-structure families on `geometry`'s patch and block grids (names and the other
+    families are the same for every geometry; the brief's geometry gives `FAMILIES`)."""
+    return {f.name: f for f in (*_GLOBAL_FAMILIES, *_structure_families(geometry))}
+
+
+def _structure_families(geometry: Geometry) -> list[Family]:
+    p, b = (f"{n}x{n}" for n in (geometry.patch_size, geometry.block_size))
+
+    def on(fn):  # fn on this geometry's grid
+        return functools.partial(fn, geometry=geometry)
+
+    return [
+        Family("patch shuffle", "local structure", (1, 3, geometry.num_patches // 2),
+               f"pairs of {p} patches swapped ({geometry.num_patches // 2}: all permuted)", on(swap_patches)),
+        Family("patch offsets", "local structure", (1, 2, 4), f"max shift of each {p} patch (px)", on(patch_offsets)),
+        Family("patch seams", "local structure", (0.05, 0.1, 0.2), f"tone offset sd per {p} patch", on(patch_seams)),
+        Family("quadrant seams", "local structure", ((2, 0.05), (4, 0.1), (8, 0.2)),
+               f"(max shift px, tone sd) per {b} block", on(quadrant_seams)),
+        Family("wrong class", "wrong content", ("nearest class", "same kind", "other kind"),  # validation.level_names
+               "which other classes", None),
+    ]
+
+
+# Families that look at whole images (no grid): the same for every geometry.
+_GLOBAL_FAMILIES: tuple[Family, ...] = (
     Family("blur", "blur and resampling", (0.6, 1.0, 1.5), "Gaussian sigma (px)",
            lambda x, s, rng: gaussian_blur(x, s)),
     Family("resample", "blur and resampling", (1.5, 2.0, 3.0), "down-up factor",
@@ -246,15 +282,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("brightness", "global photometric", (0.15, 0.3, 0.5), "shift ([-1, 1] units, +-)", brightness),
     Family("colour", "global photometric", (0.1, 0.2, 0.35), "gain deviation", colour_balance),
     Family("tone curve", "global photometric", (1.5, 2.0, 3.0), "gamma (or 1/gamma)", tone_curve),
-    Family("patch shuffle", "local structure", (1, 3, 8), "pairs of 8x8 patches swapped (8: all permuted)",
-           swap_patches),
-    Family("patch offsets", "local structure", (1, 2, 4), "max shift of each 8x8 patch (px)", patch_offsets),
-    Family("patch seams", "local structure", (0.05, 0.1, 0.2), "tone offset sd per 8x8 patch", patch_seams),
-    Family("quadrant seams", "local structure", ((2, 0.05), (4, 0.1), (8, 0.2)),
-           "(max shift px, tone sd) per 16x16 quadrant", quadrant_seams),
-    Family("wrong class", "wrong content", ("nearest class", "same kind", "other kind"),  # validation.level_names
-           "which other classes", None),
-]}
+)
+
+
+FAMILIES: dict[str, Family] = families()
 
 # The class a CIFAR-10 class is most often confused with (the "nearest class" level of `wrong class`).
 NEAREST_CLASS = {"airplane": "ship", "automobile": "truck", "bird": "airplane", "cat": "dog", "deer": "horse",
@@ -271,9 +302,10 @@ def wrong_class_levels(class_name: str) -> dict[str, tuple[str, ...]]:
     return {"nearest class": (nearest,), "same kind": same, "other kind": other}
 
 
-def degrade(images: np.ndarray, family: str, level: int, seed: int = 0) -> np.ndarray:
-    """`images` under `family` at strength index `level` (0 = weak ... 2 = strong)."""
-    fam = FAMILIES[family]
+def degrade(images: np.ndarray, family: str, level: int, seed: int = 0,
+            geometry: Geometry = Geometry()) -> np.ndarray:
+    """`images` under `family` at strength index `level` (0 = weak ... 2 = strong), on `geometry`'s grids."""
+    fam = families(geometry)[family]
     if fam.apply is None:
         raise ValueError(f"{family!r} replaces images by other real images; see wrong_class_levels")
     rng = np.random.default_rng([seed, list(FAMILIES).index(family), level])
@@ -285,18 +317,19 @@ def degrade(images: np.ndarray, family: str, level: int, seed: int = 0) -> np.nd
 def blur(images: np.ndarray) -> np.ndarray:
     """3x3 box blur (edge padded)."""
     p = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    return sum(p[:, i:i + 32, j:j + 32] for i in range(3) for j in range(3)) / 9.0
+    h, w = images.shape[1:3]
+    return sum(p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9.0
 
 
 def add_noise(images: np.ndarray, seed: int = 0, sigma: float = 0.2) -> np.ndarray:
     return np.clip(images + sigma * np.random.default_rng(seed).standard_normal(images.shape), -1, 1).astype(np.float32)
 
 
-def shuffle_patches(images: np.ndarray, seed: int = 0) -> np.ndarray:
+def shuffle_patches(images: np.ndarray, seed: int = 0, geometry: Geometry = Geometry()) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    p = np.asarray(data_lib.patchify(images))
+    p = np.asarray(geometry_lib.patchify(images, geometry))
     perm = np.stack([rng.permutation(p.shape[1]) for _ in range(len(p))])
-    return np.asarray(data_lib.unpatchify(np.take_along_axis(p, perm[..., None], 1)))
+    return np.asarray(geometry_lib.unpatchify(np.take_along_axis(p, perm[..., None], 1), geometry))
 
 
 DEGRADATIONS = {"blur": blur, "noise": add_noise, "shuffled patches": shuffle_patches}
@@ -321,7 +354,7 @@ def hue_rotation(images, degrees, rng):
 
 
 def vignetting(images, v, rng):
-    yy, xx = np.meshgrid(np.linspace(-1, 1, 32), np.linspace(-1, 1, 32), indexing="ij")
+    yy, xx = np.meshgrid(np.linspace(-1, 1, images.shape[1]), np.linspace(-1, 1, images.shape[2]), indexing="ij")
     mask = (1 - v * (xx ** 2 + yy ** 2) / 2)[None, :, :, None]
     return _f32(((images + 1) / 2 * mask) * 2 - 1)
 
@@ -351,7 +384,8 @@ def motion_blur(images, length, rng):
             pad = [(0, 0)] * 4
             pad[axis] = (r, r)
             p = np.pad(x[sel], pad, mode="reflect")
-            out[sel] = sum(np.take(p, np.arange(i, i + 32), axis=axis) for i in range(2 * r + 1)) / (2 * r + 1)
+            out[sel] = sum(np.take(p, np.arange(i, i + x.shape[axis]), axis=axis)
+                           for i in range(2 * r + 1)) / (2 * r + 1)
     return _f32(out)
 
 
@@ -375,10 +409,11 @@ TRAINING_ONLY: dict[str, Family] = {f.name: f for f in [
 ]}
 
 
-def degrade_any(images: np.ndarray, family: str, level: int, seed: int = 0) -> np.ndarray:
+def degrade_any(images: np.ndarray, family: str, level: int, seed: int = 0,
+                geometry: Geometry = Geometry()) -> np.ndarray:
     """`degrade` for the suite's families and the training-only ones."""
     if family in FAMILIES:
-        return degrade(images, family, level, seed)
+        return degrade(images, family, level, seed, geometry)
     fam = TRAINING_ONLY[family]
     rng = np.random.default_rng([seed, 100 + list(TRAINING_ONLY).index(family), level])
     return fam.apply(np.asarray(images, np.float32), fam.strengths[level], rng)

@@ -21,24 +21,27 @@ and patch shuffles, at chance for global photometric changes and poorly for wron
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hybrid_jax.config import Geometry
 from hybrid_jax.quality import imagestats
 
 STATISTICS = imagestats.SHARPNESS
 
 
-@jax.jit
-def image_statistics(images: jax.Array) -> jax.Array:
-    """[n, 32, 32, 3] -> [n, 11] statistics in the order of STATISTICS."""
-    return imagestats.sharpness_statistics(images)
+@functools.partial(jax.jit, static_argnames="geometry")
+def image_statistics(images: jax.Array, geometry: Geometry = Geometry()) -> jax.Array:
+    """[n, S, S, 3] -> [n, 11] statistics in the order of STATISTICS."""
+    return imagestats.sharpness_statistics(images, geometry)
 
 
-def embed_all(images: np.ndarray, batch: int = 1024) -> np.ndarray:
-    return np.concatenate([np.asarray(image_statistics(images[i:i + batch])) for i in range(0, len(images), batch)])
+def embed_all(images: np.ndarray, batch: int = 1024, geometry: Geometry = Geometry()) -> np.ndarray:
+    return np.concatenate([np.asarray(image_statistics(images[i:i + batch], geometry))
+                           for i in range(0, len(images), batch)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +83,7 @@ def fit_scorer(ref_feats: np.ndarray, k: int) -> RealismScorer:
     return RealismScorer(mean, scale, ref, radii)
 
 
-def baseline_scorer(reference: np.ndarray, k: int):
+def baseline_scorer(reference: np.ndarray, k: int, geometry: Geometry = Geometry()):
     """images -> the previous labeler's score, fitted on `reference` images."""
-    scorer = fit_scorer(embed_all(reference), min(k, len(reference) - 1))
-    return lambda images: scorer(embed_all(np.asarray(images, np.float32)))
+    scorer = fit_scorer(embed_all(reference, geometry=geometry), min(k, len(reference) - 1))
+    return lambda images: scorer(embed_all(np.asarray(images, np.float32), geometry=geometry))

@@ -52,6 +52,7 @@ import numpy as np
 from sklearn.covariance import LedoitWolf
 from sklearn.preprocessing import PowerTransformer
 
+from hybrid_jax.config import Geometry
 from hybrid_jax.quality import degradations, imagestats, trees
 
 CLIP = 50.0  # standardised values are clipped to +-CLIP: no overflow on absurd images
@@ -92,16 +93,18 @@ Featurize = Callable[[np.ndarray], Raw]
 
 
 def make_featurizer(classifier: Callable[[np.ndarray], tuple] | None = None,
-                    pool: Callable[[np.ndarray], np.ndarray] | None = None, batch: int = 512) -> Featurize:
+                    pool: Callable[[np.ndarray], np.ndarray] | None = None, batch: int = 512,
+                    geometry: Geometry = Geometry()) -> Featurize:
     """images -> Raw. `classifier(images) -> (embedding, log p(class), confidence)` (`classifier.class_features`),
-    `pool(images) -> pool features`."""
+    `pool(images) -> pool features`; the statistics read seams on `geometry`'s grids."""
     def featurize(images: np.ndarray) -> Raw:
         parts = []
         images = np.asarray(images, np.float32)
         for i in range(0, max(len(images), 1), batch):
             x = to_8bit(images[i:i + batch])
             emb, lp, conf = classifier(x) if classifier is not None else (None, None, None)
-            parts.append(Raw(imagestats.embed(x), emb, lp, conf, pool(x) if pool is not None else None))
+            parts.append(Raw(imagestats.embed(x, geometry=geometry), emb, lp, conf,
+                             pool(x) if pool is not None else None))
         return Raw.concat(parts)
     return featurize
 
@@ -251,7 +254,7 @@ class TrainingSet:
 
 def build_training_set(featurize: Featurize, reference: np.ndarray, per_cell: int,
                        other_classes: dict[str, np.ndarray] | None = None, seed: int = 1000,
-                       training_only: bool = True) -> TrainingSet:
+                       training_only: bool = True, geometry: Geometry = Geometry()) -> TrainingSet:
     """Reference images and their mirror images; `per_cell` degraded copies of random reference images for
     every (family, strength) of the suite; up to 3 x `per_cell` images of other classes (each level of
     `wrong class` alike). Seeds differ from the validation suite's (which uses its own, below 1000)."""
@@ -259,13 +262,13 @@ def build_training_set(featurize: Featurize, reference: np.ndarray, per_cell: in
     m = len(reference)
     rng = np.random.default_rng(seed)
     images, family, source = [reference, reference[:, :, ::-1]], [""] * (2 * m), list(range(m)) * 2
-    fams = dict(degradations.FAMILIES) | (degradations.TRAINING_ONLY if training_only else {})
+    fams = degradations.families(geometry) | (degradations.TRAINING_ONLY if training_only else {})
     for f, fam in fams.items():
         if fam.apply is None:
             continue
         for level in range(len(fam.strengths)):
             idx = rng.choice(m, size=min(per_cell, m), replace=False)
-            images.append(degradations.degrade_any(reference[idx], f, level, seed=seed + 1 + level))
+            images.append(degradations.degrade_any(reference[idx], f, level, seed=seed + 1 + level, geometry=geometry))
             family += [f] * len(idx)
             source += idx.tolist()
     for imgs in (other_classes or {}).values():

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from hybrid_jax.config import Geometry
 from hybrid_jax.quality import degradations
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -34,13 +35,14 @@ def auc(real: np.ndarray, fake: np.ndarray) -> float:
 
 def run_suite(score: ScoreFn, held_out: np.ndarray, *, other_classes: dict[str, np.ndarray] | None = None,
               score_for_family: Callable[[str], ScoreFn] | None = None, families: tuple[str, ...] | None = None,
-              seed: int = 0) -> dict:
+              seed: int = 0, geometry: Geometry = Geometry()) -> dict:
     """AUC per family and strength, the pass rule's three figures and its verdict.
 
     other_classes: {level of `wrong class`: real images of those classes}; without it that family
     is left out and `omitted` says why. Returns {"auc": {family: {level: AUC}}, "gap": {family:
     {level: mean score(clean) - mean score(degraded)}} (copies only), "mean", "strongest":
     {family: AUC}, "min", "passed", "problems": [str], "omitted": {family: reason}, "n_real"}.
+    The local-structure families degrade on `geometry`'s patch and block grids.
     """
     families = tuple(families or degradations.FAMILIES)
     held_out = np.asarray(held_out, np.float32)
@@ -65,7 +67,7 @@ def run_suite(score: ScoreFn, held_out: np.ndarray, *, other_classes: dict[str, 
             continue
         out["auc"][name], out["gap"][name] = {}, {}
         for i, lvl in enumerate(degradations.LEVELS):
-            fake = np.asarray(fn(degradations.degrade(held_out, name, i, seed)), np.float64)
+            fake = np.asarray(fn(degradations.degrade(held_out, name, i, seed, geometry)), np.float64)
             out["auc"][name][lvl] = auc(real, fake)
             out["gap"][name][lvl] = float(real.mean() - fake.mean())
     out.update(verdict(out["auc"]))
