@@ -56,3 +56,15 @@ def shard_batch(tree: Any, mesh: Mesh | None) -> Any:
             raise ValueError(f"batch size {leaf.shape[0]} is not divisible by the {n} devices of the mesh; "
                              f"choose a batch size that is a multiple of {n}")
     return jax.device_put(tree, NamedSharding(mesh, P(DATA_AXIS)))
+
+
+def constrain_batch(tree: Any, mesh: Mesh | None, axes: Any = None) -> Any:
+    """Lay the batch axis of every leaf over the mesh, inside `jax.jit` or eagerly: axis 0, or each
+    leaf's own axis as given by `axes` (a tree of ints like `tree`; None: replicated). For values
+    made by indexing sharded ones (a gather), whose layout XLA would otherwise choose."""
+    if mesh is None:
+        return tree
+    if axes is None:
+        axes = jax.tree.map(lambda _: 0, tree)
+    spec = lambda a: NamedSharding(mesh, P() if a is None else P(*([None] * a), DATA_AXIS))
+    return jax.lax.with_sharding_constraint(tree, jax.tree.map(spec, axes, is_leaf=lambda a: a is None))

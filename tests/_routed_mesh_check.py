@@ -1,0 +1,76 @@
+"""The routed and cost stages on a 2-device mesh; run by tests/test_pipeline.py in a fresh process.
+
+Usage: XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/_routed_mesh_check.py WORKDIR
+
+WORKDIR is a finished `test`-preset work dir made on one device (it is changed: its routed stage
+re-runs). The reference is what one device made: the seeds stage's images of A and B for every seed.
+  1. the routed stage with `devices=2`: it records the mesh, its decisions are the one-device ones,
+     and its routed images (deployed router, probe + finish from the prefix or A) equal the seeds
+     stage's;
+  2. a forced split with uneven halves (3 seeds to A: padding rounded up to the mesh): B finished
+     from a sharded prefix and A on the mesh equal the one-device images; the work is laid over both
+     devices.
+Tolerances are those of tests/_sharding_check.py (A may round differently at another per-device
+batch size; in fact both are bitwise here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from hybrid_jax import cost, io, pipeline, routing, sharding
+
+N_DEV = 2
+TOL_A, TOL_B = 1e-3, 1e-5
+
+
+def is_sharded(x) -> bool:
+    return len(x.sharding.device_set) == N_DEV and not x.sharding.is_fully_replicated
+
+
+def main(workdir: str) -> None:
+    assert jax.device_count() == N_DEV, f"expected {N_DEV} devices, got {jax.devices()}"
+    run = dataclasses.replace(pipeline.load_run(workdir), devices=N_DEV)
+    mesh = run.mesh
+
+    # 1. the routed stage on the mesh
+    before = io.read_npz(run.path("routed", "decisions.npz"))
+    run.path("routed", "done.json").unlink()
+    pipeline.run_stages(run, ("routed",))
+    after = io.read_npz(run.path("routed", "decisions.npz"))
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    result = io.read_json(run.path("routed", "cost.json"))
+    check = result["consistency"]
+    print(f"routed stage on {result['mesh_devices']} devices: routed images vs one device's {check}")
+    assert result["mesh_devices"] == N_DEV
+    assert check["max_abs_diff_a"] <= TOL_A and check["max_abs_diff_b"] <= TOL_B
+    assert all(row["seconds_per_image"] > 0 for row in result["timing"]["rows"].values())
+
+    # 2. a forced split with halves of 3 and n - 3 seeds
+    seeds = io.read_npz(run.path("seeds", "seeds.npz"))
+    n = run.cfg.seeds.batch_size
+    keys_a, keys_b = routing.seed_keys(seeds["seeds"][:n], run.cfg.seeds.base_seed)
+    routed = pipeline.make_routed_sampler(run)
+    pa, pb = sharding.replicate((pipeline.restore_params(run, "model_a"), pipeline.restore_model_b(run)), mesh)
+    prefix = routed.probe(pb, sharding.shard_batch(keys_b, mesh))[0]
+    assert is_sharded(prefix.attn) and is_sharded(prefix.state.cache.k)
+    to_a = np.zeros(n, bool)
+    to_a[[1, 4, 7]] = True
+    split = routing.generate_split(routed.sampler_a, routed.sampler_b, pa, pb, keys_a, keys_b, to_a, prefix, mesh)
+    reference = np.where(to_a[:, None, None, None], seeds["images_a"][:n], seeds["images_b"][:n])
+    diff = np.abs(split - reference).max(axis=(1, 2, 3))
+    print(f"forced split: max |2 devices - 1 device| A {diff[to_a].max():.2e}, B {diff[~to_a].max():.2e}")
+    assert diff[to_a].max() <= TOL_A and diff[~to_a].max() <= TOL_B
+    work = cost.make_work(routed, pa, pb, run.cfg.router.prefix_steps, mesh)
+    assert is_sharded(work.finish(prefix, np.arange(n)))
+    print("OK")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
