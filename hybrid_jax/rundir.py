@@ -165,6 +165,17 @@ class Stage:
 LOCK_FILE = "run.lock"
 
 
+def require_one_process() -> None:
+    """Refuse a multi-process run of the stages: they write and read back their files from one process
+    and fetch results with `np.asarray`, which a mesh spanning processes does not allow (not yet done)."""
+    import jax
+
+    if jax.process_count() > 1:
+        raise RunDirError(f"the study's stages run in one process for now, and this run has {jax.process_count()} "
+                          "(--distributed): use --devices N on one host. Across processes, call the library's "
+                          "samplers and train step directly (README, 'Beyond one host').")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

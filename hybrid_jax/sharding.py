@@ -8,6 +8,7 @@ On CPU, `XLA_FLAGS=--xla_force_host_platform_device_count=8` gives 8 devices to 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -15,6 +16,32 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributed:
+    """How the processes of one multi-process run meet (`jax.distributed.initialize`'s arguments).
+    None: JAX's own choice (`$JAX_COORDINATOR_ADDRESS`, or a cluster's scheduler: SLURM, Open MPI, TPU pods)."""
+
+    coordinator_address: str | None = None  # host:port of process 0
+    num_processes: int | None = None
+    process_id: int | None = None
+
+
+def initialize(dist: Distributed) -> None:
+    """Join the run's processes, so that `jax.devices()` (and every mesh over it) spans them all.
+    Call before anything else touches JAX's devices. On the CPU, collectives go over gloo (TCP)."""
+    jax.distributed.initialize(coordinator_address=dist.coordinator_address, num_processes=dist.num_processes,
+                               process_id=dist.process_id)
+
+
+def to_host(tree: Any) -> Any:
+    """NumPy copies of every leaf; a leaf sharded across processes is gathered from all of them first."""
+    from jax.experimental import multihost_utils
+
+    gather = lambda x: (np.asarray(multihost_utils.process_allgather(x, tiled=True))
+                        if isinstance(x, jax.Array) and not x.is_fully_addressable else np.asarray(x))
+    return jax.tree.map(gather, tree)
 
 
 class MeshError(ValueError):
@@ -40,10 +67,21 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def _put(x, where: NamedSharding):
+    """`jax.device_put`, also onto a mesh that spans processes: each process holds the whole value
+    (as the library's callers do: every process derives all seed keys and batches) and places its own part."""
+    if where.is_fully_addressable:
+        return jax.device_put(x, where)
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_put(jax.random.key_data(x), where), impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, where, lambda idx: host[idx])
+
+
 def replicate(tree: Any, mesh: Mesh | None) -> Any:
     if mesh is None:
         return tree
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    return jax.tree.map(lambda x: _put(x, NamedSharding(mesh, P())), tree)
 
 
 def shard_batch(tree: Any, mesh: Mesh | None) -> Any:
@@ -55,7 +93,7 @@ def shard_batch(tree: Any, mesh: Mesh | None) -> Any:
         if leaf.shape[0] % n:
             raise ValueError(f"batch size {leaf.shape[0]} is not divisible by the {n} devices of the mesh; "
                              f"choose a batch size that is a multiple of {n}")
-    return jax.device_put(tree, NamedSharding(mesh, P(DATA_AXIS)))
+    return jax.tree.map(lambda x: _put(x, NamedSharding(mesh, P(DATA_AXIS))), tree)
 
 
 def constrain_batch(tree: Any, mesh: Mesh | None, axes: Any = None) -> Any:
