@@ -62,3 +62,22 @@ def test_seed_streams_are_routings_seed_keys():
     data = jax.random.key_data
     np.testing.assert_array_equal(data(ka), data(generators.seed_stream([3, 8], 5, "model_a")))
     np.testing.assert_array_equal(data(kb), data(generators.seed_stream([3, 8], 5, "model_b")))
+
+
+def test_mixed_budget_generation_gives_each_seed_its_options_image_with_one_shape_per_option(preset, trained):
+    opts = generators.options(preset) + generators.probed_options(preset)[-1:]
+    seeds = np.arange(11)
+    gen = lambda s, c: generators.generate(opts, trained, s, c, base_seed=0, batch_size=4)
+    mixed = np.array([0, 1, 2, 3, 4, 1, 2, 3, 1, 0, 4])
+    images = gen(seeds, mixed)
+    sizes = [g.sample_keys.cache_size() for g in opts]
+    assert sizes == [1] * len(opts)  # one executable per option, however many seeds and groups
+    for k in range(len(opts)):  # each seed's image is its option's own image for it
+        own = gen(seeds, np.full(len(seeds), k))
+        np.testing.assert_array_equal(images[mixed == k], own[mixed == k], err_msg=opts[k].name)
+    np.testing.assert_array_equal(gen(seeds[3:4], mixed[3:4])[0], images[3])  # alone
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # other compositions and sizes compile nothing new
+        perm = rng.permutation(len(seeds))[: rng.integers(1, len(seeds) + 1)]
+        np.testing.assert_array_equal(gen(seeds[perm], mixed[perm]), images[perm])
+    assert [g.sample_keys.cache_size() for g in opts] == sizes
