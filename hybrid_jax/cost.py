@@ -147,15 +147,16 @@ def _finish_seconds(work: Work, prefixes: list, n: int, b: int) -> float:
 
 
 def strategies(work: Work, keys_a, keys_b, decisions: dict[str, np.ndarray], b: int,
-               labels=None) -> dict[str, Callable[[], float]]:
+               labels=None, options: tuple[str, str] = ("A", "B")) -> dict[str, Callable[[], float]]:
     """name -> () -> seconds charged over all n seeds. `decisions`: routed strategies' to_a [n] (probe paid)
-    and, under the key "oracle (labels)", the labels' to_a (no probe). `labels`: each seed's class (None: one)."""
+    and, under the key "oracle (labels)", the labels' to_a (no probe). `labels`: each seed's class (None: one).
+    `options`: the two options' names (A's role, then B's): the fixed strategies are "always <name>"."""
     n = keys_b.shape[0]
     every = np.arange(n)
     prefixes = _ready_prefixes(work, keys_b, n, b, labels)
     fixed = lambda fn, keys, sel: _fixed(fn, keys, sel, b, labels)
-    out = {"always A": lambda: fixed(work.a, keys_a, every),
-           "always B": lambda: fixed(work.b, keys_b, every)}
+    out = {f"always {name}": lambda fn=fn, keys=keys: fixed(fn, keys, every)
+           for name, fn, keys in zip(options, (work.a, work.b), (keys_a, keys_b))}
     for name, to_a in decisions.items():
         if name == "oracle (labels)":
             out[name] = lambda m=to_a: fixed(work.a, keys_a, every[m]) + fixed(work.b, keys_b, every[~m])
@@ -180,9 +181,10 @@ def measure(contenders: dict[str, Callable[[], float]], n: int, repeats: int) ->
                    "first_round": first[name]} for name, r in runs.items()}
 
 
-def unit_costs(measured: dict[str, dict], work_units: dict[str, dict]) -> dict[str, dict[str, float]]:
-    """Passes, FLOPs and measured seconds per image of each unit of work."""
-    seconds = {"A": "always A", "B": "always B", "B_finish": "B finish", "probe": "probe"}
+def unit_costs(measured: dict[str, dict], work_units: dict[str, dict],
+               options: tuple[str, str] = ("A", "B")) -> dict[str, dict[str, float]]:
+    """Passes, FLOPs and measured seconds per image of each unit of work (`options` as in `strategies`)."""
+    seconds = {"A": f"always {options[0]}", "B": f"always {options[1]}", "B_finish": "B finish", "probe": "probe"}
     return {u: {**work_units[u], "seconds": measured[seconds[u]]["seconds_per_image"]} for u in UNITS}
 
 

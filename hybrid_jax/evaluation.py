@@ -412,7 +412,7 @@ def check_consistency(points: Sequence[Mapping], tol: float = 0.02) -> list[str]
     """Internal-consistency problems of a list of points (empty = consistent): non-finite or
     out-of-range values, savings not matching 1 - cost/cost(always A), and FLOPs and seconds
     savings of one strategy disagreeing in sign by more than `tol`."""
-    base = next((p for p in points if p.get("strategy") == "always A"), None)
+    base = next((p for p in points if p.get("option") == 0), None)  # always the first (costliest) option
     return [msg for p in points for msg in _point_problems(p, base, tol)]
 
 
@@ -453,9 +453,12 @@ def cost_quality_curves(y, p_cheap, folds, X, names: Sequence[str], quality_a, q
                         feats_a=None, feats_b=None, feats_real=None, threshold: float = 0.5,
                         thresholds: Sequence[float] | None = None, shares: Sequence[float] | None = None,
                         zero_training_feature: str = "attn_entropy", seed: int = 0,
-                        boot: BootstrapConfig = BootstrapConfig(), n_mc: int = 32) -> dict:
+                        boot: BootstrapConfig = BootstrapConfig(), n_mc: int = 32,
+                        options: Sequence[str] = ("A", "B")) -> dict:
     """Every strategy's cost-quality point on the same seeds, the router's operating point, the
-    router-vs-random headline and the consistency problems (see module docstring)."""
+    router-vs-random headline and the consistency problems (see module docstring). `options`: the names of
+    the two options (the one the router sends seeds to, then the cheap one); each fixed point "always <name>"
+    carries its option's index."""
     seeds = _as_seeds(y, quality_a, quality_b, feats_a, feats_b, feats_real)
     costs, rng, n = Costs.from_dict(costs), np.random.default_rng(seed), len(seeds.y)
     p_cheap, folds, X = np.asarray(p_cheap, float), np.asarray(folds), np.asarray(X, float).reshape(n, -1)
@@ -463,9 +466,9 @@ def cost_quality_curves(y, p_cheap, folds, X, names: Sequence[str], quality_a, q
         raise ValueError("p_cheap, folds must be [n] and X [n, len(names)]")
     grid = lambda g: sorted(set(float(v) for v in (np.linspace(0, 1, 21) if g is None else g)))
     op_share = float(np.mean(p_cheap < threshold))
-    points = [evaluate_point("always A", None, np.ones(n, bool), False, seeds, costs, rng, boot),
-              evaluate_point("always B", None, np.zeros(n, bool), False, seeds, costs, rng, boot),
-              evaluate_point("oracle", None, seeds.y == 0, False, seeds, costs, rng, boot)]
+    points = [dict(evaluate_point(f"always {name}", None, np.full(n, i == 0), False, seeds, costs, rng, boot),
+                   option=i) for i, name in enumerate(options)]
+    points.append(evaluate_point("oracle", None, seeds.y == 0, False, seeds, costs, rng, boot))
     points += _router_points(seeds, costs, p_cheap, grid(list(grid(thresholds)) + [threshold]), rng, boot)
     share_pts, choices = _share_points(seeds, costs, X, names, folds, zero_training_feature,
                                        grid(list(grid(shares)) + [op_share]), rng, boot, n_mc)

@@ -192,3 +192,13 @@ def test_savings_intervals_follow_the_share_to_a(informative):
         assert p["passes_savings_ci"][0] == p["passes_savings_ci"][1] == pytest.approx(p["passes_savings"])
     op = informative["operating"]
     assert op["passes_savings_ci"][1] - op["passes_savings_ci"][0] > 0.01
+
+
+def test_fixed_strategies_are_named_by_the_options_with_the_same_numbers(informative):
+    """The binary study is the two-option case: naming the options changes the names, not a number."""
+    named = ev.cost_quality_curves(**make_inputs(informative=True), boot=BOOT, n_mc=8,
+                                   options=("A/200 steps", "B/corrector 30"))
+    rename = {"always A/200 steps": "always A", "always B/corrector 30": "always B"}
+    renamed = [dict(p, strategy=rename.get(p["strategy"], p["strategy"])) for p in named["points"]]
+    assert json.dumps(renamed) == json.dumps(informative["points"])  # (NaN-safe equality)
+    assert [p["option"] for p in named["points"][:2]] == [0, 1] and named["problems"] == []

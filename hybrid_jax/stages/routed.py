@@ -29,14 +29,15 @@ def make_routed_sampler(run: Run) -> routing.RoutedSampler:
     return routing.make_routed_sampler(sa, sb, ens, idx, run.cfg.router.prefix_steps, mesh=run.mesh)
 
 
-def _timings(run: Run, routed, pa, pb, decisions: dict[str, np.ndarray], seeds: np.ndarray) -> dict:
+def _timings(run: Run, routed, pa, pb, decisions: dict[str, np.ndarray], seeds: np.ndarray,
+             options: tuple[str, str]) -> dict:
     c = run.cfg.cost
     n = min(c.num_images, len(seeds))
     keys_a, keys_b = routing.seed_keys(seeds[:n], run.cfg.seeds.base_seed)
     classes = generators.seed_labels(seeds[:n], run.cfg.data.num_classes)
     work = cost.make_work(routed, pa, pb, run.cfg.router.prefix_steps, mesh=run.mesh)
     contenders = cost.strategies(work, keys_a, keys_b, {k: v[:n] for k, v in decisions.items()}, c.batch_size,
-                                 classes)
+                                 classes, options)
     return {"n_images": n, "batch_size": c.batch_size, "repeats": c.repeats,
             "rows": cost.measure(contenders, n, c.repeats),
             "share_to_a": {k: float(v[:n].mean()) for k, v in decisions.items()}}
@@ -57,19 +58,22 @@ def run_stage(run: Run) -> dict:
     keys_a, keys_b = routing.seed_keys(seeds["seeds"][:b], cfg.seeds.base_seed)
     classes = generators.seed_labels(seeds["seeds"][:b], cfg.data.num_classes)
     check = cost.consistency(routed.run(pa, pb, keys_a, keys_b, classes), seeds)
-    timed = _timings(run, routed, pa, pb, {"oracle (labels)": oracle, "learned router": to_a}, seeds["seeds"])
-    units = cost.unit_costs(timed["rows"], cost.unit_work(cfg, cost.pass_flops(cfg, pa, pb)))
+    options = tuple(g.name for g in generators.binary(cfg))  # the router's two options (A's role, then B's)
+    timed = _timings(run, routed, pa, pb, {"oracle (labels)": oracle, "learned router": to_a}, seeds["seeds"],
+                     options)
+    units = cost.unit_costs(timed["rows"], cost.unit_work(cfg, cost.pass_flops(cfg, pa, pb)), options)
     _, X, names = features_stage.load(run)
     scores = labels_stage.load_scores(run)
     curves = evaluation.cost_quality_curves(
         oof["y"], oof["p_cheap"], oof["fold"], X, names, scores["score_a"], scores["score_b"], units,
         feats_a=scores["feats_a"], feats_b=scores["feats_b"], feats_real=scores["feats_real"],
         threshold=cfg.router.threshold, seed=cfg.router.seed,
-        boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap))
+        boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap), options=options)
     share = timed["share_to_a"]["learned router"]
     expected = cost.composed(units, share, True, "seconds")
     measured = timed["rows"]["learned router"]["seconds_per_image"]
-    out = {"label_source": source, "timing": timed, "units": units, "curves": curves, "consistency": check,
+    out = {"options": list(options), "label_source": source, "timing": timed, "units": units, "curves": curves,
+           "consistency": check,
            "timing_check": {"share_to_a": share, "measured": measured, "composed": expected,
                             "ratio": measured / expected},
            "device": str(jax.devices()[0]), "platform": jax.default_backend(), "mesh_devices": run.devices}
