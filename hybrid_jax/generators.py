@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import model_a, model_b
+from hybrid_jax import features, geometry, model_a, model_b, xla
 from hybrid_jax.config import Preset
 
 STREAMS = {"model_a": 1, "model_b": 2}  # trained model -> the seed-key stream its options draw from
@@ -84,6 +84,16 @@ def options(cfg: Preset) -> tuple[Generator, ...]:
     a = [model_a_option(cfg, b) for b in _budgets(cfg)]
     b = [model_b_option(cfg, d) for d in sorted(depths, reverse=True)]
     return tuple(a + b)
+
+
+def a_probe_features(cfg: Preset) -> Callable:
+    """jitted (params_a, keys [n][, labels]) -> [n, len(features.A_PROBE)]: A's own probe on each key (the probe
+    its "after probe" options run first) and the features read off it."""
+    a = cfg.allocation
+    probed = model_a.make_probed_sampler(cfg.model_a, cfg.model_a.steps_per_block, a.a_probe_budget, a.a_probe_steps,
+                                         num_classes=cfg.data.num_classes, geometry=cfg.geometry)
+    mask = geometry.block_masks(cfg.geometry)[0]
+    return xla.jit(lambda params, keys, labels=None: features.a_probe(probed.probe(params, keys, labels).x0, mask))
 
 
 def probed_options(cfg: Preset) -> tuple[Generator, ...]:

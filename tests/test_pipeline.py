@@ -135,14 +135,16 @@ def test_kill_then_resume_gives_the_same_results(finished, tmp_path, point):
             np.testing.assert_array_equal(ours[key], ref[key], err_msg=f"{stage}/{name}:{key}")
 
 
-def test_readme_example_runs(finished, tmp_path):
+@pytest.mark.parametrize("block, printed", [(0, "(4, 32, 32, 3)"), (1, "(8, 32, 32, 3)")])
+def test_readme_examples_run(finished, tmp_path, block, printed):
+    """The README's python blocks: restore and sample; probe -> allocate -> sample."""
     readme = (REPO / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1).replace('"runs/quick"', repr(str(finished)))
+    code = re.findall(r"```python\n(.*?)```", readme, re.S)[block].replace('"runs/quick"', repr(str(finished)))
     script = tmp_path / "example.py"
     script.write_text(code)
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "(4, 32, 32, 3)" in out.stdout
+    assert printed in out.stdout
 
 
 def test_devices_flag_trains_data_parallel_on_a_mesh(tmp_path):

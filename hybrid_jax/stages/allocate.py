@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from hybrid_jax import allocation, cost, evaluation, features, generators, geometry, io, model_a, progress, xla
+from hybrid_jax import allocation, cost, evaluation, generators, io, progress
 from hybrid_jax.rundir import Run, Stage, done_record
 from hybrid_jax.stages import features as features_stage
 from hybrid_jax.stages import labels as labels_stage
@@ -55,12 +55,8 @@ def _each_seed(run: Run, g: generators.Generator, params, seeds: np.ndarray) -> 
 
 def _a_probe_features(run: Run, params, seeds: np.ndarray) -> np.ndarray:
     """[n, len(features.A_PROBE)] features of A's own probe on each seed (the probe every "after probe" option runs)."""
-    cfg = run.cfg
-    probed = model_a.make_probed_sampler(cfg.model_a, cfg.model_a.steps_per_block, cfg.allocation.a_probe_budget,
-                                         cfg.allocation.a_probe_steps, cfg.data.num_classes, geometry=cfg.geometry)
-    mask = geometry.block_masks(cfg.geometry)[0]
-    feats = xla.jit(lambda p, keys, labels: features.a_probe(probed.probe(p, keys, labels).x0, mask))
-    return _each_seed(run, generators.Generator("A's probe", "model_a", feats, {}), params, seeds)
+    probe = generators.Generator("A's probe", "model_a", generators.a_probe_features(run.cfg), {})
+    return _each_seed(run, probe, params, seeds)
 
 
 def _seconds(run: Run, opts, trained, seeds: np.ndarray) -> np.ndarray:
