@@ -164,3 +164,16 @@ def test_two_classes_end_to_end(two_class_run):
     section = text[text.index("## Per class"):]
     for name in (*TWO, "all"):
         assert f"| {name} |" in section, name
+
+
+def test_one_class_training_ignores_the_labels(preset, stand_in_images, model_a_params, model_b_params):
+    """The train stage always passes (images, labels); with one class that trains bit for bit as images alone."""
+    x, key = stand_in_images[:4], jax.random.key(5)
+    zeros = np.zeros(len(x), np.int32)
+    for loss, params in ((model_a.make_loss(preset.model_a), model_a_params),
+                         (model_b.make_ar_loss(preset.model_b), model_b_params["ar"]),
+                         (model_b.make_corrector_loss(preset.corrector), model_b_params["corrector"])):
+        grad = jax.jit(jax.value_and_grad(loss))
+        (l1, g1), (l2, g2) = grad(params, x, key), grad(params, (x, zeros), key)
+        assert float(l1) == float(l2)
+        assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), g1, g2)))
