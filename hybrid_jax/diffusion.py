@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import chex
 import flax
 import jax
 import jax.numpy as jnp
@@ -270,6 +271,9 @@ def sample_chain(eps_fn: EpsFn, params, chain: Chain, x_init: jax.Array, keys: j
     chain fields [S, K]), and each example's (token's) noise is keyed on its own timestep.
     Returns x, or with `trace` (x, the predicted x0 of every step [S, b, ...])."""
     b = x_init.shape[0]
+    if tokens is not None:
+        chex.assert_rank(chain.t, 2)  # [S, K]: one chain per token
+        chex.assert_shape(tokens, (*x_init.shape[1:-1], 1))
 
     def step(x, i):
         t = jnp.broadcast_to(chain.t[i], (b, *chain.t.shape[1:]))  # [b] or [b, K]

@@ -207,6 +207,7 @@ def make_probed_sampler(cfg: ModelAConfig, budget: int, probe_budget: int, probe
         return Probe(x, x0, keys, labels)
 
     def finish(params, p: Probe):
+        chex.assert_shape(p.x, (p.keys.shape[0], *geometry.image_shape))
         canvas = zeros(p.keys.shape[0])
         x, _ = denoise(params, head.steps(probe_steps), canvas, 0, p.keys, p.labels, x=p.x)
         return blocks(params, chain, paste(canvas, x, 0), 1, p.keys, p.labels)
