@@ -92,3 +92,82 @@ def test_visible_mask_is_the_first_k_patches(g):
         expected = geometry.unpatchify((np.arange(g.num_patches) < k)[:, None].repeat(g.patch_dim, 1)
                                        .astype(np.float32), g)[..., :1]
         np.testing.assert_array_equal(mask, expected)
+
+
+# ----------------------------------------------------------------------------- 64x64: 64 AR steps, 16 blocks
+
+
+@pytest.fixture(scope="module")
+def big_preset():
+    return config_lib.apply_overrides(config_lib.get_preset("test"), ["geometry.image_size=64"])
+
+
+def test_samplers_and_probe_features_at_64(big_preset):
+    """Model A over 16 blocks, Model B over 64 AR steps (prefix + finish = one run), the probe's features and
+    the cost table's pass counts, all from the geometry."""
+    from hybrid_jax import cost, features, model_a, model_b, routing
+
+    cfg, g = big_preset, big_preset.geometry
+    pa = model_a.init_params(cfg.model_a, jax.random.key(0), geometry=g)
+    pb = model_b.init_params(cfg.model_b, cfg.corrector, jax.random.key(0), geometry=g)
+    sa = model_a.make_sampler(cfg.model_a, geometry=g)
+    sb = model_b.make_sampler(cfg.model_b, cfg.corrector, geometry=g)
+    assert sa.passes == 16 * cfg.model_a.steps_per_block and sb.passes == 64 + cfg.corrector.start_step
+    keys_a, keys_b = routing.seed_keys([1, 2], cfg.seeds.base_seed)
+    images_a = np.asarray(sa.sample_keys(pa, keys_a))
+    assert images_a.shape == (2, 64, 64, 3) and np.abs(images_a).max() <= 1
+    prefix = sb.ar_prefix(pb, keys_b, cfg.router.prefix_steps)
+    assert prefix.attn.shape[-1] == 64 and prefix.state.patches.shape == (2, 64, g.patch_dim)
+    np.testing.assert_array_equal(np.asarray(sb.finish(pb, prefix)), np.asarray(sb.sample_keys(pb, keys_b)))
+    feats = np.asarray(features.compute(prefix, g))
+    assert feats.shape == (2, len(features.feature_names(cfg.model_b.decoder.num_layers)))
+    assert np.isfinite(feats).all()
+    with pytest.raises(ValueError, match="2 to 64 AR steps"):
+        features.compute(sb.ar_prefix(pb, keys_b, 1), g)
+    units = cost.unit_work(cfg, dict.fromkeys(("a_unet", "b_ar_step", "b_teacher_forcing", "corrector_unet"), 1.0))
+    assert units["B"]["passes"] == 64 + cfg.corrector.start_step and units["A"]["passes"] == sa.passes
+
+
+def test_labeler_statistics_and_degradations_follow_the_grid(big_preset):
+    from hybrid_jax import data
+    from hybrid_jax.quality import degradations, imagestats
+
+    g = big_preset.geometry
+    images = data.load_images("dog", path=data.STAND_IN, max_images=8, image_size=64).images
+    stats = imagestats.embed(images, geometry=g)
+    assert stats.shape == (8, len(imagestats.STATISTICS)) and np.isfinite(stats).all()
+    for name, fam in degradations.families(g).items():
+        if fam.apply is not None:
+            out = degradations.degrade(images, name, 2, geometry=g)
+            assert out.shape == images.shape and out.dtype == np.float32, name
+    seams = dict(zip(imagestats.STATISTICS, imagestats.embed(
+        degradations.degrade(images, "quadrant seams", 2, geometry=g), geometry=g).T))
+    assert np.mean(seams["quadrant_seams"]) > np.mean(stats[:, imagestats.STATISTICS.index("quadrant_seams")])
+
+
+def test_inconsistent_geometry_is_refused_before_any_work(tmp_path, capsys):
+    from experiments import run as run_cli
+
+    rc = run_cli.main(["--preset", "test", "--workdir", str(tmp_path / "w"), "--set", "geometry.image_size=40"])
+    assert rc == 2 and "geometry.block_size=16" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "data").exists()
+
+
+@pytest.mark.slow
+def test_a_64x64_test_preset_run_end_to_end(tmp_path):
+    """Every stage at 64x64 (64 AR steps, 16 blocks) on the stand-in, with fewer seeds, images and options."""
+    from experiments import run as run_cli
+    from hybrid_jax import io
+
+    workdir = tmp_path / "run64"
+    small = ["seeds.num_seeds=12", "seeds.batch_size=12", "cost.num_images=4", "allocation.a_budgets=2",
+             "allocation.b_depths=0", "allocation.a_probe_budget=2", "data.max_images=32",
+             "model_a.train.epochs=1", "model_b.train.epochs=1", "corrector.train.epochs=1"]
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", "geometry.image_size=64",
+                         *small]) == 0
+    seeds = io.read_npz(workdir / "seeds" / "seeds.npz")
+    assert seeds["images_a"].shape == seeds["images_b"].shape == (12, 64, 64, 3)
+    assert io.read_npz(workdir / "data" / "images.npz")["train"].shape[1:] == (64, 64, 3)
+    check = io.read_json(workdir / "routed" / "cost.json")["consistency"]
+    assert check["max_abs_diff_a"] <= 1e-5 and check["max_abs_diff_b"] <= 1e-5
+    assert (workdir / "report" / "report.md").exists()
