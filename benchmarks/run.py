@@ -1,7 +1,7 @@
 """Run the benchmarks, print their tables, and optionally write them as markdown.
 
     python -m benchmarks.run [--preset quick|paper|quick,paper]
-                             [--only unet,samplers,kv,router,routed,throughput,router_stage,labeler]
+                             [--only unet,samplers,kv,router,routed,throughput,router_stage,labeler,compile_cache]
                              [--out BENCHMARKS.md] [--repeats N]
 
 Needs the `bench` extra (torch CPU + diffusers) for the U-Net comparison only.
@@ -31,6 +31,7 @@ BENCHMARKS = {  # name -> (module, what it measures)
     "throughput": ("benchmarks.throughput", "GPU: whole samplers at batch 256, f32 and bf16, ms/image, images/s, MFU"),
     "router_stage": ("benchmarks.router_stage", "(f) router study: the recipe cross-fitted, cold cache, wall time"),
     "labeler": ("benchmarks.labeler", "(h) labeler: classifier + score training, scoring 600 seeds, validation AUCs"),
+    "compile_cache": ("benchmarks.compile_cache", "(i) persistent compilation cache: a stage rerun with vs without it"),
 }
 
 KEEP_MARKER = "<!-- Hand-written notes below this line are kept when benchmarks.run rewrites the file. -->"
@@ -49,6 +50,7 @@ TARGETS = """\
 | (e) routed pipeline | time per image of the routed pipeline / (share_A x t_A + share_B x t_B), samplers alone measured side by side | report (close to 1: the probe is cheap and B resumes from its prefix) |
 | (f) router study | wall time of `crossfit.run_study` (ablation -> fit cross-fitted in 10 folds + 30 splits + the deployed fit) on synthetic 600 x 24 features, cold cache, all cores | paper <= 10 min on 2 cores |
 | (h) labeler | training (classifier + score) and scoring time of the labels stage's score, with its validation (`benchmarks/labeler.py`) | scoring 600 seeds <= 60 s; training <= 5 min at quick scale; test preset a few seconds |
+| (i) compile cache | wall and stage seconds of `python -m experiments.run --stages seeds` rerun in a fresh process, with the work dir's compilation cache vs `--no-compile-cache`, alternating | report (cached faster) |
 | GPU | paper A and B, batch 256, f32 and bf16: ms/img, images/s, MFU (`benchmarks/throughput.py`); A in bf16 on an H100 <= 25 ms/img | needs a GPU |
 
 Every ratio is measured side by side in one process: contenders are compiled ahead of time
