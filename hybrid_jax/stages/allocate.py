@@ -115,5 +115,6 @@ def load(run: Run) -> dict:
     return io.read_json(run.path("allocate", "results.json"))
 
 
+# version 1: A's probe, the probed options and the cascade
 STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size),
-              after=("seeds", "labels", "router", "routed"))
+              after=("seeds", "labels", "router", "routed"), version=1)

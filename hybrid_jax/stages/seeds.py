@@ -86,4 +86,6 @@ def load_probe_features(run: Run) -> dict[str, np.ndarray]:
     return io.read_npz(run.path("seeds", "features.npz"))
 
 
-STAGE = Stage("seeds", run_stage, config=lambda cfg: (cfg.seeds, cfg.router.prefix_steps), after=train.MODELS)
+# version 1: seeds.npz holds each seed's class ("labels")
+STAGE = Stage("seeds", run_stage, config=lambda cfg: (cfg.seeds, cfg.router.prefix_steps), after=train.MODELS,
+              version=1)
