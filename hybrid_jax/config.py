@@ -174,7 +174,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ModelAConfig:
-    """Blockwise DDPM: 4 blocks of 16x16, `steps_per_block` DDPM steps each."""
+    """Blockwise DDPM over the geometry's blocks (brief: 4 of 16x16), `steps_per_block` DDPM steps each."""
 
     unet: UNetConfig = UNetConfig()
     steps_per_block: int = 200
@@ -523,28 +523,41 @@ def _coerce(tp, text: str):
 
 def override(cfg, dotted: str, text: str):
     """Return `cfg` with the field at `dotted` (e.g. "model_a.unet.base_channels") set from `text`."""
-    head, _, rest = dotted.partition(".")
+    return set_fields(cfg, {dotted: text})
+
+
+def set_fields(cfg, values: dict[str, str]):
+    """Return `cfg` with each dotted field of `values` set from its text. Every config is rebuilt (so checked)
+    once, with all its new values: fields that must agree (geometry.image_size and geometry.block_size, or
+    the geometry and router.prefix_steps) change together, in any order."""
     hints = typing.get_type_hints(type(cfg))
-    if head not in hints:
-        raise ConfigError(f"{type(cfg).__name__} has no field {head!r}; fields: {sorted(hints)}")
-    if rest:
-        value = override(getattr(cfg, head), rest, text)
-    else:
+    groups: dict[str, dict[str, str]] = {}
+    for dotted, text in values.items():
+        head, _, rest = dotted.partition(".")
+        if head not in hints:
+            raise ConfigError(f"{type(cfg).__name__} has no field {head!r}; fields: {sorted(hints)}")
+        groups.setdefault(head, {})[rest] = text
+    new = {}
+    for head, sub in groups.items():
+        if "" not in sub:
+            new[head] = set_fields(getattr(cfg, head), sub)
+            continue
         try:
-            value = _coerce(hints[head], text)
+            new[head] = _coerce(hints[head], sub[""])
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"cannot set {dotted}={text!r}: {e}") from None
-    return dataclasses.replace(cfg, **{head: value})
+            raise ConfigError(f"cannot set {head}={sub['']!r}: {e}") from None
+    return dataclasses.replace(cfg, **new)
 
 
 def apply_overrides(cfg, assignments: list[str]):
-    """Apply `key=value` strings in order."""
+    """Apply `key=value` strings (a key given twice: its last value), checked once with all of them set."""
+    values = {}
     for item in assignments:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} must look like key=value")
-        cfg = override(cfg, key.strip(), text.strip())
-    return cfg
+        values[key.strip()] = text.strip()
+    return set_fields(cfg, values)
 
 
 def to_dict(cfg) -> dict:

@@ -4,7 +4,7 @@ Per image (rounded to 8 bits first, as every saved or viewed image is, so that n
 float outputs from 8-bit photographs):
 
 - s: the 27 natural-image statistics of `imagestats` (sharpness, noise floor, exposure, colour,
-  quantisation, structure at the 8x8 patch and 16x16 quadrant grids);
+  quantisation, structure at the generators' patch and block grids, brief: 8x8 and 16x16);
 - e: the embedding of the small CIFAR-10 classifier of `classifier` (what the image shows),
   log p(class | x), the classifier's log-probability of the run's class, and its confidence c
   (log-sum-exp of the logits, largest log-probability);
