@@ -51,7 +51,7 @@ def test_unet_pass_bf16_close_to_f32(preset, model_a_params, perturb):
     params = perturb(model_a_params, 1)
     cfg16 = dataclasses.replace(preset.model_a, unet=bf16(preset.model_a.unet))
     x = jax.random.normal(jax.random.key(5), (4, 32, 32, 3))
-    cond = model_a.block_condition(x, jnp.arange(4))
+    cond = model_a.block_condition(x, jnp.arange(4), preset.geometry)
     t = jnp.arange(4)
     out32 = jax.jit(model_a.make_unet(preset.model_a).apply)({"params": params}, x, t, cond)
     out16 = jax.jit(model_a.make_unet(cfg16).apply)({"params": params}, x, t, cond)

@@ -420,7 +420,7 @@ def test_labels_stage_with_inception_weights_uses_the_pool_features(tmp_path, cr
 # ----------------------------------------------------------------------------- the development CIFAR-10 copy
 
 @pytest.fixture(scope="module")
-def dev(request):
+def dev(request, tmp_path_factory):
     """The quick preset's labeler on the development CIFAR-10 copy: 375 dogs as reference, the last 100
     held out (as the quick preset's data stage), 50 held out of each other class. The classifier's
     checkpoint lives in pytest's cache: the first run trains it (minutes), later runs read it back."""
@@ -431,7 +431,9 @@ def dev(request):
     reference, held_out = dogs[:375], dogs[375:475]
     others = build.load_other_classes("dog", str(DEV_DATA), cfg)
     from hybrid_jax.rundir import fingerprint
-    ckpt = Path(request.config.cache.mkdir("hybrid_jax-labeler-dev-classifier")) / fingerprint(
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider: train afresh
+    root = cache.mkdir("hybrid_jax-labeler-dev-classifier") if cache else tmp_path_factory.mktemp("classifier")
+    ckpt = Path(root) / fingerprint(
         build.classifier_guard(cfg, "dev"))  # another config trains afresh in another folder
     content = build.train_content_classifier(reference, others.train, "dog", cfg, ckpt, "dev")
     fitted = build.fit_quality(reference, cfg, content, others.train, "dog")
