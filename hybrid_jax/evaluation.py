@@ -157,7 +157,9 @@ def _gaussian(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fd_from_stats(mu1, s1, mu2, s2) -> float:
-    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    with warnings.catch_warnings():  # fewer images than dimensions (small presets): singular covariances
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(s1 @ s2)
     covmean = covmean.real if np.iscomplexobj(covmean) else covmean
     return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2.0 * covmean))
 

@@ -15,9 +15,9 @@ much; the report says which rule made the labels (`label_rule`).
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
 from hybrid_jax.config import LabelerConfig
+from hybrid_jax.evaluation import frechet_distance  # noqa: F401  (the rule's distance, one implementation)
 
 
 def real_pair_gaps(real_scores: np.ndarray) -> np.ndarray:
@@ -67,12 +67,3 @@ def label_pairs(score_a: np.ndarray, score_b: np.ndarray, real_scores: np.ndarra
         tau, _ = label_rule(cfg, real_scores)
         need = gap > tau
     return ["A_needed" if n else "cheap_ok" for n in need]
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets [n, D]."""
-    mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = scipy.linalg.sqrtm(s1 @ s2)
-    covmean = covmean.real if np.iscomplexobj(covmean) else covmean
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean))
