@@ -494,7 +494,9 @@ def per_class(class_names, labels, to_a, oracle_to_a, score_a, score_b) -> list[
 
     `labels` [n]: each seed's class index into `class_names`; `to_a` [n]: out-of-sample routing;
     `oracle_to_a` [n]: the labels' A_needed; `score_a`, `score_b` [n]: quality of A's and B's image.
-    Precision: share of the seeds routed to B that the labels call cheap_ok (nan when none is)."""
+    Precision: share of the seeds routed to B that the labels call cheap_ok (nan when none is), beside its
+    baseline the class prior (share cheap_ok); routed quality beside random routing at the same share to A
+    (its exact expectation)."""
     labels, to_a, oracle = np.asarray(labels), np.asarray(to_a, bool), np.asarray(oracle_to_a, bool)
     routed = np.where(to_a, score_a, score_b)
     groups = [(name, labels == c) for c, name in enumerate(class_names)] + [("all", np.ones(len(labels), bool))]
@@ -504,6 +506,9 @@ def per_class(class_names, labels, to_a, oracle_to_a, score_a, score_b) -> list[
         rows.append({"class": name, "seeds": int(m.sum()), "a_needed": float(oracle[m].mean()),
                      "quality_a": float(np.mean(score_a[m])), "quality_b": float(np.mean(score_b[m])),
                      "quality_routed": float(np.mean(routed[m])), "share_to_a": float(to_a[m].mean()),
+                     "quality_random": float(to_a[m].mean() * np.mean(score_a[m])
+                                             + (1 - to_a[m].mean()) * np.mean(score_b[m])),
+                     "prior": float(1 - oracle[m].mean()),
                      "accuracy": float(np.mean(to_a[m] == oracle[m])),
                      "precision": float(np.mean(~oracle[to_b])) if to_b.any() else float("nan")})
     return rows

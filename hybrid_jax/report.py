@@ -464,11 +464,14 @@ def _class_section(run: Run) -> list[str]:
     return ["## Per class (out of sample)",
             "Each seed's class is seed mod the number of classes (`generators.seed_labels`). Quality: the "
             "labeler's score; routed: A's image where the router sent the seed to A, else B's; precision: "
-            "share of the seeds routed to B that the labels call cheap_ok.",
-            _table(["class", "seeds", "A_needed", "quality A", "quality B", "quality routed", "to A",
-                    "router accuracy", "precision (cheap_ok)"],
+            "share of the seeds routed to B that the labels call cheap_ok, beside the class prior; random: "
+            "routing at the same share to A (exact expectation). Point estimates per class (intervals for all "
+            "seeds are in the cost-quality table).",
+            _table(["class", "seeds", "A_needed", "quality A", "quality B", "quality routed", "quality random",
+                    "to A", "router accuracy", "precision (cheap_ok)", "class prior"],
                    [[r["class"], r["seeds"], _pct(r["a_needed"]), f"{r['quality_a']:.3f}", f"{r['quality_b']:.3f}",
-                     f"{r['quality_routed']:.3f}", _pct(r["share_to_a"]), _pct(r["accuracy"]), _pct(r["precision"])]
+                     f"{r['quality_routed']:.3f}", f"{r['quality_random']:.3f}", _pct(r["share_to_a"]),
+                     _pct(r["accuracy"]), _pct(r["precision"]), _pct(r["prior"])]
                     for r in rows])]
 
 

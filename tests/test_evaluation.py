@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 
 import numpy as np
@@ -202,3 +203,17 @@ def test_fixed_strategies_are_named_by_the_options_with_the_same_numbers(informa
     renamed = [dict(p, strategy=rename.get(p["strategy"], p["strategy"])) for p in named["points"]]
     assert json.dumps(renamed) == json.dumps(informative["points"])  # (NaN-safe equality)
     assert [p["option"] for p in named["points"][:2]] == [0, 1] and named["problems"] == []
+
+
+def test_per_class_rows_stand_beside_random_routing_and_the_class_prior():
+    rng = np.random.default_rng(0)
+    n = 12
+    labels, to_a, need = rng.integers(0, 2, n), rng.random(n) < 0.5, rng.random(n) < 0.4
+    qa, qb = rng.random(n), rng.random(n)
+    for row, m in zip(ev.per_class(["dog", "cat"], labels, to_a, need, qa, qb),
+                      [labels == 0, labels == 1, np.ones(n, bool)]):
+        k = int(to_a[m].sum())  # random routing of k of the class's seeds to A, over every such mask
+        masks = [np.isin(np.arange(m.sum()), c) for c in itertools.combinations(range(m.sum()), k)]
+        expected = np.mean([np.mean(np.where(r, qa[m], qb[m])) for r in masks])
+        assert row["quality_random"] == pytest.approx(expected)
+        assert row["prior"] == pytest.approx(1 - need[m].mean())
