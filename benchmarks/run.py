@@ -1,7 +1,8 @@
 """Run the benchmarks, print their tables, and optionally write them as markdown.
 
     python -m benchmarks.run [--preset quick|paper|quick,paper]
-                             [--only unet,samplers,kv,router,routed,throughput,router_stage,labeler,compile_cache]
+                             [--only unet,samplers,kv,router,routed,throughput,router_stage,labeler,compile_cache,
+                                    train_step,paper_shapes]
                              [--out BENCHMARKS.md] [--repeats N]
 
 Needs the `bench` extra (torch CPU + diffusers) for the U-Net comparison only.
@@ -32,6 +33,8 @@ BENCHMARKS = {  # name -> (module, what it measures)
     "router_stage": ("benchmarks.router_stage", "(f) router study: the recipe cross-fitted, cold cache, wall time"),
     "labeler": ("benchmarks.labeler", "(h) labeler: classifier + score training, scoring 600 seeds, validation AUCs"),
     "compile_cache": ("benchmarks.compile_cache", "(i) persistent compilation cache: a stage rerun with vs without it"),
+    "train_step": ("benchmarks.train_step", "GPU: train steps of A, B and the corrector at the preset's batch size"),
+    "paper_shapes": ("benchmarks.paper_shapes", "(j) every stage at paper shapes end to end: seconds, peak memory"),
 }
 
 KEEP_MARKER = "<!-- Hand-written notes below this line are kept when benchmarks.run rewrites the file. -->"
@@ -51,6 +54,8 @@ TARGETS = """\
 | (f) router study | wall time of `crossfit.run_study` (ablation -> fit cross-fitted in 10 folds + 30 splits + the deployed fit) on synthetic 600 x 24 features, cold cache, all cores | paper <= 10 min on 2 cores |
 | (h) labeler | training (classifier + score) and scoring time of the labels stage's score, with its validation (`benchmarks/labeler.py`) | scoring 600 seeds <= 60 s; training <= 5 min at quick scale; test preset a few seconds |
 | (i) compile cache | wall and stage seconds of `python -m experiments.run --stages seeds` rerun in a fresh process, with the work dir's compilation cache vs `--no-compile-cache`, alternating | report (cached faster) |
+| (j) paper shapes | seconds and peak memory (host RSS; device allocator where reported) per stage of `python -m experiments.run --preset paper-shapes --offline` in a fresh process (`benchmarks/paper_shapes.py`) | all stages <= 30 min on 2 CPU cores |
+| GPU | train step of A, B's decoder and the corrector at the paper batch size: ms/step, images/s, TFLOP/s, MFU (`benchmarks/train_step.py`) | report (anchors: DDPM 21 steps/s x 128 on a TPU v3-8; a PyTorch DDPM at 16.5 TFLOP/s on an A100) |
 | GPU | paper A and B, batch 256, f32 and bf16: ms/img, images/s, MFU (`benchmarks/throughput.py`); A in bf16 on an H100 <= 25 ms/img | needs a GPU |
 
 Every ratio is measured side by side in one process: contenders are compiled ahead of time
@@ -129,6 +134,19 @@ def to_markdown(env: dict[str, str], command: str, sections: list[tuple[str, lis
     return "\n".join(out)
 
 
+def write(path: str, markdown: str) -> None:
+    """Write the report to `path`, keeping the hand-written notes below KEEP_MARKER of the old file."""
+    kept = ""
+    try:
+        with open(path) as f:
+            old = f.read()
+        if KEEP_MARKER in old:
+            kept = old[old.index(KEEP_MARKER) + len(KEEP_MARKER):]
+    except FileNotFoundError:
+        pass
+    io.write_text(path, markdown + "\n" + KEEP_MARKER + (kept or "\n"))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="quick", help="preset(s), comma separated: quick, paper (default quick)")
@@ -180,18 +198,10 @@ def main(argv=None) -> int:
             print(f"not measured: {why}")
         print(f"({name}: {time.perf_counter() - t1:.0f} s)", flush=True)
         sections.append((desc, tables, why))
-    wall = time.perf_counter() - t0
-    print(f"\ntotal: {wall / 60:.1f} min")
+        if args.out:  # after every benchmark: a run stopped half-way keeps what it measured
+            write(args.out, to_markdown(env, command, sections, time.perf_counter() - t0))
+    print(f"\ntotal: {(time.perf_counter() - t0) / 60:.1f} min")
     if args.out:
-        kept = ""
-        try:
-            with open(args.out) as f:
-                old = f.read()
-            if KEEP_MARKER in old:
-                kept = old[old.index(KEEP_MARKER) + len(KEEP_MARKER):]
-        except FileNotFoundError:
-            pass
-        io.write_text(args.out, to_markdown(env, command, sections, wall) + "\n" + KEEP_MARKER + (kept or "\n"))
         print(f"wrote {args.out}")
     return 0
 

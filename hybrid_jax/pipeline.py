@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from hybrid_jax import io, tensorboard
+from hybrid_jax import io, tensorboard, timing
 from hybrid_jax.rundir import Run, RunDirError, Stage, is_done, load_run, mark_done, open_run, preset_from_dict
 from hybrid_jax.stages import allocate, data, features, labels, report, routed, router, seeds, train
 
@@ -53,6 +53,7 @@ def run_stages(run: Run, only: tuple[str, ...] | None = None) -> dict[str, dict]
         t0 = time.perf_counter()
         summary = stage.run(run)
         summary["stage_seconds"] = time.perf_counter() - t0
+        summary.update(timing.memory_peaks())
         summaries[stage.name] = mark_done(run, stage.name, fp, summary)
         log.info("stage %-9s finished in %.1f s", stage.name, summary["stage_seconds"])
         stage_scalars = stage_scalars or tensorboard.scalar_writer(run.path("tb", "stages"))

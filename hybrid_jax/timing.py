@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import resource
 import statistics
 import time
 from typing import Any, Callable
@@ -37,6 +38,17 @@ def num_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def memory_peaks() -> dict[str, float]:
+    """Peak memory of this process so far, in MiB: host RSS, and the first local device's
+    allocator peak where the backend reports one (GPU, TPU; not the CPU). Both only grow, so
+    after each stage of a run they bound that stage's peak from above."""
+    peaks = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux: KiB
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        peaks["peak_device_mib"] = stats["peak_bytes_in_use"] / 2**20
+    return peaks
 
 
 def _is_jax_jitted(fn) -> bool:

@@ -60,8 +60,9 @@ def init_state(params, cfg: TrainConfig, total_steps: int) -> TrainState:
                       ema_params=jax.tree.map(jnp.array, params) if cfg.ema_decay > 0 else None, losses=jnp.full((total_steps,), jnp.nan, jnp.float32))
 
 
-def make_train_step(loss_fn: LossFn, cfg: TrainConfig):
-    """jitted `step(state, batch, key) -> state`; data-parallel when its inputs are sharded."""
+def make_train_step(loss_fn: LossFn, cfg: TrainConfig, *, donate: bool = True):
+    """jitted `step(state, batch, key) -> state`; data-parallel when its inputs are sharded.
+    `donate=False` keeps the input state valid (to call the step repeatedly on one state)."""
     tx = make_optimizer(cfg)
 
     def step(state: TrainState, batch, key) -> TrainState:
@@ -73,7 +74,7 @@ def make_train_step(loss_fn: LossFn, cfg: TrainConfig):
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
                           losses=state.losses.at[state.step].set(loss))
 
-    return xla.jit(step, donate_argnums=(0,))
+    return xla.jit(step, donate_argnums=(0,) if donate else ())
 
 
 def total_steps(num_images: int, cfg: TrainConfig) -> int:

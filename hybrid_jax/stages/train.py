@@ -19,7 +19,7 @@ from hybrid_jax.stages import data as data_stage
 MODELS = ("model_a", "model_b", "corrector")
 
 
-def _specs(cfg: Preset) -> dict[str, tuple[object, Callable, Callable]]:
+def model_specs(cfg: Preset) -> dict[str, tuple[object, Callable, Callable]]:
     """name -> (config section, loss_fn, init(key) -> params)."""
     g, n = cfg.geometry, cfg.data.num_classes
     b_init = lambda key: model_b.init_params(cfg.model_b, cfg.corrector, key, geometry=g, num_classes=n)
@@ -39,7 +39,7 @@ def _guard(run: Run, section) -> dict:
 
 def _stage_fn(name: str) -> Callable[[Run], dict]:
     def run_stage(run: Run) -> dict:
-        section, loss_fn, init = _specs(run.cfg)[name]
+        section, loss_fn, init = model_specs(run.cfg)[name]
         data = data_stage.load(run)
         images = (data["train"], data["train_labels"])  # one-class models ignore the labels
         ckpt = Checkpointer(run.path(name, "ckpt"), _guard(run, section))
@@ -57,7 +57,7 @@ def _stage_fn(name: str) -> Callable[[Run], dict]:
 
 def restore_params(run: Run, name: str):
     """Trained params of "model_a", "model_b" (the decoder) or "corrector" from the work dir."""
-    section, _, init = _specs(run.cfg)[name]
+    section, _, init = model_specs(run.cfg)[name]
     ckpt = Checkpointer(run.path(name, "params"), _guard(run, section))
     params, _ = ckpt.restore(jax.eval_shape(init, jax.random.key(0)))
     if params is None:
