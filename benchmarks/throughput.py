@@ -73,7 +73,8 @@ def new_table(batch: int) -> Table:
     table = Table(f"Whole samplers at batch {batch} on {device.platform}:{device.device_kind}: ms/image, images/s, MFU",
                   ["preset", "model", "dtype", "batch", "passes", "ms/img", "img/s", "GFLOP/img", "TFLOP/s",
                    "MFU", "compile s", f"A bf16 <= {TARGET_A_BF16_MS:g} ms (H100)"])
-    table.notes += ["GFLOP/img = passes x XLA's cost analysis of one pass (loop bodies are counted once by XLA). "
+    table.notes += ["GFLOP/img = passes x XLA's cost analysis of one pass compiled for the CPU (`timing.flops`: on a GPU "
+                    "the analysis counts cuDNN convolutions as zero). "
                     "MFU = TFLOP/s / the device's dense datasheet peak (bf16 tensor cores for bf16; TF32 for "
                     "f32); n/a where the device is not in benchmarks/throughput.py's PEAK_FLOPS.",
                     "bf16 = compute dtype of every U-Net and the decoder; params and optimizer state stay f32."]

@@ -3,7 +3,8 @@ batch size: ms/step, images/s, TFLOP/s, MFU.
 
 The step is the training loop's own (`train.make_train_step`: loss, gradients, clipped Adam,
 EMA), on random images of the preset's geometry, in the networks' configured dtype (f32 in the
-brief). FLOPs per step come from XLA's cost analysis of the compiled step; MFU is against the
+brief). FLOPs per step come from XLA's cost analysis of the step compiled for the CPU (`timing.flops`:
+GPU programs hide their convolutions from the analysis); MFU is against the
 device's dense peak as in `benchmarks/throughput.py`. Anchors from outside this project: DDPM's
 CIFAR-10 model trained at 21 steps/s x 128 images on a TPU v3-8; a PyTorch CIFAR-10 DDPM reaches
 16.5 TFLOP/s on an A100. On a CPU `run` measures nothing (paper steps take minutes each there);
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 
 from benchmarks.throughput import not_measured, peak_flops  # noqa: F401  (same rule: GPU or TPU only)
 from benchmarks.timing import Table, ms, time_many, xla_flops
+from hybrid_jax import timing as timing_lib
 from hybrid_jax import train as train_lib
 from hybrid_jax.config import Preset, get_preset
 from hybrid_jax.stages.train import model_specs
@@ -40,7 +42,8 @@ def measure(preset: Preset, repeats: int, table: Table) -> None:
     for name, timing in res.items():
         bs, section = sizes[name]
         dtype = getattr(getattr(section, "unet", None) or section.decoder, "dtype")
-        flops = xla_flops(timing.compiled)
+        flops = (xla_flops(timing.compiled) if jax.default_backend() == "cpu"  # already the CPU program
+                 else timing_lib.flops(contenders[name][0], *contenders[name][1]))  # counted on the CPU (see there)
         peak = peak_flops(device.device_kind, dtype)
         achieved = flops / timing.median_s
         table.add(preset.name, name, dtype, bs, ms(timing.median_s), bs / timing.median_s, flops / 1e12,
@@ -54,7 +57,7 @@ def new_table() -> Table:
                   ["preset", "network", "dtype", "batch", "ms/step", "img/s", "TFLOP/step", "TFLOP/s", "MFU",
                    "compile s"])
     table.notes += ["One step of the training loop (loss, gradients, clipped Adam, EMA), median of the repeats; "
-                    "TFLOP/step from XLA's cost analysis of the compiled step; MFU against the dense datasheet "
+                    "TFLOP/step from XLA's cost analysis of the step compiled for the CPU (the GPU's hides cuDNN convolutions); MFU against the dense datasheet "
                     "peak (TF32 for f32).",
                     "Anchors: DDPM's CIFAR-10 model, 21 steps/s x 128 images = 2.7k img/s on a TPU v3-8; a PyTorch "
                     "CIFAR-10 DDPM at 16.5 TFLOP/s on an A100."]

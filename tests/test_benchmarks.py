@@ -34,3 +34,38 @@ def test_measure_fills_a_row_per_model_and_dtype():
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="on an accelerator this would run the paper benchmark")
 def test_run_measures_nothing_on_a_cpu():
     assert throughput.run(["paper"], repeats=1) == []
+
+
+def test_flops_of_a_convolution_match_the_formula():
+    """timing.flops counts on the CPU program, where a convolution's multiply-adds are counted."""
+    from hybrid_jax import timing
+
+    x, w = jax.numpy.ones((2, 8, 8, 3)), jax.numpy.ones((3, 3, 3, 5))
+    conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert timing.flops(conv, x, w) == pytest.approx(2 * 2 * 6 * 6 * 5 * 3 * 3 * 3, rel=0.02)  # VALID: 6 x 6 outputs
+
+
+def test_train_step_measure_fills_a_row_per_network():
+    from benchmarks import train_step
+
+    table = train_step.new_table()
+    train_step.measure(get_preset("test"), repeats=1, table=table)
+    cols = table.columns
+    assert [r[cols.index("network")] for r in table.rows] == ["model_a", "model_b", "corrector"]
+    for row in table.rows:
+        assert int(row[cols.index("batch")]) == 16
+        assert float(row[cols.index("ms/step")]) > 0 and float(row[cols.index("TFLOP/step")]) > 0
+
+
+def test_paper_shapes_table_reads_each_stage_and_marks_the_rest(tmp_path):
+    from benchmarks import paper_shapes
+    from hybrid_jax import io
+    from hybrid_jax.pipeline import STAGE_NAMES
+
+    for name, seconds, rss in (("data", 1.5, 300.0), ("model_a", 10.0, 900.0)):
+        io.write_json(tmp_path / name / "done.json", {"summary": {"stage_seconds": seconds, "peak_rss_mib": rss}})
+    table = paper_shapes.stage_table(tmp_path, "t")
+    assert [r[0] for r in table.rows] == [*STAGE_NAMES, "all stages"]
+    assert table.rows[0][1:3] == ["1.500", "300.0"] and table.rows[1][1:3] == ["10.0", "900.0"]
+    assert all(r[1] == "not run" for r in table.rows[2:-1])
+    assert table.rows[-1][1] == "11.5"

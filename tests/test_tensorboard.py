@@ -30,6 +30,8 @@ def test_a_training_run_writes_event_files_that_read_back_with_its_losses(tmp_pa
     assert set(stages) == {"stage_seconds/data", "stage_seconds/model_b"}
     done = io.read_json(workdir / "model_b" / "done.json")["summary"]
     assert stages["stage_seconds/model_b"][0][1] == pytest.approx(done["stage_seconds"], rel=1e-6)
+    data_done = io.read_json(workdir / "data" / "done.json")["summary"]
+    assert 0 < data_done["peak_rss_mib"] <= done["peak_rss_mib"] < 64 * 1024  # the process peak only grows
 
 
 def test_without_tensorboardx_one_warning_and_no_files(tmp_path, monkeypatch, caplog):
