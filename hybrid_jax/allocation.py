@@ -16,7 +16,7 @@ own probe (options that continue it), two more: A's probe choosing A's step budg
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier
@@ -64,20 +64,27 @@ def predicted(p: np.ndarray, cols: np.ndarray, t: float, order: np.ndarray, fall
     return np.where(ranked.any(1), sub[ranked.argmax(1)], fallback)
 
 
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # the swept P(acceptable) thresholds
+DEFAULT_GB = {"n_estimators": 100, "max_depth": 3, "learning_rate": 0.1}
+
+
+def fit_acceptable(X: np.ndarray, y: np.ndarray, gb: Mapping, seed: int) -> GradientBoostingClassifier | float:
+    """A GB fit of P(y | X), or y's rate (a float) where y has one class (nothing to learn)."""
+    if y.all() or not y.any():
+        return float(y.mean())
+    return GradientBoostingClassifier(**gb, random_state=seed).fit(X, y)
+
+
 def crossfit_acceptable(X: np.ndarray, ok: np.ndarray, folds: np.ndarray, n_estimators: int, max_depth: int,
                         learning_rate: float, seed: int) -> np.ndarray:
-    """[n, K] out-of-fold P(option acceptable | probe features): per fold and option, a GB fit on the other folds."""
+    """[n, K] out-of-fold P(option acceptable | probe features): per fold and option, a fit on the other folds."""
+    gb = {"n_estimators": n_estimators, "max_depth": max_depth, "learning_rate": learning_rate}
     p = np.empty(ok.shape)
     for f in np.unique(folds):
         train, test = folds != f, folds == f
         for k in range(ok.shape[1]):
-            y = ok[train, k]
-            if y.all() or not y.any():  # one class in training: its rate is the prediction
-                p[test, k] = float(y.mean())
-                continue
-            gb = GradientBoostingClassifier(n_estimators=n_estimators, max_depth=max_depth,
-                                            learning_rate=learning_rate, random_state=seed)
-            p[test, k] = gb.fit(X[train], y).predict_proba(X[test])[:, 1]
+            model = fit_acceptable(X[train], ok[train, k], gb, seed)
+            p[test, k] = model if isinstance(model, float) else model.predict_proba(X[test])[:, 1]
     return p
 
 
@@ -118,7 +125,7 @@ def _random_point(choice: np.ndarray, quality: np.ndarray, opts: Options, feats,
 
 def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarray, tau: float, *,
              binary: tuple[int, int], p_cheap: np.ndarray, router_threshold: float,
-             thresholds: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95), feats: np.ndarray | None = None,
+             thresholds: Sequence[float] = THRESHOLDS, feats: np.ndarray | None = None,
              feats_real: np.ndarray | None = None, gb: dict | None = None, seed: int = 0,
              boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig(), n_mc: int = 16,
              X_a: np.ndarray | None = None) -> dict:
@@ -140,8 +147,7 @@ def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarra
     points.append(point("oracle", None, oracle, False))
     a, b = binary
     points.append(point("binary router", router_threshold, np.where(p_cheap < router_threshold, a, b), True))
-    fit = lambda X_, cols: crossfit_acceptable(X_, ok[:, cols], folds, seed=seed, **(gb or {
-        "n_estimators": 100, "max_depth": 3, "learning_rate": 0.1}))
+    fit = lambda X_, cols: crossfit_acceptable(X_, ok[:, cols], folds, seed=seed, **(gb or DEFAULT_GB))
     p_ok = np.full((n, k), np.nan)
     p_ok[:, base] = fit(X, base)
     learned = {t: predicted(p_ok[:, base], base, t, order, base_order[-1]) for t in thresholds}

@@ -371,6 +371,9 @@ class AllocationConfig:
     # "after probe" continue from it with their budget's remaining steps (`model_a.make_probed_sampler`)
     a_probe_budget: int = 10
     a_probe_steps: int = 2
+    # The deployed policy (`hybrid_jax.policy`, saved in allocate/policy/): the cascade (the learned allocation
+    # without A-probe options) fitted on every seed, taking an option where P(acceptable) >= threshold
+    threshold: float = 0.8
 
     def __post_init__(self):
         _check(len(self.a_budgets) > 0 and all(b > 0 for b in self.a_budgets),
@@ -379,6 +382,7 @@ class AllocationConfig:
                f"allocation.a_probe_steps must be in [1, a_probe_budget), got {self.a_probe_steps} of "
                f"{self.a_probe_budget}")
         _check(all(d >= 0 for d in self.b_depths), f"allocation.b_depths must be >= 0, got {self.b_depths}")
+        _check(0 < self.threshold < 1, f"allocation.threshold must be in (0, 1), got {self.threshold}")
 
 
 @dataclass(frozen=True)

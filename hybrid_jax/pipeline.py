@@ -18,7 +18,7 @@ from hybrid_jax import io, tensorboard, timing
 from hybrid_jax.rundir import Run, RunDirError, Stage, is_done, load_run, mark_done, open_run, preset_from_dict
 from hybrid_jax.stages import allocate, data, features, labels, report, routed, router, seeds, train
 
-__all__ = ["Run", "RunDirError", "STAGES", "STAGE_NAMES", "load_run", "make_routed_sampler", "open_run",
+__all__ = ["Run", "RunDirError", "STAGES", "STAGE_NAMES", "load_policy", "load_run", "make_routed_sampler", "open_run",
            "preset_from_dict", "restore_model_b", "restore_params", "run_stages", "samplers"]
 
 log = logging.getLogger("hybrid_jax.pipeline")
@@ -32,6 +32,7 @@ restore_params = train.restore_params
 restore_model_b = train.restore_model_b
 samplers = seeds.samplers
 make_routed_sampler = routed.make_routed_sampler
+load_policy = allocate.load_policy
 
 
 def run_stages(run: Run, only: tuple[str, ...] | None = None) -> dict[str, dict]:

@@ -215,7 +215,30 @@ def _allocation_section(result: dict, out: Path) -> list[str]:
                    rows),
             "Share of seeds acceptable per option: "
             + ", ".join(f"{n} {v:.0%}" for n, v in zip(result["options"], result["acceptable_share"]))
-            + f". Learned allocation equals the oracle's choice for: {exact} of seeds (by threshold)."]
+            + f". Learned allocation equals the oracle's choice for: {exact} of seeds (by threshold).",
+            *_deployed_line(result)]
+
+
+def _deployed_line(result: dict) -> list[str]:
+    """The saved policy, its out-of-sample point and the best fixed option at no more FLOPs beside it."""
+    d = result.get("deployed")
+    if d is None:
+        return []
+    pts = result["points"]
+    mine = next(p for p in pts if p["policy"] == d["policy"] and p["param"] == d["threshold"])
+    fixed = [p for p in pts if p["policy"].startswith("fixed: ") and p["flops_per_image"] <= mine["flops_per_image"]]
+    best = max(fixed, key=lambda p: p["quality"], default=None)
+    ci = lambda p: p["quality_ci"] or (float("nan"), float("nan"))
+    verdict = ("no fixed option is as cheap" if best is None else
+               f"the best fixed option at no more FLOPs, {best['policy'][7:]}, has "
+               f"{_ci(best['quality'], best['quality_ci'], 'quality')}: the policy "
+               + ("beats it (intervals apart)" if ci(mine)[0] > ci(best)[1] else
+                  "is worse (intervals apart)" if ci(mine)[1] < ci(best)[0] else
+                  "does not beat it (intervals overlap)"))
+    return [f"Deployed policy (`allocate/policy/`, `pipeline.load_policy(run)` and `policy.choose`): the {d['policy']} "
+            f"at threshold {d['threshold']:.2f}, refitted on every seed. Out of sample (its cross-fitted row above) it "
+            f"keeps {_ci(mine['quality'], mine['quality_ci'], 'quality')} at {_pct(mine['flops_savings'], 'savings')} "
+            f"FLOP savings; {verdict}."]
 
 
 def _preamble(run: Run, cost: dict, router: dict) -> list[str]:

@@ -402,6 +402,24 @@ def ensemble_from_arrays(arrays: Mapping[str, np.ndarray], feature_names: Sequen
                         depth=int(arrays["depth"]))
 
 
+def constant_ensemble(p: float, feature_names: Sequence[str]) -> TreeEnsemble:
+    """An ensemble that predicts `p` for every input: one tree of one leaf, init = logit(p) (clipped)."""
+    eps = np.finfo(np.float32).eps
+    q = float(np.clip(p, eps, 1 - eps))
+    n = len(feature_names)
+    zero = np.zeros((1, 1), np.int32)
+    return ensemble_from_arrays({"mean": np.zeros(n, np.float32), "scale": np.ones(n, np.float32), "feature": zero,
+                                 "threshold": np.full((1, 1), np.inf, np.float32), "left": zero, "right": zero,
+                                 "value": np.zeros((1, 1), np.float32), "init": np.float32(np.log(q / (1 - q))),
+                                 "learning_rate": np.float32(1.0), "threshold_route": np.float32(0.5), "depth": 0},
+                                feature_names)
+
+
+def ensemble_arrays(ens: TreeEnsemble) -> dict[str, np.ndarray]:
+    """`ENSEMBLE_ARRAYS` of `ens` as NumPy (the inverse of `ensemble_from_arrays`, names apart)."""
+    return {**{k: np.asarray(getattr(ens, k)) for k in _ARRAYS}, "depth": np.asarray(ens.depth, np.int32)}
+
+
 def export_arrays(router: Router) -> dict[str, np.ndarray]:
     """The padded tree arrays of `export_trees` as NumPy (float32/int32, plus `depth`); no JAX needed."""
     trees = [est.tree_ for est in router.model.estimators_[:, 0]]
@@ -463,6 +481,7 @@ def jax_route(ens: TreeEnsemble, X) -> jax.Array:
 
 _ARRAYS = ("mean", "scale", "feature", "threshold", "left", "right", "value", "init", "learning_rate",
            "threshold_route")
+ENSEMBLE_ARRAYS = (*_ARRAYS, "depth")  # what `ensemble_from_arrays` reads
 
 
 def save_router(router: Router | TreeEnsemble, directory: str | os.PathLike, cfg: RouterConfig | None = None,

@@ -28,7 +28,7 @@ OUTPUTS = {  # stage -> files it must leave behind
     "labels": ["auto.csv", "scores.npz"],
     "router": ["router.json", "router_trees.npz", "results.json", "oof.npz"],
     "routed": ["cost.json", "decisions.npz"],
-    "allocate": ["results.json"],
+    "allocate": ["results.json", "policy/policy.json", "policy/policy_trees.npz"],
     "report": ["report.md", "cost_quality.png", "allocation_pareto.png", "training_curves.png", "samples_a_vs_b.png", "threshold_sweep.png"],
 }
 COMPARED = [("seeds", "seeds.npz"), ("features", "features.npz"), ("labels", "scores.npz"),

@@ -14,7 +14,8 @@ import re
 
 import numpy as np
 
-from hybrid_jax import allocation, cost, evaluation, generators, io, progress
+from hybrid_jax import allocation, cost, evaluation, generators, io, policy, progress
+from hybrid_jax import features as features_lib
 from hybrid_jax.rundir import Run, Stage, done_record
 from hybrid_jax.stages import features as features_stage
 from hybrid_jax.stages import labels as labels_stage
@@ -96,14 +97,23 @@ def run_stage(run: Run) -> dict:
               for g in progress.track(opts, len(opts), "allocate", "option", log)]
     quality, feats = np.stack([s for s, _ in scored], 1), np.stack([f for _, f in scored], 1)
     oof = router_stage.load_oof(run)
-    _, X, _ = features_stage.load(run)
+    _, X, names = features_stage.load(run)
+    X_a = _a_probe_features(run, trained["model_a"], seeds)
     a, b = (next(i for i, g in enumerate(opts) if g.name == p.name) for p in generators.binary(cfg))
+    options = _options(run, opts, trained, seeds)
+    t = cfg.allocation.threshold
     result = allocation.evaluate(
-        quality, _options(run, opts, trained, seeds), X, oof["fold"], labels_stage.tau(run), binary=(a, b),
+        quality, options, X, oof["fold"], labels_stage.tau(run), binary=(a, b),
         p_cheap=oof["p_cheap"], router_threshold=cfg.router.threshold, feats=feats,
         feats_real=labels_stage.load_scores(run)["feats_real"], seed=cfg.router.seed,
-        boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap),
-        X_a=_a_probe_features(run, trained["model_a"], seeds))
+        boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap), X_a=X_a,
+        thresholds=sorted({*allocation.THRESHOLDS, t}))
+    deployed = policy.fit({"B": X, "A": X_a}, {"B": names, "A": features_lib.A_PROBE}, quality, options,
+                          labels_stage.tau(run), t, seed=cfg.router.seed)
+    name = "cascade" if len(options.columns("A")) else "learned allocation"
+    result["deployed"] = {"policy": name, "threshold": t, "fitted_on": "every seed (in sample; its out-of-sample "
+                          "figures are the cross-fitted point of the same policy at this threshold)"}
+    policy.save(deployed, run.path("allocate", "policy"), policy_name=name)
     io.write_json(run.path("allocate", "results.json"), result)
     best = {policy: max((p for p in result["points"] if p["policy"] == policy), key=lambda p: p["quality"])
             for policy in ("learned allocation", "cascade")}
@@ -115,6 +125,11 @@ def load(run: Run) -> dict:
     return io.read_json(run.path("allocate", "results.json"))
 
 
-# version 1: A's probe, the probed options and the cascade
+def load_policy(run: Run) -> policy.Policy:
+    """The deployed allocation policy of a finished work dir (`policy.choose` applies it)."""
+    return policy.load(run.path("allocate", "policy"))[0]
+
+
+# version 1: A's probe, the probed options and the cascade; 2: the deployed policy saved
 STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size),
-              after=("seeds", "labels", "router", "routed"), version=1)
+              after=("seeds", "labels", "router", "routed"), version=2)

@@ -1,0 +1,134 @@
+"""The deployed allocation policy: the allocate stage's per-seed policy fitted on every seed, as arrays.
+
+A policy is a list of stages, each reading one probe's features ("B": B's AR prefix, as the router;
+"A": A's own first steps) and holding, per option it may pick (cheapest first), a gradient-boosting
+P(option acceptable | features) exported to `router.TreeEnsemble`. `choose` takes, per seed, the
+cheapest option of the first stage whose probability reaches the threshold; where none does, the next
+stage decides; where no stage does, the fallback option. The cascade is the stages ("B": B's
+options, "A": A's "after probe" budgets, fallback A's costliest); without A-probe options it is the
+learned allocation's single "B" stage over every option. The same rule as `allocation.predicted`,
+in-graph, so probe -> allocate -> sample stays on device. Saved as one npz + one JSON, read without
+sklearn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from hybrid_jax import allocation, io
+from hybrid_jax import router as router_lib
+
+FORMAT_VERSION = 1
+TREES_FILE = "policy_trees.npz"
+META_FILE = "policy.json"
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be fitted, saved, read or applied as asked."""
+
+
+@struct.dataclass
+class PolicyStage:
+    trees: tuple[router_lib.TreeEnsemble, ...]  # per option: P(acceptable | this probe's features)
+    options: tuple[int, ...] = struct.field(pytree_node=False)  # option indices, cheapest first
+    probe: str = struct.field(pytree_node=False)  # "B" or "A": whose probe features it reads
+
+
+@struct.dataclass
+class Policy:
+    stages: tuple[PolicyStage, ...]
+    threshold: jax.Array  # f32 []: an option is taken where P(acceptable) >= threshold
+    option_names: tuple[str, ...] = struct.field(pytree_node=False)
+    fallback: int = struct.field(pytree_node=False)  # the option where no stage's probability reaches it
+
+
+def _tree_model(X: np.ndarray, y: np.ndarray, names: Sequence[str], gb: Mapping, seed: int) -> router_lib.TreeEnsemble:
+    """P(y | X) as trees: a GB fit (`allocation.fit_acceptable`), or its constant rate where y has one class."""
+    model = allocation.fit_acceptable(X, y, gb, seed)
+    if isinstance(model, float):
+        return router_lib.constant_ensemble(model, names)
+    ident = router_lib.Router(tuple(names), np.zeros(X.shape[1]), np.ones(X.shape[1]), model, 0.5)
+    return router_lib.export_trees(ident)
+
+
+def fit(features: Mapping[str, np.ndarray], feature_names: Mapping[str, Sequence[str]], quality: np.ndarray,
+        opts: allocation.Options, tau: float, threshold: float, *, gb: Mapping | None = None,
+        seed: int = 0) -> Policy:
+    """The deployed policy on every seed: `features[probe]` [n, F] per probe ("B", and "A" where `opts` has
+    options continuing A's probe), `quality` [n, K] of each option's image, `tau` the acceptability margin."""
+    gb = dict(gb or allocation.DEFAULT_GB)
+    ok = allocation.acceptable(quality, tau)
+    order = opts.cheapest_first
+    a_cols = opts.columns("A")
+    if len(a_cols) and "A" not in features:
+        raise PolicyError("options continue A's probe but no A-probe features were given")
+    plan = ([("B", opts.columns("B")), ("A", a_cols)] if len(a_cols)
+            else [("B", np.setdiff1d(np.arange(len(opts.names)), a_cols))])
+    stages = []
+    for probe, cols in plan:
+        cols = order[np.isin(order, cols)]  # cheapest first
+        trees = tuple(_tree_model(features[probe], ok[:, k], feature_names[probe], gb, seed) for k in cols)
+        stages.append(PolicyStage(trees=trees, options=tuple(int(k) for k in cols), probe=probe))
+    return Policy(stages=tuple(stages), threshold=jnp.float32(threshold), option_names=tuple(opts.names),
+                  fallback=stages[-1].options[-1])
+
+
+def choose(policy: Policy, features: Mapping[str, jax.Array]) -> jax.Array:
+    """[n] int32 option index per seed from each probe's features (`features["B"]`, and `["A"]` if a stage reads
+    it). Pure and jittable."""
+    missing = {s.probe for s in policy.stages} - set(features)
+    if missing:
+        raise PolicyError(f"the policy reads the {sorted(missing)} probe features; pass them as features[...]")
+    n = next(iter(features.values())).shape[0]
+    choice = jnp.full((n,), policy.fallback, jnp.int32)
+    for stage in reversed(policy.stages):  # an earlier stage overrides the later ones where it decides
+        p = jnp.stack([router_lib.jax_predict_proba(t, features[stage.probe]) for t in stage.trees], axis=1)
+        ok = p >= policy.threshold
+        pick = jnp.asarray(stage.options, jnp.int32)[jnp.argmax(ok, axis=1)]
+        choice = jnp.where(ok.any(axis=1), pick, choice)
+    return choice
+
+
+def save(policy: Policy, directory: str | Path, **meta) -> Path:
+    """Write `policy_trees.npz` and `policy.json` (atomically; the JSON holds a SHA-256 of the npz)."""
+    directory = Path(directory)
+    arrays = {f"{i}/{j}/{k}": v for i, s in enumerate(policy.stages) for j, t in enumerate(s.trees)
+              for k, v in router_lib.ensemble_arrays(t).items()}
+    trees = io.write_npz(directory / TREES_FILE, **arrays)
+    io.write_json(directory / META_FILE, {
+        "format": FORMAT_VERSION, "option_names": list(policy.option_names), "fallback": policy.fallback,
+        "threshold": float(policy.threshold),
+        "stages": [{"probe": s.probe, "options": list(s.options), "feature_names": list(s.trees[0].feature_names)}
+                   for s in policy.stages],
+        "trees_sha256": hashlib.sha256(trees.read_bytes()).hexdigest(), **meta})
+    return directory
+
+
+def load(directory: str | Path) -> tuple[Policy, dict]:
+    """(Policy, metadata) written by `save`; no sklearn needed."""
+    directory = Path(directory)
+    meta_path, trees_path = directory / META_FILE, directory / TREES_FILE
+    if not meta_path.exists() or not trees_path.exists():
+        raise PolicyError(f"no saved allocation policy in {directory} (need {META_FILE} and {TREES_FILE}); "
+                          "run the allocate stage first")
+    meta = io.read_json(meta_path)
+    if meta.get("format") != FORMAT_VERSION:
+        raise PolicyError(f"{meta_path} has format {meta.get('format')!r}, this code reads {FORMAT_VERSION}")
+    if hashlib.sha256(trees_path.read_bytes()).hexdigest() != meta["trees_sha256"]:
+        raise PolicyError(f"{trees_path} does not match {meta_path} (a torn write?); rerun the allocate stage")
+    arrays = io.read_npz(trees_path)
+    stages = tuple(PolicyStage(
+        trees=tuple(router_lib.ensemble_from_arrays({k: arrays[f"{i}/{j}/{k}"] for k in router_lib.ENSEMBLE_ARRAYS},
+                                                    s["feature_names"]) for j in range(len(s["options"]))),
+        options=tuple(s["options"]), probe=s["probe"]) for i, s in enumerate(meta["stages"]))
+    policy = Policy(stages=stages, threshold=jnp.float32(meta["threshold"]),
+                    option_names=tuple(meta["option_names"]), fallback=int(meta["fallback"]))
+    return policy, meta
+
