@@ -112,17 +112,17 @@ def generate_split(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler, param
 def make_routed_sampler(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler,
                         ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int],
                         prefix_steps: int, mesh: jax.sharding.Mesh | None = None) -> RoutedSampler:
-    """With a mesh, `run` is data-parallel over it (params replicated, seeds sharded; the batch a
-    multiple of its size) and gives the same images and decisions as on one device."""
+    """With a mesh, `run` is data-parallel over it (params replicated, seeds sharded; a batch of any size,
+    padded to a multiple of the mesh size) and gives the same images and decisions as on one device."""
     probe = make_probe(sampler_b, ensemble, feature_idx, prefix_steps)
 
     def run(params_a, params_b, keys_a, keys_b, labels=None) -> RoutedOutput:
         params_a, params_b = sharding.replicate((params_a, params_b), mesh)
-        labels = class_labels(labels, keys_b.shape[0])
+        (keys_a, keys_b, labels), n = sharding.pad_batch((keys_a, keys_b, class_labels(labels, keys_b.shape[0])), mesh)
         prefix, _, p, to_a = probe(params_b, *sharding.shard_batch((keys_b, labels), mesh))
         to_a = np.asarray(to_a)
         images = generate_split(sampler_a, sampler_b, params_a, params_b, keys_a, keys_b, to_a, prefix, mesh, labels)
-        return RoutedOutput(images, to_a, np.asarray(p))
+        return RoutedOutput(images[:n], to_a[:n], np.asarray(p)[:n])
 
     return RoutedSampler(probe=probe, decide=make_decide(ensemble, feature_idx, sampler_b.geometry), run=run,
                          sampler_a=sampler_a, sampler_b=sampler_b)

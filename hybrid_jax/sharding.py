@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -94,6 +95,16 @@ def shard_batch(tree: Any, mesh: Mesh | None) -> Any:
             raise ValueError(f"batch size {leaf.shape[0]} is not divisible by the {n} devices of the mesh; "
                              f"choose a batch size that is a multiple of {n}")
     return jax.tree.map(lambda x: _put(x, NamedSharding(mesh, P(DATA_AXIS))), tree)
+
+
+def pad_batch(tree: Any, mesh: Mesh | None) -> tuple[Any, int]:
+    """(tree with its leading axis padded to a multiple of the mesh size by repeating row 0, the real size),
+    so any batch can be sharded; callers keep the first `n` rows of the results."""
+    n = jax.tree.leaves(tree)[0].shape[0]
+    pad = 0 if mesh is None else -n % mesh.shape[DATA_AXIS]
+    if not pad:
+        return tree, n
+    return jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]), tree), n
 
 
 def constrain_batch(tree: Any, mesh: Mesh | None, axes: Any = None) -> Any:

@@ -1,14 +1,14 @@
-"""The routed and cost stages on a 2-device mesh; run by tests/test_pipeline.py in a fresh process.
+"""The routed and cost stages on an N-device mesh; run by tests/test_pipeline.py in a fresh process.
 
-Usage: XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/_routed_mesh_check.py WORKDIR
+Usage: XLA_FLAGS=--xla_force_host_platform_device_count=N python tests/_routed_mesh_check.py WORKDIR N
 
 WORKDIR is a finished `test`-preset work dir made on one device (it is changed: its routed stage
 re-runs). The reference is what one device made: the seeds stage's images of A and B for every seed.
-  1. the routed stage with `devices=2`: it records the mesh, its decisions are the one-device ones,
+  1. the routed stage with `devices=N`: it records the mesh, its decisions are the one-device ones,
      and its routed images (deployed router, probe + finish from the prefix or A) equal the seeds
      stage's;
   2. a forced split with uneven halves (3 seeds to A: padding rounded up to the mesh): B finished
-     from a sharded prefix and A on the mesh equal the one-device images; the work is laid over both
+     from a sharded prefix and A on the mesh equal the one-device images; the work is laid over all
      devices.
 Tolerances are those of tests/_sharding_check.py (A may round differently at another per-device
 batch size; in fact both are bitwise here).
@@ -25,15 +25,15 @@ import numpy as np
 
 from hybrid_jax import cost, io, pipeline, routing, sharding
 
-N_DEV = 2
 TOL_A, TOL_B = 1e-3, 1e-5
 
 
 def is_sharded(x) -> bool:
-    return len(x.sharding.device_set) == N_DEV and not x.sharding.is_fully_replicated
+    return len(x.sharding.device_set) == jax.device_count() and not x.sharding.is_fully_replicated
 
 
-def main(workdir: str) -> None:
+def main(workdir: str, n_dev: int) -> None:
+    N_DEV = n_dev
     assert jax.device_count() == N_DEV, f"expected {N_DEV} devices, got {jax.devices()}"
     run = dataclasses.replace(pipeline.load_run(workdir), devices=N_DEV)
     mesh = run.mesh
@@ -54,7 +54,7 @@ def main(workdir: str) -> None:
 
     # 2. a forced split with halves of 3 and n - 3 seeds
     seeds = io.read_npz(run.path("seeds", "seeds.npz"))
-    n = run.cfg.seeds.batch_size
+    n = run.cfg.seeds.batch_size // N_DEV * N_DEV  # a batch the probe shards evenly
     keys_a, keys_b = routing.seed_keys(seeds["seeds"][:n], run.cfg.seeds.base_seed)
     routed = pipeline.make_routed_sampler(run)
     pa, pb = sharding.replicate((pipeline.restore_params(run, "model_a"), pipeline.restore_model_b(run)), mesh)
@@ -65,7 +65,7 @@ def main(workdir: str) -> None:
     split = routing.generate_split(routed.sampler_a, routed.sampler_b, pa, pb, keys_a, keys_b, to_a, prefix, mesh)
     reference = np.where(to_a[:, None, None, None], seeds["images_a"][:n], seeds["images_b"][:n])
     diff = np.abs(split - reference).max(axis=(1, 2, 3))
-    print(f"forced split: max |2 devices - 1 device| A {diff[to_a].max():.2e}, B {diff[~to_a].max():.2e}")
+    print(f"forced split: max |{N_DEV} devices - 1 device| A {diff[to_a].max():.2e}, B {diff[~to_a].max():.2e}")
     assert diff[to_a].max() <= TOL_A and diff[~to_a].max() <= TOL_B
     work = cost.make_work(routed, pa, pb, run.cfg.router.prefix_steps, mesh)
     assert is_sharded(work.finish(prefix, np.arange(n)))
@@ -73,4 +73,4 @@ def main(workdir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]))

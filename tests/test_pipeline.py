@@ -163,14 +163,14 @@ def test_devices_flag_trains_data_parallel_on_a_mesh(tmp_path):
 
 
 def test_routed_and_cost_stages_on_a_mesh_match_one_device(finished, tmp_path):
-    """In a fresh process with 2 host devices: see _routed_mesh_check.py (the work dir is a copy)."""
+    """In a fresh process with 8 host devices: see _routed_mesh_check.py (the work dir is a copy)."""
     import shutil
 
     workdir = tmp_path / "mesh"
     shutil.copytree(finished, workdir)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-    out = subprocess.run([sys.executable, str(REPO / "tests" / "_routed_mesh_check.py"), str(workdir)], cwd=REPO,
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    out = subprocess.run([sys.executable, str(REPO / "tests" / "_routed_mesh_check.py"), str(workdir), "8"], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert out.stdout.strip().endswith("OK")

@@ -33,12 +33,14 @@ def _timings(run: Run, routed, pa, pb, decisions: dict[str, np.ndarray], seeds: 
              options: tuple[str, str]) -> dict:
     c = run.cfg.cost
     n = min(c.num_images, len(seeds))
+    multiple = 1 if run.mesh is None else run.mesh.size
+    batch = -(-c.batch_size // multiple) * multiple  # cost.batch_size rounded up to lie evenly over the mesh
     keys_a, keys_b = routing.seed_keys(seeds[:n], run.cfg.seeds.base_seed)
     classes = generators.seed_labels(seeds[:n], run.cfg.data.num_classes)
     work = cost.make_work(routed, pa, pb, run.cfg.router.prefix_steps, mesh=run.mesh)
-    contenders = cost.strategies(work, keys_a, keys_b, {k: v[:n] for k, v in decisions.items()}, c.batch_size,
+    contenders = cost.strategies(work, keys_a, keys_b, {k: v[:n] for k, v in decisions.items()}, batch,
                                  classes, options)
-    return {"n_images": n, "batch_size": c.batch_size, "repeats": c.repeats,
+    return {"n_images": n, "batch_size": batch, "repeats": c.repeats,
             "rows": cost.measure(contenders, n, c.repeats),
             "share_to_a": {k: float(v[:n].mean()) for k, v in decisions.items()}}
 
