@@ -361,8 +361,7 @@ def _parse_batch(name: str, raw: bytes, origin: str) -> tuple[np.ndarray, list[i
 # --- the embedded stand-in
 
 _STAND_IN_FACTORS = (2, 3, 4, 6, 8)  # downscale factors of the 427x640 photographs
-_STAND_IN_STRIDE = 8
-_STAND_IN_CROP = 32  # crops are cut at this size, then fitted to the image size asked for
+_STAND_IN_CROP = 32  # smallest crop: cut at max(this, the image size), with a stride of a quarter of it, then fitted
 
 
 def _stand_in(class_name: str, max_images: int | None, size: int = IMAGE_SIZE) -> Images:
@@ -370,12 +369,13 @@ def _stand_in(class_name: str, max_images: int | None, size: int = IMAGE_SIZE) -
     source = (f"STAND-IN, NOT CIFAR-10: {size}x{size} crops of scikit-learn's sample photographs (china.jpg, "
               f"flower.jpg); the class name {class_name!r} is ignored")
     log.warning("No CIFAR-10 found, using the %s. For real data %s.", source, _WHAT_TO_DO)
-    return Images(to_float(fit_images(_stand_in_crops()[:max_images], size)), source, stand_in=True)
+    crops = _stand_in_crops(max(size, _STAND_IN_CROP))  # larger images are cut at their own size, not upsampled
+    return Images(to_float(fit_images(crops[:max_images], size)), source, stand_in=True)
 
 
-@functools.lru_cache(maxsize=1)
-def _stand_in_crops() -> np.ndarray:
-    """All crops (and their mirror images) at a few scales, in a fixed shuffled order."""
+@functools.lru_cache(maxsize=2)
+def _stand_in_crops(crop: int = _STAND_IN_CROP) -> np.ndarray:
+    """All crop x crop crops (and their mirror images) at the scales that hold one, in a fixed shuffled order."""
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
@@ -383,8 +383,10 @@ def _stand_in_crops() -> np.ndarray:
     for photo in load_sample_images().images:
         h, w, _ = photo.shape
         for f in _STAND_IN_FACTORS:
+            if min(h, w) // f < crop:
+                continue
             small = np.asarray(Image.fromarray(photo).resize((w // f, h // f), Image.Resampling.LANCZOS))
-            crops.append(_grid_crops(small, _STAND_IN_CROP, _STAND_IN_STRIDE))
+            crops.append(_grid_crops(small, crop, crop // 4))
     crops = np.concatenate(crops)
     crops = np.concatenate([crops, crops[:, :, ::-1]])
     crops = crops[np.random.default_rng(0).permutation(len(crops))]
