@@ -227,12 +227,12 @@ def test_stand_in_default(caplog):
 
 
 def test_stand_in_at_64x64_is_cut_at_64_not_upsampled():
-    from hybrid_jax.data import sources
+    from hybrid_jax.data import images, sources
 
     crops = sources._stand_in_crops(64)
     assert crops.shape[1:] == (64, 64, 3) and len(crops) >= 500
     got = sources._stand_in("dog", 16, 64).images
-    np.testing.assert_array_equal(got, data.to_float(crops[:16]))  # the photographs' own pixels, no resize
+    np.testing.assert_array_equal(got, images.to_float(crops[:16]))  # the photographs' own pixels, no resize
 
 
 # ----------------------------------------------------------------------------- download
