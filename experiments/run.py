@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -110,10 +111,12 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from hybrid_jax import pipeline, rundir, runlog, sharding  # after arg parsing: --help stays fast
+    from hybrid_jax import data as data_lib  # after arg parsing: --help stays fast
+    from hybrid_jax import pipeline, rundir, runlog, sharding
 
     try:
         cfg = config_lib.apply_overrides(config_lib.get_preset(args.preset), config_overrides(args))
+        cfg = dataclasses.replace(cfg, data=data_lib.resolve_all_classes(cfg.data))  # `all` of a tfds data set
         if (dist := distributed(args)) is not None:
             sharding.initialize(dist)
             rundir.require_one_process()

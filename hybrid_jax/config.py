@@ -84,7 +84,8 @@ class DataConfig:
     """Which images the study trains on; `hybrid_jax.data.resolve_source` turns it into a source."""
 
     # a CIFAR-10 class, or a label name of the tfds:NAME data set; several comma-separated ("dog,cat,horse"),
-    # or "all" (the ten CIFAR-10 classes). One class: unconditional models; several: class-conditional ones
+    # or "all" (the ten CIFAR-10 classes; with data.path=tfds:NAME, every label name of that data set, resolved
+    # by `data.resolve_all_classes` where the run starts). One class: unconditional models; several: conditional
     class_name: str = "dog"
     max_images: int = 5000  # cap on training images of each class (brief: 5,000)
     # "" = automatic: $HYBRID_JAX_CIFAR10, CIFAR-10 prepared in tfds, the official tarball (cached, or

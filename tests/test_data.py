@@ -166,6 +166,21 @@ def test_tfds_any_dataset_by_name_resized_to_the_image_size(tmp_path):
     assert "64x64 images cropped/resized to 32x32" in got.source and "split test" in few.source
 
 
+def test_class_all_of_a_tfds_data_set_is_every_label_name(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from hybrid_jax.config import DataConfig
+
+    name = "imagenet_resized/64x64"
+    with tfds.testing.mock_data(num_examples=4):
+        got = data.resolve_all_classes(DataConfig(class_name="all", path=f"tfds:{name}"), data_dir=str(tmp_path))
+        expected = _label_names(name, tmp_path)
+    assert got.classes == tuple(expected) and got.num_classes == 1000
+    for kept in (DataConfig(class_name="all"), DataConfig(class_name="dog", path=f"tfds:{name}")):
+        assert data.resolve_all_classes(kept) == kept  # CIFAR-10's ten, or classes already named
+    cifar = data.resolve_all_classes(DataConfig(class_name="all", path="tfds:cifar10"))
+    assert cifar.classes == data.CIFAR10_CLASSES
+
+
 def test_tfds_non_square_and_grey_images_are_centre_cropped_to_rgb(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     wide = np.zeros((40, 60, 3), np.uint8)

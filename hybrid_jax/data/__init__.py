@@ -14,11 +14,13 @@ from hybrid_jax.data.download import (CIFAR10_MD5, CIFAR10_URL, NetworkUnreachab
                                       default_cache_dir, download_cifar10)
 from hybrid_jax.data.images import IMAGE_SHAPE, IMAGE_SIZE, DataError, Images, check_images
 from hybrid_jax.data.sources import (CIFAR10_CLASSES, ENV_VAR, OFFLINE_ENV_VAR, SPLITS, STAND_IN, TFDS_PREFIX,
-                                     _stand_in_crops, is_offline, load_images, resolve_source)
+                                     _stand_in_crops, is_offline, load_images, resolve_all_classes,
+                                     resolve_source, tfds_label_names)
 
 __all__ = ["CIFAR10_CLASSES", "CIFAR10_MD5", "CIFAR10_URL", "ENV_VAR", "IMAGE_SHAPE", "IMAGE_SIZE",
            "OFFLINE_ENV_VAR", "SPLITS", "STAND_IN", "TFDS_PREFIX", "DataError", "Images",
            "NetworkUnreachable", "batch_at", "batches", "cached_cifar10", "check_images",
-           "default_cache_dir", "download_cifar10", "holdout_split", "images_and_labels",
+           "default_cache_dir", "download_cifar10", "holdout_split", "images_and_labels", "resolve_all_classes",
+           "tfds_label_names",
            "is_offline", "load_images", "num_examples",
            "resolve_source", "steps_per_epoch"]

@@ -15,6 +15,7 @@ where it is not that size already.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import logging
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybrid_jax.config import ALL_CLASSES, DataConfig
 from hybrid_jax.data import download as _download
 from hybrid_jax.data.images import IMAGE_SIZE, DataError, Images, fit_image, fit_images, to_float
 
@@ -248,6 +250,34 @@ def _load_tfds(name: str, class_name: str, split: str, data_dir: str | None, max
     source_text = f"{title} (tfds {name}, data dir {data_dir or 'default'}), {what}{note if resized else ''}"
     log.info("loaded %d images from %s", len(kept), source_text)
     return Images(to_float(kept), source_text, stand_in=False)
+
+
+def tfds_label_names(name: str, data_dir: str | None = None) -> tuple[str, ...]:
+    """The class names of the tfds data set `name`, in label order (CIFAR-10's own for cifar10)."""
+    if name.split("/")[0].split(":")[0] == "cifar10":
+        return CIFAR10_CLASSES
+    tfds = _import_tfds()
+    if tfds is None:
+        raise DataError(f"{TFDS_PREFIX}{name} needs tensorflow-datasets: pip install tensorflow-datasets.")
+    try:
+        info = tfds.builder(name, data_dir=data_dir).info
+    except Exception as e:  # tfds raises many types here
+        raise DataError(f"cannot read the label names of {TFDS_PREFIX}{name} ({type(e).__name__}: "
+                        f"{(str(e).splitlines() or [''])[0]}); name the classes with --class instead of all.") from None
+    return tuple(info.features[_tfds_keys(info, name)[1]].names)
+
+
+def resolve_all_classes(cfg: DataConfig, data_dir: str | None = None) -> DataConfig:
+    """`--class all` on a `tfds:NAME` source -> every label name of that data set (comma-separated, so the
+    config and its fingerprint name them); any other config unchanged (`all` elsewhere: CIFAR-10's ten)."""
+    if cfg.class_name.strip() != ALL_CLASSES or not cfg.path.startswith(TFDS_PREFIX):
+        return cfg
+    names = tfds_label_names(cfg.path[len(TFDS_PREFIX):], data_dir)
+    bad = [n for n in names if "," in n or not n.strip()]
+    if bad:
+        raise DataError(f"{cfg.path} has label names that cannot be listed comma-separated ({bad[:3]}); "
+                        "name the classes with --class instead of all.")
+    return dataclasses.replace(cfg, class_name=",".join(names))
 
 
 def _tfds_keys(info, name: str) -> tuple[str, str]:
