@@ -25,13 +25,20 @@ IMAGE_LEVEL = ("pixel_std", "dynamic_range", "edge_energy", "symmetry_error", "c
 SELF_CONSISTENCY = ("tf_discrepancy_mean", "tf_discrepancy_max")
 
 
-def feature_names(num_layers: int) -> tuple[str, ...]:
-    return AR_DYNAMICS + IMAGE_LEVEL + SELF_CONSISTENCY + tuple(f"layer{l + 1}_max_attn" for l in range(num_layers))
+def class_names_of(class_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The class feature columns: one per class where there are several (one class: none)."""
+    return tuple(f"class={c}" for c in class_names) if len(class_names) > 1 else ()
 
 
-def feature_groups(num_layers: int) -> dict[str, tuple[str, ...]]:
-    return {"AR dynamics": AR_DYNAMICS, "image level": IMAGE_LEVEL, "self-consistency": SELF_CONSISTENCY,
-            "per layer": feature_names(num_layers)[len(AR_DYNAMICS + IMAGE_LEVEL + SELF_CONSISTENCY):]}
+def feature_names(num_layers: int, class_names: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return (AR_DYNAMICS + IMAGE_LEVEL + SELF_CONSISTENCY + tuple(f"layer{l + 1}_max_attn" for l in range(num_layers))
+            + class_names_of(class_names))
+
+
+def feature_groups(num_layers: int, class_names: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    groups = {"AR dynamics": AR_DYNAMICS, "image level": IMAGE_LEVEL, "self-consistency": SELF_CONSISTENCY,
+              "per layer": feature_names(num_layers)[len(AR_DYNAMICS + IMAGE_LEVEL + SELF_CONSISTENCY):]}
+    return groups | ({"class": class_names_of(class_names)} if len(class_names) > 1 else {})
 
 
 def _masked_mean(v, mask, axis=(1, 2, 3)):
@@ -123,8 +130,9 @@ def per_layer(attn) -> list[jax.Array]:
     return list(top)
 
 
-def compute(prefix: Prefix, geometry: Geometry) -> jax.Array:
-    """[b, 18 + L] feature matrix in the order of `feature_names(L)`, from a prefix of k >= 2 AR steps."""
+def compute(prefix: Prefix, geometry: Geometry, num_classes: int = 1) -> jax.Array:
+    """[b, 18 + L (+ C)] feature matrix in the order of `feature_names(L, classes)`, from a prefix of k >= 2 AR
+    steps; with C = `num_classes` > 1 classes, the seed's class one-hot last (the prefix carries it)."""
     k = prefix.attn.shape[0]
     if not 2 <= k <= geometry.num_patches:
         raise ValueError(f"features need 2 to {geometry.num_patches} AR steps (the patches of the geometry), got {k}")
@@ -133,7 +141,10 @@ def compute(prefix: Prefix, geometry: Geometry) -> jax.Array:
     image = geometry_lib.unpatchify(prefix.state.patches, geometry) * mask
     cols = (ar_dynamics(samples, prefix.means, prefix.attn, image, mask) + image_level(image, mask)
             + self_consistency(prefix.means, prefix.tf_means) + per_layer(prefix.attn))
-    return jnp.stack(cols, axis=-1).astype(jnp.float32)
+    feats = jnp.stack(cols, axis=-1).astype(jnp.float32)
+    if num_classes < 2:
+        return feats
+    return jnp.concatenate([feats, jax.nn.one_hot(prefix.labels, num_classes, dtype=jnp.float32)], axis=-1)
 
 
 A_PROBE = tuple("x0_" + n for n in ("autocorr", "hf_energy") + IMAGE_LEVEL) + ("x0_drift", "x0_drift_max")

@@ -60,26 +60,29 @@ class RoutedSampler:
     sampler_b: model_b.Sampler
 
 
-def _decide_fn(ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int], geometry: Geometry) -> Callable:
+def _decide_fn(ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int], geometry: Geometry,
+               num_classes: int = 1) -> Callable:
     cols = jnp.asarray(feature_idx, jnp.int32)
 
     def decide(prefix: model_b.Prefix):
-        feats = features_lib.compute(prefix, geometry)
+        feats = features_lib.compute(prefix, geometry, num_classes)
         p = router_lib.jax_predict_proba(ensemble, feats[:, cols])
         return feats, p, p < ensemble.threshold_route
 
     return decide
 
 
-def make_decide(ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int], geometry: Geometry) -> Callable:
+def make_decide(ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int], geometry: Geometry,
+                num_classes: int = 1) -> Callable:
     """jitted Prefix -> (all candidate features, P(cheap_ok), to_a): the router's own work on a ready prefix."""
-    return xla.jit(_decide_fn(ensemble, feature_idx, geometry))
+    return xla.jit(_decide_fn(ensemble, feature_idx, geometry, num_classes))
 
 
 def make_probe(sampler_b: model_b.Sampler, ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int],
-               prefix_steps: int) -> Callable:
-    """jitted probe: B's prefix, all candidate features, and the in-graph routing decision."""
-    decide = _decide_fn(ensemble, feature_idx, sampler_b.geometry)
+               prefix_steps: int, num_classes: int = 1) -> Callable:
+    """jitted probe: B's prefix, all candidate features (the class one-hot last with several classes), and
+    the in-graph routing decision."""
+    decide = _decide_fn(ensemble, feature_idx, sampler_b.geometry, num_classes)
 
     def probe(params_b, keys_b, labels=None):
         prefix = sampler_b.ar_prefix(params_b, keys_b, prefix_steps, labels)
@@ -111,10 +114,11 @@ def generate_split(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler, param
 
 def make_routed_sampler(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler,
                         ensemble: router_lib.TreeEnsemble, feature_idx: Sequence[int],
-                        prefix_steps: int, mesh: jax.sharding.Mesh | None = None) -> RoutedSampler:
+                        prefix_steps: int, mesh: jax.sharding.Mesh | None = None,
+                        num_classes: int = 1) -> RoutedSampler:
     """With a mesh, `run` is data-parallel over it (params replicated, seeds sharded; a batch of any size,
     padded to a multiple of the mesh size) and gives the same images and decisions as on one device."""
-    probe = make_probe(sampler_b, ensemble, feature_idx, prefix_steps)
+    probe = make_probe(sampler_b, ensemble, feature_idx, prefix_steps, num_classes)
 
     def run(params_a, params_b, keys_a, keys_b, labels=None) -> RoutedOutput:
         params_a, params_b = sharding.replicate((params_a, params_b), mesh)
@@ -124,5 +128,5 @@ def make_routed_sampler(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler,
         images = generate_split(sampler_a, sampler_b, params_a, params_b, keys_a, keys_b, to_a, prefix, mesh, labels)
         return RoutedOutput(images[:n], to_a[:n], np.asarray(p)[:n])
 
-    return RoutedSampler(probe=probe, decide=make_decide(ensemble, feature_idx, sampler_b.geometry), run=run,
-                         sampler_a=sampler_a, sampler_b=sampler_b)
+    return RoutedSampler(probe=probe, decide=make_decide(ensemble, feature_idx, sampler_b.geometry, num_classes),
+                         run=run, sampler_a=sampler_a, sampler_b=sampler_b)

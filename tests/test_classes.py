@@ -155,6 +155,9 @@ def test_two_classes_end_to_end(two_class_run):
     np.testing.assert_array_equal(images["holdout_labels"], np.repeat([0, 1], 6))
     seeds = io.read_npz(two_class_run / "seeds" / "seeds.npz")
     np.testing.assert_array_equal(seeds["labels"], seeds["seeds"] % 2)
+    feats = io.read_npz(two_class_run / "features" / "features.npz")  # the probe features end in the class
+    assert [str(n) for n in feats["names"][-2:]] == [f"class={c}" for c in TWO]
+    np.testing.assert_array_equal(feats["features"][:, -2:], np.eye(2)[seeds["labels"]])
     for name in ("model_a", "model_b", "corrector"):  # trained class-conditional
         params = io.read_json(two_class_run / name / "done.json")
         assert params["summary"]["steps"] > 0

@@ -26,7 +26,8 @@ def make_routed_sampler(run: Run) -> routing.RoutedSampler:
     run's mesh when it has one (`--devices N`)."""
     ens, idx = router_stage.load_deployed(run)
     sa, sb = seeds_stage.samplers(run.cfg)
-    return routing.make_routed_sampler(sa, sb, ens, idx, run.cfg.router.prefix_steps, mesh=run.mesh)
+    return routing.make_routed_sampler(sa, sb, ens, idx, run.cfg.router.prefix_steps, mesh=run.mesh,
+                                       num_classes=run.cfg.data.num_classes)
 
 
 def _timings(run: Run, routed, pa, pb, decisions: dict[str, np.ndarray], seeds: np.ndarray,

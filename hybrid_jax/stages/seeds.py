@@ -40,7 +40,7 @@ def run_stage(run: Run) -> dict:
     sa, sb = samplers(cfg)
     mesh = run.mesh
     pa, pb = sharding.replicate((train.restore_params(run, "model_a"), train.restore_model_b(run)), mesh)
-    compute_features = jax.jit(lambda prefix: features_lib.compute(prefix, cfg.geometry))
+    compute_features = jax.jit(lambda prefix: features_lib.compute(prefix, cfg.geometry, cfg.data.num_classes))
     seeds = np.arange(cfg.seeds.num_seeds)
     bs = cfg.seeds.batch_size
     parts_dir = _parts_dir(run)
@@ -65,7 +65,7 @@ def run_stage(run: Run) -> dict:
     for s, a, b in zip(merged["seeds"], merged["images_a"], merged["images_b"]):
         io.write_bytes(run.path("seeds", "png", f"seed_{s:06d}_A.png"), io.png_bytes(a))
         io.write_bytes(run.path("seeds", "png", f"seed_{s:06d}_B.png"), io.png_bytes(b))
-    names = features_lib.feature_names(cfg.model_b.decoder.num_layers)
+    names = features_lib.feature_names(cfg.model_b.decoder.num_layers, cfg.data.classes)
     io.write_npz(run.path("seeds", "features.npz"), seeds=merged["seeds"], features=merged["features"],
                  names=np.asarray(names))
     return {"n_seeds": len(seeds), "passes_a": sa.passes, "passes_b": sb.passes}
@@ -87,5 +87,6 @@ def load_probe_features(run: Run) -> dict[str, np.ndarray]:
 
 
 # version 1: seeds.npz holds each seed's class ("labels")
-STAGE = Stage("seeds", run_stage, config=lambda cfg: (cfg.seeds, cfg.router.prefix_steps), after=train.MODELS,
-              version=1)
+# With several classes the features end in the class one-hot (a fingerprint change for those runs only)
+STAGE = Stage("seeds", run_stage, config=lambda cfg: (cfg.seeds, cfg.router.prefix_steps)
+              + (("class one-hot features",) if cfg.data.num_classes > 1 else ()), after=train.MODELS, version=1)
