@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -71,6 +72,29 @@ def write_npz(path, **arrays) -> Path:
 def read_npz(path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def write_npz_pair(directory, npz_name: str, json_name: str, arrays: dict, meta: dict) -> Path:
+    """Arrays in `npz_name`, then `meta` in `json_name` with the npz's SHA-256 (`trees_sha256`), both atomic:
+    `read_npz_pair` detects a torn or edited pair."""
+    npz = write_npz(Path(directory) / npz_name, **arrays)
+    write_json(Path(directory) / json_name, {**meta, "trees_sha256": hashlib.sha256(npz.read_bytes()).hexdigest()})
+    return Path(directory)
+
+
+def read_npz_pair(directory, npz_name: str, json_name: str, fmt: int, what: str, error: type[Exception],
+                  rerun: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """(meta, arrays) written by `write_npz_pair`, with meta["format"] == fmt; `error` says what is wrong and
+    `rerun` (e.g. "re-run the router stage") what to do."""
+    meta_path, npz_path = Path(directory) / json_name, Path(directory) / npz_name
+    if not meta_path.exists() or not npz_path.exists():
+        raise error(f"no saved {what} in {directory} (need {json_name} and {npz_name}); {rerun}")
+    meta = read_json(meta_path)
+    if meta.get("format") != fmt:
+        raise error(f"{meta_path} has format {meta.get('format')!r}, this code reads {fmt}; {rerun}")
+    if hashlib.sha256(npz_path.read_bytes()).hexdigest() != meta.get("trees_sha256"):
+        raise error(f"{npz_path} does not match {meta_path} (interrupted save or edited file); {rerun}")
+    return meta, read_npz(npz_path)
 
 
 def png_bytes(image, scale: int = 1) -> bytes:

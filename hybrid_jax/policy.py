@@ -13,7 +13,6 @@ sklearn.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -98,32 +97,19 @@ def choose(policy: Policy, features: Mapping[str, jax.Array]) -> jax.Array:
 
 def save(policy: Policy, directory: str | Path, **meta) -> Path:
     """Write `policy_trees.npz` and `policy.json` (atomically; the JSON holds a SHA-256 of the npz)."""
-    directory = Path(directory)
     arrays = {f"{i}/{j}/{k}": v for i, s in enumerate(policy.stages) for j, t in enumerate(s.trees)
               for k, v in router_lib.ensemble_arrays(t).items()}
-    trees = io.write_npz(directory / TREES_FILE, **arrays)
-    io.write_json(directory / META_FILE, {
-        "format": FORMAT_VERSION, "option_names": list(policy.option_names), "fallback": policy.fallback,
-        "threshold": float(policy.threshold),
-        "stages": [{"probe": s.probe, "options": list(s.options), "feature_names": list(s.trees[0].feature_names)}
-                   for s in policy.stages],
-        "trees_sha256": hashlib.sha256(trees.read_bytes()).hexdigest(), **meta})
-    return directory
+    meta = {"format": FORMAT_VERSION, "option_names": list(policy.option_names), "fallback": policy.fallback,
+            "threshold": float(policy.threshold),
+            "stages": [{"probe": s.probe, "options": list(s.options), "feature_names": list(s.trees[0].feature_names)}
+                       for s in policy.stages], **meta}
+    return io.write_npz_pair(directory, TREES_FILE, META_FILE, arrays, meta)
 
 
 def load(directory: str | Path) -> tuple[Policy, dict]:
     """(Policy, metadata) written by `save`; no sklearn needed."""
-    directory = Path(directory)
-    meta_path, trees_path = directory / META_FILE, directory / TREES_FILE
-    if not meta_path.exists() or not trees_path.exists():
-        raise PolicyError(f"no saved allocation policy in {directory} (need {META_FILE} and {TREES_FILE}); "
-                          "run the allocate stage first")
-    meta = io.read_json(meta_path)
-    if meta.get("format") != FORMAT_VERSION:
-        raise PolicyError(f"{meta_path} has format {meta.get('format')!r}, this code reads {FORMAT_VERSION}")
-    if hashlib.sha256(trees_path.read_bytes()).hexdigest() != meta["trees_sha256"]:
-        raise PolicyError(f"{trees_path} does not match {meta_path} (a torn write?); rerun the allocate stage")
-    arrays = io.read_npz(trees_path)
+    meta, arrays = io.read_npz_pair(directory, TREES_FILE, META_FILE, FORMAT_VERSION, "allocation policy",
+                                    PolicyError, "re-run the allocate stage")
     stages = tuple(PolicyStage(
         trees=tuple(router_lib.ensemble_from_arrays({k: arrays[f"{i}/{j}/{k}"] for k in router_lib.ENSEMBLE_ARRAYS},
                                                     s["feature_names"]) for j in range(len(s["options"]))),

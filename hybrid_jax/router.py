@@ -19,7 +19,6 @@ plus a JSON of metadata: no pickle.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -494,35 +493,20 @@ def save_router(router: Router | TreeEnsemble, directory: str | os.PathLike, cfg
     """
     ens = router if isinstance(router, TreeEnsemble) else export_trees(router)
     scaler = router if isinstance(router, Router) else ens
-    directory = Path(directory)
-    trees = io.write_npz(directory / TREES_FILE, **{k: np.asarray(getattr(ens, k)) for k in _ARRAYS})
     names = list(ens.feature_names)
     candidates = names if candidate_features is None else [str(c) for c in candidate_features]
     meta = {"format": FORMAT_VERSION, "feature_names": names, "candidate_features": candidates,
             "dropped_features": [c for c in candidates if c not in names],
             "scaler": {"mean": np.asarray(scaler.mean, np.float64), "scale": np.asarray(scaler.scale, np.float64)},
             "threshold": float(ens.threshold_route), "depth": ens.depth, "n_trees": int(ens.feature.shape[0]),
-            "sklearn_version": sklearn.__version__, "config": None if cfg is None else dataclasses.asdict(cfg),
-            "trees_sha256": hashlib.sha256(trees.read_bytes()).hexdigest()}
-    io.write_json(directory / META_FILE, meta)
-    return directory
+            "sklearn_version": sklearn.__version__, "config": None if cfg is None else dataclasses.asdict(cfg)}
+    return io.write_npz_pair(directory, TREES_FILE, META_FILE, {k: np.asarray(getattr(ens, k)) for k in _ARRAYS}, meta)
 
 
 def load_router(directory: str | os.PathLike) -> tuple[TreeEnsemble, dict]:
     """Read a router written by `save_router`: (TreeEnsemble, metadata dict). No sklearn needed."""
-    directory = Path(directory)
-    meta_path, trees_path = directory / META_FILE, directory / TREES_FILE
-    if not meta_path.exists() or not trees_path.exists():
-        raise RouterError(f"no saved router in {directory} (need {META_FILE} and {TREES_FILE}); "
-                          "run the router stage first")
-    meta = io.read_json(meta_path)
-    if meta.get("format") != FORMAT_VERSION:
-        raise RouterError(f"{meta_path} has format {meta.get('format')!r}, this code reads {FORMAT_VERSION}; "
-                          "re-run the router stage")
-    if hashlib.sha256(trees_path.read_bytes()).hexdigest() != meta.get("trees_sha256"):
-        raise RouterError(f"{trees_path} does not match {meta_path} (interrupted save or edited file); "
-                          "re-run the router stage")
-    arrays = io.read_npz(trees_path)
+    meta, arrays = io.read_npz_pair(directory, TREES_FILE, META_FILE, FORMAT_VERSION, "router", RouterError,
+                                    "re-run the router stage")
     ens = ensemble_from_arrays({**arrays, "depth": meta["depth"]}, meta["feature_names"])
     if ens.mean.shape != (len(ens.feature_names),) or ens.feature.shape[0] != meta["n_trees"]:
         raise RouterError(f"{directory}: array shapes disagree with {META_FILE}; re-run the router stage")
