@@ -24,6 +24,7 @@ import numpy as np
 
 from hybrid_jax import model_a, model_b, routing, sharding, timing, xla
 from hybrid_jax.config import Preset
+from hybrid_jax.data import fixed_batches
 from hybrid_jax.models import class_labels
 from hybrid_jax.models.decoder import init_cache
 
@@ -111,19 +112,14 @@ def _take(keys, labels, idx: np.ndarray) -> tuple:
 
 def _fixed(fn, keys, sel: np.ndarray, b: int, labels=None) -> float:
     """Seconds charged for `fn` over keys[sel] (and their labels) in batches of b (padded, charged per real item)."""
-    total = 0.0
-    for start in range(0, len(sel), b):
-        idx = sel[start:start + b]
-        total += _timed(fn, *_take(keys, labels, np.resize(idx, b)))[1] * len(idx) / b
-    return total
+    return sum(_timed(fn, *_take(keys, labels, padded))[1] * len(idx) / b for _, idx, padded in fixed_batches(sel, b))
 
 
 def _routed(work: Work, keys_a, keys_b, to_a: np.ndarray, b: int, labels=None) -> float:
     """Seconds charged for the routed pipeline: probe each batch, finish its B seeds from the prefix, A the rest."""
     total = 0.0
-    for start in range(0, len(to_a), b):
-        idx = np.arange(start, min(start + b, len(to_a)))
-        (prefix, *_), dt = _timed(work.probe, *_take(keys_b, labels, np.resize(idx, b)))
+    for _, idx, padded in fixed_batches(np.arange(len(to_a)), b):
+        (prefix, *_), dt = _timed(work.probe, *_take(keys_b, labels, padded))
         total += dt * len(idx) / b
         local_b, seeds_a = np.flatnonzero(~to_a[idx]), idx[to_a[idx]]
         if local_b.size:
@@ -134,7 +130,7 @@ def _routed(work: Work, keys_a, keys_b, to_a: np.ndarray, b: int, labels=None) -
 
 
 def _ready_prefixes(work: Work, keys_b, n: int, b: int, labels=None) -> list:
-    return [work.prefix(*_take(keys_b, labels, np.resize(np.arange(s, min(s + b, n)), b))) for s in range(0, n, b)]
+    return [work.prefix(*_take(keys_b, labels, padded)) for _, _, padded in fixed_batches(np.arange(n), b)]
 
 
 def _decide_seconds(work: Work, prefixes: list, n: int, b: int) -> float:

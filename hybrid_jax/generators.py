@@ -18,6 +18,7 @@ import numpy as np
 
 from hybrid_jax import features, geometry, model_a, model_b, xla
 from hybrid_jax.config import Preset
+from hybrid_jax.data import fixed_batches
 
 STREAMS = {"model_a": 1, "model_b": 2}  # trained model -> the seed-key stream its options draw from
 
@@ -109,12 +110,10 @@ def generate(opts, params: dict, seeds, choice, *, base_seed: int, batch_size: i
     chex.assert_equal_shape((seeds, choice))
     out = None
     for k in np.unique(choice):
-        g, idx = opts[k], np.flatnonzero(choice == k)
-        for start in range(0, len(idx), batch_size):
-            part = idx[start:start + batch_size]
-            padded = np.resize(seeds[part], batch_size)
-            images = np.asarray(g.sample_keys(params[g.model], seed_stream(padded, base_seed, g.model),
-                                              seed_labels(padded, num_classes)))
+        g = opts[k]
+        for _, part, padded in fixed_batches(np.flatnonzero(choice == k), batch_size):
+            images = np.asarray(g.sample_keys(params[g.model], seed_stream(seeds[padded], base_seed, g.model),
+                                              seed_labels(seeds[padded], num_classes)))
             out = np.zeros((len(seeds), *images.shape[1:]), images.dtype) if out is None else out
             out[part] = images[: len(part)]
     return out

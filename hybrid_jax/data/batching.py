@@ -65,3 +65,11 @@ def holdout_split(images: np.ndarray, holdout: int) -> tuple[np.ndarray, np.ndar
         raise DataError(f"holdout={holdout} with {len(images)} images leaves {n_train} for training; "
                         f"lower data.holdout or load more images (data.max_images).")
     return images[:n_train], images[n_train:]
+
+
+def fixed_batches(items: np.ndarray, batch_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(start, chunk, chunk padded to exactly `batch_size` by repeating its entries) over `items` (seeds or
+    indices): one shape whatever the length, so one compilation; results keep their first len(chunk) rows."""
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        yield start, chunk, np.resize(chunk, batch_size)

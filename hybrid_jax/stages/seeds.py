@@ -10,6 +10,7 @@ import numpy as np
 from hybrid_jax import features as features_lib
 from hybrid_jax import generators, io, model_a, model_b, progress, routing, sharding
 from hybrid_jax.config import Preset
+from hybrid_jax.data import fixed_batches
 from hybrid_jax.rundir import Run, Stage, done_record, fingerprint
 from hybrid_jax.stages import train
 
@@ -20,13 +21,6 @@ def samplers(cfg: Preset) -> tuple[model_a.Sampler, model_b.Sampler]:
     n = cfg.data.num_classes
     return (model_a.make_sampler(cfg.model_a, geometry=cfg.geometry, num_classes=n),
             model_b.make_sampler(cfg.model_b, cfg.corrector, geometry=cfg.geometry, num_classes=n))
-
-
-def fixed_batches(seeds: np.ndarray, batch_size: int):
-    """(start, chunk, chunk padded to `batch_size`) over `seeds`: one shape, so one compilation."""
-    for start in range(0, len(seeds), batch_size):
-        chunk = seeds[start:start + batch_size]
-        yield start, chunk, np.resize(chunk, batch_size)
 
 
 def _parts_dir(run: Run):
