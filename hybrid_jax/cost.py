@@ -14,6 +14,7 @@ analysis of one pass of each network at batch 1 (see `timing`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import statistics
 import time
 from typing import Callable
@@ -22,11 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import model_a, model_b, routing, sharding, timing, xla
+from hybrid_jax import model_a, model_b, progress, routing, sharding, timing, xla
 from hybrid_jax.config import Preset
 from hybrid_jax.data import fixed_batches
 from hybrid_jax.models import class_labels
 from hybrid_jax.models.decoder import init_cache
+
+log = logging.getLogger("hybrid_jax.cost")
 
 UNITS = ("A", "B", "B_finish", "probe")  # per-image work every strategy is made of
 
@@ -168,11 +171,14 @@ def strategies(work: Work, keys_a, keys_b, decisions: dict[str, np.ndarray], b: 
 def measure(contenders: dict[str, Callable[[], float]], n: int, repeats: int) -> dict[str, dict]:
     """Seconds per image of each contender: a warm-up round (compiles; its time is reported), then
     `repeats` interleaved rounds; median, min and max over rounds."""
-    first = {name: fn() / n for name, fn in contenders.items()}
-    runs = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            runs[name].append(fn() / n)
+    rounds = [(r, name) for r in range(repeats + 1) for name in contenders]
+    first, runs = {}, {name: [] for name in contenders}
+    for r, name in progress.track(rounds, len(rounds), "cost", "measurement", log):  # minutes each at paper scale
+        seconds = contenders[name]() / n
+        if r:
+            runs[name].append(seconds)
+        else:
+            first[name] = seconds
     return {name: {"seconds_per_image": statistics.median(r), "min": min(r), "max": max(r),
                    "first_round": first[name]} for name, r in runs.items()}
 
