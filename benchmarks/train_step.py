@@ -57,8 +57,8 @@ def new_table() -> Table:
                   ["preset", "network", "dtype", "batch", "ms/step", "img/s", "TFLOP/step", "TFLOP/s", "MFU",
                    "compile s"])
     table.notes += ["One step of the training loop (loss, gradients, clipped Adam, EMA), median of the repeats; "
-                    "TFLOP/step from XLA's cost analysis of the step compiled for the CPU (the GPU's hides cuDNN convolutions); MFU against the dense datasheet "
-                    "peak (TF32 for f32).",
+                    "TFLOP/step from XLA's cost analysis of the step compiled for the CPU (the GPU's hides cuDNN "
+                    "convolutions); MFU against the dense datasheet peak (TF32 for f32).",
                     "Anchors: DDPM's CIFAR-10 model, 21 steps/s x 128 images = 2.7k img/s on a TPU v3-8; a PyTorch "
                     "CIFAR-10 DDPM at 16.5 TFLOP/s on an A100."]
     return table

@@ -38,7 +38,7 @@ def feature_names(num_layers: int, class_names: tuple[str, ...] = ()) -> tuple[s
 def feature_groups(num_layers: int, class_names: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
     groups = {"AR dynamics": AR_DYNAMICS, "image level": IMAGE_LEVEL, "self-consistency": SELF_CONSISTENCY,
               "per layer": feature_names(num_layers)[len(AR_DYNAMICS + IMAGE_LEVEL + SELF_CONSISTENCY):]}
-    return groups | ({"class": class_names_of(class_names)} if len(class_names) > 1 else {})
+    return groups | ({"class": cls} if (cls := class_names_of(class_names)) else {})
 
 
 def _masked_mean(v, mask, axis=(1, 2, 3)):

@@ -69,7 +69,7 @@ def fit(features: Mapping[str, np.ndarray], feature_names: Mapping[str, Sequence
     if len(a_cols) and "A" not in features:
         raise PolicyError("options continue A's probe but no A-probe features were given")
     plan = ([("B", opts.columns("B")), ("A", a_cols)] if len(a_cols)
-            else [("B", np.setdiff1d(np.arange(len(opts.names)), a_cols))])
+            else [("B", np.arange(len(opts.names)))])
     stages = []
     for probe, cols in plan:
         cols = order[np.isin(order, cols)]  # cheapest first

@@ -234,8 +234,7 @@ def _load_tfds(name: str, class_name: str, split: str, data_dir: str | None, max
                         f"{first}). tfds data sources need the data set prepared as array_record ({build}) "
                         f"and the split to exist; otherwise use another --data.") from None
     image_key, label_key = _tfds_keys(info, name)
-    base = name.split("/")[0].split(":")[0]
-    names = CIFAR10_CLASSES if base == "cifar10" else tuple(info.features[label_key].names)
+    base, names = _tfds_base(name), _class_names(info, name)
     if class_name not in names:
         listed = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
         raise DataError(f"unknown class {class_name!r} for {TFDS_PREFIX}{name}; choose one of its label names: "
@@ -254,7 +253,7 @@ def _load_tfds(name: str, class_name: str, split: str, data_dir: str | None, max
 
 def tfds_label_names(name: str, data_dir: str | None = None) -> tuple[str, ...]:
     """The class names of the tfds data set `name`, in label order (CIFAR-10's own for cifar10)."""
-    if name.split("/")[0].split(":")[0] == "cifar10":
+    if _tfds_base(name) == "cifar10":
         return CIFAR10_CLASSES
     tfds = _import_tfds()
     if tfds is None:
@@ -264,7 +263,17 @@ def tfds_label_names(name: str, data_dir: str | None = None) -> tuple[str, ...]:
     except Exception as e:  # tfds raises many types here
         raise DataError(f"cannot read the label names of {TFDS_PREFIX}{name} ({type(e).__name__}: "
                         f"{(str(e).splitlines() or [''])[0]}); name the classes with --class instead of all.") from None
-    return tuple(info.features[_tfds_keys(info, name)[1]].names)
+    return _class_names(info, name)
+
+
+def _tfds_base(name: str) -> str:
+    """The data set of `name[/config][:version]`."""
+    return name.split("/")[0].split(":")[0]
+
+
+def _class_names(info, name: str) -> tuple[str, ...]:
+    """Label names of a tfds data set in label order (CIFAR-10's own for cifar10)."""
+    return CIFAR10_CLASSES if _tfds_base(name) == "cifar10" else tuple(info.features[_tfds_keys(info, name)[1]].names)
 
 
 def resolve_all_classes(cfg: DataConfig, data_dir: str | None = None) -> DataConfig:
