@@ -483,12 +483,12 @@ PRESETS["paper-shapes"] = dataclasses.replace(
     model_a=dataclasses.replace(_PAPER.model_a, train=dataclasses.replace(_PAPER.model_a.train, **_ONE_EPOCH)),
     model_b=dataclasses.replace(_PAPER.model_b, train=dataclasses.replace(_PAPER.model_b.train, **_ONE_EPOCH)),
     corrector=dataclasses.replace(_PAPER.corrector, train=dataclasses.replace(_PAPER.corrector.train, **_ONE_EPOCH)),
-    seeds=SeedsConfig(num_seeds=16, batch_size=8),
+    seeds=SeedsConfig(num_seeds=8, batch_size=4),  # each seed costs 800 passes of A, about 30 s on the CPU
     labeler=dataclasses.replace(_PAPER.labeler, k=2, a_needed_share=0.5, images_per_class=64, other_holdout=16,
                                 train=dataclasses.replace(_PAPER.labeler.train, **_ONE_EPOCH), negatives_per_cell=8,
                                 trees=50),
     router=dataclasses.replace(_PAPER.router, n_splits=2, cv_folds=2, ablation_folds=2),
-    cost=CostConfig(num_images=4, batch_size=4, repeats=1, bootstrap=200),
+    cost=CostConfig(num_images=2, batch_size=2, repeats=1, bootstrap=200),
     allocation=AllocationConfig(a_budgets=(200, 10), b_depths=(0, 30)),
 )
 

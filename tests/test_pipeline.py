@@ -73,6 +73,14 @@ def test_routed_images_equal_each_models_own(finished):
     assert check["max_abs_diff_a"] <= 1e-5 and check["max_abs_diff_b"] <= 1e-5
 
 
+def test_allocate_takes_the_brief_options_seconds_from_the_routed_stage(finished):
+    """A/full and B/trained depth are timed once, by the routed stage, under the batching policy both stages use."""
+    rows = io.read_json(finished / "routed" / "cost.json")["timing"]["rows"]
+    points = {p["policy"]: p for p in io.read_json(finished / "allocate" / "results.json")["points"]}
+    for name in io.read_json(finished / "routed" / "cost.json")["options"]:
+        assert points[f"fixed: {name}"]["seconds_per_image"] == rows[f"always {name}"]["seconds_per_image"]
+
+
 def test_rerun_recomputes_nothing(finished):
     before = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file() and p.name != "run.log"}
     assert run_cli.main(["--preset", "test", "--workdir", str(finished)]) == 0
