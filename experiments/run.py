@@ -119,7 +119,6 @@ def main(argv=None) -> int:
         cfg = dataclasses.replace(cfg, data=data_lib.resolve_all_classes(cfg.data))  # `all` of a tfds data set
         if (dist := distributed(args)) is not None:
             sharding.initialize(dist)
-            rundir.require_one_process()
         sharding.check_devices(args.devices)
         workdir = Path(args.workdir or f"runs/{cfg.name}")
         runlog.setup(workdir)

@@ -18,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import io
+from hybrid_jax import io, sharding
 
 log = logging.getLogger("hybrid_jax.checkpoint")
 
@@ -80,7 +80,7 @@ class Checkpointer:
     def _discard(self, step: int) -> None:
         """Move a damaged step aside (kept for inspection) so it is never picked again."""
         src = self.directory / str(step)
-        if src.exists():
+        if src.exists() and sharding.is_writer():
             dst = self.directory / f"corrupt-{step}"
             shutil.rmtree(dst, ignore_errors=True)
             src.rename(dst)

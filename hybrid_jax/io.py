@@ -33,8 +33,13 @@ def _explain_os_errors(path: Path):
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename)."""
+    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename). In a run of several
+    processes only process 0 writes (`sharding.is_writer`): callers keep what they wrote, not read it back."""
+    from hybrid_jax import sharding
+
     path = Path(path)
+    if not sharding.is_writer():
+        return path
     with _explain_os_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -63,10 +68,14 @@ def read_json(path):
     return json.loads(Path(path).read_text())
 
 
-def write_npz(path, **arrays) -> Path:
+def npz_bytes(**arrays) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    return write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_npz(path, **arrays) -> Path:
+    return write_bytes(path, npz_bytes(**arrays))
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
@@ -77,8 +86,9 @@ def read_npz(path) -> dict[str, np.ndarray]:
 def write_npz_pair(directory, npz_name: str, json_name: str, arrays: dict, meta: dict) -> Path:
     """Arrays in `npz_name`, then `meta` in `json_name` with the npz's SHA-256 (`trees_sha256`), both atomic:
     `read_npz_pair` detects a torn or edited pair."""
-    npz = write_npz(Path(directory) / npz_name, **arrays)
-    write_json(Path(directory) / json_name, {**meta, "trees_sha256": hashlib.sha256(npz.read_bytes()).hexdigest()})
+    data = npz_bytes(**arrays)
+    write_bytes(Path(directory) / npz_name, data)
+    write_json(Path(directory) / json_name, {**meta, "trees_sha256": hashlib.sha256(data).hexdigest()})
     return Path(directory)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from hybrid_jax import io, tensorboard, timing
+from hybrid_jax import io, sharding, tensorboard, timing
 from hybrid_jax.rundir import Run, RunDirError, Stage, is_done, load_run, mark_done, open_run, preset_from_dict
 from hybrid_jax.stages import allocate, data, features, labels, report, routed, router, seeds, train
 
@@ -46,6 +46,7 @@ def run_stages(run: Run, only: tuple[str, ...] | None = None) -> dict[str, dict]
         fp = fingerprints[stage.name] = stage.fingerprint(run, fingerprints)
         if only and stage.name not in only:
             continue
+        sharding.sync(f"stage {stage.name}")  # several processes: each stage starts on what the last one wrote
         if is_done(run, stage.name, fp):
             log.info("stage %-9s done already, skipped", stage.name)
             summaries[stage.name] = io.read_json(run.path(stage.name, "done.json"))["summary"]
@@ -59,4 +60,5 @@ def run_stages(run: Run, only: tuple[str, ...] | None = None) -> dict[str, dict]
         log.info("stage %-9s finished in %.1f s", stage.name, summary["stage_seconds"])
         stage_scalars = stage_scalars or tensorboard.scalar_writer(run.path("tb", "stages"))
         stage_scalars(f"stage_seconds/{stage.name}", summary["stage_seconds"], STAGE_NAMES.index(stage.name))
+    sharding.sync("stages finished")
     return summaries

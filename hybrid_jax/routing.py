@@ -108,7 +108,7 @@ def generate_split(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler, param
     for mask, make in ((~to_a, finish_b), (to_a, make_a)):
         idx = np.flatnonzero(mask)
         if idx.size:
-            images[idx] = np.asarray(make(jnp.asarray(_padded(idx, n, multiple))))[: idx.size]
+            images[idx] = sharding.to_host(make(jnp.asarray(_padded(idx, n, multiple))))[: idx.size]
     return images
 
 
@@ -124,9 +124,9 @@ def make_routed_sampler(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler,
         params_a, params_b = sharding.replicate((params_a, params_b), mesh)
         (keys_a, keys_b, labels), n = sharding.pad_batch((keys_a, keys_b, class_labels(labels, keys_b.shape[0])), mesh)
         prefix, _, p, to_a = probe(params_b, *sharding.shard_batch((keys_b, labels), mesh))
-        to_a = np.asarray(to_a)
+        to_a, p = sharding.to_host((to_a, p))
         images = generate_split(sampler_a, sampler_b, params_a, params_b, keys_a, keys_b, to_a, prefix, mesh, labels)
-        return RoutedOutput(images[:n], to_a[:n], np.asarray(p)[:n])
+        return RoutedOutput(images[:n], to_a[:n], p[:n])
 
     return RoutedSampler(probe=probe, decide=make_decide(ensemble, feature_idx, sampler_b.geometry, num_classes),
                          run=run, sampler_a=sampler_a, sampler_b=sampler_b)

@@ -165,17 +165,6 @@ class Stage:
 LOCK_FILE = "run.lock"
 
 
-def require_one_process() -> None:
-    """Refuse a multi-process run of the stages: they write and read back their files from one process
-    and fetch results with `np.asarray`, which a mesh spanning processes does not allow (not yet done)."""
-    import jax
-
-    if jax.process_count() > 1:
-        raise RunDirError(f"the study's stages run in one process for now, and this run has {jax.process_count()} "
-                          "(--distributed): use --devices N on one host. Across processes, call the library's "
-                          "samplers and train step directly (README, 'Beyond one host').")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -196,13 +185,9 @@ def _take_lock(path: Path, holder: dict) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def lock(workdir) -> "typing.Iterator[None]":
-    """Hold `<workdir>/run.lock` while a run writes there: a second run on the same work dir is refused
-    at once (RunDirError naming the holder); the lock of a dead process on this host is taken over."""
-    path = Path(workdir) / LOCK_FILE
+def _acquire(workdir: Path, me: dict) -> None:
+    path = workdir / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     while not _take_lock(path, me):
         try:
             holder = json.loads(path.read_text())
@@ -216,7 +201,25 @@ def lock(workdir) -> "typing.Iterator[None]":
             continue
         raise RunDirError(f"{workdir} is in use by another run (host {holder.get('host')}, pid {holder.get('pid')}, "
                           f"started {holder.get('started')}); wait for it to finish or use another --workdir")
+
+
+@contextlib.contextmanager
+def lock(workdir) -> "typing.Iterator[None]":
+    """Hold `<workdir>/run.lock` while a run writes there: a second run on the same work dir is refused
+    at once (RunDirError naming the holder); the lock of a dead process on this host is taken over.
+    In a run of several processes, process 0 holds it for all, and all are refused alike."""
+    workdir = Path(workdir)
+    refused = None
+    if sharding.is_writer():
+        try:
+            _acquire(workdir, {"host": socket.gethostname(), "pid": os.getpid(),
+                               "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        except RunDirError as e:
+            refused = e
+    if not bool(sharding.agree(refused is None)):
+        raise refused or RunDirError(f"{workdir} is in use by another run (process 0 of this run was refused)")
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        if sharding.is_writer():
+            (workdir / LOCK_FILE).unlink(missing_ok=True)

@@ -15,14 +15,15 @@ USER_ERRORS = (config.ConfigError, data.DataError, checkpoint.CheckpointMismatch
 
 
 def setup(workdir: Path) -> None:
-    """Log to stderr and to `<workdir>/run.log` (appended across resumes)."""
+    """Log to stderr and to `<workdir>/run.log` (appended across resumes; by process 0 of several)."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        handlers = [logging.StreamHandler(), logging.FileHandler(workdir / "run.log")]
+        handlers = [logging.StreamHandler(), *([logging.FileHandler(workdir / "run.log")] if sharding.is_writer() else [])]
     except OSError as e:
         raise io.WriteError(e.errno or 0, f"cannot create the work dir {workdir}: {e.strerror}. "
                             "Choose a writable --workdir.") from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    process = f"[process {jax.process_index()}] " if sharding.multi_process() else ""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {process}%(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
     for noisy in ("absl", "orbax", "jax._src"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

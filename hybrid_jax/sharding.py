@@ -36,6 +36,34 @@ def initialize(dist: Distributed) -> None:
                                process_id=dist.process_id)
 
 
+def multi_process() -> bool:
+    """Whether this process is one of several joined by `initialize` (never starts a JAX backend otherwise)."""
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run's files: the only process, or process 0 of several (the others
+    compute alike and read what it wrote, so the work dir must be one shared folder)."""
+    return not multi_process() or jax.process_index() == 0
+
+
+def sync(tag: str) -> None:
+    """Wait until every process reached `sync(tag)` (the same tags in the same order; a no-op in one process)."""
+    if multi_process():
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(tag)
+
+
+def agree(value: Any) -> Any:
+    """Process 0's `value` (a small array or number) in every process: one decision taken by all alike."""
+    if not multi_process():
+        return value
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.broadcast_one_to_all(np.asarray(value))
+
+
 def to_host(tree: Any) -> Any:
     """NumPy copies of every leaf; a leaf sharded across processes is gathered from all of them first."""
     from jax.experimental import multihost_utils

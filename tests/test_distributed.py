@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+from _processes import start_two, two_process_flags
 
 from experiments import run as run_cli
 from hybrid_jax import config as config_lib
@@ -18,26 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_two(argv: list[str]) -> list[subprocess.Popen]:
-    """Two processes of `argv` + [coordinator, process id], one CPU device each."""
-    address = f"127.0.0.1:{_free_port()}"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    return [subprocess.Popen([sys.executable, *argv(address, i)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for i in range(2)]
-
-
 def test_two_processes_sample_and_train_as_one(tmp_path):
     """Model B's sampler and a data-parallel train step over a mesh spanning two processes (each
     holding half the batch; the gradient all-reduced over gloo) equal one process's results."""
     import _distributed_check
 
-    procs = _start_two(lambda address, i: [str(TESTS / "_distributed_check.py"), str(tmp_path / f"two_{i}.npz"),
+    procs = start_two(lambda address, i: [str(TESTS / "_distributed_check.py"), str(tmp_path / f"two_{i}.npz"),
                                            address, str(i)])
     _distributed_check.main(str(tmp_path / "one.npz"))  # the reference, meanwhile, in this process
     for i, p in enumerate(procs):
@@ -70,15 +59,57 @@ def test_distributed_flags_and_environment(monkeypatch):
     assert run_cli.distributed(run_cli.parse_args(["--distributed", "--process-id", "0"])).process_id == 0
 
 
-def test_the_stages_in_two_processes_are_refused_cleanly(tmp_path):
-    """`--distributed` joins the processes, then the stages (one writer, host-side results) refuse
-    to run across them: exit code 2, one message, no work dir."""
+THROUGH_SEEDS = "data,model_a,model_b,corrector,seeds"
+
+
+def _run_argv(workdir: Path, *extra: str) -> list[str]:
+    return ["-m", "experiments.run", "--preset", "test", "--offline", "--workdir", str(workdir),
+            "--stages", THROUGH_SEEDS, "--devices", "2", "--no-compile-cache", *extra]
+
+
+def _two_process_argv(workdir: Path):
+    return lambda address, i: _run_argv(workdir, *two_process_flags(address, i))
+
+
+@pytest.mark.slow  # 85 s: three processes train on 2 cores (the seeds stage alone: tests/test_pipeline.py)
+def test_the_stages_in_two_processes_equal_one_process(tmp_path):
+    """Training and the seeds stage on a 2-device mesh spanning two processes (gloo) write what one process
+    with 2 devices writes; process 0 alone writes the files and run.log, and the lock is released."""
+    procs = start_two(_two_process_argv(tmp_path / "two"))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"}
+    one = subprocess.run([sys.executable, *_run_argv(tmp_path / "one")], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for i, p in enumerate(procs):
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, f"process {i}:\n{err[-3000:]}"
+        assert f"[process {i}] INFO hybrid_jax.pipeline: stage seeds     finished" in err
+    two, ref = (np.load(tmp_path / d / "seeds" / "seeds.npz") for d in ("two", "one"))
+    np.testing.assert_array_equal(two["seeds"], ref["seeds"])
+    for k in ("images_a", "images_b"):
+        np.testing.assert_allclose(two[k], ref[k], atol=1e-6)
+        assert float(np.std(ref[k])) > 0.01
+    np.testing.assert_allclose(*(np.load(tmp_path / d / "seeds" / "features.npz")["features"]
+                                 for d in ("two", "one")), atol=1e-6)
+    log = (tmp_path / "two" / "run.log").read_text()
+    assert "[process 0]" in log and "[process 1]" not in log  # one writer
+    assert not (tmp_path / "two" / "run.lock").exists()
+    assert len(list((tmp_path / "two" / "seeds" / "png").glob("*.png"))) == 2 * len(ref["seeds"])
+
+
+def test_two_processes_on_a_busy_work_dir_are_both_refused(tmp_path):
+    """Process 0 finds the work dir locked by a live run and every process exits 2 with its message; the
+    lock stays the holder's."""
     workdir = tmp_path / "run"
-    procs = _start_two(lambda address, i: ["-m", "experiments.run", "--preset", "test", "--workdir", str(workdir),
-                                           "--distributed", "--coordinator", address, "--num-processes", "2",
-                                           "--process-id", str(i)])
-    for p in procs:
-        _, err = p.communicate(timeout=120)
+    workdir.mkdir()
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": "2026-01-01 00:00:00"}
+    (workdir / "run.lock").write_text(json.dumps(holder))
+    procs = start_two(_two_process_argv(workdir))
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    for p, err in zip(procs, errs):
         assert p.returncode == 2, err[-3000:]
-        assert "error: the study's stages run in one process for now, and this run has 2" in err
-    assert not workdir.exists()
+        assert "is in use by another run" in err
+    assert f"pid {os.getpid()}, started 2026-01-01 00:00:00" in errs[0]  # process 0 names the holder
+    assert json.loads((workdir / "run.lock").read_text()) == holder
+    assert not (workdir / "data").exists()

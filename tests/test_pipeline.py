@@ -184,6 +184,35 @@ def test_routed_and_cost_stages_on_a_mesh_match_one_device(finished, tmp_path):
     assert out.stdout.strip().endswith("OK")
 
 
+def test_seeds_stage_in_two_processes_matches_one(finished, tmp_path):
+    """The seeds stage re-run by two processes (`--distributed`, a 2-device mesh across them, gloo) on the
+    one-process run's trained models: process 0 alone writes, and A's and B's images and the probe
+    features equal the one-process stage's (tolerances of tests/_routed_mesh_check.py)."""
+    import shutil
+
+    from _processes import start_two, two_process_flags
+    from _routed_mesh_check import TOL_A, TOL_B
+
+    workdir = tmp_path / "two"
+    shutil.copytree(finished, workdir)
+    shutil.rmtree(workdir / "seeds")
+    procs = start_two(lambda address, i: ["-m", "experiments.run", "--preset", "test", "--workdir", str(workdir),
+                                          "--stages", "seeds", "--devices", "2", *two_process_flags(address, i)])
+    for i, p in enumerate(procs):
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, f"process {i}:\n{err[-3000:]}"
+        assert f"[process {i}] INFO hybrid_jax.pipeline: stage seeds     finished" in err
+    two, one = (io.read_npz(d / "seeds" / "seeds.npz") for d in (workdir, finished))
+    np.testing.assert_array_equal(two["seeds"], one["seeds"])
+    np.testing.assert_allclose(two["images_a"], one["images_a"], atol=TOL_A)
+    np.testing.assert_allclose(two["images_b"], one["images_b"], atol=TOL_B)
+    feats = [io.read_npz(d / "seeds" / "features.npz")["features"] for d in (workdir, finished)]
+    np.testing.assert_allclose(*feats, atol=TOL_B)
+    log = (workdir / "run.log").read_text()
+    assert "[process 0]" in log and "[process 1]" not in log  # one writer
+    assert not (workdir / "run.lock").exists()
+
+
 def test_human_labels_are_imported_used_by_the_router_and_compared(finished, tmp_path):
     import shutil
 

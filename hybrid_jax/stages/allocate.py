@@ -43,9 +43,11 @@ def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: 
         return made[g.name]
     # kept per seeds-stage fingerprint (seeds config + trained models): other seeds never reuse them
     path = run.path("allocate", "options", done_record(run, "seeds")["fingerprint"], f"{_slug(g.name)}.npz")
-    if not path.exists():
-        io.write_npz(path, seeds=seeds, images=_each_seed(run, g, params, seeds))
-    return io.read_npz(path)["images"]
+    if path.exists():
+        return io.read_npz(path)["images"]
+    images = _each_seed(run, g, params, seeds)
+    io.write_npz(path, seeds=seeds, images=images)
+    return images
 
 
 def _each_seed(run: Run, g: generators.Generator, params, seeds: np.ndarray) -> np.ndarray:

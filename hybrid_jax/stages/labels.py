@@ -23,7 +23,7 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
-from hybrid_jax import io
+from hybrid_jax import io, sharding
 from hybrid_jax import labels as labels_lib
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.quality import build, degradations, rule, validation
@@ -84,7 +84,9 @@ def run_stage(run: Run) -> dict:
         others = build.load_other_classes(cfg.data.class_name, source, lc, cfg.geometry.image_size)
         content = build.train_content_classifier(reference, others.train, cfg.data.class_name, lc,
                                                  _classifier_dir(run) / "ckpt", done_record(run, "data")["fingerprint"])
-        shutil.rmtree(run.path("labels", "model", "classifier"), ignore_errors=True)  # this run's output, rewritten
+        if sharding.is_writer():  # this run's output, rewritten
+            shutil.rmtree(run.path("labels", "model", "classifier"), ignore_errors=True)
+        sharding.sync("labeler classifier folder cleared")
         Checkpointer(run.path("labels", "model", "classifier"), _model_guard(run)).save(
             content.summary["steps"], content.params)
         out["classifier"] = content.summary | {"accuracy_held_out": build.held_out_accuracy(

@@ -38,22 +38,20 @@ def run_stage(run: Run) -> dict:
     seeds = np.arange(cfg.seeds.num_seeds)
     bs = cfg.seeds.batch_size
     parts_dir = _parts_dir(run)
-    starts = range(0, len(seeds), bs)
-    for start, chunk, padded in progress.track(fixed_batches(seeds, bs), len(starts), "seeds", "batch", log):
+    parts = {}  # start -> this batch's arrays (made now, or read from an earlier run's file)
+    for start, chunk, padded in progress.track(fixed_batches(seeds, bs), -(-len(seeds) // bs), "seeds", "batch", log):
         part = parts_dir / f"part_{start:06d}.npz"
         if part.exists():
+            parts[start] = io.read_npz(part)
             continue
         labels = generators.seed_labels(padded, cfg.data.num_classes)
         keys_a, keys_b, labels = sharding.shard_batch((*routing.seed_keys(padded, cfg.seeds.base_seed), labels), mesh)
         prefix = sb.ar_prefix(pb, keys_b, cfg.router.prefix_steps, labels)
-        feats = compute_features(prefix)
-        images_b = sb.finish(pb, prefix)
-        images_a = sa.sample_keys(pa, keys_a, labels)
-        n = len(chunk)
-        io.write_npz(part, seeds=chunk, labels=np.asarray(labels)[:n], images_a=np.asarray(images_a)[:n],
-                     images_b=np.asarray(images_b)[:n], features=np.asarray(feats)[:n])
-    parts = [io.read_npz(parts_dir / f"part_{s:06d}.npz") for s in starts]
-    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        made = sharding.to_host({"labels": labels, "images_a": sa.sample_keys(pa, keys_a, labels),
+                                 "images_b": sb.finish(pb, prefix), "features": compute_features(prefix)})
+        parts[start] = {"seeds": chunk, **{k: v[: len(chunk)] for k, v in made.items()}}
+        io.write_npz(part, **parts[start])
+    merged = {k: np.concatenate([parts[s][k] for s in sorted(parts)]) for k in parts[0]}
     io.write_npz(run.path("seeds", "seeds.npz"), seeds=merged["seeds"], labels=merged["labels"],
                  images_a=merged["images_a"], images_b=merged["images_b"])
     for s, a, b in zip(merged["seeds"], merged["images_a"], merged["images_b"]):
