@@ -44,9 +44,9 @@ class Options:
         return np.argsort(self.cost[:, 1], kind="stable")  # by FLOPs
 
 
-def acceptable(quality: np.ndarray, tau: float) -> np.ndarray:
-    """[n, K] bool: option k's image is within tau of the seed's best option's image."""
-    return quality >= quality.max(axis=1, keepdims=True) - tau
+def acceptable(quality: np.ndarray, tau: float | np.ndarray) -> np.ndarray:
+    """[n, K] bool: option k's image is within tau (a number, or each seed's [n]) of the seed's best option's image."""
+    return quality >= quality.max(axis=1, keepdims=True) - np.reshape(tau, (-1, 1))
 
 
 def cheapest(ok: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -88,9 +88,33 @@ def crossfit_acceptable(X: np.ndarray, ok: np.ndarray, folds: np.ndarray, n_esti
     return p
 
 
+@dataclasses.dataclass(frozen=True)
+class Classes:
+    """Each seed's class (`labels` [n], indices into `names`), for per-class rows of every policy."""
+
+    labels: np.ndarray
+    names: tuple[str, ...]
+
+    def groups(self) -> list[tuple[str, np.ndarray]]:
+        """(class name, seed mask) of each class that has seeds."""
+        return [(name, self.labels == c) for c, name in enumerate(self.names) if np.any(self.labels == c)]
+
+
+_mean = lambda x, axis=-1: np.mean(x, axis=axis)
+
+
+def _per_class(q: np.ndarray, flops: np.ndarray, classes: Classes, top: float, rng, boot) -> dict:
+    """Per class: seeds, mean quality [95 % CI] and FLOPs per image (and savings) of per-seed quality q and cost."""
+    return {name: {"seeds": int(m.sum()), "quality": float(q[m].mean()),
+                   "quality_ci": evaluation.bootstrap_ci((q[m],), _mean, rng, boot),
+                   "flops_per_image": float(flops[m].mean()), "flops_savings": float(1 - flops[m].mean() / top)}
+            for name, m in classes.groups()}
+
+
 def _point(name: str, param, choice: np.ndarray, probed: bool, quality: np.ndarray, opts: Options,
-           feats: np.ndarray | None, feats_real: np.ndarray | None, rng, boot) -> dict:
-    """Mean cost (and savings vs the most expensive A option), mean quality with a 95 % CI, FD, option mix."""
+           feats: np.ndarray | None, feats_real: np.ndarray | None, rng, boot, classes: Classes | None = None) -> dict:
+    """Mean cost (and savings vs the most expensive A option), mean quality with a 95 % CI, FD, option mix;
+    with `classes`, the same per class ("per_class")."""
     n = len(choice)
     table = opts.cost_probed if probed else opts.cost
     per_seed = table[choice]  # [n, 3]
@@ -102,20 +126,33 @@ def _point(name: str, param, choice: np.ndarray, probed: bool, quality: np.ndarr
         out[f"{f}_per_image"] = float(per_seed[:, i].mean())
         out[f"{f}_savings"] = float(1 - per_seed[:, i].mean() / top[i])
     out["quality"] = float(q.mean())
-    out["quality_ci"] = evaluation.bootstrap_ci((q,), lambda x, axis=-1: np.mean(x, axis=axis), rng, boot)
+    out["quality_ci"] = evaluation.bootstrap_ci((q,), _mean, rng, boot)
     out["fd"] = None if feats is None else evaluation.frechet_distance(feats[np.arange(n), choice], feats_real)
+    if classes is not None:
+        out["per_class"] = _per_class(q, per_seed[:, 1], classes, top[1], rng, boot)
     return out
 
 
-def _random_point(choice: np.ndarray, quality: np.ndarray, opts: Options, feats, feats_real, rng, boot,
-                  n_mc: int, name: str = "random (same mix)") -> dict:
-    """Random allocation with the same option mix as `choice` (so the same mean compute), paying no probe:
-    exact expected quality, bootstrap CI over seeds, FD as the mean over `n_mc` random permutations."""
-    p = _point(name, None, rng.permutation(choice), False, quality, opts, feats, feats_real, rng, boot)
+def _expected_quality(quality: np.ndarray, choice: np.ndarray, rng, boot) -> tuple[float, list[float]]:
+    """Quality of random allocation with `choice`'s option mix: its exact expectation and a bootstrap CI over seeds."""
     share = np.bincount(choice, minlength=quality.shape[1]) / len(choice)
-    p["quality"] = float(quality.mean(0) @ share)  # the expectation over random assignments
-    p["quality_ci"] = evaluation.bootstrap_ci((quality.T,), lambda q, axis=-1: np.mean(q, axis=axis).T @ share,
-                                              rng, boot)
+    ci = evaluation.bootstrap_ci((quality.T,), lambda q, axis=-1: np.mean(q, axis=axis).T @ share, rng, boot)
+    return float(quality.mean(0) @ share), ci
+
+
+def _random_point(choice: np.ndarray, quality: np.ndarray, opts: Options, feats, feats_real, rng, boot,
+                  n_mc: int, name: str = "random (same mix)", classes: Classes | None = None) -> dict:
+    """Random allocation with the same option mix as `choice` (so the same mean compute), paying no probe:
+    exact expected quality, bootstrap CI over seeds, FD as the mean over `n_mc` random permutations. Per class,
+    the mix is that class's own (so each class's compute is the policy's there)."""
+    p = _point(name, None, rng.permutation(choice), False, quality, opts, feats, feats_real, rng, boot)
+    p["quality"], p["quality_ci"] = _expected_quality(quality, choice, rng, boot)
+    if classes is not None:
+        flops = opts.cost[choice, 1]
+        p["per_class"] = _per_class(quality[np.arange(len(choice)), choice], flops, classes, opts.cost[0, 1], rng, boot)
+        for name_, m in classes.groups():
+            row = p["per_class"][name_]
+            row["quality"], row["quality_ci"] = _expected_quality(quality[m], choice[m], rng, boot)
     if feats is not None:
         fds = [evaluation.frechet_distance(feats[np.arange(len(choice)), rng.permutation(choice)], feats_real)
                for _ in range(n_mc)]
@@ -123,24 +160,25 @@ def _random_point(choice: np.ndarray, quality: np.ndarray, opts: Options, feats,
     return p
 
 
-def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarray, tau: float, *,
+def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarray, tau: float | np.ndarray, *,
              binary: tuple[int, int], p_cheap: np.ndarray, router_threshold: float,
              thresholds: Sequence[float] = THRESHOLDS, feats: np.ndarray | None = None,
              feats_real: np.ndarray | None = None, gb: dict | None = None, seed: int = 0,
              boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig(), n_mc: int = 16,
-             X_a: np.ndarray | None = None) -> dict:
+             X_a: np.ndarray | None = None, classes: Classes | None = None) -> dict:
     """Every policy's cost-quality point on the same seeds (see the module docstring). With A's probe features
     `X_a` and options that continue A's probe (`opts.probe` "A"): A's probe alone choosing A's budget, and the
-    cascade (B's probe -> a B option, else A's probe -> A's budget; both probes paid where they ran)."""
+    cascade (B's probe -> a B option, else A's probe -> A's budget; both probes paid where they ran). With
+    `classes`, every point also has per-class rows."""
     rng = np.random.default_rng(seed)
     n, k = quality.shape
     ok = acceptable(quality, tau)
     order = opts.cheapest_first
     base = np.setdiff1d(np.arange(k), opts.columns("A"))  # the options decided from B's probe alone
     point = lambda name, param, choice, probed: _point(name, param, choice, probed, quality, opts, feats,
-                                                       feats_real, rng, boot)
-    random = lambda name, choices: [dict(_random_point(c, quality, opts, feats, feats_real, rng, boot, n_mc, name),
-                                         param=t) for t, c in choices.items()]
+                                                       feats_real, rng, boot, classes)
+    random = lambda name, choices: [dict(_random_point(c, quality, opts, feats, feats_real, rng, boot, n_mc, name,
+                                                       classes), param=t) for t, c in choices.items()]
     points = [point(f"fixed: {opts.names[j]}", None, np.full(n, j), False) for j in range(k)]
     base_order = order[np.isin(order, base)]
     oracle = cheapest(ok, base_order)
@@ -164,5 +202,7 @@ def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarra
         points += random("random (cascade's mix)", cascade)
         points.append(point("oracle (all options)", None, cheapest(ok, order), False))
     exact = [{"threshold": float(t), "exact": float(np.mean(c == oracle))} for t, c in learned.items()]
-    return {"n": n, "options": list(opts.names), "tau": tau, "acceptable_share": ok.mean(0).tolist(),
+    taus = np.unique(np.asarray(tau, float))
+    return {"n": n, "options": list(opts.names), "tau": float(taus[0]) if len(taus) == 1 else "per class",
+            "acceptable_share": ok.mean(0).tolist(),
             "oracle_mix": np.bincount(oracle, minlength=k).tolist(), "learned_exact": exact, "points": points}

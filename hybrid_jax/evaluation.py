@@ -489,26 +489,32 @@ def _auc(y: np.ndarray, p_cheap: np.ndarray) -> float:
     return float(roc_auc_score(y, p_cheap)) if len(np.unique(y)) == 2 else float("nan")
 
 
-def per_class(class_names, labels, to_a, oracle_to_a, score_a, score_b) -> list[dict]:
+def per_class(class_names, labels, to_a, oracle_to_a, score_a, score_b, *, seed: int = 0,
+              boot: BootstrapConfig = BootstrapConfig()) -> list[dict]:
     """The main quality and routing numbers of each class's seeds, then of all seeds ("all").
 
     `labels` [n]: each seed's class index into `class_names`; `to_a` [n]: out-of-sample routing;
     `oracle_to_a` [n]: the labels' A_needed; `score_a`, `score_b` [n]: quality of A's and B's image.
     Precision: share of the seeds routed to B that the labels call cheap_ok (nan when none is), beside its
     baseline the class prior (share cheap_ok); routed quality beside random routing at the same share to A
-    (its exact expectation)."""
+    (its exact expectation), and their gap. 95 % bootstrap CIs over the class's seeds."""
+    rng = np.random.default_rng(seed)
     labels, to_a, oracle = np.asarray(labels), np.asarray(to_a, bool), np.asarray(oracle_to_a, bool)
+    score_a, score_b = np.asarray(score_a, float), np.asarray(score_b, float)
     routed = np.where(to_a, score_a, score_b)
     groups = [(name, labels == c) for c, name in enumerate(class_names)] + [("all", np.ones(len(labels), bool))]
+    precision = lambda cheap, to_b, axis=-1: np.sum(cheap * to_b, axis=axis) / np.sum(to_b, axis=axis)
     rows = []
     for name, m in (g for g in groups if g[1].any()):
-        to_b = m & ~to_a
+        share = to_a[m].mean()
+        random = share * score_a[m] + (1 - share) * score_b[m]  # per seed: its expectation under random routing
         rows.append({"class": name, "seeds": int(m.sum()), "a_needed": float(oracle[m].mean()),
                      "quality_a": float(np.mean(score_a[m])), "quality_b": float(np.mean(score_b[m])),
-                     "quality_routed": float(np.mean(routed[m])), "share_to_a": float(to_a[m].mean()),
-                     "quality_random": float(to_a[m].mean() * np.mean(score_a[m])
-                                             + (1 - to_a[m].mean()) * np.mean(score_b[m])),
+                     "share_to_a": float(share), "quality_random": float(np.mean(random)),
+                     **_estimate("quality_routed", (routed[m],), _mean, rng, boot),
+                     **_estimate("gap_vs_random", (routed[m] - random,), _mean, rng, boot),
                      "prior": float(1 - oracle[m].mean()),
                      "accuracy": float(np.mean(to_a[m] == oracle[m])),
-                     "precision": float(np.mean(~oracle[to_b])) if to_b.any() else float("nan")})
+                     **_estimate("precision", ((~oracle[m]).astype(float), (~to_a[m]).astype(float)), precision,
+                                 rng, boot)})
     return rows

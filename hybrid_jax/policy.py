@@ -58,10 +58,10 @@ def _tree_model(X: np.ndarray, y: np.ndarray, names: Sequence[str], gb: Mapping,
 
 
 def fit(features: Mapping[str, np.ndarray], feature_names: Mapping[str, Sequence[str]], quality: np.ndarray,
-        opts: allocation.Options, tau: float, threshold: float, *, gb: Mapping | None = None,
+        opts: allocation.Options, tau: float | np.ndarray, threshold: float, *, gb: Mapping | None = None,
         seed: int = 0) -> Policy:
     """The deployed policy on every seed: `features[probe]` [n, F] per probe ("B", and "A" where `opts` has
-    options continuing A's probe), `quality` [n, K] of each option's image, `tau` the acceptability margin."""
+    options continuing A's probe), `quality` [n, K] of each option's image, `tau` the acceptability margin (or each seed's)."""
     gb = dict(gb or allocation.DEFAULT_GB)
     ok = allocation.acceptable(quality, tau)
     order = opts.cheapest_first

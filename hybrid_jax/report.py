@@ -192,6 +192,10 @@ def fig_pareto(result: dict, out: Path) -> str:
 
 # ----------------------------------------------------------------------------- sections
 
+def _tau_text(tau) -> str:
+    return f"tau = {tau:.4f}" if isinstance(tau, float) else "its class's tau (labels section)"
+
+
 def _allocation_section(result: dict, out: Path) -> list[str]:
     rows = [[p["policy"] + ("" if p["param"] is None else f" @ {p['param']:.2f}"), _pct(p["passes_savings"], "savings"),
              _pct(p["flops_savings"], "savings"), _pct(p["seconds_savings"], "savings"),
@@ -201,7 +205,7 @@ def _allocation_section(result: dict, out: Path) -> list[str]:
     exact = ", ".join(f"{e['threshold']:.2f}: {e['exact']:.0%}" for e in result["learned_exact"])
     return ["## Per-seed compute allocation (out of sample)",
             f"Options: {', '.join(result['options'])}. An option is acceptable for a seed when its image's quality "
-            f"is within tau = {result['tau']:.4f} of that seed's best option (the labels' 'about the same'); the "
+            f"is within {_tau_text(result['tau'])} of that seed's best option (the labels' 'about the same'); the "
             "oracle takes the cheapest acceptable option. The learned allocation predicts P(acceptable) per option "
             "from the probe features (gradient boosting, cross-fitted over the router's folds) and takes the "
             "cheapest option that reaches the threshold. Random (same mix) assigns the learned policy's option "
@@ -396,7 +400,9 @@ def _labels_section(run: Run, router: dict) -> list[str]:
     s = ["## Labels",
          f"Label source for the router: **{router['label_source']}**. Automated: {labels['rule']}. Result: "
          f"{labels['auto_cheap_ok']} cheap_ok of {n}, A_needed {_pct(1 - labels['auto_cheap_ok'] / n)} (brief, "
-         f"human: {_pct(BRIEF['a_needed_share'])})."]
+         f"human: {_pct(BRIEF['a_needed_share'])})."
+         + ("" if "tau_by_class" not in labels else " tau per class: "
+            + ", ".join(f"{c} {t:.4f}" for c, t in labels["tau_by_class"].items()) + ".")]
     if "validation" not in labels:  # a work dir from before the validated score
         s += ["Labeler validation (ROC AUC): " + ", ".join(f"{k} {v:.3f}" for k, v in auc.items()
                                                           if isinstance(v, float)) + "."]
@@ -478,24 +484,50 @@ def _training_section(run: Run, out: Path) -> list[str]:
 
 
 def _class_section(run: Run) -> list[str]:
-    """Per-class rows of the main quality and routing numbers (out of sample), then all seeds."""
+    """Per-class rows of the main quality and routing numbers and of the allocation (out of sample), then all seeds."""
     from hybrid_jax.stages import labels as labels_stage
 
     decisions, scores = io.read_npz(run.path("routed", "decisions.npz")), labels_stage.load_scores(run)
     rows = evaluation.per_class(run.cfg.data.classes, seeds_stage.load(run)["labels"], decisions["to_a"],
-                                decisions["oracle_to_a"], scores["score_a"], scores["score_b"])
+                                decisions["oracle_to_a"], scores["score_a"], scores["score_b"], seed=run.cfg.router.seed,
+                                boot=evaluation.BootstrapConfig(n_resamples=run.cfg.cost.bootstrap))
     return ["## Per class (out of sample)",
             "Each seed's class is seed mod the number of classes (`generators.seed_labels`). Quality: the "
-            "labeler's score; routed: A's image where the router sent the seed to A, else B's; precision: "
-            "share of the seeds routed to B that the labels call cheap_ok, beside the class prior; random: "
-            "routing at the same share to A (exact expectation). Point estimates per class (intervals for all "
-            "seeds are in the cost-quality table).",
-            _table(["class", "seeds", "A_needed", "quality A", "quality B", "quality routed", "quality random",
-                    "to A", "router accuracy", "precision (cheap_ok)", "class prior"],
+            "labeler's score; routed: A's image where the router sent the seed to A, else B's; random: routing "
+            "at the class's share to A (exact expectation), and the gap routed - random; precision: share of the "
+            "seeds routed to B that the labels call cheap_ok, beside its baseline the class prior. 95 % bootstrap "
+            "intervals over the class's seeds.",
+            _table(["class", "seeds", "A_needed", "quality A", "quality B", "quality routed [95 % CI]",
+                    "quality random", "routed - random [95 % CI]", "to A", "router accuracy",
+                    "precision (cheap_ok) [95 % CI]", "class prior"],
                    [[r["class"], r["seeds"], _pct(r["a_needed"]), f"{r['quality_a']:.3f}", f"{r['quality_b']:.3f}",
-                     f"{r['quality_routed']:.3f}", f"{r['quality_random']:.3f}", _pct(r["share_to_a"]),
-                     _pct(r["accuracy"]), _pct(r["precision"]), _pct(r["prior"])]
-                    for r in rows])]
+                     _ci(r["quality_routed"], r["quality_routed_ci"], "quality"), f"{r['quality_random']:.3f}",
+                     _ci(r["gap_vs_random"], r["gap_vs_random_ci"], "quality", "+.3f"), _pct(r["share_to_a"]),
+                     _pct(r["accuracy"]), _ci(r["precision"], r["precision_ci"], "share"), _pct(r["prior"])]
+                    for r in rows])] + _class_allocation(allocate_stage.load(run))
+
+
+def _class_allocation(result: dict) -> list[str]:
+    """Per class: the deployed policy's cross-fitted point beside random at its mix, the best fixed option
+    at no more FLOPs (overall) and the oracle (present with several classes)."""
+    d, pts = result.get("deployed"), result["points"]
+    if d is None or "per_class" not in pts[0]:
+        return []
+    mine = next(p for p in pts if p["policy"] == d["policy"] and p["param"] == d["threshold"])
+    rand = next(p for p in pts if p["policy"].startswith("random") and p["param"] == d["threshold"]
+                and ("cascade" in p["policy"]) == (d["policy"] == "cascade"))
+    fixed = [p for p in pts if p["policy"].startswith("fixed: ") and p["flops_per_image"] <= mine["flops_per_image"]]
+    best = max(fixed, key=lambda p: p["quality"], default=None)
+    oracle = next(p for p in pts if p["policy"] == ("oracle (all options)" if d["policy"] == "cascade" else "oracle"))
+    shown = [(f"{d['policy']} @ {d['threshold']:.2f}", mine), (rand["policy"], rand)]
+    shown += ([(best["policy"], best)] if best else []) + [(oracle["policy"], oracle)]
+    q = lambda c: _ci(c["quality"], c["quality_ci"], "quality")
+    return ["Allocation per class (cross-fitted, the deployed policy's threshold; quality [95 % CI] and FLOPs "
+            "savings per image in each class; the fixed option is the best one at no more FLOPs overall):",
+            _table(["class", "seeds"] + [name for name, _ in shown],
+                   [[c, mine["per_class"][c]["seeds"]]
+                    + [f"{q(p['per_class'][c])}, {_pct(p['per_class'][c]['flops_savings'], 'savings')}"
+                       for _, p in shown] for c in mine["per_class"]])]
 
 
 def write_report(run: Run) -> Path:

@@ -30,9 +30,9 @@ def _synthetic(n: int = 400, seed: int = 0, informative: bool = True):
     return quality, X, cheapest
 
 
-def _run(quality, X, **kw):
+def _run(quality, X, tau=0.05, **kw):
     n = len(X)
-    return allocation.evaluate(quality, _opts(), X, np.arange(n) % 5, tau=0.05, binary=(0, 2),
+    return allocation.evaluate(quality, _opts(), X, np.arange(n) % 5, tau=tau, binary=(0, 2),
                                p_cheap=np.full(n, 0.6), router_threshold=0.55, boot=BOOT,
                                gb={"n_estimators": 30, "max_depth": 2, "learning_rate": 0.2}, **kw)
 
@@ -118,3 +118,49 @@ def test_the_cascade_reads_bs_probe_then_as_probe_and_pays_both():
     learned = max((p for p in pts if p["policy"] == "learned allocation"), key=lambda p: p["quality"])
     assert not any(k.endswith("after probe") and v > 0 for k, v in learned["mix"].items())
     assert any(p["policy"] == "random (cascade's mix)" for p in pts)
+
+
+def test_per_class_rows_add_up_to_the_whole():
+    """Every policy's per-class quality and FLOPs, weighted by the classes' seeds, are its overall figures
+    (random: the expectation at each class's own mix, which averages to the overall mix's only per class)."""
+    quality, X, _ = _synthetic(n=200)
+    labels = np.arange(200) % 3
+    out = _run(quality, X, classes=allocation.Classes(labels, ("cat", "dog", "horse")))
+    for p in out["points"]:
+        rows = p["per_class"]
+        assert [r["seeds"] for r in rows.values()] == [67, 67, 66]
+        w = np.array([r["seeds"] for r in rows.values()]) / 200
+        assert np.dot(w, [r["flops_per_image"] for r in rows.values()]) == pytest.approx(p["flops_per_image"])
+        for r in rows.values():
+            assert r["quality_ci"][0] <= r["quality"] <= r["quality_ci"][1]
+        if not p["policy"].startswith("random"):
+            assert np.dot(w, [r["quality"] for r in rows.values()]) == pytest.approx(p["quality"])
+    assert "per_class" not in _run(quality, X)["points"][0]  # one class: no per-class rows
+
+
+def test_per_class_routing_rows_have_intervals_and_add_up():
+    rng = np.random.default_rng(0)
+    n = 120
+    labels, to_a, oracle = np.arange(n) % 2, rng.random(n) < 0.4, rng.random(n) < 0.5
+    sa, sb = rng.normal(0.6, 0.1, n), rng.normal(0.5, 0.1, n)
+    rows = evaluation.per_class(("cat", "dog"), labels, to_a, oracle, sa, sb, boot=BOOT)
+    assert [r["class"] for r in rows] == ["cat", "dog", "all"]
+    for r in rows:
+        for k in ("quality_routed", "gap_vs_random", "precision"):
+            assert r[f"{k}_ci"][0] <= r[k] <= r[f"{k}_ci"][1], (r["class"], k)
+    whole = rows[-1]
+    assert whole["precision"] == pytest.approx(np.mean(~oracle[~to_a]))
+    assert whole["quality_routed"] == pytest.approx(np.mean(np.where(to_a, sa, sb)))
+    assert whole["gap_vs_random"] == pytest.approx(whole["quality_routed"] - whole["quality_random"])
+
+
+def test_a_per_seed_tau_equal_to_a_number_changes_nothing_and_a_wider_one_accepts_more():
+    quality, X, _ = _synthetic(n=100)
+    scalar, per_seed = _run(quality, X), _run(quality, X, tau=np.full(100, 0.05))
+    assert [p["quality"] for p in scalar["points"]] == [p["quality"] for p in per_seed["points"]]
+    assert per_seed["tau"] == 0.05
+    wide = np.where(np.arange(100) % 2, 0.05, 0.7)  # every option acceptable for the even seeds
+    out = _run(quality, X, tau=wide)
+    assert out["tau"] == "per class"
+    ok = allocation.acceptable(quality, wide)
+    assert ok[::2].all() and (ok[1::2] == allocation.acceptable(quality[1::2], 0.05)).all()

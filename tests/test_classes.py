@@ -167,6 +167,11 @@ def test_two_classes_end_to_end(two_class_run):
     section = text[text.index("## Per class"):]
     for name in (*TWO, "all"):
         assert f"| {name} |" in section, name
+    allocation_rows = section[section.index("Allocation per class"):]
+    for name in TWO:
+        assert f"| {name} |" in allocation_rows, name
+    points = io.read_json(two_class_run / "allocate" / "results.json")["points"]
+    assert all(set(p["per_class"]) == set(TWO) for p in points)
 
 
 def test_one_class_training_ignores_the_labels(preset, stand_in_images, model_a_params, model_b_params):

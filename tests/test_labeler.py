@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
 from hybrid_jax import labeler
+from hybrid_jax.quality import rule
 
 DEV_DATA = Path(os.environ.get("HYBRID_JAX_DEV_DATA",
                                Path(__file__).resolve().parents[2] / "shared/data/cifar-10-batches-py"))
@@ -214,3 +215,28 @@ def test_rank_rule_marks_the_largest_gaps_in_the_requested_share():
     assert [i for i, l in enumerate(labels) if l == "A_needed"] == [1, 3, 6]
     tau, text = labeler.label_rule(config_lib.LabelerConfig(a_needed_share=0.3), np.ones(3))
     assert tau is None and "rank rule" in text and "30.0%" in text
+
+
+def test_the_rule_within_each_class_uses_that_class_s_real_images():
+    """Class 1's real images spread 10x wider, so its tau is 10x class 0's: the same gap is A_needed in
+    class 0 and about the same in class 1; one class is exactly `label_pairs`."""
+    rng = np.random.default_rng(0)
+    real = np.concatenate([rng.normal(0.5, 0.01, 30), rng.normal(0.5, 0.1, 30)])
+    real_classes = np.repeat([0, 1], 30)
+    cfg = config_lib.LabelerConfig()
+    taus = rule.class_taus(real, real_classes, 2, cfg.margin_quantile)
+    assert taus[0] == pytest.approx(labeler.calibrate_tau(real[:30], cfg.margin_quantile))
+    assert 5 < taus[1] / taus[0] < 20
+    gap = 3 * taus[0]
+    seed_classes = np.array([0, 1, 0, 1])
+    score_a, score_b = np.full(4, 0.6), np.array([0.6 - gap, 0.6 - gap, 0.6, 0.6])
+    assert rule.label_by_class(score_a, score_b, real, cfg, seed_classes, real_classes) == [
+        "A_needed", "cheap_ok", "cheap_ok", "cheap_ok"]
+    one = np.zeros(4, int)
+    assert rule.label_by_class(score_a, score_b, real, cfg, one, np.zeros(60, int)) == labeler.label_pairs(
+        score_a, score_b, real, cfg)
+    ranked = rule.label_by_class(np.arange(4.0), np.zeros(4), real, config_lib.LabelerConfig(
+        a_needed_share=0.5), seed_classes, real_classes)
+    assert ranked == ["cheap_ok", "cheap_ok", "A_needed", "A_needed"]  # the rank rule's share in each class
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] have fewer: raise data.holdout"):
+        rule.class_taus(real[:31], real_classes[:31], 2, 0.9)

@@ -10,6 +10,10 @@ half of them in B's favour).
 Rank rule (`a_needed_share` > 0): the seeds with the largest gaps, that share of them, are
 A_needed, whatever the absolute gap. Only for models too weak for the absolute scale to mean
 much; the report says which rule made the labels (`label_rule`).
+
+With several classes the rule applies within each class (`label_by_class`): a seed's tau comes
+from the held-out real images of its own class, and the rank rule's share holds in every class,
+so a class whose images score lower or spread wider is judged against its own real images.
 """
 
 from __future__ import annotations
@@ -67,3 +71,29 @@ def label_pairs(score_a: np.ndarray, score_b: np.ndarray, real_scores: np.ndarra
         tau, _ = label_rule(cfg, real_scores)
         need = gap > tau
     return ["A_needed" if n else "cheap_ok" for n in need]
+
+
+def class_taus(real_scores: np.ndarray, real_classes: np.ndarray, num_classes: int, quantile: float) -> np.ndarray:
+    """[num_classes] each class's tau (`calibrate_tau`) from the held-out real images of that class."""
+    real_scores, real_classes = np.asarray(real_scores, np.float64).ravel(), np.asarray(real_classes).ravel()
+    if real_scores.shape != real_classes.shape:
+        raise ValueError(f"{len(real_scores)} real-image scores but {len(real_classes)} classes")
+    short = [c for c in range(num_classes) if np.sum(real_classes == c) < 2]
+    if short:
+        raise ValueError(f"calibrating tau per class needs at least 2 held-out real images of each class; "
+                         f"class(es) {short} have fewer: raise data.holdout")
+    return np.array([calibrate_tau(real_scores[real_classes == c], quantile) for c in range(num_classes)])
+
+
+def label_by_class(score_a: np.ndarray, score_b: np.ndarray, real_scores: np.ndarray, cfg: LabelerConfig,
+                   seed_classes: np.ndarray, real_classes: np.ndarray) -> list[str]:
+    """`label_pairs` within each class: its seeds against its own held-out real images (the rank rule's share
+    within each class). One class: exactly `label_pairs`."""
+    score_a, score_b = np.asarray(score_a, np.float64).ravel(), np.asarray(score_b, np.float64).ravel()
+    seed_classes, real_classes = np.asarray(seed_classes).ravel(), np.asarray(real_classes).ravel()
+    real_scores = np.asarray(real_scores, np.float64).ravel()
+    out = np.empty(len(score_a), object)
+    for c in np.unique(seed_classes):
+        m = seed_classes == c
+        out[m] = label_pairs(score_a[m], score_b[m], real_scores[real_classes == c], cfg)
+    return out.tolist()

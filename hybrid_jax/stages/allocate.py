@@ -115,7 +115,9 @@ def run_stage(run: Run) -> dict:
         p_cheap=oof["p_cheap"], router_threshold=cfg.router.threshold, feats=feats,
         feats_real=labels_stage.load_scores(run)["feats_real"], seed=cfg.router.seed,
         boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap), X_a=X_a,
-        thresholds=sorted({*allocation.THRESHOLDS, t}))
+        thresholds=sorted({*allocation.THRESHOLDS, t}),
+        classes=allocation.Classes(seeds_stage.load(run)["labels"], cfg.data.classes) if cfg.data.num_classes > 1
+        else None)
     deployed = policy.fit({"B": X, "A": X_a}, {"B": names, "A": features_lib.A_PROBE}, quality, options,
                           labels_stage.tau(run), t, seed=cfg.router.seed)
     name = "cascade" if len(options.columns("A")) else "learned allocation"
@@ -139,6 +141,6 @@ def load_policy(run: Run) -> policy.Policy:
 
 
 # version 1: A's probe, the probed options and the cascade; 2: the deployed policy saved; 3: the brief's two
-# options' seconds from the routed stage
+# options' seconds from the routed stage, per-class rows with several classes
 STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size),
               after=("seeds", "labels", "router", "routed"), version=3)

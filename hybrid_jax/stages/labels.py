@@ -108,7 +108,14 @@ def run_stage(run: Run) -> dict:
     feats = {k: model.space.fd_features(v) for k, v in raw.items()}
     feats_ref = model.space.fd_features(reference_raw)
     tau, rule_text = rule.label_rule(lc, s["real"])
-    auto = dict(zip(map(int, seeds["seeds"]), rule.label_pairs(s["a"], s["b"], s["real"], lc)))
+    per_class = {}
+    if cfg.data.num_classes > 1:  # the rule within each class, against its own held-out real images
+        rule_text += "; applied within each class (each class's tau from its own held-out real images)"
+        if lc.a_needed_share <= 0:
+            taus = rule.class_taus(s["real"], data["holdout_labels"], cfg.data.num_classes, lc.margin_quantile)
+            per_class["tau_by_class"] = dict(zip(cfg.data.classes, taus.tolist()))
+    auto = dict(zip(map(int, seeds["seeds"]), rule.label_by_class(s["a"], s["b"], s["real"], lc, seeds["labels"],
+                                                                  data["holdout_labels"])))
     labels_lib.write_labels(run.path("labels", "auto.csv"), auto)
     io.write_npz(run.path("labels", "scores.npz"), seeds=seeds["seeds"], score_a=s["a"], score_b=s["b"],
                  score_real=s["real"], score_reference=s_ref, feats_a=feats["a"], feats_b=feats["b"],
@@ -130,7 +137,7 @@ def run_stage(run: Run) -> dict:
     t_val = time.perf_counter()
 
     out.update({
-        "rule": rule_text, "tau": tau, "forced_share": lc.a_needed_share > 0,
+        "rule": rule_text, "tau": tau, **per_class, "forced_share": lc.a_needed_share > 0,
         "auto_cheap_ok": sum(v == "cheap_ok" for v in auto.values()), "n": len(auto),
         "score": ("discriminator + classifier" if content is not None else "discriminator on statistics only")
                  + (" + Inception" if lc.inception_weights else ""),
@@ -242,9 +249,11 @@ def _inputs(run: Run) -> tuple:
             file_hash(w) if w else None)
 
 
-# version 1: the learned score (discriminator + classifier); work dirs of the statistics score re-run
-STAGE = Stage("labels", run_stage, config=lambda cfg: (cfg.labeler,), after=("data", "seeds"), inputs=_inputs,
-              version=1)
+# version 1: the learned score (discriminator + classifier); work dirs of the statistics score re-run.
+# With several classes the rule applies within each class (a fingerprint change for those runs only).
+STAGE = Stage("labels", run_stage, config=lambda cfg: (cfg.labeler,)
+              + (("rule within each class",) if cfg.data.num_classes > 1 else ()),
+              after=("data", "seeds"), inputs=_inputs, version=1)
 
 
 def _restore_content(run: Run) -> build.Content:
@@ -279,6 +288,13 @@ def score_images(run: Run, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return model.score(raw), model.space.fd_features(raw)
 
 
-def tau(run: Run) -> float:
-    """The 'about the same' margin on the quality score, calibrated on held-out real images."""
-    return rule.calibrate_tau(load_scores(run)["score_real"], run.cfg.labeler.margin_quantile)
+def tau(run: Run) -> np.ndarray:
+    """[n seeds] each seed's 'about the same' margin on the quality score, calibrated on held-out real images
+    (of the seed's class, with several classes: `rule.class_taus`)."""
+    cfg, scores = run.cfg, load_scores(run)
+    seed_classes = seeds_stage.load(run)["labels"]
+    if cfg.data.num_classes == 1:
+        return np.full(len(seed_classes), rule.calibrate_tau(scores["score_real"], cfg.labeler.margin_quantile))
+    taus = rule.class_taus(scores["score_real"], data_stage.load(run)["holdout_labels"], cfg.data.num_classes,
+                           cfg.labeler.margin_quantile)
+    return taus[seed_classes]
