@@ -126,6 +126,34 @@ def test_initial_state(client, workdir):
     assert disk(workdir) == {}  # looking changes nothing
 
 
+def test_each_seed_shows_its_class_and_progress_is_counted_per_class(tmp_path):
+    """With several classes (the run's run.json and the seeds file's per-seed classes) the page names the
+    seed's class and counts each class's labels; one class shows neither."""
+    import json
+
+    workdir = make_workdir(tmp_path / "run")
+    z = dict(np.load(workdir / "seeds" / "seeds.npz"))
+    np.savez(workdir / "seeds" / "seeds.npz", **z, labels=np.asarray(SEEDS) % 2)
+    (workdir / "run.json").write_text(json.dumps({"config": {"data": {"class_name": "cat,dog"}}}))
+    client = lab.create_app(workdir, seed=0).test_client()
+    s = state(client)
+    assert s["next"]["class"] == ("cat", "dog")[SEEDS[0] % 2]
+    assert s["by_class"] == {"dog": {"total": 5, "labeled": 0, "cheap_ok": 0},
+                             "cat": {"total": 3, "labeled": 0, "cheap_ok": 0}}
+    b_side = "left" if s["next"]["left"] == "B" else "right"
+    label(client, SEEDS[0], b_side)  # B clearly better: cheap_ok
+    assert state(client)["by_class"]["dog"] == {"total": 5, "labeled": 1, "cheap_ok": 1}
+    html = client.get("/").get_data(as_text=True)
+    assert 'id="class"' in html and 'id="by-class"' in html
+    (workdir / "run.json").write_text(json.dumps({"config": {"data": {"class_name": "dog"}}}))
+    np.savez(workdir / "seeds" / "seeds.npz", **z, labels=np.zeros(len(SEEDS), int))
+    one = state(lab.create_app(workdir, seed=0).test_client())
+    assert one["by_class"] == {} and one["next"]["class"] is None
+    np.savez(workdir / "seeds" / "seeds.npz", **z, labels=np.full(len(SEEDS), 2))  # a class the run lacks
+    r = lab.create_app(workdir, seed=0).test_client().get("/api/state")
+    assert r.status_code == 422 and "do not match the run's 1 class(es)" in r.get_json()["error"]
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_images_show_the_model_of_each_side(client, workdir, side):
     z = np.load(workdir / "seeds" / "seeds.npz")

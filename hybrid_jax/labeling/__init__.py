@@ -14,6 +14,8 @@ Each seed's two images are shown in a random left/right order so that the person
 images, not the models; the order is a pure function of (seed, run seed), so a reload shows the
 same sides. The answer ("left", "right" or "same") maps to the label: `A_needed` iff the side
 that shows A was chosen as clearly better, `cheap_ok` otherwise (about the same, or B better).
+In a run of several classes the page names each seed's class (the seeds file's `labels`, the
+classes of the run's `run.json`) and `/api/state` counts labels per class (`by_class`).
 
 Every change is a read-modify-write of the CSV under an exclusive `fcntl.flock` on
 `<workdir>/labels/.human.csv.lock` (so two tabs or two servers cannot lose each other's answers)

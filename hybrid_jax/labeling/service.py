@@ -90,6 +90,14 @@ class Seeds:
     images_b: np.ndarray
     index: dict  # seed -> row
     path: Path | None = None  # the file they were read from (for messages)
+    classes: np.ndarray | None = None  # int [N] each seed's class (the seeds file's "labels"); None: one class
+    class_names: tuple[str, ...] = ()  # the run's classes, indexed by `classes`
+
+    def class_of(self, seed: int) -> str | None:
+        """The seed's class name with several classes, else None."""
+        if self.classes is None or len(self.class_names) < 2:
+            return None
+        return self.class_names[int(self.classes[self.index[seed]])]
 
     def image(self, seed: int, model: str) -> np.ndarray:
         return (self.images_a if model == "A" else self.images_b)[self.index[seed]]
@@ -102,8 +110,9 @@ class Seeds:
         return seed
 
 
-def load_seeds(path: str | os.PathLike) -> Seeds:
-    """Read and check a seeds npz; raises ApiError(404/422) saying what is wrong and what to do."""
+def load_seeds(path: str | os.PathLike, class_names: tuple[str, ...] = ()) -> Seeds:
+    """Read and check a seeds npz; raises ApiError(404/422) saying what is wrong and what to do.
+    `class_names`: the run's classes, which the file's per-seed "labels" index (several: shown per seed)."""
     path = Path(path)
     if not path.is_file():
         raise ApiError(404, f"{path} not found: no generated seeds in this work dir. Run the "
@@ -121,8 +130,22 @@ def load_seeds(path: str | os.PathLike) -> Seeds:
     problems = _seeds_problems(seeds, a, b)
     if problems:
         raise ApiError(422, f"{path}: {'; '.join(problems)}. {RERUN}")
+    classes = arrays.get("labels") if class_names else None
+    if classes is not None and (classes.shape != seeds.shape or np.any(classes >= len(class_names))):
+        raise ApiError(422, f"{path}: its classes ('labels') do not match the run's {len(class_names)} class(es) "
+                            f"({', '.join(class_names)}). {RERUN}")
     seeds = seeds.astype(np.int64)
-    return Seeds(seeds, a, b, {int(s): i for i, s in enumerate(seeds)}, path)
+    return Seeds(seeds, a, b, {int(s): i for i, s in enumerate(seeds)}, path, classes, tuple(class_names))
+
+
+def run_class_names(workdir: str | os.PathLike) -> tuple[str, ...]:
+    """The classes of the run in `workdir` (its run.json), () when it has none."""
+    from hybrid_jax.config import DataConfig
+
+    path = Path(workdir) / "run.json"
+    if not path.is_file():
+        return ()
+    return DataConfig(class_name=io.read_json(path)["config"]["data"]["class_name"]).classes
 
 
 def _seeds_problems(seeds: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[str]:
@@ -165,6 +188,13 @@ def progress(seeds: Seeds, snap: Snapshot, run_seed: int = 0) -> dict:
     n_cheap = sum(v == "cheap_ok" for v in snap.labels.values())
     labeled = len(snap.labels)
     nxt = next_seed(seeds, snap)
+    by_class = {}  # with several classes: each class's seeds, labeled and cheap_ok
+    for s in seeds.seeds.tolist():
+        if (name := seeds.class_of(s)) is not None:
+            row = by_class.setdefault(name, {"total": 0, "labeled": 0, "cheap_ok": 0})
+            row["total"] += 1
+            row["labeled"] += s in snap.labels
+            row["cheap_ok"] += snap.labels.get(s) == "cheap_ok"
     return {
         "total": len(seeds.seeds),
         "labeled": labeled,
@@ -174,8 +204,9 @@ def progress(seeds: Seeds, snap: Snapshot, run_seed: int = 0) -> dict:
         "skipped": list(snap.skipped),
         "can_undo": bool(snap.history),
         "done": nxt is None,
+        "by_class": by_class,
         "next": None if nxt is None else {
-            "seed": nxt, "left": left_model(nxt, run_seed),
+            "seed": nxt, "class": seeds.class_of(nxt), "left": left_model(nxt, run_seed),
             "right": side_model("right", left_model(nxt, run_seed)),
             "position": seeds.index[nxt], "skipped": nxt in snap.skipped},
     }
@@ -342,7 +373,8 @@ class LabelingService:
         with self._cache_lock:
             if key is None or self._cached is None or self._cached[0] != key:
                 self._cached = None
-                self._cached = (key, load_seeds(self.seeds_path))  # ApiError when missing or broken
+                # ApiError when missing or broken
+                self._cached = (key, load_seeds(self.seeds_path, run_class_names(self.workdir)))
             return self._cached[1]
 
     def state(self) -> dict:
