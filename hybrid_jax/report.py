@@ -160,34 +160,60 @@ def fig_ablation(abl: dict, out: Path) -> str:
     return _savefig(fig, out / "ablation.png")
 
 
+PARETO_STYLES = {"learned allocation": ("tab:blue", "o-"), "random (same mix)": ("tab:gray", "o--"),
+                 "cascade": ("tab:green", "^-"), "A probe allocation": ("tab:olive", "v-"),
+                 "random (cascade's mix)": ("tab:green", "^:"), "binary router": ("tab:orange", "D"),
+                 "oracle": ("k", "*"), "oracle (all options)": ("tab:brown", "*")}
+
+
+def _pareto_axis(ax, pts: list[dict], x, y, ci=None) -> None:
+    """Fixed options (annotated) and each policy's sweep on one axis: x(p), y(p) of a point; ci(p): y's band."""
+    fixed = [p for p in pts if p["policy"].startswith("fixed")]
+    ax.plot([x(p) for p in fixed], [y(p) for p in fixed], "s", color="tab:red", label="fixed options")
+    for p in fixed:
+        ax.annotate(p["policy"][7:], (x(p), y(p)), fontsize=6)
+    for name, (color, style) in PARETO_STYLES.items():
+        line = sorted((p for p in pts if p["policy"] == name), key=x)
+        ax.plot([x(p) for p in line], [y(p) for p in line], style, color=color, label=name)
+        if ci is not None and len(line) > 1:
+            ax.fill_between([x(p) for p in line], [ci(p)[0] for p in line], [ci(p)[1] for p in line], color=color,
+                            alpha=0.12)
+    ax.grid(alpha=0.3)
+
+
 def fig_pareto(result: dict, out: Path) -> str:
     """Per-seed allocation: quality (labeler score, FD) against compute saved, every policy."""
     fig, axes = plt.subplots(2, 3, figsize=(14, 7), sharey="row")
-    pts = result["points"]
-    styles = {"learned allocation": ("tab:blue", "o-"), "random (same mix)": ("tab:gray", "o--"),
-              "cascade": ("tab:green", "^-"), "A probe allocation": ("tab:olive", "v-"),
-              "random (cascade's mix)": ("tab:green", "^:"), "binary router": ("tab:orange", "D"),
-              "oracle": ("k", "*"), "oracle (all options)": ("tab:brown", "*")}
     for col, (cost, label) in enumerate(SAVINGS):
         for row, (key, ylabel) in enumerate((("quality", "mean quality (higher = better)"),
                                              ("fd", "Frechet distance (lower = better)"))):
             ax = axes[row, col]
-            fixed = [p for p in pts if p["policy"].startswith("fixed")]
-            ax.plot([p[f"{cost}_savings"] for p in fixed], [p[key] for p in fixed], "s", color="tab:red",
-                    label="fixed options")
-            for p in fixed:
-                ax.annotate(p["policy"][7:], (p[f"{cost}_savings"], p[key]), fontsize=6)
-            for name, (color, style) in styles.items():
-                line = sorted((p for p in pts if p["policy"] == name), key=lambda p: p[f"{cost}_savings"])
-                ax.plot([p[f"{cost}_savings"] for p in line], [p[key] for p in line], style, color=color, label=name)
-                if key == "quality" and len(line) > 1:
-                    ax.fill_between([p[f"{cost}_savings"] for p in line], [p["quality_ci"][0] for p in line],
-                                    [p["quality_ci"][1] for p in line], color=color, alpha=0.12)
+            _pareto_axis(ax, result["points"], lambda p, c=cost: p[f"{c}_savings"], lambda p, k=key: p[k],
+                         (lambda p: p["quality_ci"]) if key == "quality" else None)
             ax.set(xlabel=f"savings vs {result['options'][0]} ({label})", ylabel=ylabel if col == 0 else None)
-            ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.suptitle("Per-seed compute allocation, out of sample (shaded: 95 % bootstrap interval)")
     return _savefig(fig, out / "allocation_pareto.png")
+
+
+def fig_pareto_by_class(result: dict, out: Path) -> str:
+    """The allocation's quality against FLOPs saved within each class (several classes)."""
+    pts = result["points"]
+    names = list(pts[0]["per_class"])
+    cols = min(len(names), 5)
+    fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(3.2 * cols, 3 * -(-len(names) // cols)),
+                             sharey=True, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        row = lambda p: p["per_class"][name]
+        _pareto_axis(ax, pts, lambda p: row(p)["flops_savings"], lambda p: row(p)["quality"],
+                     lambda p: row(p)["quality_ci"])
+        ax.set(title=f"{name} ({row(pts[0])['seeds']} seeds)", xlabel=f"FLOPs savings vs {result['options'][0]}")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("mean quality")
+    axes[0, 0].legend(fontsize=6, loc="lower left")
+    fig.suptitle("Per-seed compute allocation per class, out of sample (shaded: 95 % bootstrap interval)")
+    return _savefig(fig, out / "allocation_by_class.png")
 
 
 # ----------------------------------------------------------------------------- sections
@@ -504,10 +530,10 @@ def _class_section(run: Run) -> list[str]:
                      _ci(r["quality_routed"], r["quality_routed_ci"], "quality"), f"{r['quality_random']:.3f}",
                      _ci(r["gap_vs_random"], r["gap_vs_random_ci"], "quality", "+.3f"), _pct(r["share_to_a"]),
                      _pct(r["accuracy"]), _ci(r["precision"], r["precision_ci"], "share"), _pct(r["prior"])]
-                    for r in rows])] + _class_allocation(allocate_stage.load(run))
+                    for r in rows])] + _class_allocation(allocate_stage.load(run), run.path("report"))
 
 
-def _class_allocation(result: dict) -> list[str]:
+def _class_allocation(result: dict, out: Path) -> list[str]:
     """Per class: the deployed policy's cross-fitted point beside random at its mix, the best fixed option
     at no more FLOPs (overall) and the oracle (present with several classes)."""
     d, pts = result.get("deployed"), result["points"]
@@ -522,7 +548,8 @@ def _class_allocation(result: dict) -> list[str]:
     shown = [(f"{d['policy']} @ {d['threshold']:.2f}", mine), (rand["policy"], rand)]
     shown += ([(best["policy"], best)] if best else []) + [(oracle["policy"], oracle)]
     q = lambda c: _ci(c["quality"], c["quality_ci"], "quality")
-    return ["Allocation per class (cross-fitted, the deployed policy's threshold; quality [95 % CI] and FLOPs "
+    return [f"![allocation per class]({fig_pareto_by_class(result, out)})",
+            "Allocation per class (cross-fitted, the deployed policy's threshold; quality [95 % CI] and FLOPs "
             "savings per image in each class; the fixed option is the best one at no more FLOPs overall):",
             _table(["class", "seeds"] + [name for name, _ in shown],
                    [[c, mine["per_class"][c]["seeds"]]

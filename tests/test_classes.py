@@ -167,6 +167,7 @@ def test_two_classes_end_to_end(two_class_run):
     section = text[text.index("## Per class"):]
     for name in (*TWO, "all"):
         assert f"| {name} |" in section, name
+    assert (two_class_run / "report" / "allocation_by_class.png").exists()
     allocation_rows = section[section.index("Allocation per class"):]
     for name in TWO:
         assert f"| {name} |" in allocation_rows, name

@@ -310,7 +310,7 @@ def small_run(tmp_path_factory, crops):
     a = data["train"][:10]
     b = degradations.degrade(a, "blur", 2)
     b[5:] = a[5:]  # five seeds where B is as good as A
-    io.write_npz(run.path("seeds", "seeds.npz"), seeds=np.arange(10), images_a=a, images_b=b)
+    io.write_npz(run.path("seeds", "seeds.npz"), seeds=np.arange(10), labels=np.zeros(10, int), images_a=a, images_b=b)
     human = {s: ("A_needed" if s < 4 else "cheap_ok") for s in range(10)}
     from hybrid_jax import labels as labels_lib
     labels_lib.write_labels(root / "human.csv", human)
@@ -354,7 +354,10 @@ def test_score_images_reads_the_stage_model_back(small_run):
     stored = labels_stage.load_scores(run)
     np.testing.assert_allclose(quality, stored["score_a"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(feats, stored["feats_a"], rtol=0, atol=1e-6)
-    assert labels_stage.tau(run) > 0
+    tau = labels_stage.tau(run)  # each seed's: one class, so one value, from every held-out real image
+    assert tau.shape == (10,) and np.all(tau == tau[0]) and tau[0] > 0
+    from hybrid_jax.quality import rule
+    assert tau[0] == rule.calibrate_tau(stored["score_real"], run.cfg.labeler.margin_quantile)
 
 
 def test_labels_stage_rerun_resumes_the_classifier_and_gives_the_same_scores(small_run, tmp_path):
@@ -391,7 +394,7 @@ def test_labels_stage_on_stand_in_data_says_the_classifier_is_off(tmp_path, crop
     run = pipeline.open_run(cfg, tmp_path / "run")
     pipeline.run_stages(run, ("data",))
     data = io.read_npz(run.path("data", "images.npz"))
-    io.write_npz(run.path("seeds", "seeds.npz"), seeds=np.arange(6), images_a=data["train"][:6],
+    io.write_npz(run.path("seeds", "seeds.npz"), seeds=np.arange(6), labels=np.zeros(6, int), images_a=data["train"][:6],
                  images_b=degradations.degrade(data["train"][:6], "noise", 2))
     summary = pipeline.run_stages(run, ("labels",))["labels"]
     assert not summary["content"]["used"] and "stand-in" in summary["content"]["why_not"]
@@ -409,7 +412,7 @@ def test_labels_stage_with_inception_weights_uses_the_pool_features(tmp_path, cr
     run = pipeline.open_run(cfg, tmp_path / "run")
     pipeline.run_stages(run, ("data",))
     data = io.read_npz(run.path("data", "images.npz"))
-    io.write_npz(run.path("seeds", "seeds.npz"), seeds=np.arange(4), images_a=data["train"][:4],
+    io.write_npz(run.path("seeds", "seeds.npz"), seeds=np.arange(4), labels=np.zeros(4, int), images_a=data["train"][:4],
                  images_b=data["train"][4:8])
     summary = pipeline.run_stages(run, ("labels",))["labels"]
     assert "Inception" in summary["score"]

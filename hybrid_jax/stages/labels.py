@@ -291,10 +291,6 @@ def score_images(run: Run, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def tau(run: Run) -> np.ndarray:
     """[n seeds] each seed's 'about the same' margin on the quality score, calibrated on held-out real images
     (of the seed's class, with several classes: `rule.class_taus`)."""
-    cfg, scores = run.cfg, load_scores(run)
-    seed_classes = seeds_stage.load(run)["labels"]
-    if cfg.data.num_classes == 1:
-        return np.full(len(seed_classes), rule.calibrate_tau(scores["score_real"], cfg.labeler.margin_quantile))
-    taus = rule.class_taus(scores["score_real"], data_stage.load(run)["holdout_labels"], cfg.data.num_classes,
-                           cfg.labeler.margin_quantile)
-    return taus[seed_classes]
+    taus = rule.class_taus(load_scores(run)["score_real"], data_stage.load(run)["holdout_labels"],
+                           run.cfg.data.num_classes, run.cfg.labeler.margin_quantile)
+    return taus[seeds_stage.load(run)["labels"]]
