@@ -212,7 +212,7 @@ def fig_pareto_by_class(result: dict, out: Path) -> str:
         ax.axis("off")
     axes[0, 0].set_ylabel("mean quality")
     axes[0, 0].legend(fontsize=6, loc="lower left")
-    fig.suptitle("Per-seed compute allocation per class, out of sample (shaded: 95 % bootstrap interval)")
+    fig.suptitle("Per-seed compute allocation per class, out of sample (shaded: 95 % bootstrap interval)", y=1.03)
     return _savefig(fig, out / "allocation_by_class.png")
 
 
