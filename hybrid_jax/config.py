@@ -488,7 +488,7 @@ PRESETS["paper-shapes"] = dataclasses.replace(
                                 train=dataclasses.replace(_PAPER.labeler.train, **_ONE_EPOCH), negatives_per_cell=8,
                                 trees=50),
     router=dataclasses.replace(_PAPER.router, n_splits=2, cv_folds=2, ablation_folds=2),
-    cost=CostConfig(num_images=2, batch_size=2, repeats=1, bootstrap=200),
+    cost=CostConfig(num_images=1, batch_size=1, repeats=1, bootstrap=200),  # every timed image of A is ~50 s
     allocation=AllocationConfig(a_budgets=(200, 10), b_depths=(0, 30)),
 )
 
