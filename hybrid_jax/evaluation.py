@@ -489,6 +489,31 @@ def _auc(y: np.ndarray, p_cheap: np.ndarray) -> float:
     return float(roc_auc_score(y, p_cheap)) if len(np.unique(y)) == 2 else float("nan")
 
 
+def curves_by_class(class_names, labels, y, p_cheap, quality_a, quality_b, costs, *,
+                    thresholds: Sequence[float] | None = None, seed: int = 0,
+                    boot: BootstrapConfig = BootstrapConfig(),
+                    options: Sequence[str] = ("A", "B")) -> dict[str, list[dict]]:
+    """Each class's cost-quality curve: the cross-fitted router over thresholds, random routing at each of
+    its shares to A (the baseline at equal cost), the fixed options and the oracle, on that class's seeds
+    (`labels` [n] class indices into `class_names`; the rest as `cost_quality_curves`)."""
+    rng, costs = np.random.default_rng(seed), Costs.from_dict(costs)
+    grid = sorted(set(float(v) for v in (np.linspace(0, 1, 21) if thresholds is None else thresholds)))
+    out = {}
+    for c, name in enumerate(class_names):
+        m = np.asarray(labels) == c
+        if not m.any():
+            continue
+        seeds = _as_seeds(np.asarray(y)[m], np.asarray(quality_a)[m], np.asarray(quality_b)[m], None, None, None)
+        p, n = np.asarray(p_cheap, float)[m], int(m.sum())
+        points = [evaluate_point(f"always {o}", None, np.full(n, i == 0), False, seeds, costs, rng, boot)
+                  for i, o in enumerate(options)]
+        points.append(evaluate_point("oracle", None, seeds.y == 0, False, seeds, costs, rng, boot))
+        router = _router_points(seeds, costs, p, grid, rng, boot)
+        shares = sorted({pt["share_to_a"] for pt in router})
+        out[name] = points + router + [random_point(sh, seeds, costs, rng, boot, n_mc=0) for sh in shares]
+    return out
+
+
 def per_class(class_names, labels, to_a, oracle_to_a, score_a, score_b, *, seed: int = 0,
               boot: BootstrapConfig = BootstrapConfig()) -> list[dict]:
     """The main quality and routing numbers of each class's seeds, then of all seeds ("all").

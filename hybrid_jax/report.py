@@ -196,6 +196,36 @@ def fig_pareto(result: dict, out: Path) -> str:
     return _savefig(fig, out / "allocation_pareto.png")
 
 
+def fig_cost_quality_by_class(by_class: dict, out: Path, fixed: list[str]) -> str:
+    """Each class's router curve and random routing at its shares: quality against FLOPs saved."""
+    names = list(by_class)
+    cols = min(len(names), 5)
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3 * rows), sharey=True, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        pts = by_class[name]
+        for strategy in ("router", "random"):
+            line = sorted((p for p in pts if p["strategy"] == strategy), key=lambda p: p["flops_savings"])
+            x = [p["flops_savings"] for p in line]
+            ax.plot(x, [p["quality"] for p in line], color=CURVES[strategy], marker=".", lw=1.2, label=strategy)
+            ax.fill_between(x, [p["quality_ci"][0] for p in line], [p["quality_ci"][1] for p in line],
+                            color=CURVES[strategy], alpha=0.12)
+        for (color, marker), strategy in zip(FIXED, fixed):
+            p = next(p for p in pts if p["strategy"] == strategy)
+            ax.plot(p["flops_savings"], p["quality"], marker, color=color, label=strategy)
+        p = next(p for p in pts if p["strategy"] == "oracle")
+        ax.plot(p["flops_savings"], p["quality"], ORACLE[1], color=ORACLE[0], label="oracle (labels)")
+        ax.set(title=f"{name} ({pts[0]['n']} seeds)", xlabel="FLOPs savings")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("mean quality")
+    axes[0, 0].legend(fontsize=6, loc="lower left")
+    fig.suptitle("Routing per class, out of sample: router over thresholds vs random at its shares "
+                 "(shaded: 95 % bootstrap interval)", y=1.03)
+    return _savefig(fig, out / "cost_quality_by_class.png")
+
+
 def fig_pareto_by_class(result: dict, out: Path) -> str:
     """The allocation's quality against FLOPs saved within each class (several classes)."""
     pts = result["points"]
@@ -517,6 +547,10 @@ def _class_section(run: Run) -> list[str]:
     rows = evaluation.per_class(run.cfg.data.classes, seeds_stage.load(run)["labels"], decisions["to_a"],
                                 decisions["oracle_to_a"], scores["score_a"], scores["score_b"], seed=run.cfg.router.seed,
                                 boot=evaluation.BootstrapConfig(n_resamples=run.cfg.cost.bootstrap))
+    cost = routed_stage.load(run)
+    by_class = cost["curves"].get("by_class")
+    figure = [] if by_class is None else [
+        f"![routing per class]({fig_cost_quality_by_class(by_class, run.path('report'), fixed_strategies(cost))})"]
     return ["## Per class (out of sample)",
             "Each seed's class is seed mod the number of classes (`generators.seed_labels`). Quality: the "
             "labeler's score; routed: A's image where the router sent the seed to A, else B's; random: routing "
@@ -530,7 +564,7 @@ def _class_section(run: Run) -> list[str]:
                      _ci(r["quality_routed"], r["quality_routed_ci"], "quality"), f"{r['quality_random']:.3f}",
                      _ci(r["gap_vs_random"], r["gap_vs_random_ci"], "quality", "+.3f"), _pct(r["share_to_a"]),
                      _pct(r["accuracy"]), _ci(r["precision"], r["precision_ci"], "share"), _pct(r["prior"])]
-                    for r in rows])] + _class_allocation(allocate_stage.load(run), run.path("report"))
+                    for r in rows]), *figure] + _class_allocation(allocate_stage.load(run), run.path("report"))
 
 
 def _class_allocation(result: dict, out: Path) -> list[str]:

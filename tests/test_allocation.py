@@ -164,3 +164,30 @@ def test_a_per_seed_tau_equal_to_a_number_changes_nothing_and_a_wider_one_accept
     assert out["tau"] == "per class"
     ok = allocation.acceptable(quality, wide)
     assert ok[::2].all() and (ok[1::2] == allocation.acceptable(quality[1::2], 0.05)).all()
+
+
+def test_each_class_has_its_router_curve_beside_random_at_its_shares():
+    rng = np.random.default_rng(1)
+    n = 90
+    labels, y = np.arange(n) % 3, (rng.random(n) < 0.5).astype(int)
+    p_cheap = np.clip(0.5 * y + 0.5 * rng.random(n), 0, 1)
+    qa, qb = rng.normal(0.6, 0.05, n), rng.normal(0.5, 0.05, n)
+    costs = {"A": {"passes": 800, "flops": 8e12, "seconds": 4.0}, "B": {"passes": 46, "flops": 3e11, "seconds": 0.2},
+             "B_finish": {"passes": 34, "flops": 2e11, "seconds": 0.15},
+             "probe": {"passes": 13, "flops": 1e11, "seconds": 0.05}}
+    out = evaluation.curves_by_class(("cat", "dog", "horse"), labels, y, p_cheap, qa, qb, costs,
+                                     thresholds=(0.3, 0.5, 0.7), boot=BOOT, options=("A/200", "B/30"))
+    assert list(out) == ["cat", "dog", "horse"]
+    for c, pts in enumerate(out.values()):
+        m = labels == c
+        by = {(p["strategy"], p["param"]): p for p in pts}
+        assert by[("always A/200", None)]["quality"] == pytest.approx(qa[m].mean())
+        assert by[("always B/30", None)]["flops_savings"] == pytest.approx(1 - 3e11 / 8e12)
+        for t in (0.3, 0.5, 0.7):
+            router = by[("router", t)]
+            share = np.mean(p_cheap[m] < t)
+            assert router["share_to_a"] == pytest.approx(share)
+            assert router["quality"] == pytest.approx(np.mean(np.where(p_cheap[m] < t, qa[m], qb[m])))
+            random = by[("random", round(share * m.sum()) / m.sum())]
+            assert random["quality"] == pytest.approx(share * qa[m].mean() + (1 - share) * qb[m].mean())
+            assert random["quality_ci"][0] <= random["quality"] <= random["quality_ci"][1]

@@ -168,6 +168,10 @@ def test_two_classes_end_to_end(two_class_run):
     for name in (*TWO, "all"):
         assert f"| {name} |" in section, name
     assert (two_class_run / "report" / "allocation_by_class.png").exists()
+    assert (two_class_run / "report" / "cost_quality_by_class.png").exists()
+    by_class = io.read_json(two_class_run / "routed" / "cost.json")["curves"]["by_class"]
+    assert set(by_class) == set(TWO) and all({"router", "random", "oracle"} <= {p["strategy"] for p in pts}
+                                               for pts in by_class.values())
     allocation_rows = section[section.index("Allocation per class"):]
     for name in TWO:
         assert f"| {name} |" in allocation_rows, name

@@ -72,6 +72,11 @@ def run_stage(run: Run) -> dict:
         feats_a=scores["feats_a"], feats_b=scores["feats_b"], feats_real=scores["feats_real"],
         threshold=cfg.router.threshold, seed=cfg.router.seed,
         boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap), options=options)
+    if cfg.data.num_classes > 1:  # each class's router curve beside random routing at its shares
+        curves["by_class"] = evaluation.curves_by_class(
+            cfg.data.classes, seeds["labels"], oof["y"], oof["p_cheap"], scores["score_a"], scores["score_b"],
+            units, seed=cfg.router.seed, boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap),
+            options=options)
     share = timed["share_to_a"]["learned router"]
     expected = cost.composed(units, share, True, "seconds")
     measured = timed["rows"]["learned router"]["seconds_per_image"]
@@ -89,4 +94,6 @@ def load(run: Run) -> dict:
     return io.read_json(run.path("routed", "cost.json"))
 
 
-STAGE = Stage("routed", run_stage, config=lambda cfg: (cfg.cost,), after=("router", "labels", "seeds"))
+# With several classes the curves are also drawn per class (a fingerprint change for those runs only)
+STAGE = Stage("routed", run_stage, config=lambda cfg: (cfg.cost,)
+              + (("curves per class",) if cfg.data.num_classes > 1 else ()), after=("router", "labels", "seeds"))
