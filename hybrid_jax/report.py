@@ -196,9 +196,9 @@ def fig_pareto(result: dict, out: Path) -> str:
     return _savefig(fig, out / "allocation_pareto.png")
 
 
-def fig_cost_quality_by_class(by_class: dict, out: Path, fixed: list[str]) -> str:
-    """Each class's router curve and random routing at its shares: quality against FLOPs saved."""
-    names = list(by_class)
+def fig_cost_quality_by_class(by_class: dict, out: Path, fixed: list[str], classes: tuple[str, ...]) -> str:
+    """Each class's router curve and random routing at its shares: quality against FLOPs saved (in `classes` order)."""
+    names = [c for c in classes if c in by_class]
     cols = min(len(names), 5)
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3 * rows), sharey=True, squeeze=False)
@@ -226,10 +226,10 @@ def fig_cost_quality_by_class(by_class: dict, out: Path, fixed: list[str]) -> st
     return _savefig(fig, out / "cost_quality_by_class.png")
 
 
-def fig_pareto_by_class(result: dict, out: Path) -> str:
+def fig_pareto_by_class(result: dict, out: Path, classes: tuple[str, ...]) -> str:
     """The allocation's quality against FLOPs saved within each class (several classes)."""
     pts = result["points"]
-    names = list(pts[0]["per_class"])
+    names = [c for c in classes if c in pts[0]["per_class"]]
     cols = min(len(names), 5)
     fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(3.2 * cols, 3 * -(-len(names) // cols)),
                              sharey=True, squeeze=False)
@@ -547,10 +547,10 @@ def _class_section(run: Run) -> list[str]:
     rows = evaluation.per_class(run.cfg.data.classes, seeds_stage.load(run)["labels"], decisions["to_a"],
                                 decisions["oracle_to_a"], scores["score_a"], scores["score_b"], seed=run.cfg.router.seed,
                                 boot=evaluation.BootstrapConfig(n_resamples=run.cfg.cost.bootstrap))
-    cost = routed_stage.load(run)
+    cost, out, classes = routed_stage.load(run), run.path("report"), run.cfg.data.classes
     by_class = cost["curves"].get("by_class")
     figure = [] if by_class is None else [
-        f"![routing per class]({fig_cost_quality_by_class(by_class, run.path('report'), fixed_strategies(cost))})"]
+        f"![routing per class]({fig_cost_quality_by_class(by_class, out, fixed_strategies(cost), classes)})"]
     return ["## Per class (out of sample)",
             "Each seed's class is seed mod the number of classes (`generators.seed_labels`). Quality: the "
             "labeler's score; routed: A's image where the router sent the seed to A, else B's; random: routing "
@@ -564,10 +564,10 @@ def _class_section(run: Run) -> list[str]:
                      _ci(r["quality_routed"], r["quality_routed_ci"], "quality"), f"{r['quality_random']:.3f}",
                      _ci(r["gap_vs_random"], r["gap_vs_random_ci"], "quality", "+.3f"), _pct(r["share_to_a"]),
                      _pct(r["accuracy"]), _ci(r["precision"], r["precision_ci"], "share"), _pct(r["prior"])]
-                    for r in rows]), *figure] + _class_allocation(allocate_stage.load(run), run.path("report"))
+                    for r in rows]), *figure] + _class_allocation(allocate_stage.load(run), out, classes)
 
 
-def _class_allocation(result: dict, out: Path) -> list[str]:
+def _class_allocation(result: dict, out: Path, classes: tuple[str, ...]) -> list[str]:
     """Per class: the deployed policy's cross-fitted point beside random at its mix, the best fixed option
     at no more FLOPs (overall) and the oracle (present with several classes)."""
     d, pts = result.get("deployed"), result["points"]
@@ -582,13 +582,13 @@ def _class_allocation(result: dict, out: Path) -> list[str]:
     shown = [(f"{d['policy']} @ {d['threshold']:.2f}", mine), (rand["policy"], rand)]
     shown += ([(best["policy"], best)] if best else []) + [(oracle["policy"], oracle)]
     q = lambda c: _ci(c["quality"], c["quality_ci"], "quality")
-    return [f"![allocation per class]({fig_pareto_by_class(result, out)})",
+    return [f"![allocation per class]({fig_pareto_by_class(result, out, classes)})",
             "Allocation per class (cross-fitted, the deployed policy's threshold; quality [95 % CI] and FLOPs "
             "savings per image in each class; the fixed option is the best one at no more FLOPs overall):",
             _table(["class", "seeds"] + [name for name, _ in shown],
                    [[c, mine["per_class"][c]["seeds"]]
                     + [f"{q(p['per_class'][c])}, {_pct(p['per_class'][c]['flops_savings'], 'savings')}"
-                       for _, p in shown] for c in mine["per_class"]])]
+                       for _, p in shown] for c in classes if c in mine["per_class"]])]
 
 
 def write_report(run: Run) -> Path:
