@@ -103,10 +103,9 @@ class Classes:
 _mean = lambda x, axis=-1: np.mean(x, axis=axis)
 
 
-def _per_class(q: np.ndarray, flops: np.ndarray, classes: Classes, top: float, rng, boot) -> dict:
-    """Per class: seeds, mean quality [95 % CI] and FLOPs per image (and savings) of per-seed quality q and cost."""
-    return {name: {"seeds": int(m.sum()), "quality": float(q[m].mean()),
-                   "quality_ci": evaluation.bootstrap_ci((q[m],), _mean, rng, boot),
+def _per_class(quality_of, flops: np.ndarray, classes: Classes, top: float) -> dict:
+    """Per class: seeds, mean quality [95 % CI] (`quality_of(mask)` -> (value, ci)) and FLOPs per image and savings."""
+    return {name: {"seeds": int(m.sum()), **dict(zip(("quality", "quality_ci"), quality_of(m))),
                    "flops_per_image": float(flops[m].mean()), "flops_savings": float(1 - flops[m].mean() / top)}
             for name, m in classes.groups()}
 
@@ -129,7 +128,8 @@ def _point(name: str, param, choice: np.ndarray, probed: bool, quality: np.ndarr
     out["quality_ci"] = evaluation.bootstrap_ci((q,), _mean, rng, boot)
     out["fd"] = None if feats is None else evaluation.frechet_distance(feats[np.arange(n), choice], feats_real)
     if classes is not None:
-        out["per_class"] = _per_class(q, per_seed[:, 1], classes, top[1], rng, boot)
+        mean_ci = lambda m: (float(q[m].mean()), evaluation.bootstrap_ci((q[m],), _mean, rng, boot))
+        out["per_class"] = _per_class(mean_ci, per_seed[:, 1], classes, top[1])
     return out
 
 
@@ -148,11 +148,8 @@ def _random_point(choice: np.ndarray, quality: np.ndarray, opts: Options, feats,
     p = _point(name, None, rng.permutation(choice), False, quality, opts, feats, feats_real, rng, boot)
     p["quality"], p["quality_ci"] = _expected_quality(quality, choice, rng, boot)
     if classes is not None:
-        flops = opts.cost[choice, 1]
-        p["per_class"] = _per_class(quality[np.arange(len(choice)), choice], flops, classes, opts.cost[0, 1], rng, boot)
-        for name_, m in classes.groups():
-            row = p["per_class"][name_]
-            row["quality"], row["quality_ci"] = _expected_quality(quality[m], choice[m], rng, boot)
+        p["per_class"] = _per_class(lambda m: _expected_quality(quality[m], choice[m], rng, boot),
+                                    opts.cost[choice, 1], classes, opts.cost[0, 1])
     if feats is not None:
         fds = [evaluation.frechet_distance(feats[np.arange(len(choice)), rng.permutation(choice)], feats_real)
                for _ in range(n_mc)]

@@ -61,7 +61,8 @@ def fit(features: Mapping[str, np.ndarray], feature_names: Mapping[str, Sequence
         opts: allocation.Options, tau: float | np.ndarray, threshold: float, *, gb: Mapping | None = None,
         seed: int = 0) -> Policy:
     """The deployed policy on every seed: `features[probe]` [n, F] per probe ("B", and "A" where `opts` has
-    options continuing A's probe), `quality` [n, K] of each option's image, `tau` the acceptability margin (or each seed's)."""
+    options continuing A's probe), `quality` [n, K] of each option's image, `tau` the acceptability margin (a
+    number, or each seed's [n])."""
     gb = dict(gb or allocation.DEFAULT_GB)
     ok = allocation.acceptable(quality, tau)
     order = opts.cheapest_first

@@ -196,13 +196,22 @@ def fig_pareto(result: dict, out: Path) -> str:
     return _savefig(fig, out / "allocation_pareto.png")
 
 
-def fig_cost_quality_by_class(by_class: dict, out: Path, fixed: list[str], classes: tuple[str, ...]) -> str:
-    """Each class's router curve and random routing at its shares: quality against FLOPs saved (in `classes` order)."""
-    names = [c for c in classes if c in by_class]
+def _class_panels(names: list[str]):
+    """(figure, one axis per class name) on a grid of up to 5 columns, sharing the quality axis."""
     cols = min(len(names), 5)
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3 * rows), sharey=True, squeeze=False)
-    for ax, name in zip(axes.flat, names):
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("mean quality")
+    return fig, list(axes.flat)[: len(names)]
+
+
+def fig_cost_quality_by_class(by_class: dict, out: Path, fixed: list[str], classes: tuple[str, ...]) -> str:
+    """Each class's router curve and random routing at its shares: quality against FLOPs saved (in `classes` order)."""
+    names = [c for c in classes if c in by_class]
+    fig, axes = _class_panels(names)
+    for ax, name in zip(axes, names):
         pts = by_class[name]
         for strategy in ("router", "random"):
             line = sorted((p for p in pts if p["strategy"] == strategy), key=lambda p: p["flops_savings"])
@@ -217,10 +226,7 @@ def fig_cost_quality_by_class(by_class: dict, out: Path, fixed: list[str], class
         ax.plot(p["flops_savings"], p["quality"], ORACLE[1], color=ORACLE[0], label="oracle (labels)")
         ax.set(title=f"{name} ({pts[0]['n']} seeds)", xlabel="FLOPs savings")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    axes[0, 0].set_ylabel("mean quality")
-    axes[0, 0].legend(fontsize=6, loc="lower left")
+    axes[0].legend(fontsize=6, loc="lower left")
     fig.suptitle("Routing per class, out of sample: router over thresholds vs random at its shares "
                  "(shaded: 95 % bootstrap interval)", y=1.03)
     return _savefig(fig, out / "cost_quality_by_class.png")
@@ -230,18 +236,13 @@ def fig_pareto_by_class(result: dict, out: Path, classes: tuple[str, ...]) -> st
     """The allocation's quality against FLOPs saved within each class (several classes)."""
     pts = result["points"]
     names = [c for c in classes if c in pts[0]["per_class"]]
-    cols = min(len(names), 5)
-    fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(3.2 * cols, 3 * -(-len(names) // cols)),
-                             sharey=True, squeeze=False)
-    for ax, name in zip(axes.flat, names):
+    fig, axes = _class_panels(names)
+    for ax, name in zip(axes, names):
         row = lambda p: p["per_class"][name]
         _pareto_axis(ax, pts, lambda p: row(p)["flops_savings"], lambda p: row(p)["quality"],
                      lambda p: row(p)["quality_ci"])
         ax.set(title=f"{name} ({row(pts[0])['seeds']} seeds)", xlabel=f"FLOPs savings vs {result['options'][0]}")
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    axes[0, 0].set_ylabel("mean quality")
-    axes[0, 0].legend(fontsize=6, loc="lower left")
+    axes[0].legend(fontsize=6, loc="lower left")
     fig.suptitle("Per-seed compute allocation per class, out of sample (shaded: 95 % bootstrap interval)", y=1.03)
     return _savefig(fig, out / "allocation_by_class.png")
 
@@ -279,15 +280,20 @@ def _allocation_section(result: dict, out: Path) -> list[str]:
             *_deployed_line(result)]
 
 
+def _deployed_and_best_fixed(result: dict) -> tuple[dict, dict | None]:
+    """The deployed policy's cross-fitted point and the best fixed option at no more FLOPs (None: none as cheap)."""
+    d, pts = result["deployed"], result["points"]
+    mine = next(p for p in pts if p["policy"] == d["policy"] and p["param"] == d["threshold"])
+    fixed = [p for p in pts if p["policy"].startswith("fixed: ") and p["flops_per_image"] <= mine["flops_per_image"]]
+    return mine, max(fixed, key=lambda p: p["quality"], default=None)
+
+
 def _deployed_line(result: dict) -> list[str]:
     """The saved policy, its out-of-sample point and the best fixed option at no more FLOPs beside it."""
     d = result.get("deployed")
     if d is None:
         return []
-    pts = result["points"]
-    mine = next(p for p in pts if p["policy"] == d["policy"] and p["param"] == d["threshold"])
-    fixed = [p for p in pts if p["policy"].startswith("fixed: ") and p["flops_per_image"] <= mine["flops_per_image"]]
-    best = max(fixed, key=lambda p: p["quality"], default=None)
+    mine, best = _deployed_and_best_fixed(result)
     ci = lambda p: p["quality_ci"] or (float("nan"), float("nan"))
     verdict = ("no fixed option is as cheap" if best is None else
                f"the best fixed option at no more FLOPs, {best['policy'][7:]}, has "
@@ -545,7 +551,8 @@ def _class_section(run: Run) -> list[str]:
 
     decisions, scores = io.read_npz(run.path("routed", "decisions.npz")), labels_stage.load_scores(run)
     rows = evaluation.per_class(run.cfg.data.classes, seeds_stage.load(run)["labels"], decisions["to_a"],
-                                decisions["oracle_to_a"], scores["score_a"], scores["score_b"], seed=run.cfg.router.seed,
+                                decisions["oracle_to_a"], scores["score_a"], scores["score_b"],
+                                seed=run.cfg.router.seed,
                                 boot=evaluation.BootstrapConfig(n_resamples=run.cfg.cost.bootstrap))
     cost, out, classes = routed_stage.load(run), run.path("report"), run.cfg.data.classes
     by_class = cost["curves"].get("by_class")
@@ -573,11 +580,9 @@ def _class_allocation(result: dict, out: Path, classes: tuple[str, ...]) -> list
     d, pts = result.get("deployed"), result["points"]
     if d is None or "per_class" not in pts[0]:
         return []
-    mine = next(p for p in pts if p["policy"] == d["policy"] and p["param"] == d["threshold"])
+    mine, best = _deployed_and_best_fixed(result)
     rand = next(p for p in pts if p["policy"].startswith("random") and p["param"] == d["threshold"]
                 and ("cascade" in p["policy"]) == (d["policy"] == "cascade"))
-    fixed = [p for p in pts if p["policy"].startswith("fixed: ") and p["flops_per_image"] <= mine["flops_per_image"]]
-    best = max(fixed, key=lambda p: p["quality"], default=None)
     oracle = next(p for p in pts if p["policy"] == ("oracle (all options)" if d["policy"] == "cascade" else "oracle"))
     shown = [(f"{d['policy']} @ {d['threshold']:.2f}", mine), (rand["policy"], rand)]
     shown += ([(best["policy"], best)] if best else []) + [(oracle["policy"], oracle)]

@@ -18,7 +18,9 @@ def setup(workdir: Path) -> None:
     """Log to stderr and to `<workdir>/run.log` (appended across resumes; by process 0 of several)."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        handlers = [logging.StreamHandler(), *([logging.FileHandler(workdir / "run.log")] if sharding.is_writer() else [])]
+        handlers = [logging.StreamHandler()]
+        if sharding.is_writer():  # one writer of run.log among several processes
+            handlers.append(logging.FileHandler(workdir / "run.log"))
     except OSError as e:
         raise io.WriteError(e.errno or 0, f"cannot create the work dir {workdir}: {e.strerror}. "
                             "Choose a writable --workdir.") from None
