@@ -18,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
+import chex
 import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.metrics import cohen_kappa_score
 
 from hybrid_jax import evaluation
 
@@ -44,9 +46,30 @@ class Options:
         return np.argsort(self.cost[:, 1], kind="stable")  # by FLOPs
 
 
-def acceptable(quality: np.ndarray, tau: float | np.ndarray) -> np.ndarray:
-    """[n, K] bool: option k's image is within tau (a number, or each seed's [n]) of the seed's best option's image."""
-    return quality >= quality.max(axis=1, keepdims=True) - np.reshape(tau, (-1, 1))
+def acceptable(quality: np.ndarray, tau: float | np.ndarray, human: np.ndarray | None = None) -> np.ndarray:
+    """[n, K] bool: option k's image is within tau (a number, or each seed's [n]) of the seed's best option's image;
+    where `human` [n, K] (1 acceptable, 0 not, NaN not labeled) has a person's verdict, that verdict instead."""
+    ok = quality >= quality.max(axis=1, keepdims=True) - np.reshape(tau, (-1, 1))
+    if human is None:
+        return ok
+    chex.assert_equal_shape((quality, human))
+    return np.where(np.isnan(human), ok, human > 0.5)
+
+
+def human_agreement(auto_ok: np.ndarray, human: np.ndarray, names: Sequence[str]) -> dict:
+    """People's verdicts (`human` [n, K], NaN where not labeled) against the automated acceptability `auto_ok`
+    [n, K] on the labeled pairs: overall and per option, the count, both acceptable shares, accuracy and
+    Cohen's kappa (sklearn's; NaN where undefined)."""
+    def row(mask):
+        h, a = human[mask] > 0.5, auto_ok[mask]
+        n = int(mask.sum())
+        kappa = float(cohen_kappa_score(h, a)) if n and len(np.unique(np.r_[h, a])) > 1 else float("nan")
+        return {"n": n, "human_acceptable": float(h.mean()) if n else float("nan"),
+                "automated_acceptable": float(a.mean()) if n else float("nan"),
+                "accuracy": float(np.mean(h == a)) if n else float("nan"), "cohen_kappa": kappa}
+    labeled = ~np.isnan(human)
+    return {**row(labeled), "by_option": {name: row(labeled & (np.arange(len(names)) == k)[None])
+                                          for k, name in enumerate(names) if labeled[:, k].any()}}
 
 
 def cheapest(ok: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -162,14 +185,15 @@ def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarra
              thresholds: Sequence[float] = THRESHOLDS, feats: np.ndarray | None = None,
              feats_real: np.ndarray | None = None, gb: dict | None = None, seed: int = 0,
              boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig(), n_mc: int = 16,
-             X_a: np.ndarray | None = None, classes: Classes | None = None) -> dict:
+             X_a: np.ndarray | None = None, classes: Classes | None = None, human: np.ndarray | None = None) -> dict:
     """Every policy's cost-quality point on the same seeds (see the module docstring). With A's probe features
     `X_a` and options that continue A's probe (`opts.probe` "A"): A's probe alone choosing A's budget, and the
     cascade (B's probe -> a B option, else A's probe -> A's budget; both probes paid where they ran). With
-    `classes`, every point also has per-class rows."""
+    `classes`, every point also has per-class rows. With `human` [n, K] (1/0, NaN where nobody labeled), people's
+    verdicts replace the automated acceptability where they exist, and the result says how far they agree."""
     rng = np.random.default_rng(seed)
     n, k = quality.shape
-    ok = acceptable(quality, tau)
+    ok = acceptable(quality, tau, human)
     order = opts.cheapest_first
     base = np.setdiff1d(np.arange(k), opts.columns("A"))  # the options decided from B's probe alone
     point = lambda name, param, choice, probed: _point(name, param, choice, probed, quality, opts, feats,
@@ -202,4 +226,6 @@ def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarra
     taus = np.unique(np.asarray(tau, float))
     return {"n": n, "options": list(opts.names), "tau": float(taus[0]) if len(taus) == 1 else "per class",
             "acceptable_share": ok.mean(0).tolist(),
+            **({"human": human_agreement(acceptable(quality, tau), human, opts.names)}
+               if human is not None and not np.isnan(human).all() else {}),
             "oracle_mix": np.bincount(oracle, minlength=k).tolist(), "learned_exact": exact, "points": points}

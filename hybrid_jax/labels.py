@@ -58,24 +58,41 @@ def read_labels_table(path: str | os.PathLike, known_seeds: Sequence[int] | None
     Raises LabelError naming the file and 1-based line for: a missing or empty file, a wrong
     header, a wrong field count, a non-integer, unknown or duplicate seed, a bad label.
     """
-    path = Path(path)
+    known = None if known_seeds is None else {(int(s),) for s in known_seeds}
+    labels, extra = read_keyed_labels(path, SEED_KEY, known)
+    return {k[0]: v for k, v in labels.items()}, {k[0]: v for k, v in extra.items()}
+
+
+SEED_KEY = ("seed",)  # one label per seed: the binary study (is B's image acceptable?)
+OPTION_KEY = ("seed", "option")  # one label per (seed, option): is the option's image as good as the reference's?
+
+
+def read_keyed_labels(path: str | os.PathLike, key: Sequence[str] = SEED_KEY, known: set | None = None
+                      ) -> tuple[dict[tuple, str], dict[tuple, dict[str, str]]]:
+    """Read a labels CSV whose rows are keyed by the columns `key` (`SEED_KEY` or `OPTION_KEY`) into
+    ({key tuple: label}, {key tuple: {extra column: value}}); keys are (seed,) or (seed, option name).
+
+    The header must start with the key columns and `label`. With `known` (a set of key tuples), every
+    row's key must be one of them. Errors as `read_labels_table`, naming the file and line.
+    """
+    path, key = Path(path), tuple(key)
+    head = (*key, "label")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise _fail(path, None, "file not found", "Label the seeds first (labeling page or "
                     "automated labeler) or pass the right path") from None
     if not text.strip():
-        raise _fail(path, 1, "the file is empty", "Expected a header 'seed,label' and one row "
-                    "per seed; re-export the labels")
+        raise _fail(path, 1, "the file is empty", f"Expected a header '{','.join(head)}' and one row "
+                    f"per {_what(key)}; re-export the labels")
     reader = csv.reader(_stdio.StringIO(text))
     header = [h.strip().lower() for h in next(reader)]
-    if tuple(header[:2]) != HEADER:
-        raise _fail(path, 1, f"header is {','.join(header)!r}, expected it to start with 'seed,label'",
-                    "Fix the first line; extra columns may follow 'seed,label'")
-    known = None if known_seeds is None else {int(s) for s in known_seeds}
-    labels: dict[int, str] = {}
-    extra: dict[int, dict[str, str]] = {}
-    first_line: dict[int, int] = {}
+    if tuple(header[:len(head)]) != head:
+        raise _fail(path, 1, f"header is {','.join(header)!r}, expected it to start with '{','.join(head)}'",
+                    f"Fix the first line; extra columns may follow '{','.join(head)}'")
+    labels: dict[tuple, str] = {}
+    extra: dict[tuple, dict[str, str]] = {}
+    first_line: dict[tuple, int] = {}
     for fields in reader:
         row = reader.line_num
         if not fields or all(not f.strip() for f in fields):
@@ -84,32 +101,45 @@ def read_labels_table(path: str | os.PathLike, known_seeds: Sequence[int] | None
             raise _fail(path, row, f"{len(fields)} fields, the header has {len(header)}",
                         "Each row needs one value per header column")
         try:
-            seed = parse_seed(fields[0])
+            k = (parse_seed(fields[0]), *(f.strip() for f in fields[1:len(key)]))
         except ValueError:
             raise _fail(path, row, f"seed {fields[0]!r} is not an integer", "Seeds are whole numbers") from None
-        if known is not None and seed not in known:
-            raise _fail(path, row, f"seed {seed} is not one of the {len(known)} generated seeds",
+        shown = _show(k)
+        if known is not None and k not in known:
+            raise _fail(path, row, f"{shown} is not one of the {len(known)} {_what(key)}s of this run",
                         "Remove the row or label the seeds of this run")
-        if seed in labels:
-            raise _fail(path, row, f"seed {seed} is labeled twice (first on line {first_line[seed]})",
-                        "Keep one row per seed")
-        label = fields[1].strip()
+        if k in labels:
+            raise _fail(path, row, f"{shown} is labeled twice (first on line {first_line[k]})",
+                        f"Keep one row per {_what(key)}")
+        label = fields[len(key)].strip()
         if label not in LABELS:
-            raise _fail(path, row, f"label {fields[1]!r} is not one of {', '.join(LABELS)}",
+            raise _fail(path, row, f"label {fields[len(key)]!r} is not one of {', '.join(LABELS)}",
                         "Correct the label")
-        labels[seed] = label
-        first_line[seed] = row
-        if len(header) > 2:
-            extra[seed] = dict(zip(header[2:], (f.strip() for f in fields[2:])))
+        labels[k] = label
+        first_line[k] = row
+        if len(header) > len(head):
+            extra[k] = dict(zip(header[len(head):], (f.strip() for f in fields[len(head):])))
     return labels, extra
 
 
-def _check_mapping(labels: Mapping[int, str], what: str = "labels") -> None:
-    for seed, label in labels.items():
+def _what(key: tuple) -> str:
+    return " and ".join(key) if len(key) > 1 else key[0]
+
+
+def _show(k: tuple) -> str:
+    return f"seed {k[0]}" + "".join(f", option {v!r}" for v in k[1:])
+
+
+def _check_mapping(labels: Mapping, what: str = "labels", key_len: int = 1) -> None:
+    """Keys are seeds (key_len 1, as ints) or (seed, option name) tuples; labels are LABELS."""
+    for k, label in labels.items():
+        seed, rest = (k, ()) if key_len == 1 else (k[0], k[1:])
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise LabelError(f"{what}: seed {seed!r} is not an integer. Seeds are whole numbers.")
+        if len(rest) != key_len - 1 or not all(isinstance(v, str) and v.strip() for v in rest):
+            raise LabelError(f"{what}: key {k!r} must be (seed, option name).")
         if label not in LABELS:
-            raise LabelError(f"{what}: seed {seed} has label {label!r}, expected one of {', '.join(LABELS)}.")
+            raise LabelError(f"{what}: {_show((seed, *rest))} has label {label!r}, expected one of {', '.join(LABELS)}.")
 
 
 def write_labels(path: str | os.PathLike, labels: Mapping[int, str],
@@ -120,22 +150,32 @@ def write_labels(path: str | os.PathLike, labels: Mapping[int, str],
     file is either replaced completely or left as it was.
     """
     _check_mapping(labels)
+    write_keyed_labels(path, {(s,): v for s, v in labels.items()}, {(s,): v for s, v in (extra or {}).items()})
+
+
+def write_keyed_labels(path: str | os.PathLike, labels: Mapping[tuple, str],
+                       extra: Mapping[tuple, Mapping[str, str]] | None = None, key: Sequence[str] = SEED_KEY) -> None:
+    """Write {key tuple: label} (keys as `read_keyed_labels` returns them) plus optional extra columns,
+    sorted by key; validated first, written atomically."""
+    key = tuple(key)
+    _check_mapping({k if len(key) > 1 else k[0]: v for k, v in labels.items()}, key_len=len(key))
     extra = extra or {}
     stray = sorted(set(extra) - set(labels))
     if stray:
-        raise LabelError(f"extra columns given for unlabeled seeds {stray[:10]}. Label them or drop the extras.")
+        shown = [k if len(key) > 1 else k[0] for k in stray[:10]]
+        raise LabelError(f"extra columns given for unlabeled {_what(key)}s {shown}. Label them or drop the extras.")
     columns: list[str] = []
     for fields in extra.values():
         columns += [c for c in fields if c not in columns]
-    clash = [c for c in columns if c.strip().lower() in HEADER]
+    clash = [c for c in columns if c.strip().lower() in (*key, "label")]
     if clash:
-        raise LabelError(f"extra column names {clash} clash with 'seed,label'. Rename them.")
+        raise LabelError(f"extra column names {clash} clash with '{','.join((*key, 'label'))}'. Rename them.")
     buf = _stdio.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*HEADER, *columns])
-    for seed in sorted(labels):
-        row_extra = extra.get(seed, {})
-        writer.writerow([int(seed), labels[seed], *(str(row_extra.get(c, "")) for c in columns)])
+    writer.writerow([*key, "label", *columns])
+    for k in sorted(labels):
+        row_extra = extra.get(k, {})
+        writer.writerow([int(k[0]), *k[1:], labels[k], *(str(row_extra.get(c, "")) for c in columns)])
     io.write_text(path, buf.getvalue())
 
 

@@ -59,12 +59,12 @@ def _tree_model(X: np.ndarray, y: np.ndarray, names: Sequence[str], gb: Mapping,
 
 def fit(features: Mapping[str, np.ndarray], feature_names: Mapping[str, Sequence[str]], quality: np.ndarray,
         opts: allocation.Options, tau: float | np.ndarray, threshold: float, *, gb: Mapping | None = None,
-        seed: int = 0) -> Policy:
+        seed: int = 0, human: np.ndarray | None = None) -> Policy:
     """The deployed policy on every seed: `features[probe]` [n, F] per probe ("B", and "A" where `opts` has
     options continuing A's probe), `quality` [n, K] of each option's image, `tau` the acceptability margin (a
-    number, or each seed's [n])."""
+    number, or each seed's [n]), `human` people's verdicts where they exist (`allocation.acceptable`)."""
     gb = dict(gb or allocation.DEFAULT_GB)
-    ok = allocation.acceptable(quality, tau)
+    ok = allocation.acceptable(quality, tau, human)
     order = opts.cheapest_first
     a_cols = opts.columns("A")
     if len(a_cols) and "A" not in features:

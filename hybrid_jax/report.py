@@ -277,7 +277,25 @@ def _allocation_section(result: dict, out: Path) -> list[str]:
             "Share of seeds acceptable per option: "
             + ", ".join(f"{n} {v:.0%}" for n, v in zip(result["options"], result["acceptable_share"]))
             + f". Learned allocation equals the oracle's choice for: {exact} of seeds (by threshold).",
-            *_deployed_line(result)]
+            _human_line(result), *_deployed_line(result)]
+
+
+def _human_line(result: dict) -> str:
+    """Whose verdicts the acceptability is, and how far people agree with the automated labels where they labeled."""
+    h = result.get("human")
+    if h is None:
+        return ("Every acceptability above is the automated labeler's: nobody labeled a (seed, option) pair "
+                "(`python -m experiments.label --compare options` shows each option beside the reference).")
+    per = "; ".join(f"{name}: {r['n']} pairs, {_num(r['accuracy'], '.0%')} agree"
+                    for name, r in h["by_option"].items())
+    return (f"People labeled {h['n']} (seed, option) pairs (`labels/human_options.csv`); there their verdict replaces "
+            f"the automated one. They agree with the automated labels on {_num(h['accuracy'], '.0%')} of them "
+            f"(Cohen's kappa {_num(h['cohen_kappa'], '.2f')}; acceptable: people {_num(h['human_acceptable'], '.0%')}, "
+            f"automated {_num(h['automated_acceptable'], '.0%')}). Per option: {per}.")
+
+
+def _num(v: float, fmt: str) -> str:
+    return "–" if v is None or np.isnan(v) else format(v, fmt)
 
 
 def _deployed_and_best_fixed(result: dict) -> tuple[dict, dict | None]:

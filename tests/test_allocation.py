@@ -191,3 +191,30 @@ def test_each_class_has_its_router_curve_beside_random_at_its_shares():
             random = by[("random", round(share * m.sum()) / m.sum())]
             assert random["quality"] == pytest.approx(share * qa[m].mean() + (1 - share) * qb[m].mean())
             assert random["quality_ci"][0] <= random["quality"] <= random["quality_ci"][1]
+
+
+def test_people_s_verdicts_replace_the_automated_ones_where_given():
+    """Where a person labeled a (seed, option) pair, the oracle and the learned allocation follow that verdict;
+    the agreement with the automated labels is reported, and equals sklearn's on the labeled pairs."""
+    from sklearn.metrics import cohen_kappa_score
+
+    quality, X, cheapest = _synthetic(n=200)
+    auto = allocation.acceptable(quality, 0.05)
+    human = np.full(quality.shape, np.nan)
+    human[:100, 1:] = 0.0  # the first 100 seeds: people accept none of the cheaper options
+    human[100:150, 3] = 1.0  # 50 more: people accept B/0 (where the automated rule may not)
+    ok = allocation.acceptable(quality, 0.05, human)
+    assert not ok[:100, 1:].any() and ok[100:150, 3].all()
+    np.testing.assert_array_equal(ok[150:], auto[150:])
+    out = _run(quality, X, human=human)
+    oracle = next(p for p in out["points"] if p["policy"] == "oracle")
+    expected = np.where(np.arange(200) < 100, 0, np.where(np.arange(200) < 150, 3, cheapest))
+    assert oracle["flops_per_image"] == pytest.approx(COST[expected, 1].mean())
+    labeled = ~np.isnan(human)
+    h, a = human[labeled] > 0.5, auto[labeled]
+    agree = out["human"]
+    assert agree["n"] == labeled.sum() == 100 * 3 + 50
+    assert agree["accuracy"] == pytest.approx(np.mean(h == a))
+    assert agree["cohen_kappa"] == pytest.approx(cohen_kappa_score(h, a))
+    assert set(agree["by_option"]) == set(NAMES[1:]) and agree["by_option"]["B/0"]["n"] == 150
+    assert "human" not in _run(quality, X, human=np.full(quality.shape, np.nan))

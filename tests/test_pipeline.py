@@ -306,3 +306,38 @@ def test_a_stage_version_bump_reruns_it_and_version_0_keeps_old_fingerprints():
     assert old.fingerprint(run, upstream) == rundir.fingerprint("labels", [], ["abc"], ())
     bumped = rundir.Stage("labels", lambda r: {}, after=("seeds",), version=1)
     assert bumped.fingerprint(run, upstream) != old.fingerprint(run, upstream)
+
+
+def test_people_s_option_labels_reach_the_allocate_stage(finished, tmp_path):
+    """The options labeling page over a finished run shows the allocate stage's images; the labels it writes,
+    keyed by (seed, option), re-run the allocate stage (and the report) only, which then follows them."""
+    import shutil
+
+    from hybrid_jax import labeling, labels as labels_lib
+
+    workdir = tmp_path / "labeled"
+    shutil.copytree(finished, workdir)
+    svc = labeling.LabelingService(workdir, source=labeling.OPTIONS)
+    seeds = svc.seeds()
+    names = io.read_json(workdir / "allocate" / "results.json")["options"]
+    assert seeds.reference == names[0] and set(seeds.candidates) == set(names[1:])
+    first = svc.state()["next"]
+    pair = (seeds.reference, first["option"])
+    shown = labeling.side_model("right", first["left"], pair)
+    stored = seeds.images[shown][seeds.index[first["seed"]]]
+    assert svc.image_png(first["seed"], "right", first["option"]) == labeling.to_png(stored)
+    reference = io.read_npz(workdir / "seeds" / "seeds.npz")["images_a"]
+    np.testing.assert_array_equal(seeds.images[seeds.reference], reference)
+    # a person finds every cheaper option of every seed worse than the reference
+    svc.label({"seed": first["seed"], "option": first["option"], "answer": "left" if first["left"] == pair[0]
+               else "right"})
+    rows = {(int(s), o): "A_needed" for s in seeds.seeds for o in seeds.candidates}
+    labels_lib.write_keyed_labels(workdir / labeling.OPTIONS_FILE, rows, key=labels_lib.OPTION_KEY)
+    log_before = (workdir / "run.log").read_text()
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir)]) == 0
+    assert _stages_run(workdir, log_before) == ["allocate", "report"]
+    out = io.read_json(workdir / "allocate" / "results.json")
+    assert out["human"]["n"] == len(rows) and out["acceptable_share"][1:] == [0.0] * (len(names) - 1)
+    points = {p["policy"]: p for p in out["points"]}
+    assert points["oracle"]["flops_per_image"] == points[f"fixed: {names[0]}"]["flops_per_image"]
+    assert f"People labeled {len(rows)} (seed, option) pairs" in (workdir / "report" / "report.md").read_text()

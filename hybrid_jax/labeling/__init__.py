@@ -1,19 +1,27 @@
-"""The labeling page: a person compares Model A's and Model B's image of each seed in a browser.
+"""The labeling page: a person compares two images of each seed in a browser.
 
-`create_app(workdir, seed=0)` returns a Flask app that serves one page and a small JSON API over
-a run's work dir:
+`create_app(workdir, seed=0, source=BINARY)` returns a Flask app that serves one page and a small
+JSON API over a run's work dir. What is compared is a `Source` value:
 
-- input: `<workdir>/seeds/seeds.npz` with `seeds` [N], `images_a` and `images_b` [N, H, W, 3]
-  in [-1, 1] (written by the pipeline's seeds stage);
-- output: `<workdir>/labels/human.csv` with header `seed,label,answer,left` (read by the router
-  stage through `hybrid_jax.labels.read_labels`), plus a small sidecar
-  `<workdir>/labels/human.progress.json` that remembers the order of the answers (for undo) and
-  the skipped seeds.
+- `BINARY` (the brief's study): Model A's and Model B's image of each seed.
+  Input: `<workdir>/seeds/seeds.npz` with `seeds` [N], `images_a` and `images_b` [N, H, W, 3]
+  in [-1, 1] (written by the pipeline's seeds stage). Output: `<workdir>/labels/human.csv` with
+  header `seed,label,answer,left` (read by the router stage through `hybrid_jax.labels.read_labels`).
+- `OPTIONS` (the allocation study): for each seed, the reference option (A at its full budget)
+  beside every other option, one pair at a time. Input: the allocate stage's manifest
+  `<workdir>/allocate/labeling.json` and the image files it names. Output:
+  `<workdir>/labels/human_options.csv` with header `seed,option,label,answer,left`, one row per
+  (seed, option): `cheap_ok` means the option's image is about as good as the reference's. The
+  allocate stage takes these verdicts in place of the automated ones where they exist.
 
-Each seed's two images are shown in a random left/right order so that the person judges the
-images, not the models; the order is a pure function of (seed, run seed), so a reload shows the
-same sides. The answer ("left", "right" or "same") maps to the label: `A_needed` iff the side
-that shows A was chosen as clearly better, `cheap_ok` otherwise (about the same, or B better).
+Each labels file has a small sidecar (`<name>.progress.json`) that remembers the order of the
+answers (for undo) and the skipped items.
+
+Each pair is shown in a random left/right order so that the person judges the images, not the
+models; the order is a pure function of (seed, option, run seed), so a reload shows the same sides.
+The answer ("left", "right" or "same") maps to the label: `A_needed` iff the side that shows the
+reference (A) was chosen as clearly better, `cheap_ok` otherwise (about the same, or the candidate
+better).
 In a run of several classes the page names each seed's class (the seeds file's `labels`, the
 classes of the run's `run.json`) and `/api/state` counts labels per class (`by_class`).
 
@@ -28,10 +36,11 @@ from another web page (`Origin`), gets 403, and a change without a JSON body get
 Endpoints:
     GET  /                       the page (package data `page.html`, keyboard driven)
     GET  /api/state              progress and the next seed to label with its side order
-    GET  /img/<seed>/<side>.png  side in {left, right}: the image shown on that side, upscaled
-    POST /api/label {seed, answer[, left]}  answer in {left, right, same}
-    POST /api/undo  {} or {seed} remove the most recent answer (or the given seed's)
-    POST /api/skip  {seed}       put the seed after all other unlabeled seeds
+    GET  /img/<seed>/<side>.png[?option=NAME]  side in {left, right}: the image shown on that side,
+                                 upscaled (`option`: the candidate, needed with several)
+    POST /api/label {seed[, option], answer[, left]}  answer in {left, right, same}
+    POST /api/undo  {} or {seed[, option]} remove the most recent answer (or the given item's)
+    POST /api/skip  {seed[, option]}  put the item after all other unlabeled items
 
 Modules: `service` (the logic and files, no Flask), `guard` (which requests are accepted, no
 Flask), `app` (the Flask routes; needs the `label` extra). Importing this package does not need
@@ -43,17 +52,25 @@ from __future__ import annotations
 
 from hybrid_jax.labeling.service import (
     ANSWERS,
+    BINARY,
     COLUMNS,
     DISPLAY_SIZE,
     MODELS,
+    OPTIONS,
+    OPTIONS_FILE,
+    OPTIONS_MANIFEST,
+    SEEDS_FILE,
     SIDES,
+    SOURCES,
     ApiError,
     LabelingService,
     LabelStore,
     Seeds,
     Snapshot,
+    Source,
     answer_to_label,
     left_model,
+    load_options,
     load_seeds,
     next_seed,
     progress,
@@ -68,10 +85,11 @@ INSTALL_HINT = 'pip install -e ".[label]"'
 _FLASK_NAMES = ("create_app", "page_html")
 
 __all__ = [
-    "ANSWERS", "COLUMNS", "DISPLAY_SIZE", "INSTALL_HINT", "MODELS", "SIDES", "ApiError", "FlaskMissing",
-    "LabelStore", "LabelingService", "Seeds", "Snapshot", "answer_to_label", "create_app", "left_model",
-    "load_seeds", "next_seed", "page_html", "progress", "record_answer", "remove_answer", "side_model",
-    "skip_seed", "to_png",
+    "ANSWERS", "BINARY", "COLUMNS", "DISPLAY_SIZE", "INSTALL_HINT", "MODELS", "OPTIONS", "OPTIONS_FILE",
+    "OPTIONS_MANIFEST", "SEEDS_FILE", "SIDES", "SOURCES",
+    "ApiError", "FlaskMissing", "LabelStore", "LabelingService", "Seeds", "Snapshot", "Source",
+    "answer_to_label", "create_app", "left_model", "load_options", "load_seeds", "next_seed", "page_html",
+    "progress", "record_answer", "remove_answer", "side_model", "skip_seed", "to_png",
 ]
 
 

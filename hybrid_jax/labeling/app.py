@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from hybrid_jax import io
 from hybrid_jax.labeling import guard
-from hybrid_jax.labeling.service import DISPLAY_SIZE, ApiError, LabelingService
+from hybrid_jax.labeling.service import BINARY, DISPLAY_SIZE, ApiError, LabelingService, Source
 
 PAGE_FILE = "page.html"
 
@@ -27,14 +27,15 @@ def page_html() -> str:
 
 
 def create_app(workdir: str | os.PathLike, seed: int = 0, display_size: int = DISPLAY_SIZE, *,
-               allowed_hosts: Iterable[str] = ()) -> Flask:
-    """The labeling app for `workdir`; `seed` (the run seed) fixes the random left/right order.
+               allowed_hosts: Iterable[str] = (), source: Source = BINARY) -> Flask:
+    """The labeling app for `workdir`; `seed` (the run seed) fixes the random left/right order, `source` what is
+    compared (`BINARY`: A vs B; `OPTIONS`: the allocation study's reference vs each other option).
 
     Only same-origin requests are served (see `hybrid_jax.labeling.guard`): the Host must be the
     address the server listens on (or a loopback spelling of it), plus any `allowed_hosts` given as
     "name" or "name:port".
     """
-    service = LabelingService(workdir, run_seed=seed, display_size=display_size)
+    service = LabelingService(workdir, run_seed=seed, display_size=display_size, source=source)
     allowed = guard.parse_allowed(allowed_hosts)
     page = page_html()
     app = Flask(__name__)
@@ -100,7 +101,7 @@ def _register_routes(app: Flask, service: LabelingService, page: str) -> None:
 
     @app.get("/img/<seed_text>/<side>.png")
     def image(seed_text: str, side: str):
-        resp = Response(service.image_png(seed_text, side), mimetype="image/png")
+        resp = Response(service.image_png(seed_text, side, request.args.get("option")), mimetype="image/png")
         resp.headers["Cache-Control"] = "no-store"
         return resp
 

@@ -1,9 +1,17 @@
 """The labeling service: what the labeling page does, without HTTP (no Flask in this module).
 
+The page shows pairs: a seed's reference image (the costliest option) beside one candidate
+option's image of the same seed. Two sources (`Source` values) feed it: `BINARY`, the brief's A vs
+B from the seeds stage, keyed by seed (`labels/human.csv`, read by the router stage); `OPTIONS`,
+the allocation study's reference (A at its full budget) against every other option, keyed by
+(seed, option) (`labels/human_options.csv`, read by the allocate stage). An item's key is its seed
+(one candidate) or (seed, option name).
+
 - pure logic: the random-looking side order (`left_model`, `side_model`), answer -> label
-  (`answer_to_label`), the next seed (`next_seed`), the progress summary (`progress`) and the three
+  (`answer_to_label`), the next item (`next_seed`), the progress summary (`progress`) and the three
   changes of a `Snapshot` (`record_answer`, `remove_answer`, `skip_seed`), each returning a new one;
-- files: the seeds npz (`load_seeds`) and the labels CSV with its sidecar (`LabelStore`);
+- files: the images to compare (`load_seeds`, `load_options`) and the labels CSV with its sidecar
+  (`LabelStore`);
 - `LabelingService`: the page's operations (state, image, label, undo, skip) over one work dir,
   taking and returning plain JSON-like data and raising `ApiError` for anything it refuses.
 """
@@ -19,20 +27,22 @@ import os
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from hybrid_jax import io
-from hybrid_jax.labels import LabelError, parse_seed, read_labels_table, write_labels
+from hybrid_jax.labels import OPTION_KEY, SEED_KEY, LabelError, parse_seed, read_keyed_labels, write_keyed_labels
 
 log = logging.getLogger(__name__)
 
 ANSWERS = ("left", "right", "same")
 SIDES = ("left", "right")
-MODELS = ("A", "B")
+MODELS = ("A", "B")  # the binary page's (reference, candidate): the seeds file's images_a, images_b
 COLUMNS = ("answer", "left")  # extra CSV columns written after seed,label
 DISPLAY_SIZE = 256  # target on-screen size in px of each image (integer nearest-neighbour factor)
 RERUN = "Re-run the pipeline's seeds stage."
+SEEDS_FILE = Path("seeds") / "seeds.npz"  # the binary page's images, written by the seeds stage
 
 
 class ApiError(Exception):
@@ -46,32 +56,38 @@ class ApiError(Exception):
 
 # ----------------------------------------------------------------------------- pure logic
 
-def left_model(seed: int, run_seed: int = 0) -> str:
-    """Which model ("A" or "B") is shown on the left for `seed`: random-looking, deterministic.
+def left_model(seed: int, run_seed: int = 0, pair: tuple[str, str] = MODELS) -> str:
+    """Which of `pair` (reference, candidate) is shown on the left for `seed`: random-looking, deterministic.
 
-    A hash of (run seed, seed), so the same seed shows the same sides after a reload or a server
-    restart with the same run seed, independent of numpy versions and of the seed order.
+    A hash of (run seed, seed, candidate), so the same item shows the same sides after a reload or a
+    server restart with the same run seed, independent of numpy versions and of the item order.
     """
-    digest = hashlib.sha256(f"hybrid_jax.labeling:{int(run_seed)}:{int(seed)}".encode()).digest()
-    return MODELS[digest[0] & 1]
+    digest = hashlib.sha256(f"hybrid_jax.labeling:{int(run_seed)}:{int(seed)}:{pair[1]}".encode()).digest()
+    return pair[digest[0] & 1]
 
 
-def side_model(side: str, left: str) -> str:
-    """The model shown on `side` ("left"/"right") when `left` ("A"/"B") is on the left."""
+def side_model(side: str, left: str, pair: tuple[str, str] = MODELS) -> str:
+    """The option shown on `side` ("left"/"right") when `left` (one of `pair`) is on the left."""
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    if left not in MODELS:
-        raise ValueError(f"left must be one of {MODELS}, got {left!r}")
-    return left if side == "left" else MODELS[1 - MODELS.index(left)]
+    if left not in pair:
+        raise ValueError(f"left must be one of {pair}, got {left!r}")
+    return left if side == "left" else pair[1 - pair.index(left)]
 
 
-def answer_to_label(answer: str, left: str) -> str:
-    """`A_needed` iff the side that showed A was chosen as clearly better, else `cheap_ok`."""
+def answer_to_label(answer: str, left: str, pair: tuple[str, str] = MODELS) -> str:
+    """`A_needed` iff the side that showed the reference (`pair[0]`) was chosen as clearly better, else
+    `cheap_ok` (the candidate is about as good, or better)."""
     if answer not in ANSWERS:
         raise ValueError(f"answer must be one of {ANSWERS}, got {answer!r}")
     if answer == "same":
         return "cheap_ok"
-    return "A_needed" if side_model(answer, left) == "A" else "cheap_ok"
+    return "A_needed" if side_model(answer, left, pair) == pair[0] else "cheap_ok"
+
+
+def key_fields(key) -> dict:
+    """An item key as JSON fields: {"seed": s} or {"seed": s, "option": name}."""
+    return {"seed": key[0], "option": key[1]} if isinstance(key, tuple) else {"seed": key}
 
 
 def to_png(image: np.ndarray, size: int = DISPLAY_SIZE) -> bytes:
@@ -85,13 +101,17 @@ def to_png(image: np.ndarray, size: int = DISPLAY_SIZE) -> bytes:
 
 @dataclass(frozen=True)
 class Seeds:
+    """The images a page compares: per seed, the reference option's image beside each candidate's."""
+
     seeds: np.ndarray  # int64 [N], in the order the page presents them
-    images_a: np.ndarray  # [N, H, W, 3]
-    images_b: np.ndarray
+    images: dict  # option name -> [N, H, W, 3] in [-1, 1], the reference and every candidate
     index: dict  # seed -> row
     path: Path | None = None  # the file they were read from (for messages)
     classes: np.ndarray | None = None  # int [N] each seed's class (the seeds file's "labels"); None: one class
     class_names: tuple[str, ...] = ()  # the run's classes, indexed by `classes`
+    reference: str = MODELS[0]
+    candidates: tuple[str, ...] = MODELS[1:]  # compared with the reference, in the page's order per seed
+    key_columns: tuple[str, ...] = SEED_KEY  # the labels CSV's key: SEED_KEY (one candidate) or OPTION_KEY
 
     def class_of(self, seed: int) -> str | None:
         """The seed's class name with several classes, else None."""
@@ -99,8 +119,20 @@ class Seeds:
             return None
         return self.class_names[int(self.classes[self.index[seed]])]
 
-    def image(self, seed: int, model: str) -> np.ndarray:
-        return (self.images_a if model == "A" else self.images_b)[self.index[seed]]
+    def image(self, seed: int, option: str) -> np.ndarray:
+        return self.images[option][self.index[seed]]
+
+    def key(self, seed: int, option: str | None = None):
+        """The item key of (seed, candidate): the seed alone when the CSV is keyed by seed."""
+        return seed if self.key_columns == SEED_KEY else (seed, option)
+
+    def split(self, key) -> tuple[int, str]:
+        """(seed, candidate option) of an item key."""
+        return key if isinstance(key, tuple) else (key, self.candidates[0])
+
+    def items(self) -> list:
+        """Every item's key in the page's order: seed by seed, each seed's candidates in turn."""
+        return [self.key(s, c) for s in self.seeds.tolist() for c in self.candidates]
 
     def check(self, seed: int) -> int:
         """`seed` if it is one of these seeds, else ApiError(404)."""
@@ -109,25 +141,78 @@ class Seeds:
                                 f"({self.path})")
         return seed
 
+    def option(self, name: str | None) -> str:
+        """The candidate `name` (None: the only candidate), else ApiError(400/404)."""
+        if name is None:
+            if len(self.candidates) > 1:
+                raise ApiError(400, f"missing field 'option': one of {', '.join(self.candidates)}")
+            return self.candidates[0]
+        if name not in self.candidates:
+            raise ApiError(404, f"option {name!r} is not one compared with {self.reference!r} "
+                                f"({', '.join(self.candidates)})")
+        return name
+
 
 def load_seeds(path: str | os.PathLike, class_names: tuple[str, ...] = ()) -> Seeds:
-    """Read and check a seeds npz; raises ApiError(404/422) saying what is wrong and what to do.
-    `class_names`: the run's classes, which the file's per-seed "labels" index (several: shown per seed)."""
+    """The binary page's images, A's beside B's: read and check a seeds npz; raises ApiError(404/422)
+    saying what is wrong and what to do. `class_names`: the run's classes, which the file's per-seed
+    "labels" index (several: shown per seed)."""
     path = Path(path)
+    arrays = _read_seeds_file(path)
+    return _checked(path, arrays, {"A": ("images_a", arrays), "B": ("images_b", arrays)}, class_names)
+
+
+def load_options(workdir: str | os.PathLike, class_names: tuple[str, ...] = ()) -> Seeds:
+    """The allocation study's images, the reference option's beside every other option's: read the allocate
+    stage's manifest (`allocate/labeling.json`) and the image files it names."""
+    workdir = Path(workdir)
+    manifest_path = workdir / OPTIONS_MANIFEST
+    if not manifest_path.is_file():
+        raise ApiError(404, f"{manifest_path} not found: no allocation options in this work dir. Run the "
+                            "pipeline's allocate stage first (python -m experiments.run) or pass the right --workdir.")
+    try:
+        manifest = io.read_json(manifest_path)
+        names = [o["name"] for o in manifest["options"]]
+        files = {f: _read_seeds_file(workdir / f) for f in dict.fromkeys(o["file"] for o in manifest["options"])}
+        arrays = _read_seeds_file(workdir / manifest["seeds_file"])
+        named = {o["name"]: (o["array"], files[o["file"]]) for o in manifest["options"]}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ApiError(422, f"{manifest_path} is not a readable options manifest ({type(e).__name__}: {e}). "
+                            "Re-run the pipeline's allocate stage.") from None
+    for o in manifest["options"]:
+        seeds = files[o["file"]].get("seeds")
+        if seeds is not None and not np.array_equal(seeds, arrays["seeds"]):
+            raise ApiError(422, f"{workdir / o['file']} holds other seeds than {workdir / manifest['seeds_file']}. "
+                                "Re-run the pipeline's allocate stage.")
+    seeds = _checked(workdir / manifest["seeds_file"], arrays, named, class_names)
+    return replace(seeds, reference=names[0], candidates=tuple(names[1:]), key_columns=OPTION_KEY)
+
+
+OPTIONS_MANIFEST = Path("allocate") / "labeling.json"  # written by the allocate stage
+OPTIONS_FILE = Path("labels") / "human_options.csv"  # the options page's labels, read by the allocate stage
+
+
+def _read_seeds_file(path: Path) -> dict:
     if not path.is_file():
         raise ApiError(404, f"{path} not found: no generated seeds in this work dir. Run the "
                             "pipeline's seeds stage first (python -m experiments.run) or pass the "
                             "right --workdir.")
     try:
-        arrays = io.read_npz(path)
+        return io.read_npz(path)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
         raise ApiError(422, f"{path} cannot be read ({type(e).__name__}: {e}). {RERUN}") from None
-    missing = [k for k in ("seeds", "images_a", "images_b") if k not in arrays]
+
+
+def _checked(path: Path, arrays: dict, named: dict, class_names: tuple[str, ...]) -> Seeds:
+    """Seeds over `arrays` ("seeds", "labels") with each option's images `named[option]` = (array name, its file's
+    arrays), every problem an ApiError(422)."""
+    missing = [k for k, z in [("seeds", arrays), *named.values()] if k not in z]
     if missing:
         raise ApiError(422, f"{path} has no array(s) {', '.join(missing)} (it has "
                             f"{', '.join(sorted(arrays)) or 'none'}). {RERUN}")
-    seeds, a, b = arrays["seeds"], arrays["images_a"], arrays["images_b"]
-    problems = _seeds_problems(seeds, a, b)
+    seeds = arrays["seeds"]
+    images = {name: z[k] for name, (k, z) in named.items()}
+    problems = _seeds_problems(seeds, {k: z[k] for k, z in named.values()})
     if problems:
         raise ApiError(422, f"{path}: {'; '.join(problems)}. {RERUN}")
     classes = arrays.get("labels") if class_names else None
@@ -135,7 +220,7 @@ def load_seeds(path: str | os.PathLike, class_names: tuple[str, ...] = ()) -> Se
         raise ApiError(422, f"{path}: its classes ('labels') do not match the run's {len(class_names)} class(es) "
                             f"({', '.join(class_names)}). {RERUN}")
     seeds = seeds.astype(np.int64)
-    return Seeds(seeds, a, b, {int(s): i for i, s in enumerate(seeds)}, path, classes, tuple(class_names))
+    return Seeds(seeds, images, {int(s): i for i, s in enumerate(seeds)}, path, classes, tuple(class_names))
 
 
 def run_class_names(workdir: str | os.PathLike) -> tuple[str, ...]:
@@ -148,17 +233,18 @@ def run_class_names(workdir: str | os.PathLike) -> tuple[str, ...]:
     return DataConfig(class_name=io.read_json(path)["config"]["data"]["class_name"]).classes
 
 
-def _seeds_problems(seeds: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[str]:
+def _seeds_problems(seeds: np.ndarray, images: dict) -> list[str]:
     problems = []
     if seeds.ndim != 1 or seeds.dtype.kind not in "iu":
         problems.append(f"'seeds' must be a 1-D integer array, got {seeds.dtype} {seeds.shape}")
-    for name, arr in (("images_a", a), ("images_b", b)):
+    for name, arr in images.items():
         if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype.kind != "f":
             problems.append(f"'{name}' must be float [N, H, W, 3], got {arr.dtype} {arr.shape}")
         elif seeds.ndim == 1 and arr.shape[0] != seeds.shape[0]:
             problems.append(f"'{name}' has {arr.shape[0]} images for {seeds.shape[0]} seeds")
-    if not problems and a.shape != b.shape:
-        problems.append(f"'images_a' {a.shape} and 'images_b' {b.shape} differ in shape")
+    shapes = {k: a.shape for k, a in images.items()}
+    if not problems and len(set(shapes.values())) > 1:
+        problems.append(" and ".join(f"'{k}' {v}" for k, v in shapes.items()) + " differ in shape")
     if not problems and len(np.unique(seeds)) != len(seeds):
         problems.append("'seeds' has duplicates")
     return problems
@@ -168,96 +254,114 @@ def _seeds_problems(seeds: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[str
 
 @dataclass
 class Snapshot:
-    labels: dict = field(default_factory=dict)  # seed -> label
-    extra: dict = field(default_factory=dict)  # seed -> {column: value}, columns beyond seed,label
-    history: list = field(default_factory=list)  # labeled seeds, oldest answer first (this page's)
-    skipped: list = field(default_factory=list)  # unlabeled seeds the person skipped, in skip order
+    labels: dict = field(default_factory=dict)  # item key -> label
+    extra: dict = field(default_factory=dict)  # item key -> {column: value}, columns beyond the key and label
+    history: list = field(default_factory=list)  # labeled items, oldest answer first (this page's)
+    skipped: list = field(default_factory=list)  # unlabeled items the person skipped, in skip order
 
 
-def next_seed(seeds: Seeds, snap: Snapshot) -> int | None:
-    """The first unlabeled, unskipped seed in file order; then the skipped ones in skip order."""
+def next_seed(seeds: Seeds, snap: Snapshot):
+    """The first unlabeled, unskipped item in page order; then the skipped ones in skip order."""
     skipped = set(snap.skipped)
-    for s in seeds.seeds.tolist():
-        if s not in snap.labels and s not in skipped:
-            return s
+    for k in seeds.items():
+        if k not in snap.labels and k not in skipped:
+            return k
     return snap.skipped[0] if snap.skipped else None
 
 
+def _counts(keys, labels: dict) -> dict:
+    keys = list(keys)
+    return {"total": len(keys), "labeled": sum(k in labels for k in keys),
+            "cheap_ok": sum(labels.get(k) == "cheap_ok" for k in keys)}
+
+
 def progress(seeds: Seeds, snap: Snapshot, run_seed: int = 0) -> dict:
-    """What the page shows: counts, the cheap_ok share and the next seed with its sides."""
+    """What the page shows: counts (overall, per class with several, per candidate option), the cheap_ok share
+    and the next item with its sides."""
     n_cheap = sum(v == "cheap_ok" for v in snap.labels.values())
     labeled = len(snap.labels)
     nxt = next_seed(seeds, snap)
-    by_class = {}  # with several classes: each class's seeds, labeled and cheap_ok
-    for s in seeds.seeds.tolist():
-        if (name := seeds.class_of(s)) is not None:
-            row = by_class.setdefault(name, {"total": 0, "labeled": 0, "cheap_ok": 0})
-            row["total"] += 1
-            row["labeled"] += s in snap.labels
-            row["cheap_ok"] += snap.labels.get(s) == "cheap_ok"
+    items = seeds.items()
+    class_of = {k: seeds.class_of(seeds.split(k)[0]) for k in items}
+    by_class = {name: _counts((k for k in items if class_of[k] == name), snap.labels)
+                for name in dict.fromkeys(class_of.values()) if name is not None}
+    by_option = {c: _counts((k for k in items if seeds.split(k)[1] == c), snap.labels) for c in seeds.candidates}
     return {
-        "total": len(seeds.seeds),
+        "total": len(items),
         "labeled": labeled,
         "cheap_ok": n_cheap,
         "A_needed": labeled - n_cheap,
         "cheap_ok_share": (n_cheap / labeled) if labeled else None,
-        "skipped": list(snap.skipped),
+        "skipped": [_key_to_json(k) for k in snap.skipped],  # seeds, or [seed, option] pairs
         "can_undo": bool(snap.history),
         "done": nxt is None,
+        "reference": seeds.reference,
         "by_class": by_class,
-        "next": None if nxt is None else {
-            "seed": nxt, "class": seeds.class_of(nxt), "left": left_model(nxt, run_seed),
-            "right": side_model("right", left_model(nxt, run_seed)),
-            "position": seeds.index[nxt], "skipped": nxt in snap.skipped},
+        "by_option": by_option,
+        "next": None if nxt is None else _shown(seeds, nxt, run_seed, items.index(nxt), nxt in snap.skipped),
     }
 
 
-def record_answer(snap: Snapshot, seed: int, answer: str, left: str) -> tuple[Snapshot, dict]:
-    """`snap` with `answer` to `seed` (shown with `left` on the left) as its newest answer."""
-    label = answer_to_label(answer, left)
-    saved = {"seed": seed, "label": label, "answer": answer, "left": left,
-             "relabeled": seed in snap.labels}
+def _shown(seeds: Seeds, key, run_seed: int, position: int, skipped: bool) -> dict:
+    seed, option = seeds.split(key)
+    pair = (seeds.reference, option)
+    left = left_model(seed, run_seed, pair)
+    return {**key_fields(key), "option": option, "class": seeds.class_of(seed), "left": left,
+            "right": side_model("right", left, pair), "position": position, "skipped": skipped}
+
+
+def record_answer(snap: Snapshot, key, answer: str, left: str, pair: tuple[str, str] = MODELS
+                  ) -> tuple[Snapshot, dict]:
+    """`snap` with `answer` to item `key` (shown with `left`, one of `pair`, on the left) as its newest answer."""
+    label = answer_to_label(answer, left, pair)
+    saved = {**key_fields(key), "label": label, "answer": answer, "left": left, "relabeled": key in snap.labels}
     return Snapshot(
-        labels={**snap.labels, seed: label},
-        extra={**snap.extra, seed: {**snap.extra.get(seed, {}), "answer": answer, "left": left}},
-        history=[h for h in snap.history if h != seed] + [seed],
-        skipped=[k for k in snap.skipped if k != seed],
+        labels={**snap.labels, key: label},
+        extra={**snap.extra, key: {**snap.extra.get(key, {}), "answer": answer, "left": left}},
+        history=[h for h in snap.history if h != key] + [key],
+        skipped=[k for k in snap.skipped if k != key],
     ), saved
 
 
-def remove_answer(snap: Snapshot, seed: int | None = None) -> tuple[Snapshot, dict]:
-    """`snap` without the answer to `seed` (None: the newest answer this page recorded)."""
-    if seed is None:
+def remove_answer(snap: Snapshot, key=None) -> tuple[Snapshot, dict]:
+    """`snap` without the answer to item `key` (None: the newest answer this page recorded)."""
+    if key is None:
         if not snap.history:
             raise ApiError(409, "nothing to undo: no answer recorded by this page"
                            + (" (labels imported from elsewhere can be undone by seed: "
                               '{"seed": N})' if snap.labels else ""))
-        seed = snap.history[-1]
-    elif seed not in snap.labels:
-        raise ApiError(409, f"seed {seed} has no label to undo")
+        key = snap.history[-1]
+    elif key not in snap.labels:
+        raise ApiError(409, f"{_describe(key)} has no label to undo")
     labels, extra = dict(snap.labels), dict(snap.extra)
-    undone = {"seed": seed, "label": labels.pop(seed), **extra.pop(seed, {})}
+    undone = {**key_fields(key), "label": labels.pop(key), **extra.pop(key, {})}
     return replace(snap, labels=labels, extra=extra,
-                   history=[h for h in snap.history if h != seed]), undone
+                   history=[h for h in snap.history if h != key]), undone
 
 
-def skip_seed(snap: Snapshot, seed: int) -> Snapshot:
-    """`snap` with the unlabeled `seed` moved behind all other unlabeled seeds."""
-    if seed in snap.labels:
-        raise ApiError(409, f"seed {seed} is already labeled ({snap.labels[seed]}); undo it first to change it")
-    return replace(snap, skipped=[k for k in snap.skipped if k != seed] + [seed])
+def skip_seed(snap: Snapshot, key) -> Snapshot:
+    """`snap` with the unlabeled item `key` moved behind all other unlabeled items."""
+    if key in snap.labels:
+        raise ApiError(409, f"{_describe(key)} is already labeled ({snap.labels[key]}); undo it first to change it")
+    return replace(snap, skipped=[k for k in snap.skipped if k != key] + [key])
+
+
+def _describe(key) -> str:
+    return " ".join(f"{k} {v if k == 'seed' else repr(v)}" for k, v in key_fields(key).items())
 
 
 # ----------------------------------------------------------------------------- the labels store
 
 class LabelStore:
-    """The human labels CSV and its sidecar, changed only under the lock file."""
+    """A page's labels CSV (`labels/<name>.csv`, keyed by the columns `key`) and its sidecar, changed only
+    under the lock file."""
 
-    def __init__(self, workdir: str | os.PathLike):
+    def __init__(self, workdir: str | os.PathLike, name: str = "human", key: tuple[str, ...] = SEED_KEY):
         self.dir = Path(workdir) / "labels"
-        self.csv = self.dir / "human.csv"
-        self.progress = self.dir / "human.progress.json"
-        self.lock_path = self.dir / ".human.csv.lock"
+        self.csv = self.dir / f"{name}.csv"
+        self.progress = self.dir / f"{name}.progress.json"
+        self.lock_path = self.dir / f".{name}.csv.lock"
+        self.key = tuple(key)
 
     @contextlib.contextmanager
     def locked(self, exclusive: bool):
@@ -275,20 +379,23 @@ class LabelStore:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def read(self, seeds: Seeds) -> Snapshot:
-        """The current labels (validated against the known seeds) and the sidecar.
+        """The current labels (validated against the known items) and the sidecar.
 
         Raises ApiError(409) when the CSV is invalid (e.g. edited by hand): the page then refuses
         to change it rather than overwrite rows it could not read.
         """
         labels, extra = {}, {}
+        items = seeds.items()
         if self.csv.exists():
             try:
-                labels, extra = read_labels_table(self.csv, known_seeds=seeds.seeds.tolist())
+                rows = read_keyed_labels(self.csv, self.key, known={_as_tuple(k) for k in items})
             except LabelError as e:
                 raise ApiError(409, f"{e} The labeling page changes nothing until the file is fixed.") from None
+            labels, extra = ({_from_tuple(k): v for k, v in table.items()} for table in rows)
         history, skipped = self._read_progress()
-        history = _dedup_keep_last([s for s in history if s in labels])
-        skipped = _dedup_keep_last([s for s in skipped if s in seeds.index and s not in labels])
+        known = set(items)
+        history = _dedup_keep_last([k for k in history if k in labels])
+        skipped = _dedup_keep_last([k for k in skipped if k in known and k not in labels])
         return Snapshot(labels, extra, history, skipped)
 
     def _read_progress(self) -> tuple[list, list]:
@@ -296,8 +403,8 @@ class LabelStore:
             return [], []
         try:
             side = json.loads(self.progress.read_text())
-            return [int(s) for s in side.get("history", [])], [int(s) for s in side.get("skipped", [])]
-        except (OSError, ValueError, TypeError, AttributeError) as e:
+            return [_key_from_json(k) for k in side.get("history", [])], [_key_from_json(k) for k in side.get("skipped", [])]
+        except (OSError, ValueError, TypeError, AttributeError, IndexError) as e:
             log.warning("ignoring unreadable %s (%s): undo history and skips start afresh", self.progress, e)
             return [], []
 
@@ -306,11 +413,28 @@ class LabelStore:
         if snap.labels:
             columns = list(COLUMNS) + [c for e in snap.extra.values() for c in e if c not in COLUMNS]
             columns = list(dict.fromkeys(columns))
-            extra = {s: {c: snap.extra.get(s, {}).get(c, "") for c in columns} for s in snap.labels}
-            write_labels(self.csv, snap.labels, extra)
+            extra = {_as_tuple(k): {c: snap.extra.get(k, {}).get(c, "") for c in columns} for k in snap.labels}
+            write_keyed_labels(self.csv, {_as_tuple(k): v for k, v in snap.labels.items()}, extra, self.key)
         else:
-            io.write_text(self.csv, ",".join(("seed", "label", *COLUMNS)) + "\n")
-        io.write_json(self.progress, {"history": snap.history, "skipped": snap.skipped})
+            io.write_text(self.csv, ",".join((*self.key, "label", *COLUMNS)) + "\n")
+        io.write_json(self.progress, {"history": [_key_to_json(k) for k in snap.history],
+                                      "skipped": [_key_to_json(k) for k in snap.skipped]})
+
+
+def _as_tuple(key) -> tuple:
+    return key if isinstance(key, tuple) else (key,)
+
+
+def _from_tuple(key: tuple):
+    return key if len(key) > 1 else key[0]
+
+
+def _key_to_json(key):
+    return list(key) if isinstance(key, tuple) else key
+
+
+def _key_from_json(value):
+    return (int(value[0]), str(value[1])) if isinstance(value, list) else int(value)
 
 
 def _dedup_keep_last(seq: list) -> list:
@@ -344,27 +468,54 @@ def seed_field(data: dict, seeds: Seeds, required: bool = True) -> int | None:
     return seeds.check(value)
 
 
+def item_field(data: dict, seeds: Seeds, required: bool = True):
+    """The item key named by `data` ("seed", and "option" where the page has several candidates)."""
+    seed = seed_field(data, seeds, required)
+    if seed is None:
+        return None
+    return seeds.key(seed, seeds.option(data.get("option")))
+
+
 # ----------------------------------------------------------------------------- the service
+
+@dataclass(frozen=True)
+class Source:
+    """What a page compares and where its labels go: `load(workdir, class names) -> Seeds`, re-read when the
+    file `watch` (relative to the work dir) changes; labels in `labels/<name>.csv`, keyed by `key`."""
+
+    name: str
+    key: tuple[str, ...]
+    load: Callable[[Path, tuple], Seeds]
+    watch: Path
+
+
+BINARY = Source("human", SEED_KEY, lambda workdir, names: load_seeds(workdir / SEEDS_FILE, names), SEEDS_FILE)
+OPTIONS = Source(OPTIONS_FILE.stem, OPTION_KEY, load_options, OPTIONS_MANIFEST)
+SOURCES = {"binary": BINARY, "options": OPTIONS}  # the page's --compare values
+
 
 class LabelingService:
     """The labeling page's operations over one work dir; each returns JSON-ready data.
 
-    `run_seed` fixes the random left/right order. The seeds file is read on first use and re-read
-    when it changes, so a missing or broken file gives an ApiError per request instead of a crash.
-    Every change is a read-modify-write of the labels under the store's exclusive lock.
+    `run_seed` fixes the random left/right order; `source` says what is compared (`BINARY`: A vs B per seed;
+    `OPTIONS`: the allocation study's reference vs every other option). The images are read on first use
+    and re-read when they change, so a missing or broken file gives an ApiError per request instead of a
+    crash. Every change is a read-modify-write of the labels under the store's exclusive lock.
     """
 
-    def __init__(self, workdir: str | os.PathLike, run_seed: int = 0, display_size: int = DISPLAY_SIZE):
+    def __init__(self, workdir: str | os.PathLike, run_seed: int = 0, display_size: int = DISPLAY_SIZE,
+                 source: Source = BINARY):
         self.workdir = Path(workdir)
-        self.seeds_path = self.workdir / "seeds" / "seeds.npz"
-        self.store = LabelStore(self.workdir)
+        self.source = source
+        self.seeds_path = self.workdir / source.watch
+        self.store = LabelStore(self.workdir, source.name, source.key)
         self.run_seed = int(run_seed)
         self.display_size = int(display_size)
         self._cached: tuple | None = None  # (file key, Seeds)
         self._cache_lock = threading.Lock()
 
     def seeds(self) -> Seeds:
-        """The checked seeds file (cached while its mtime, size and inode stay the same)."""
+        """The checked images (cached while the watched file's mtime, size and inode stay the same)."""
         try:
             st = self.seeds_path.stat()
             key = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -374,7 +525,7 @@ class LabelingService:
             if key is None or self._cached is None or self._cached[0] != key:
                 self._cached = None
                 # ApiError when missing or broken
-                self._cached = (key, load_seeds(self.seeds_path, run_class_names(self.workdir)))
+                self._cached = (key, self.source.load(self.workdir, run_class_names(self.workdir)))
             return self._cached[1]
 
     def state(self) -> dict:
@@ -383,8 +534,9 @@ class LabelingService:
             snap = self.store.read(seeds)
         return progress(seeds, snap, self.run_seed)
 
-    def image_png(self, seed: int | str, side: str) -> bytes:
-        """PNG of the image shown on `side` for `seed` (an int, or the text of the image address)."""
+    def image_png(self, seed: int | str, side: str, option: str | None = None) -> bytes:
+        """PNG of the image shown on `side` for `seed` (an int, or the text of the image address) beside the
+        candidate `option` (None: the only one)."""
         seeds = self.seeds()
         try:
             seed = parse_seed(seed)
@@ -392,44 +544,48 @@ class LabelingService:
             raise ApiError(400, f"seed {seed!r} in the image address is not an integer") from None
         if side not in SIDES:
             raise ApiError(404, f"side {side!r} is not one of {', '.join(SIDES)}")
-        seed = seeds.check(seed)
-        img = seeds.image(seed, side_model(side, left_model(seed, self.run_seed)))
+        seed, option = seeds.check(seed), seeds.option(option)
+        pair = (seeds.reference, option)
+        img = seeds.image(seed, side_model(side, left_model(seed, self.run_seed, pair), pair))
         if not np.all(np.isfinite(img)):
             raise ApiError(422, f"the image of seed {seed} on the {side} has NaN or infinite pixels; "
                                 "re-run the pipeline's seeds stage")
         return to_png(img, self.display_size)
 
     def label(self, data: dict) -> dict:
-        """Record {seed, answer[, left]}; `left` (what the page showed) must match this server's."""
+        """Record {seed[, option], answer[, left]}; `left` (what the page showed) must match this server's."""
         seeds = self.seeds()
-        check_fields(data, {"seed", "answer", "left"})
-        seed = seed_field(data, seeds)
+        check_fields(data, {"seed", "option", "answer", "left"})
+        key = item_field(data, seeds)
         answer = data.get("answer")
         if answer not in ANSWERS:
             raise ApiError(400, f"'answer' must be one of {', '.join(ANSWERS)}, got {json.dumps(answer)}")
-        left = left_model(seed, self.run_seed)
+        seed, option = seeds.split(key)
+        pair = (seeds.reference, option)
+        left = left_model(seed, self.run_seed, pair)
         if "left" in data and data["left"] != left:
-            raise ApiError(409, f"the page showed {data['left']!r} on the left of seed {seed}, but this "
+            raise ApiError(409, f"the page showed {data['left']!r} on the left of {_describe(key)}, but this "
                                 f"server shows {left!r} there (another run seed?). Reload the page.")
-        snap, saved = self._change(seeds, lambda s: record_answer(s, seed, answer, left))
+        snap, saved = self._change(seeds, lambda s: record_answer(s, key, answer, left, pair))
         return {"saved": saved, "state": progress(seeds, snap, self.run_seed)}
 
     def undo(self, data: dict | None = None) -> dict:
-        """Remove the newest answer of this page, or the answer to {seed}."""
+        """Remove the newest answer of this page, or the answer to {seed[, option]}."""
         seeds = self.seeds()
         data = data or {}
-        check_fields(data, {"seed"})
-        seed = seed_field(data, seeds, required=False)
-        snap, undone = self._change(seeds, lambda s: remove_answer(s, seed))
+        check_fields(data, {"seed", "option"})
+        key = item_field(data, seeds, required=False)
+        snap, undone = self._change(seeds, lambda s: remove_answer(s, key))
         return {"undone": undone, "state": progress(seeds, snap, self.run_seed)}
 
     def skip(self, data: dict) -> dict:
-        """Put the unlabeled {seed} after all other unlabeled seeds."""
+        """Put the unlabeled {seed[, option]} after all other unlabeled items."""
         seeds = self.seeds()
-        check_fields(data, {"seed"})
-        seed = seed_field(data, seeds)
-        snap, _ = self._change(seeds, lambda s: (skip_seed(s, seed), None))
-        return {"skipped": seed, "state": progress(seeds, snap, self.run_seed)}
+        check_fields(data, {"seed", "option"})
+        key = item_field(data, seeds)
+        snap, _ = self._change(seeds, lambda s: (skip_seed(s, key), None))
+        return {"skipped": seeds.split(key)[0], **({"option": key[1]} if isinstance(key, tuple) else {}),
+                "state": progress(seeds, snap, self.run_seed)}
 
     def _change(self, seeds: Seeds, step) -> tuple[Snapshot, object]:
         """Read, apply `step` (Snapshot -> (Snapshot, result)) and write, all under the lock."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 
-from hybrid_jax import allocation, cost, evaluation, generators, io, policy, progress
+from hybrid_jax import allocation, cost, evaluation, generators, io, labeling, policy, progress
+from hybrid_jax import labels as labels_lib
 from hybrid_jax import features as features_lib
-from hybrid_jax.rundir import Run, Stage, done_record
+from hybrid_jax.rundir import Run, Stage, done_record, file_hash
 from hybrid_jax.stages import features as features_stage
 from hybrid_jax.stages import labels as labels_stage
 from hybrid_jax.stages import routed as routed_stage
@@ -31,23 +33,49 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def _made_by_seeds_stage(run: Run) -> dict[str, np.ndarray]:
-    """The brief's two options' images, which the seeds stage already made for every seed."""
-    a, b = generators.binary(run.cfg)
-    seeds = seeds_stage.load(run)
-    return {a.name: seeds["images_a"], b.name: seeds["images_b"]}
-
-
-def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: dict) -> np.ndarray:
+def _image_file(run: Run, g: generators.Generator) -> tuple[Path, str]:
+    """Where option `g`'s images of every seed are kept: (file relative to the work dir, array name). The brief's
+    two options' are the seeds stage's; the others' are kept per seeds-stage fingerprint (seeds config + trained
+    models), so other seeds never reuse them."""
+    made = dict(zip((o.name for o in generators.binary(run.cfg)), ("images_a", "images_b")))
     if g.name in made:
-        return made[g.name]
-    # kept per seeds-stage fingerprint (seeds config + trained models): other seeds never reuse them
-    path = run.path("allocate", "options", done_record(run, "seeds")["fingerprint"], f"{_slug(g.name)}.npz")
-    if path.exists():
-        return io.read_npz(path)["images"]
+        return labeling.SEEDS_FILE, made[g.name]
+    return Path("allocate", "options", done_record(run, "seeds")["fingerprint"], f"{_slug(g.name)}.npz"), "images"
+
+
+def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray) -> np.ndarray:
+    path, array = _image_file(run, g)
+    if run.path(path).exists():
+        return io.read_npz(run.path(path))[array]
     images = _each_seed(run, g, params, seeds)
-    io.write_npz(path, seeds=seeds, images=images)
+    io.write_npz(run.path(path), seeds=seeds, images=images)
     return images
+
+
+def _write_labeling_manifest(run: Run, opts) -> None:
+    """The labeling page's list of each option's image file (`labeling.load_options`): the brief's Model A (full
+    budget) first, the reference people compare every other option with, then the others in the study's order."""
+    reference = generators.binary(run.cfg)[0].name
+    ordered = sorted(opts, key=lambda g: g.name != reference)
+    io.write_json(run.path(labeling.OPTIONS_MANIFEST), {
+        "seeds_file": str(labeling.SEEDS_FILE),
+        "options": [dict(zip(("name", "file", "array"), (g.name, *map(str, _image_file(run, g))))) for g in ordered]})
+
+
+def _human_verdicts(run: Run, opts, seeds: np.ndarray) -> np.ndarray | None:
+    """[n, K] people's verdicts from the options labeling page (1 acceptable, 0 not, NaN not labeled); None
+    without the file."""
+    path = run.path(labeling.OPTIONS_FILE)
+    if not path.exists():
+        return None
+    names = [g.name for g in opts]
+    known = {(int(s), name) for s in seeds for name in names}
+    rows = labels_lib.read_keyed_labels(path, labels_lib.OPTION_KEY, known=known)[0]
+    row = {int(s): i for i, s in enumerate(seeds)}
+    human = np.full((len(seeds), len(opts)), np.nan)
+    for (seed, name), label in rows.items():
+        human[row[seed], names.index(name)] = label == labels_lib.POSITIVE
+    return human
 
 
 def _each_seed(run: Run, g: generators.Generator, params, seeds: np.ndarray) -> np.ndarray:
@@ -100,9 +128,10 @@ def run_stage(run: Run) -> dict:
     opts = generators.options(cfg) + generators.probed_options(cfg)
     trained = {"model_a": train.restore_params(run, "model_a"), "model_b": train.restore_model_b(run)}
     seeds = seeds_stage.load_seed_ids(run)
-    made = _made_by_seeds_stage(run)
-    scored = [labels_stage.score_images(run, _images(run, g, trained[g.model], seeds, made))
+    scored = [labels_stage.score_images(run, _images(run, g, trained[g.model], seeds))
               for g in progress.track(opts, len(opts), "allocate", "option", log)]
+    _write_labeling_manifest(run, opts)
+    human = _human_verdicts(run, opts, seeds)
     quality, feats = np.stack([s for s, _ in scored], 1), np.stack([f for _, f in scored], 1)
     oof = router_stage.load_oof(run)
     _, X, names = features_stage.load(run)
@@ -117,9 +146,9 @@ def run_stage(run: Run) -> dict:
         boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap), X_a=X_a,
         thresholds=sorted({*allocation.THRESHOLDS, t}),
         classes=allocation.Classes(seeds_stage.load(run)["labels"], cfg.data.classes) if cfg.data.num_classes > 1
-        else None)
+        else None, human=human)
     deployed = policy.fit({"B": X, "A": X_a}, {"B": names, "A": features_lib.A_PROBE}, quality, options,
-                          labels_stage.tau(run), t, seed=cfg.router.seed)
+                          labels_stage.tau(run), t, seed=cfg.router.seed, human=human)
     name = "cascade" if len(options.columns("A")) else "learned allocation"
     result["deployed"] = {"policy": name, "threshold": t, "fitted_on": "every seed (in sample; its out-of-sample "
                           "figures are the cross-fitted point of the same policy at this threshold)"}
@@ -141,6 +170,8 @@ def load_policy(run: Run) -> policy.Policy:
 
 
 # version 1: A's probe, the probed options and the cascade; 2: the deployed policy saved; 3: the brief's two
-# options' seconds from the routed stage, per-class rows with several classes
+# options' seconds from the routed stage, per-class rows with several classes; 4: the labeling page's manifest,
+# people's verdicts per (seed, option) where given
 STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size),
-              after=("seeds", "labels", "router", "routed"), version=3)
+              after=("seeds", "labels", "router", "routed"), version=4,
+              inputs=lambda run: (file_hash(run.path(labeling.OPTIONS_FILE)),))
