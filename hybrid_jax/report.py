@@ -1,4 +1,5 @@
-"""`report.md` and its PNG figures, from what the stages recorded (read through each stage's readers).
+"""`report.md`, from what the stages recorded (read through each stage's readers); its figures are drawn by
+`hybrid_jax.figures`.
 
 The report opens with what a reader must know before any number (stand-in data, forced labels,
 in-sample figures), then the cost-quality curve. Every figure is out of sample unless its row
@@ -8,24 +9,19 @@ printed as results (`sanity.fmt`).
 
 from __future__ import annotations
 
-import io as _io
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from hybrid_jax import config as config_lib  # noqa: E402
-from hybrid_jax import evaluation, io, sanity  # noqa: E402
-from hybrid_jax.rundir import Run, summary  # noqa: E402
-from hybrid_jax.stages import allocate as allocate_stage  # noqa: E402
-from hybrid_jax.stages import routed as routed_stage  # noqa: E402
-from hybrid_jax.stages import router as router_stage  # noqa: E402
-from hybrid_jax.stages import seeds as seeds_stage  # noqa: E402
-from hybrid_jax.stages import train  # noqa: E402
+from hybrid_jax import config as config_lib
+from hybrid_jax import evaluation, figures, io, sanity
+from hybrid_jax.rundir import Run, summary
+from hybrid_jax.stages import allocate as allocate_stage
+from hybrid_jax.stages import routed as routed_stage
+from hybrid_jax.stages import router as router_stage
+from hybrid_jax.stages import seeds as seeds_stage
+from hybrid_jax.stages import train
 
 BRIEF = {  # the brief's numbers (T4 GPU, human labels, 600 seeds)
     "cv": {"accuracy": (0.653, 0.038), "precision": (0.444, 0.113), "recall": (0.281, 0.082)},
@@ -35,18 +31,6 @@ BRIEF = {  # the brief's numbers (T4 GPU, human labels, 600 seeds)
     "savings": {"oracle (labels)": 0.323, "learned router": 0.232},
     "a_needed_share": 0.672, "kept": 18, "candidates": 24,
 }
-CURVES = {"router": "tab:blue", "random": "tab:gray", "entropy": "tab:orange", "best feature": "tab:green"}
-FIXED = (("tab:red", "s"), ("tab:purple", "s"))  # style of each option's fixed strategy, by index
-ORACLE = ("k", "*")
-SAVINGS = (("passes", "network passes"), ("flops", "FLOPs"), ("seconds", "measured seconds"))
-
-
-def _savefig(fig, path: Path) -> str:
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    io.write_bytes(path, buf.getvalue())
-    return path.name
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -71,180 +55,9 @@ def _ci(value, ci, kind: str, spec: str = ".3f") -> str:
     return sanity.fmt(kind, value, spec) + band
 
 
-def _grid(images: np.ndarray) -> np.ndarray:
-    return np.concatenate(list((np.clip(images, -1, 1) + 1) / 2), axis=1)
-
-
-def _a_above_b(ax, images_a: np.ndarray, images_b: np.ndarray, xlabels: list[str], **tick_kw) -> None:
-    """A strip of A's images above B's, one column per seed, ticks at the images' centres (any image size)."""
-    ax.imshow(np.concatenate([_grid(images_a), _grid(images_b)], axis=0), interpolation="nearest")
-    side = images_a.shape[1]
-    ax.set_yticks([side / 2, 1.5 * side], ["A", "B"])
-    ax.set_xticks(np.arange(len(xlabels)) * side + side / 2, xlabels, **tick_kw)
-
-
-# ----------------------------------------------------------------------------- figures
-
 def fixed_strategies(cost: dict) -> list[str]:
     """"always <option>" for each option the router chooses among (work dirs from before name them A and B)."""
     return [f"always {name}" for name in cost.get("options", ("A", "B"))]
-
-
-def fig_cost_quality(curves: dict, out: Path, fixed: list[str]) -> str:
-    """Quality (labeler score, FD) against compute saved (passes, FLOPs, seconds), every strategy."""
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7), sharey="row")
-    pts = curves["points"]
-    for col, (cost, label) in enumerate(SAVINGS):
-        for row, (key, ylabel) in enumerate((("quality", "mean quality (labeler, higher = better)"),
-                                             ("fd", "Frechet distance to held-out real (lower = better)"))):
-            ax = axes[row, col]
-            for name, color in CURVES.items():
-                line = sorted((p for p in pts if p["strategy"] == name and p[key] is not None),
-                              key=lambda p: p[f"{cost}_savings"])
-                x = [p[f"{cost}_savings"] for p in line]
-                ax.plot(x, [p[key] for p in line], color=color, lw=1.2, marker=".", label=name)
-                if key == "quality":
-                    ax.fill_between(x, [p["quality_ci"][0] for p in line], [p["quality_ci"][1] for p in line],
-                                    color=color, alpha=0.12)
-            for name, (color, marker) in zip(fixed + ["oracle"], FIXED[: len(fixed)] + (ORACLE,)):
-                p = next(q for q in pts if q["strategy"] == name)
-                if p[key] is not None:
-                    ax.plot(p[f"{cost}_savings"], p[key], marker=marker, color=color, ms=9, ls="", label=name)
-            op = curves["operating"]
-            if op[key] is not None:
-                ax.plot(op[f"{cost}_savings"], op[key], marker="o", mfc="none", mec="tab:blue", ms=14, ls="",
-                        label=f"router at threshold {op['param']:.2f}")
-            ax.set(xlabel=f"savings vs {fixed[0]} ({label})", ylabel=ylabel if col == 0 else None)
-            ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Cost-quality, out of sample (shaded: 95 % bootstrap interval over seeds)")
-    return _savefig(fig, out / "cost_quality.png")
-
-
-def fig_curves(run: Run, out: Path) -> str:
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3))
-    for ax, name in zip(axes, train.MODELS):
-        losses = train.load_losses(run, name)
-        ax.plot(losses, lw=0.6, alpha=0.5)
-        w = max(len(losses) // 50, 1)
-        ax.plot(np.arange(w - 1, len(losses)), np.convolve(losses, np.ones(w) / w, "valid"), lw=1.5)
-        ax.set(title=name, xlabel="step", ylabel="loss", yscale="log")
-    return _savefig(fig, out / "training_curves.png")
-
-
-def fig_samples(run: Run, out: Path, n: int = 10) -> str:
-    seeds = seeds_stage.load(run)
-    fig, ax = plt.subplots(figsize=(n * 0.9, 2.0))
-    _a_above_b(ax, seeds["images_a"][:n], seeds["images_b"][:n], [str(s) for s in seeds["seeds"][:n]])
-    ax.set_xlabel("seed")
-    return _savefig(fig, out / "samples_a_vs_b.png")
-
-
-def fig_sweep(sweep: list[dict], out: Path) -> str:
-    fig, ax = plt.subplots(figsize=(5, 3))
-    th = [r["threshold"] for r in sweep]
-    for key in ("precision", "recall", "accuracy", "share_to_A"):
-        ax.plot(th, [r[key] for r in sweep], marker="o", label=key)
-    ax.set(xlabel="threshold on P(cheap_ok)", title="threshold sweep (best split, test)")
-    ax.legend(fontsize=8)
-    return _savefig(fig, out / "threshold_sweep.png")
-
-
-def fig_ablation(abl: dict, out: Path) -> str:
-    names = list(abl["delta"])
-    delta = [abl["delta"][n] for n in names]
-    fig, ax = plt.subplots(figsize=(6, 0.25 * len(names) + 1))
-    ax.barh(names, delta, color=["tab:red" if n in abl["dropped"] else "tab:blue" for n in names])
-    ax.axvline(0, color="k", lw=0.5)
-    ax.set(xlabel="precision change when the feature is removed (red: dropped)")
-    return _savefig(fig, out / "ablation.png")
-
-
-PARETO_STYLES = {"learned allocation": ("tab:blue", "o-"), "random (same mix)": ("tab:gray", "o--"),
-                 "cascade": ("tab:green", "^-"), "A probe allocation": ("tab:olive", "v-"),
-                 "random (cascade's mix)": ("tab:green", "^:"), "binary router": ("tab:orange", "D"),
-                 "oracle": ("k", "*"), "oracle (all options)": ("tab:brown", "*")}
-
-
-def _pareto_axis(ax, pts: list[dict], x, y, ci=None) -> None:
-    """Fixed options (annotated) and each policy's sweep on one axis: x(p), y(p) of a point; ci(p): y's band."""
-    fixed = [p for p in pts if p["policy"].startswith("fixed")]
-    ax.plot([x(p) for p in fixed], [y(p) for p in fixed], "s", color="tab:red", label="fixed options")
-    for p in fixed:
-        ax.annotate(p["policy"][7:], (x(p), y(p)), fontsize=6)
-    for name, (color, style) in PARETO_STYLES.items():
-        line = sorted((p for p in pts if p["policy"] == name), key=x)
-        ax.plot([x(p) for p in line], [y(p) for p in line], style, color=color, label=name)
-        if ci is not None and len(line) > 1:
-            ax.fill_between([x(p) for p in line], [ci(p)[0] for p in line], [ci(p)[1] for p in line], color=color,
-                            alpha=0.12)
-    ax.grid(alpha=0.3)
-
-
-def fig_pareto(result: dict, out: Path) -> str:
-    """Per-seed allocation: quality (labeler score, FD) against compute saved, every policy."""
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7), sharey="row")
-    for col, (cost, label) in enumerate(SAVINGS):
-        for row, (key, ylabel) in enumerate((("quality", "mean quality (higher = better)"),
-                                             ("fd", "Frechet distance (lower = better)"))):
-            ax = axes[row, col]
-            _pareto_axis(ax, result["points"], lambda p, c=cost: p[f"{c}_savings"], lambda p, k=key: p[k],
-                         (lambda p: p["quality_ci"]) if key == "quality" else None)
-            ax.set(xlabel=f"savings vs {result['options'][0]} ({label})", ylabel=ylabel if col == 0 else None)
-    axes[0, 0].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Per-seed compute allocation, out of sample (shaded: 95 % bootstrap interval)")
-    return _savefig(fig, out / "allocation_pareto.png")
-
-
-def _class_panels(names: list[str]):
-    """(figure, one axis per class name) on a grid of up to 5 columns, sharing the quality axis."""
-    cols = min(len(names), 5)
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3 * rows), sharey=True, squeeze=False)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    axes[0, 0].set_ylabel("mean quality")
-    return fig, list(axes.flat)[: len(names)]
-
-
-def fig_cost_quality_by_class(by_class: dict, out: Path, fixed: list[str], classes: tuple[str, ...]) -> str:
-    """Each class's router curve and random routing at its shares: quality against FLOPs saved (in `classes` order)."""
-    names = [c for c in classes if c in by_class]
-    fig, axes = _class_panels(names)
-    for ax, name in zip(axes, names):
-        pts = by_class[name]
-        for strategy in ("router", "random"):
-            line = sorted((p for p in pts if p["strategy"] == strategy), key=lambda p: p["flops_savings"])
-            x = [p["flops_savings"] for p in line]
-            ax.plot(x, [p["quality"] for p in line], color=CURVES[strategy], marker=".", lw=1.2, label=strategy)
-            ax.fill_between(x, [p["quality_ci"][0] for p in line], [p["quality_ci"][1] for p in line],
-                            color=CURVES[strategy], alpha=0.12)
-        for (color, marker), strategy in zip(FIXED, fixed):
-            p = next(p for p in pts if p["strategy"] == strategy)
-            ax.plot(p["flops_savings"], p["quality"], marker, color=color, label=strategy)
-        p = next(p for p in pts if p["strategy"] == "oracle")
-        ax.plot(p["flops_savings"], p["quality"], ORACLE[1], color=ORACLE[0], label="oracle (labels)")
-        ax.set(title=f"{name} ({pts[0]['n']} seeds)", xlabel="FLOPs savings")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6, loc="lower left")
-    fig.suptitle("Routing per class, out of sample: router over thresholds vs random at its shares "
-                 "(shaded: 95 % bootstrap interval)", y=1.03)
-    return _savefig(fig, out / "cost_quality_by_class.png")
-
-
-def fig_pareto_by_class(result: dict, out: Path, classes: tuple[str, ...]) -> str:
-    """The allocation's quality against FLOPs saved within each class (several classes)."""
-    pts = result["points"]
-    names = [c for c in classes if c in pts[0]["per_class"]]
-    fig, axes = _class_panels(names)
-    for ax, name in zip(axes, names):
-        row = lambda p: p["per_class"][name]
-        _pareto_axis(ax, pts, lambda p: row(p)["flops_savings"], lambda p: row(p)["quality"],
-                     lambda p: row(p)["quality_ci"])
-        ax.set(title=f"{name} ({row(pts[0])['seeds']} seeds)", xlabel=f"FLOPs savings vs {result['options'][0]}")
-    axes[0].legend(fontsize=6, loc="lower left")
-    fig.suptitle("Per-seed compute allocation per class, out of sample (shaded: 95 % bootstrap interval)", y=1.03)
-    return _savefig(fig, out / "allocation_by_class.png")
 
 
 # ----------------------------------------------------------------------------- sections
@@ -271,7 +84,7 @@ def _allocation_section(result: dict, out: Path) -> list[str]:
             "probe (its first steps of block 0) and continue from it with their budget's remaining steps; A probe "
             "allocation picks A's budget from that probe's features, and the cascade reads B's probe first (a B "
             "option, or A) and A's probe only for the seeds it sends to A, paying each probe it ran.",
-            f"![allocation]({fig_pareto(result, out)})",
+            f"![allocation]({figures.allocation_pareto(result, out)})",
             _table(["policy", "savings: passes", "FLOPs", "seconds", "mean quality [95 % CI]", "FD", "option mix"],
                    rows),
             "Share of seeds acceptable per option: "
@@ -428,7 +241,7 @@ def _router_section(router: dict, out: Path) -> list[str]:
     s.append("The best split is chosen by its own test precision, so its column is optimistic by construction "
              "(the brief's procedure, kept for comparison)." + (f" Warning: {best['warning']}." if best.get("warning")
                                                                else ""))
-    s.append(f"![threshold sweep]({fig_sweep(router['sweep'], out)})")
+    s.append(f"![threshold sweep]({figures.threshold_sweep(router['sweep'], out)})")
     kept = {}
     for f in router["folds"]:
         for n in f["kept"]:
@@ -437,35 +250,8 @@ def _router_section(router: dict, out: Path) -> list[str]:
              f"(brief: {BRIEF['kept']} of {BRIEF['candidates']}). Kept in how many of the {len(router['folds'])} "
              "cross-fit folds: " + ", ".join(f"{n} {c}" for n, c in sorted(kept.items(), key=lambda kv: -kv[1])) + ".")
     if router.get("ablation"):
-        s.append(f"![ablation]({fig_ablation(router['ablation'], out)})")
+        s.append(f"![ablation]({figures.ablation(router['ablation'], out)})")
     return s
-
-
-def fig_labels(scores: dict, seeds: dict, agreement: dict | None, out: Path, n_strip: int = 12) -> list[str]:
-    """Histogram of the quality score of A, B, held-out real and reference images; and, when human labels
-    disagree with the automated ones, a strip of those seeds (A above B), each titled human / automated."""
-    fig, ax = plt.subplots(figsize=(7, 3))
-    bins = np.linspace(0, 1, 41)
-    for key, name, color in (("score_reference", "reference (cross-fitted)", "tab:gray"),
-                             ("score_real", "held-out real", "k"), ("score_a", "A", "tab:red"),
-                             ("score_b", "B", "tab:purple")):
-        if key in scores and len(scores[key]):
-            ax.hist(scores[key], bins=bins, density=True, histtype="step", lw=1.6, color=color,
-                    label=f"{name} (n = {len(scores[key])}, median {np.median(scores[key]):.2f})")
-    ax.set(xlabel="quality score (0.5 = the reference's 5 % quantile)", ylabel="density")
-    ax.legend(fontsize=7, loc="upper left")
-    names = [_savefig(fig, out / "quality_scores.png")]
-    if agreement and agreement.get("disagree"):
-        index = {int(x): i for i, x in enumerate(seeds["seeds"])}
-        shown = [d for d in agreement["disagree"] if int(d["seed"]) in index][:n_strip]
-        idx = [index[int(d["seed"])] for d in shown]
-        fig, ax = plt.subplots(figsize=(max(len(idx), 2) * 0.9, 2.4))
-        short = {"A_needed": "A", "cheap_ok": "ok"}
-        _a_above_b(ax, seeds["images_a"][idx], seeds["images_b"][idx],
-                   [f"{d['seed']}\n{short[d['human']]} / {short[d['automated']]}" for d in shown], fontsize=7)
-        ax.set_xlabel("seed; human / automated label (A = A_needed, ok = cheap_ok)")
-        names.append(_savefig(fig, out / "label_disagreements.png"))
-    return names
 
 
 def _labels_section(run: Run, router: dict) -> list[str]:
@@ -519,7 +305,7 @@ def _labels_section(run: Run, router: dict) -> list[str]:
     scores = labels_stage.load_scores(run)
     seeds = seeds_stage.load(run)
     ag = labels.get("agreement")
-    figs = fig_labels(scores, seeds, ag, out)
+    figs = figures.quality_scores(scores, seeds, ag, out)
     q = labels["score_quantiles"]
     s.append(f"![quality scores]({figs[0]})")
     s.append(_table(["images", "n", "mean", "10 %", "median", "90 %"],
@@ -556,11 +342,11 @@ def _training_section(run: Run, out: Path) -> list[str]:
     return ["## Training",
             f"Data: {data['source']} ({data['n_train']} training images; {data['n_holdout']} held out from "
             f"{data['holdout_from']}).",
-            f"![training curves]({fig_curves(run, out)})",
+            f"![training curves]({figures.training_curves({m: train.load_losses(run, m) for m in train.MODELS}, out)})",
             _table(["model", "steps", "first loss", "final loss (mean of last 10)", "seconds", "resumed from"],
                    [[m, d["steps"], d["first_loss"], d["final_loss"], d["seconds"], d["resumed_from"]]
                     for m, d in done.items()]),
-            "## Samples: A (top) vs B (bottom), same seeds", f"![samples]({fig_samples(run, out)})"]
+            "## Samples: A (top) vs B (bottom), same seeds", f"![samples]({figures.samples(seeds_stage.load(run), out)})"]
 
 
 def _class_section(run: Run) -> list[str]:
@@ -575,7 +361,7 @@ def _class_section(run: Run) -> list[str]:
     cost, out, classes = routed_stage.load(run), run.path("report"), run.cfg.data.classes
     by_class = cost["curves"].get("by_class")
     figure = [] if by_class is None else [
-        f"![routing per class]({fig_cost_quality_by_class(by_class, out, fixed_strategies(cost), classes)})"]
+        f"![routing per class]({figures.cost_quality_by_class(by_class, out, fixed_strategies(cost), classes)})"]
     return ["## Per class (out of sample)",
             "Each seed's class is seed mod the number of classes (`generators.seed_labels`). Quality: the "
             "labeler's score; routed: A's image where the router sent the seed to A, else B's; random: routing "
@@ -605,7 +391,7 @@ def _class_allocation(result: dict, out: Path, classes: tuple[str, ...]) -> list
     shown = [(f"{d['policy']} @ {d['threshold']:.2f}", mine), (rand["policy"], rand)]
     shown += ([(best["policy"], best)] if best else []) + [(oracle["policy"], oracle)]
     q = lambda c: _ci(c["quality"], c["quality_ci"], "quality")
-    return [f"![allocation per class]({fig_pareto_by_class(result, out, classes)})",
+    return [f"![allocation per class]({figures.allocation_by_class(result, out, classes)})",
             "Allocation per class (cross-fitted, the deployed policy's threshold; quality [95 % CI] and FLOPs "
             "savings per image in each class; the fixed option is the best one at no more FLOPs overall):",
             _table(["class", "seeds"] + [name for name, _ in shown],
@@ -617,7 +403,7 @@ def _class_allocation(result: dict, out: Path, classes: tuple[str, ...]) -> list
 def write_report(run: Run) -> Path:
     out = run.path("report")
     cost, router = routed_stage.load(run), router_stage.load_results(run)
-    fig_cost_quality(cost["curves"], out, fixed_strategies(cost))
+    figures.cost_quality(cost["curves"], out, fixed_strategies(cost))
     body = (_preamble(run, cost, router) + _headline(cost) + _cost_section(cost) + _router_section(router, out)
             + _allocation_section(allocate_stage.load(run), out)
             + _class_section(run) + _labels_section(run, router) + _training_section(run, out)
