@@ -39,6 +39,7 @@ class Generator:
     sample_keys: Callable
     pass_counts: dict[str, int]
     probe: str = ""  # the probe it continues from: "B" (B's AR prefix), "A" (A's own probe), "" (from scratch)
+    finish: Callable | None = None  # (params, that probe's state) -> images: the rest of `sample_keys`'s work
 
     @property
     def passes(self) -> int:
@@ -58,7 +59,7 @@ def model_b_option(cfg: Preset, depth: int) -> Generator:
     s = model_b.make_sampler(cfg.model_b, cfg.corrector, depth, geometry=cfg.geometry,
                              num_classes=cfg.data.num_classes)
     return Generator(f"B/corrector {depth}", "model_b", s.sample_keys,
-                     {"b_ar_step": cfg.geometry.num_patches, "corrector_unet": depth}, probe="B")
+                     {"b_ar_step": cfg.geometry.num_patches, "corrector_unet": depth}, probe="B", finish=s.finish)
 
 
 def model_a_probed_option(cfg: Preset, budget: int) -> Generator:
@@ -66,7 +67,8 @@ def model_a_probed_option(cfg: Preset, budget: int) -> Generator:
     a = cfg.allocation
     s = model_a.make_probed_sampler(cfg.model_a, budget, a.a_probe_budget, a.a_probe_steps,
                                     num_classes=cfg.data.num_classes, geometry=cfg.geometry)
-    return Generator(f"A/{budget} steps after probe", "model_a", s.sample_keys, {"a_unet": s.passes}, probe="A")
+    return Generator(f"A/{budget} steps after probe", "model_a", s.sample_keys, {"a_unet": s.passes}, probe="A",
+                     finish=s.finish)
 
 
 def binary(cfg: Preset) -> tuple[Generator, Generator]:
@@ -87,14 +89,26 @@ def options(cfg: Preset) -> tuple[Generator, ...]:
     return tuple(a + b)
 
 
-def a_probe_features(cfg: Preset) -> Callable:
-    """jitted (params_a, keys [n][, labels]) -> [n, len(features.A_PROBE)]: A's own probe on each key (the probe
-    its "after probe" options run first) and the features read off it."""
+def a_probe(cfg: Preset) -> Callable:
+    """jitted (params_a, keys [n][, labels]) -> (model_a.Probe, [n, len(features.A_PROBE)] features): A's own probe
+    on each key, which every "after probe" option continues from (`generate(..., probes={"A": probe})`), and the
+    features read off it."""
     a = cfg.allocation
     probed = model_a.make_probed_sampler(cfg.model_a, cfg.model_a.steps_per_block, a.a_probe_budget, a.a_probe_steps,
                                          num_classes=cfg.data.num_classes, geometry=cfg.geometry)
     mask = geometry.block_masks(cfg.geometry)[0]
-    return xla.jit(lambda params, keys, labels=None: features.a_probe(probed.probe(params, keys, labels).x0, mask))
+
+    def run(params, keys, labels=None):
+        state = probed.probe(params, keys, labels)
+        return state, features.a_probe(state.x0, mask)
+
+    return xla.jit(run)
+
+
+def a_probe_features(cfg: Preset) -> Callable:
+    """(params_a, keys [n][, labels]) -> [n, len(features.A_PROBE)]: the features of A's own probe (`a_probe`)."""
+    probe = a_probe(cfg)
+    return lambda params, keys, labels=None: probe(params, keys, labels)[1]
 
 
 def probed_options(cfg: Preset) -> tuple[Generator, ...]:
@@ -102,18 +116,27 @@ def probed_options(cfg: Preset) -> tuple[Generator, ...]:
     return tuple(model_a_probed_option(cfg, b) for b in _budgets(cfg))
 
 
-def generate(opts, params: dict, seeds, choice, *, base_seed: int, batch_size: int, num_classes: int = 1) -> np.ndarray:
+def generate(opts, params: dict, seeds, choice, *, base_seed: int, batch_size: int, num_classes: int = 1,
+             probes: dict | None = None) -> np.ndarray:
     """Each seed's image from the option it was allocated (`choice` [n] indexes `opts`): seeds grouped by
     option, each group run in batches of exactly `batch_size` (the last padded), so every option compiles one
-    shape whatever the mix, and a seed's image is its option's own image for it, alone or in any mix."""
+    shape whatever the mix, and a seed's image is its option's own image for it, alone or in any mix.
+
+    `probes` ({"B": model_b.Prefix, "A": model_a.Probe}, each over every seed in `seeds` order, on their seed
+    streams): the probes already run for the allocation; an option that continues one (`Generator.probe`)
+    finishes from its state instead of starting over, so its image is the same and the probe is not paid twice."""
     seeds, choice = np.asarray(seeds), np.asarray(choice)
     chex.assert_equal_shape((seeds, choice))
+    probes = probes or {}
     out = None
     for k in np.unique(choice):
         g = opts[k]
+        state = probes.get(g.probe) if g.finish is not None else None
         for _, part, padded in fixed_batches(np.flatnonzero(choice == k), batch_size):
-            images = np.asarray(g.sample_keys(params[g.model], seed_stream(seeds[padded], base_seed, g.model),
-                                              seed_labels(seeds[padded], num_classes)))
+            images = np.asarray(
+                g.sample_keys(params[g.model], seed_stream(seeds[padded], base_seed, g.model),
+                              seed_labels(seeds[padded], num_classes)) if state is None
+                else g.finish(params[g.model], state.take(padded)))
             out = np.zeros((len(seeds), *images.shape[1:]), images.dtype) if out is None else out
             out[part] = images[: len(part)]
     return out

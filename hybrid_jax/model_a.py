@@ -163,6 +163,10 @@ class Probe:
     keys: jax.Array  # [b] per-example keys
     labels: jax.Array  # [b] class labels
 
+    def take(self, idx) -> "Probe":
+        """The examples at `idx` (each array indexed on its own batch axis)."""
+        return Probe(self.x[idx], self.x0[:, idx], self.keys[idx], self.labels[idx])
+
 
 def probe_visits(probe_budget: int, probe_steps: int, budget: int, steps: int) -> np.ndarray:
     """Block 0's timesteps when A probes first: the probe's `probe_steps` steps of the `probe_budget`-step chain,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
-from hybrid_jax import generators, routing
+from hybrid_jax import generators, model_b, routing
 from hybrid_jax.config import ConfigError, override
 
 
@@ -81,3 +83,28 @@ def test_mixed_budget_generation_gives_each_seed_its_options_image_with_one_shap
         perm = rng.permutation(len(seeds))[: rng.integers(1, len(seeds) + 1)]
         np.testing.assert_array_equal(gen(seeds[perm], mixed[perm]), images[perm])
     assert [g.sample_keys.cache_size() for g in opts] == sizes
+
+
+def test_options_continue_the_probes_already_run_and_give_the_same_images(preset, trained):
+    """probe -> allocate -> sample: with B's prefix and A's probe passed in, the options that continue them finish
+    from their states (never starting over) and give the same images as from scratch."""
+    opts = generators.options(preset) + generators.probed_options(preset)
+    seeds = np.arange(7)
+    choice = np.arange(len(seeds)) % len(opts)
+    ar = model_b.make_sampler(preset.model_b, preset.corrector, geometry=preset.geometry)
+    prefix = ar.ar_prefix(trained["model_b"], generators.seed_stream(seeds, 0, "model_b"), preset.router.prefix_steps)
+    probe_a, feats_a = generators.a_probe(preset)(trained["model_a"], generators.seed_stream(seeds, 0, "model_a"))
+    assert feats_a.shape[0] == len(seeds) and np.isfinite(np.asarray(feats_a)).all()
+    gen = lambda opts, **kw: generators.generate(opts, trained, seeds, choice, base_seed=0, batch_size=2, **kw)
+    scratch = gen(opts)
+
+    def never(*_):
+        raise AssertionError("started over instead of continuing the probe")
+
+    resuming = [dataclasses.replace(g, sample_keys=never) if g.probe else g for g in opts]
+    resumed = gen(resuming, probes={"B": prefix, "A": probe_a})
+    for k, g in enumerate(opts):
+        rows = choice == k
+        # B: the AR scan split at the prefix sums alike (the routed stage's check); A: the same steps, bitwise
+        np.testing.assert_allclose(resumed[rows], scratch[rows], atol=1e-5 if g.probe == "B" else 0, err_msg=g.name)
+        assert (g.finish is not None) == bool(g.probe), g.name
