@@ -183,3 +183,49 @@ def test_keyboard_labeling_undo_reload_resume(server, browser, tmp_path):
     shot = tmp_path / "labeling.png"
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 1000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def brighter_side(driver) -> str:
+    """The side whose image is brighter on screen (the options page's fake reference is the brightest image)."""
+    means = driver.execute_script("""
+        return ['left', 'right'].map((side) => {
+          const img = document.getElementById('img-' + side);
+          const c = document.createElement('canvas');
+          c.width = img.naturalWidth; c.height = img.naturalHeight;
+          const ctx = c.getContext('2d');
+          ctx.drawImage(img, 0, 0);
+          const px = ctx.getImageData(0, 0, c.width, c.height).data;
+          let s = 0; for (let i = 0; i < px.length; i += 4) s += px[i] + px[i + 1] + px[i + 2];
+          return s / (px.length / 4 * 3);
+        });""")
+    assert abs(means[0] - means[1]) > 20, means
+    return "left" if means[0] > means[1] else "right"
+
+
+def test_the_options_page_labels_each_option_beside_the_reference(tmp_path, browser):
+    """--compare options: each pair names its option; the keys label (seed, option) rows."""
+    from test_labeling_options import OPTIONS, SEEDS as OPTION_SEEDS, make_workdir
+
+    from hybrid_jax import labels as labels_lib
+
+    workdir = make_workdir(tmp_path / "run")
+    srv = make_server("127.0.0.1", 0, lab.create_app(workdir, seed=RUN_SEED, source=lab.OPTIONS), threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        browser.get(f"http://127.0.0.1:{srv.server_port}/")
+        seed = OPTION_SEEDS[0]
+        wait_for(browser, seed, 0)
+        assert browser.find_element("id", "total").text == str(len(OPTION_SEEDS) * (len(OPTIONS) - 1))
+        assert browser.find_element("id", "option-box").text == f"option {OPTIONS[1]} vs {OPTIONS[0]}"
+        press(browser, Keys.ARROW_LEFT if brighter_side(browser) == "left" else Keys.ARROW_RIGHT)  # reference better
+        wait_for(browser, seed, 1)
+        assert browser.find_element("id", "option").text == OPTIONS[2]
+        press(browser, Keys.SPACE)
+        wait_for(browser, seed, 2)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
+    labels = labels_lib.read_keyed_labels(workdir / lab.OPTIONS_FILE, labels_lib.OPTION_KEY)[0]
+    assert labels == {(seed, OPTIONS[1]): "A_needed", (seed, OPTIONS[2]): "cheap_ok"}
