@@ -77,6 +77,8 @@ class Geometry:
 
 
 ALL_CLASSES = "all"  # data.class_name for the ten CIFAR-10 classes
+CIFAR10_CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
+                                    "dog", "frog", "horse", "ship", "truck")  # label order of the CIFAR-10 files
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,6 @@ class DataConfig:
     def classes(self) -> tuple[str, ...]:
         """The chosen classes in the order given: class label i (data, samplers, seeds) is classes[i]."""
         if self.class_name.strip() == ALL_CLASSES:
-            from hybrid_jax.data.sources import CIFAR10_CLASSES
             return CIFAR10_CLASSES
         return tuple(c.strip() for c in self.class_name.split(","))
 

@@ -109,9 +109,9 @@ def press(driver, key):
     ActionChains(driver).send_keys(key).perform()
 
 
-def a_side_on_screen(driver) -> str:
-    """Which side shows Model A, read from the displayed pixels (A's fake images are bright)."""
-    means = driver.execute_script("""
+def brightness(driver) -> list[float]:
+    """Mean pixel value (0-255) of the left and the right image as displayed."""
+    return driver.execute_script("""
         return ['left', 'right'].map((side) => {
           const img = document.getElementById('img-' + side);
           const c = document.createElement('canvas');
@@ -122,6 +122,11 @@ def a_side_on_screen(driver) -> str:
           let s = 0; for (let i = 0; i < px.length; i += 4) s += px[i] + px[i + 1] + px[i + 2];
           return s / (px.length / 4 * 3);
         });""")
+
+
+def a_side_on_screen(driver) -> str:
+    """Which side shows Model A, read from the displayed pixels (A's fake images are bright)."""
+    means = brightness(driver)
     assert min(means) < 100 < 150 < max(means), means
     return "left" if means[0] > means[1] else "right"
 
@@ -187,17 +192,7 @@ def test_keyboard_labeling_undo_reload_resume(server, browser, tmp_path):
 
 def brighter_side(driver) -> str:
     """The side whose image is brighter on screen (the options page's fake reference is the brightest image)."""
-    means = driver.execute_script("""
-        return ['left', 'right'].map((side) => {
-          const img = document.getElementById('img-' + side);
-          const c = document.createElement('canvas');
-          c.width = img.naturalWidth; c.height = img.naturalHeight;
-          const ctx = c.getContext('2d');
-          ctx.drawImage(img, 0, 0);
-          const px = ctx.getImageData(0, 0, c.width, c.height).data;
-          let s = 0; for (let i = 0; i < px.length; i += 4) s += px[i] + px[i + 1] + px[i + 2];
-          return s / (px.length / 4 * 3);
-        });""")
+    means = brightness(driver)
     assert abs(means[0] - means[1]) > 20, means
     return "left" if means[0] > means[1] else "right"
 

@@ -28,14 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_jax.config import ALL_CLASSES, DataConfig
+from hybrid_jax.config import ALL_CLASSES, CIFAR10_CLASSES, DataConfig
 from hybrid_jax.data import download as _download
 from hybrid_jax.data.images import IMAGE_SIZE, DataError, Images, fit_image, fit_images, to_float
 
 log = logging.getLogger("hybrid_jax.data")
 
-CIFAR10_CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
-                                    "dog", "frog", "horse", "ship", "truck")
 ENV_VAR = "HYBRID_JAX_CIFAR10"  # path of the official tarball or folder, used when no path is given
 OFFLINE_ENV_VAR = "HYBRID_JAX_OFFLINE"  # "1": never download (as --offline), e.g. in tests
 SPLITS = ("train", "test")
