@@ -173,8 +173,9 @@ def load_options(workdir: str | os.PathLike, class_names: tuple[str, ...] = ()) 
     try:
         manifest = io.read_json(manifest_path)
         names = [o["name"] for o in manifest["options"]]
-        files = {f: _read_seeds_file(workdir / f) for f in dict.fromkeys(o["file"] for o in manifest["options"])}
-        arrays = _read_seeds_file(workdir / manifest["seeds_file"])
+        files = {f: _read_seeds_file(workdir / f)
+                 for f in dict.fromkeys([manifest["seeds_file"], *(o["file"] for o in manifest["options"])])}
+        arrays = files[manifest["seeds_file"]]
         named = {o["name"]: (o["array"], files[o["file"]]) for o in manifest["options"]}
     except (KeyError, TypeError, ValueError) as e:
         raise ApiError(422, f"{manifest_path} is not a readable options manifest ({type(e).__name__}: {e}). "
