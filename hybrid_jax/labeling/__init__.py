@@ -42,36 +42,39 @@ Endpoints:
     POST /api/undo  {} or {seed[, option]} remove the most recent answer (or the given item's)
     POST /api/skip  {seed[, option]}  put the item after all other unlabeled items
 
-Modules: `service` (the logic and files, no Flask), `guard` (which requests are accepted, no
-Flask), `app` (the Flask routes; needs the `label` extra). Importing this package does not need
+Modules: `pairs` (what is compared, from which files), `service` (the page's logic and its labels
+files, no Flask), `guard` (which requests are accepted, no Flask), `errors` (`ApiError`), `app` (the
+Flask routes; needs the `label` extra). Importing this package does not need
 Flask; `create_app` and `page_html` load it on first use and raise `FlaskMissing` (a
 ModuleNotFoundError whose message says what to install) without it.
 """
 
 from __future__ import annotations
 
-from hybrid_jax.labeling.service import (
-    ANSWERS,
+from hybrid_jax.labeling.errors import ApiError
+from hybrid_jax.labeling.pairs import (
     BINARY,
-    COLUMNS,
-    DISPLAY_SIZE,
     MODELS,
     OPTIONS,
     OPTIONS_FILE,
     OPTIONS_MANIFEST,
     SEEDS_FILE,
-    SIDES,
     SOURCES,
-    ApiError,
-    LabelingService,
-    LabelStore,
     Seeds,
-    Snapshot,
     Source,
-    answer_to_label,
-    left_model,
     load_options,
     load_seeds,
+)
+from hybrid_jax.labeling.service import (
+    ANSWERS,
+    COLUMNS,
+    DISPLAY_SIZE,
+    SIDES,
+    LabelingService,
+    LabelStore,
+    Snapshot,
+    answer_to_label,
+    left_model,
     next_seed,
     progress,
     record_answer,

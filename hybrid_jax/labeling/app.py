@@ -11,7 +11,9 @@ from werkzeug.exceptions import HTTPException
 
 from hybrid_jax import io
 from hybrid_jax.labeling import guard
-from hybrid_jax.labeling.service import BINARY, DISPLAY_SIZE, ApiError, LabelingService, Source
+from hybrid_jax.labeling.errors import ApiError
+from hybrid_jax.labeling.pairs import BINARY, Source
+from hybrid_jax.labeling.service import DISPLAY_SIZE, LabelingService
 
 PAGE_FILE = "page.html"
 

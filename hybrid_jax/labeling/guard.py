@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from hybrid_jax.labeling.service import ApiError
+from hybrid_jax.labeling.errors import ApiError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
