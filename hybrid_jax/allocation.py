@@ -56,17 +56,25 @@ def acceptable(quality: np.ndarray, tau: float | np.ndarray, human: np.ndarray |
     return np.where(np.isnan(human), ok, human > 0.5)
 
 
-def human_agreement(auto_ok: np.ndarray, human: np.ndarray, names: Sequence[str]) -> dict:
+def human_agreement(auto_ok: np.ndarray, human: np.ndarray, names: Sequence[str], rng: np.random.Generator,
+                    boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig()) -> dict:
     """People's verdicts (`human` [n, K], NaN where not labeled) against the automated acceptability `auto_ok`
-    [n, K] on the labeled pairs: overall and per option, the count, both acceptable shares, accuracy and
-    Cohen's kappa (sklearn's; NaN where undefined)."""
+    [n, K] on the labeled pairs, overall and per option: the count, both acceptable shares, the accuracy with a
+    95 % interval (bootstrap over seeds: a seed's pairs are resampled together), the chance agreement at those
+    shares (its baseline) and Cohen's kappa (sklearn's; NaN where undefined)."""
     def row(mask):
         h, a = human[mask] > 0.5, auto_ok[mask]
         n = int(mask.sum())
-        kappa = float(cohen_kappa_score(h, a)) if n and len(np.unique(np.r_[h, a])) > 1 else float("nan")
-        return {"n": n, "human_acceptable": float(h.mean()) if n else float("nan"),
-                "automated_acceptable": float(a.mean()) if n else float("nan"),
-                "accuracy": float(np.mean(h == a)) if n else float("nan"), "cohen_kappa": kappa}
+        if not n:
+            return {"n": 0}
+        ph, pa = float(h.mean()), float(a.mean())
+        agree = np.where(mask, (human > 0.5) == auto_ok, False)
+        seeds = mask.any(1)
+        ci = evaluation.bootstrap_ci((agree[seeds].sum(1).astype(float), mask[seeds].sum(1).astype(float)),
+                                     lambda x, m, axis: x.sum(axis) / m.sum(axis), rng, boot)
+        kappa = float(cohen_kappa_score(h, a)) if len(np.unique(np.r_[h, a])) > 1 else float("nan")
+        return {"n": n, "human_acceptable": ph, "automated_acceptable": pa, "accuracy": float(np.mean(h == a)),
+                "accuracy_ci": ci, "chance_accuracy": ph * pa + (1 - ph) * (1 - pa), "cohen_kappa": kappa}
     labeled = ~np.isnan(human)
     return {**row(labeled), "by_option": {name: row(labeled & (np.arange(len(names)) == k)[None])
                                           for k, name in enumerate(names) if labeled[:, k].any()}}
@@ -226,6 +234,6 @@ def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarra
     taus = np.unique(np.asarray(tau, float))
     return {"n": n, "options": list(opts.names), "tau": float(taus[0]) if len(taus) == 1 else "per class",
             "acceptable_share": ok.mean(0).tolist(),
-            **({"human": human_agreement(acceptable(quality, tau), human, opts.names)}
+            **({"human": human_agreement(acceptable(quality, tau), human, opts.names, rng, boot)}
                if human is not None and not np.isnan(human).all() else {}),
             "oracle_mix": np.bincount(oracle, minlength=k).tolist(), "learned_exact": exact, "points": points}

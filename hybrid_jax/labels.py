@@ -139,7 +139,8 @@ def _check_mapping(labels: Mapping, what: str = "labels", key_len: int = 1) -> N
         if len(rest) != key_len - 1 or not all(isinstance(v, str) and v.strip() for v in rest):
             raise LabelError(f"{what}: key {k!r} must be (seed, option name).")
         if label not in LABELS:
-            raise LabelError(f"{what}: {_show((seed, *rest))} has label {label!r}, expected one of {', '.join(LABELS)}.")
+            raise LabelError(f"{what}: {_show((seed, *rest))} has label {label!r}, expected one of "
+                             f"{', '.join(LABELS)}.")
 
 
 def write_labels(path: str | os.PathLike, labels: Mapping[int, str],

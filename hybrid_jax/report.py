@@ -99,12 +99,18 @@ def _human_line(result: dict) -> str:
     if h is None:
         return ("Every acceptability above is the automated labeler's: nobody labeled a (seed, option) pair "
                 "(`python -m experiments.label --compare options` shows each option beside the reference).")
-    per = "; ".join(f"{name}: {r['n']} pairs, {_num(r['accuracy'], '.0%')} agree"
-                    for name, r in h["by_option"].items())
+    per = "; ".join(f"{name}: {r['n']} pairs, {_agree(r)}" for name, r in h["by_option"].items())
     return (f"People labeled {h['n']} (seed, option) pairs (`labels/human_options.csv`); there their verdict replaces "
-            f"the automated one. They agree with the automated labels on {_num(h['accuracy'], '.0%')} of them "
-            f"(Cohen's kappa {_num(h['cohen_kappa'], '.2f')}; acceptable: people {_num(h['human_acceptable'], '.0%')}, "
-            f"automated {_num(h['automated_acceptable'], '.0%')}). Per option: {per}.")
+            f"the automated one. They agree with the automated labels on {_agree(h)} of them (Cohen's kappa "
+            f"{_num(h['cohen_kappa'], '.2f')}; acceptable: people {_num(h['human_acceptable'], '.0%')}, automated "
+            f"{_num(h['automated_acceptable'], '.0%')}). Per option: {per}.")
+
+
+def _agree(r: dict) -> str:
+    """'83% [76%, 90%] (chance: 55%)': agreement with its interval over seeds, beside chance at the same shares."""
+    lo, hi = r["accuracy_ci"]
+    return (f"{_num(r['accuracy'], '.0%')} [{_num(lo, '.0%')}, {_num(hi, '.0%')}] "
+            f"(chance: {_num(r['chance_accuracy'], '.0%')})")
 
 
 def _num(v: float, fmt: str) -> str:
@@ -346,7 +352,8 @@ def _training_section(run: Run, out: Path) -> list[str]:
             _table(["model", "steps", "first loss", "final loss (mean of last 10)", "seconds", "resumed from"],
                    [[m, d["steps"], d["first_loss"], d["final_loss"], d["seconds"], d["resumed_from"]]
                     for m, d in done.items()]),
-            "## Samples: A (top) vs B (bottom), same seeds", f"![samples]({figures.samples(seeds_stage.load(run), out)})"]
+            "## Samples: A (top) vs B (bottom), same seeds",
+            f"![samples]({figures.samples(seeds_stage.load(run), out)})"]
 
 
 def _class_section(run: Run) -> list[str]:

@@ -216,5 +216,8 @@ def test_people_s_verdicts_replace_the_automated_ones_where_given():
     assert agree["n"] == labeled.sum() == 100 * 3 + 50
     assert agree["accuracy"] == pytest.approx(np.mean(h == a))
     assert agree["cohen_kappa"] == pytest.approx(cohen_kappa_score(h, a))
+    lo, hi = agree["accuracy_ci"]
+    assert lo <= agree["accuracy"] <= hi  # over seeds, beside chance agreement at the two acceptable shares
+    assert agree["chance_accuracy"] == pytest.approx(h.mean() * a.mean() + (1 - h.mean()) * (1 - a.mean()))
     assert set(agree["by_option"]) == set(NAMES[1:]) and agree["by_option"]["B/0"]["n"] == 150
     assert "human" not in _run(quality, X, human=np.full(quality.shape, np.nan))

@@ -238,7 +238,8 @@ class LabelStore:
             return [], []
         try:
             side = json.loads(self.progress.read_text())
-            return [_key_from_json(k) for k in side.get("history", [])], [_key_from_json(k) for k in side.get("skipped", [])]
+            history, skipped = ([_key_from_json(k) for k in side.get(f, [])] for f in ("history", "skipped"))
+            return history, skipped
         except (OSError, ValueError, TypeError, AttributeError, IndexError) as e:
             log.warning("ignoring unreadable %s (%s): undo history and skips start afresh", self.progress, e)
             return [], []

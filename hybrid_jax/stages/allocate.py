@@ -33,18 +33,22 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def _image_file(run: Run, g: generators.Generator) -> tuple[Path, str]:
+def _made_by_seeds_stage(run: Run) -> dict[str, str]:
+    """The brief's two options (A first) -> the seeds stage's array of their images of every seed."""
+    return dict(zip((o.name for o in generators.binary(run.cfg)), ("images_a", "images_b")))
+
+
+def _image_file(run: Run, g: generators.Generator, made: dict[str, str]) -> tuple[Path, str]:
     """Where option `g`'s images of every seed are kept: (file relative to the work dir, array name). The brief's
-    two options' are the seeds stage's; the others' are kept per seeds-stage fingerprint (seeds config + trained
-    models), so other seeds never reuse them."""
-    made = dict(zip((o.name for o in generators.binary(run.cfg)), ("images_a", "images_b")))
+    two options' are the seeds stage's (`made`); the others' are kept per seeds-stage fingerprint (seeds config +
+    trained models), so other seeds never reuse them."""
     if g.name in made:
         return labeling.SEEDS_FILE, made[g.name]
     return Path("allocate", "options", done_record(run, "seeds")["fingerprint"], f"{_slug(g.name)}.npz"), "images"
 
 
-def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray) -> np.ndarray:
-    path, array = _image_file(run, g)
+def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: dict[str, str]) -> np.ndarray:
+    path, array = _image_file(run, g, made)
     if run.path(path).exists():
         return io.read_npz(run.path(path))[array]
     images = _each_seed(run, g, params, seeds)
@@ -52,14 +56,16 @@ def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray) -> np.
     return images
 
 
-def _write_labeling_manifest(run: Run, opts) -> None:
+def _write_labeling_manifest(run: Run, opts, made: dict[str, str]) -> None:
     """The labeling page's list of each option's image file (`labeling.load_options`): the brief's Model A (full
-    budget) first, the reference people compare every other option with, then the others in the study's order."""
-    reference = generators.binary(run.cfg)[0].name
+    budget, `made`'s first) first, the reference people compare every other option with, then the others in the
+    study's order."""
+    reference = next(iter(made))
     ordered = sorted(opts, key=lambda g: g.name != reference)
     io.write_json(run.path(labeling.OPTIONS_MANIFEST), {
         "seeds_file": str(labeling.SEEDS_FILE),
-        "options": [dict(zip(("name", "file", "array"), (g.name, *map(str, _image_file(run, g))))) for g in ordered]})
+        "options": [dict(zip(("name", "file", "array"), (g.name, *map(str, _image_file(run, g, made)))))
+                    for g in ordered]})
 
 
 def _human_verdicts(run: Run, opts, seeds: np.ndarray) -> np.ndarray | None:
@@ -128,9 +134,10 @@ def run_stage(run: Run) -> dict:
     opts = generators.options(cfg) + generators.probed_options(cfg)
     trained = {"model_a": train.restore_params(run, "model_a"), "model_b": train.restore_model_b(run)}
     seeds = seeds_stage.load_seed_ids(run)
-    scored = [labels_stage.score_images(run, _images(run, g, trained[g.model], seeds))
+    made = _made_by_seeds_stage(run)
+    scored = [labels_stage.score_images(run, _images(run, g, trained[g.model], seeds, made))
               for g in progress.track(opts, len(opts), "allocate", "option", log)]
-    _write_labeling_manifest(run, opts)
+    _write_labeling_manifest(run, opts, made)
     human = _human_verdicts(run, opts, seeds)
     quality, feats = np.stack([s for s, _ in scored], 1), np.stack([f for _, f in scored], 1)
     oof = router_stage.load_oof(run)
