@@ -21,7 +21,6 @@ from typing import Mapping, Sequence
 import chex
 import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier
-from sklearn.metrics import cohen_kappa_score
 
 from hybrid_jax import evaluation
 
@@ -59,23 +58,9 @@ def acceptable(quality: np.ndarray, tau: float | np.ndarray, human: np.ndarray |
 def human_agreement(auto_ok: np.ndarray, human: np.ndarray, names: Sequence[str], rng: np.random.Generator,
                     boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig()) -> dict:
     """People's verdicts (`human` [n, K], NaN where not labeled) against the automated acceptability `auto_ok`
-    [n, K] on the labeled pairs, overall and per option: the count, both acceptable shares, the accuracy with a
-    95 % interval (bootstrap over seeds: a seed's pairs are resampled together), the chance agreement at those
-    shares (its baseline) and Cohen's kappa (sklearn's; NaN where undefined)."""
-    def row(mask):
-        h, a = human[mask] > 0.5, auto_ok[mask]
-        n = int(mask.sum())
-        if not n:
-            return {"n": 0}
-        ph, pa = float(h.mean()), float(a.mean())
-        agree = np.where(mask, (human > 0.5) == auto_ok, False)
-        seeds = mask.any(1)
-        ci = evaluation.bootstrap_ci((agree[seeds].sum(1).astype(float), mask[seeds].sum(1).astype(float)),
-                                     lambda x, m, axis: x.sum(axis) / m.sum(axis), rng, boot)
-        kappa = float(cohen_kappa_score(h, a)) if len(np.unique(np.r_[h, a])) > 1 else float("nan")
-        return {"n": n, "human_acceptable": ph, "automated_acceptable": pa, "accuracy": float(np.mean(h == a)),
-                "accuracy_ci": ci, "chance_accuracy": ph * pa + (1 - ph) * (1 - pa), "cohen_kappa": kappa}
+    [n, K] on the labeled pairs, overall and per option (`evaluation.rater_agreement`; yes = acceptable)."""
     labeled = ~np.isnan(human)
+    row = lambda mask: evaluation.rater_agreement(human > 0.5, auto_ok, mask, rng, boot)
     return {**row(labeled), "by_option": {name: row(labeled & (np.arange(len(names)) == k)[None])
                                           for k, name in enumerate(names) if labeled[:, k].any()}}
 

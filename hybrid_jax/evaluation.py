@@ -31,7 +31,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import scipy.linalg
 from scipy import stats
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 MIN_SUPPORT = 10  # a figure resting on fewer seeds sent to B / cheap_ok seeds gets a warning
 COST_FIELDS = ("passes", "flops", "seconds")
@@ -120,6 +120,29 @@ def bootstrap_ci(data: tuple, statistic: Callable, rng: np.random.Generator,
         return [float("nan"), float("nan")]
     alpha = (1.0 - boot.confidence) / 2.0
     return [float(np.nanquantile(dist, alpha)), float(np.nanquantile(dist, 1.0 - alpha))]
+
+
+def rater_agreement(human: np.ndarray, automated: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                    boot: BootstrapConfig = BootstrapConfig()) -> dict:
+    """People's yes/no verdicts against the automated ones (`human`, `automated`, `mask` [n, K] bool: K items
+    per seed, `mask` where a person gave a verdict): the count, each side's yes share, the accuracy (share
+    of equal verdicts) with a 95 % interval (bootstrap over seeds: a seed's items are resampled together),
+    the chance accuracy of independent raters at those shares (the baseline) and Cohen's kappa (sklearn's;
+    NaN where undefined)."""
+    if not human.shape == automated.shape == mask.shape:
+        raise ValueError(f"verdicts and mask differ in shape: {human.shape}, {automated.shape}, {mask.shape}")
+    n = int(mask.sum())
+    if not n:
+        return {"n": 0}
+    h, a = human[mask], automated[mask]
+    ph, pa = float(h.mean()), float(a.mean())
+    agree = np.where(mask, human == automated, False)
+    seeds = mask.any(1)
+    ci = bootstrap_ci((agree[seeds].sum(1).astype(float), mask[seeds].sum(1).astype(float)),
+                      lambda x, m, axis: x.sum(axis) / m.sum(axis), rng, boot)
+    kappa = float(cohen_kappa_score(h, a)) if len(np.unique(np.r_[h, a])) > 1 else float("nan")
+    return {"n": n, "human_yes": ph, "automated_yes": pa, "accuracy": float(np.mean(h == a)), "accuracy_ci": ci,
+            "chance_accuracy": ph * pa + (1 - ph) * (1 - pa), "cohen_kappa": kappa}
 
 
 def _estimate(name: str, data: tuple, statistic: Callable, rng, boot) -> dict:

@@ -102,8 +102,8 @@ def _human_line(result: dict) -> str:
     per = "; ".join(f"{name}: {r['n']} pairs, {_agree(r)}" for name, r in h["by_option"].items())
     return (f"People labeled {h['n']} (seed, option) pairs (`labels/human_options.csv`); there their verdict replaces "
             f"the automated one. They agree with the automated labels on {_agree(h)} of them (Cohen's kappa "
-            f"{_num(h['cohen_kappa'], '.2f')}; acceptable: people {_num(h['human_acceptable'], '.0%')}, automated "
-            f"{_num(h['automated_acceptable'], '.0%')}). Per option: {per}.")
+            f"{_num(h['cohen_kappa'], '.2f')}; acceptable: people {_num(h['human_yes'], '.0%')}, automated "
+            f"{_num(h['automated_yes'], '.0%')}). Per option: {per}.")
 
 
 def _agree(r: dict) -> str:
@@ -331,7 +331,8 @@ def _labels_section(run: Run, router: dict) -> list[str]:
     if ag:
         kappa = ag.get("cohen_kappa")
         cm = ag["confusion"]
-        s.append(f"Human vs automated labels on {ag['n']} seeds: accuracy {_pct(ag['accuracy'])}, Cohen's kappa "
+        acc = _agree(ag) if "accuracy_ci" in ag else _pct(ag["accuracy"])  # no interval in older work dirs
+        s.append(f"Human vs automated labels on {ag['n']} seeds: accuracy {acc}, Cohen's kappa "
                  + ("–" if kappa is None or not np.isfinite(kappa) else f"{kappa:.3f}")
                  + f"; {len(ag['disagree'])} seeds disagree.")
         s.append(_table(["human \\ automated"] + cm["labels"],

@@ -217,3 +217,29 @@ def test_per_class_rows_stand_beside_random_routing_and_the_class_prior():
         expected = np.mean([np.mean(np.where(r, qa[m], qb[m])) for r in masks])
         assert row["quality_random"] == pytest.approx(expected)
         assert row["prior"] == pytest.approx(1 - need[m].mean())
+
+
+def test_rater_agreement_resamples_seeds_and_sits_beside_chance():
+    """Accuracy and kappa as sklearn's on the masked items; the interval is over seeds (a seed's items move
+    together), so it is wider than the one over items when a seed's verdicts agree or disagree together."""
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(0)
+    n, k = 120, 4
+    auto = rng.random((n, k)) < 0.6
+    seed_agrees = rng.random(n) < 0.7  # each seed's items all agree, or all disagree
+    human = np.where(seed_agrees[:, None], auto, ~auto)
+    mask = rng.random((n, k)) < 0.8
+    out = ev.rater_agreement(human, auto, mask, np.random.default_rng(1))
+    h, a = human[mask], auto[mask]
+    assert out["n"] == mask.sum()
+    assert out["accuracy"] == pytest.approx(np.mean(h == a))
+    assert out["cohen_kappa"] == pytest.approx(cohen_kappa_score(h, a))
+    assert out["chance_accuracy"] == pytest.approx(h.mean() * a.mean() + (1 - h.mean()) * (1 - a.mean()))
+    lo, hi = out["accuracy_ci"]
+    items = ev.rater_agreement(human.reshape(-1, 1), auto.reshape(-1, 1), mask.reshape(-1, 1),
+                               np.random.default_rng(1))
+    assert lo < out["accuracy"] < hi and hi - lo > 1.5 * np.diff(items["accuracy_ci"])[0]
+    assert ev.rater_agreement(human, auto, np.zeros_like(mask), np.random.default_rng(1)) == {"n": 0}
+    with pytest.raises(ValueError, match="differ in shape"):
+        ev.rater_agreement(human, auto[:, :2], mask, np.random.default_rng(1))

@@ -343,6 +343,8 @@ def test_labels_stage_writes_scores_labels_validation_and_agreement(small_run):
     assert ag["accuracy"] == pytest.approx(np.mean([auto[s] == human[s] for s in human]))
     assert [d["seed"] for d in ag["disagree"]] == [s for s in sorted(human) if auto[s] != human[s]]
     assert np.array(ag["confusion"]["matrix"]).sum() == 10 and "cohen_kappa" in ag
+    lo, hi = ag["accuracy_ci"]  # over seeds, beside the chance agreement at both cheap_ok shares
+    assert lo <= ag["accuracy"] <= hi and 0 <= ag["chance_accuracy"] <= 1
     assert json.loads(run.path("labels", "validation.json").read_text())["leave_one_family_out"]
 
 
@@ -383,6 +385,8 @@ def test_report_labels_section_shows_the_table_histogram_agreement_and_strip(sma
         assert f"| {family} |" in text
     assert "AUC weak" in text and "leave-one-family-out" in text and "Cohen's kappa" in text
     assert "human \\ automated" in text
+    lo, hi = summary["agreement"]["accuracy_ci"]
+    assert f"[{lo:.0%}, {hi:.0%}] (chance: {summary['agreement']['chance_accuracy']:.0%})" in text
     for figure in ("quality_scores.png", "label_disagreements.png" if summary["agreement"]["disagree"] else None):
         if figure:
             assert f"({figure})" in text and run.path("report", figure).exists()

@@ -23,7 +23,7 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
-from hybrid_jax import io, sharding
+from hybrid_jax import evaluation, io, sharding
 from hybrid_jax import labels as labels_lib
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.quality import build, degradations, rule, validation
@@ -161,7 +161,8 @@ def run_stage(run: Run) -> dict:
     if human:
         out["human_cheap_ok"] = sum(v == "cheap_ok" for v in human.values())
         out["human_n"] = len(human)
-        out["agreement"] = agreement(human, auto)
+        out["agreement"] = agreement(human, auto, np.random.default_rng(cfg.router.seed),
+                                     evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap))
     return out
 
 
@@ -197,12 +198,18 @@ def _sanity(s: dict, s_ref: np.ndarray, feats: dict, feats_ref: np.ndarray) -> d
             "warnings": problems}
 
 
-def agreement(human: dict[int, str], auto: dict[int, str]) -> dict:
-    """Automated vs human labels on their common seeds: accuracy, Cohen's kappa (sklearn), the confusion
-    table (rows human, columns automated) and the seeds where they disagree."""
+def agreement(human: dict[int, str], auto: dict[int, str], rng: np.random.Generator,
+              boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig()) -> dict:
+    """Automated vs human labels on their common seeds: accuracy with its 95 % interval over seeds and the
+    chance accuracy at both cheap_ok shares (`evaluation.rater_agreement`), Cohen's kappa (sklearn), the
+    confusion table (rows human, columns automated), the seeds where they disagree, and the counts of seeds
+    labeled by one side only."""
     out = labels_lib.agreement(human, auto)
     common = sorted(set(human) & set(auto))
     yh, ya = [human[s] for s in common], [auto[s] for s in common]
+    yes = lambda y: np.array([v == labels_lib.POSITIVE for v in y], bool).reshape(-1, 1)
+    ag = evaluation.rater_agreement(yes(yh), yes(ya), np.ones((len(common), 1), bool), rng, boot)
+    out.update({k: ag[k] for k in ("accuracy_ci", "chance_accuracy") if k in ag})
     if common and len(set(yh) | set(ya)) > 1:
         out["cohen_kappa"] = float(cohen_kappa_score(yh, ya, labels=list(labels_lib.LABELS)))
     cm = confusion_matrix(yh, ya, labels=list(labels_lib.LABELS)) if common else np.zeros((2, 2), int)
