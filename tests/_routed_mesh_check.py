@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np

@@ -16,7 +16,6 @@ import tarfile
 import threading
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
