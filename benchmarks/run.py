@@ -110,9 +110,10 @@ def environment() -> dict[str, str]:
 def gpu_sentence(env_devices: str) -> str:
     if "gpu" in env_devices.lower() or "cuda" in env_devices.lower():
         return "A GPU was visible to this run; the GPU section below lists what was measured on it."
-    return ("**No GPU was available to this task**: every figure here was measured on the CPU listed above. "
-            "The GPU figures of issue 8 (paper A and B at batch 256 in f32 and bf16, ms/image, images/s, MFU, "
-            "and the <= 25 ms/image bf16 H100 target) are **not measured**, and nothing here estimates them.")
+    return ("**No GPU was visible to this run**: every figure here was measured on the CPU listed above, and "
+            "nothing here estimates a GPU figure. The GPU figures (paper A and B at batch 256 in f32 and bf16, "
+            "ms/image, images/s, MFU, the <= 25 ms/image bf16 H100 target) are measured by `bash benchmarks/gpu.sh` "
+            "on a GPU machine, into `BENCHMARKS_GPU.md`.")
 
 
 def to_markdown(env: dict[str, str], command: str, sections: list[tuple[str, list[Table], str]],

@@ -84,7 +84,8 @@ def new_table(batch: int) -> Table:
 def not_measured() -> str | None:
     """Why `run` measures nothing on this machine (None where it measures)."""
     if jax.default_backend() == "cpu":
-        return "needs a GPU or TPU; none was available to this run (paper Model A at batch 256 takes hours on a CPU)"
+        return ("needs a GPU or TPU; none was visible to this run (paper Model A at batch 256 takes hours on a CPU); "
+                "`BENCHMARKS_GPU.md` holds what a GPU run measured")
     return None
 
 
