@@ -32,27 +32,35 @@ def _explain_os_errors(path: Path):
                          f"--workdir; files written earlier are unchanged.") from None
 
 
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, suffix: str = ".tmp"):
+    """A binary file that becomes `path` when the block ends (temp file in the same folder, fsync, rename)
+    and is deleted, leaving `path` as it was, when the block raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename). In a run of several
-    processes only process 0 writes (`sharding.is_writer`): callers keep what they wrote, not read it back."""
+    """Write `data` to `path` atomically (`atomic_open`). In a run of several processes only process 0
+    writes (`sharding.is_writer`): callers keep what they wrote, not read it back."""
     from hybrid_jax import sharding
 
     path = Path(path)
     if not sharding.is_writer():
         return path
-    with _explain_os_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+    with _explain_os_errors(path), atomic_open(path) as f:
+        f.write(data)
     return path
 
 

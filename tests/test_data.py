@@ -322,6 +322,14 @@ def test_download_wrong_checksum_keeps_nothing(server, tmp_path):
     assert not cache.exists() or not any(cache.iterdir())
 
 
+def test_download_into_an_unusable_cache_dir_is_a_data_error(server, tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(DataError, match="cannot write the download to .*XDG_CACHE_HOME"):
+        data.download_cifar10(url=server.url, md5=hashlib.md5(server.payload).hexdigest(), cache_dir=blocker / "sub")
+    assert blocker.read_text().startswith("a file") and not list(tmp_path.rglob("*.part"))
+
+
 def test_download_unreachable_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="could not download"):
         data.download_cifar10(url="http://127.0.0.1:1/x.tar.gz", cache_dir=tmp_path)

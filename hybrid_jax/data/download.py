@@ -9,17 +9,16 @@ broken download. Tests point `url` at a local HTTP server; nothing here needs th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from hybrid_jax import io
 from hybrid_jax.data.images import DataError
 
 log = logging.getLogger("hybrid_jax.data")
@@ -98,15 +97,9 @@ def download_cifar10(url: str | None = None, md5: str | None = None,
 
 def _stream_verified(response, target: Path, url: str, md5: str) -> int:
     """Copy the response into a temp file beside `target`, check its MD5, rename; return the size."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    except OSError as e:
-        raise DataError(f"cannot write to the cache dir {target.parent} ({e.strerror or e}); set XDG_CACHE_HOME "
-                        f"to a writable folder. {_INSTEAD}.") from None
     h, size = hashlib.md5(usedforsecurity=False), 0
     try:
-        with os.fdopen(fd, "wb") as f:
+        with io.atomic_open(target, suffix=".part") as f:
             while True:
                 try:
                     chunk = response.read(_CHUNK)
@@ -122,20 +115,11 @@ def _stream_verified(response, target: Path, url: str, md5: str) -> int:
                     break
                 h.update(chunk)
                 size += len(chunk)
-                try:
-                    f.write(chunk)
-                except OSError as e:
-                    raise DataError(f"cannot write the download to {target.parent} ({e.strerror or e}); free "
-                                    f"space or set XDG_CACHE_HOME to another folder; nothing was kept. "
-                                    f"{_INSTEAD}.") from None
-            f.flush()
-            os.fsync(f.fileno())
-        if (got := h.hexdigest()) != md5:
-            raise DataError(f"the download from {url} has MD5 {got}, expected {md5} (damaged or wrong file); "
-                            f"it was deleted. Run again to retry. {_INSTEAD}.")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+                f.write(chunk)
+            if (got := h.hexdigest()) != md5:
+                raise DataError(f"the download from {url} has MD5 {got}, expected {md5} (damaged or wrong "
+                                f"file); it was deleted. Run again to retry. {_INSTEAD}.")
+    except OSError as e:  # the cache dir: not creatable, not writable, full
+        raise DataError(f"cannot write the download to {target.parent} ({e.strerror or e}); free space or set "
+                        f"XDG_CACHE_HOME to a writable folder; nothing was kept. {_INSTEAD}.") from None
     return size
