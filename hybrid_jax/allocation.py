@@ -72,7 +72,8 @@ def cheapest(ok: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 
 def predicted(p: np.ndarray, cols: np.ndarray, t: float, order: np.ndarray, fallback) -> np.ndarray:
-    """[n] the cheapest option among `cols` whose P(acceptable) (p [n, len(cols)]) reaches t; `fallback` where none does."""
+    """[n] the cheapest option among `cols` whose P(acceptable) (p [n, len(cols)]) reaches t; `fallback` where
+    none does."""
     ok = np.zeros((len(p), len(order)), bool)
     ok[:, cols] = p >= t
     sub = order[np.isin(order, cols)]

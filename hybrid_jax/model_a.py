@@ -217,7 +217,8 @@ def make_probed_sampler(cfg: ModelAConfig, budget: int, probe_budget: int, probe
         return blocks(params, chain, paste(canvas, x, 0), 1, p.keys, p.labels)
 
     return ProbedSampler(probe=xla.jit(probe), finish=xla.jit(finish),
-                         sample_keys=xla.jit(lambda params, keys, labels=None: finish(params, probe(params, keys, labels))),
+                         sample_keys=xla.jit(
+                             lambda params, keys, labels=None: finish(params, probe(params, keys, labels))),
                          visits=visits, probe_passes=probe_steps,
                          finish_passes=len(visits) - probe_steps + (geometry.num_blocks - 1) * budget)
 

@@ -96,7 +96,8 @@ def init_params(cfg: ModelBConfig, ccfg: CorrectorConfig, key: jax.Array, num_cl
 def teacher_forcing(decoder: Decoder, params, patches: jax.Array, train: bool = False, rngs=None,
                     labels=None) -> jax.Array:
     """Predicted means of every patch given the true earlier ones: [b, N, P] -> [b, N, P]."""
-    means, _ = decoder.apply({"params": params}, shift_right(patches), 0, empty_cache(decoder, patches.shape[0]), labels, train=train, rngs=rngs)
+    means, _ = decoder.apply({"params": params}, shift_right(patches), 0, empty_cache(decoder, patches.shape[0]),
+                             labels, train=train, rngs=rngs)
     return means
 
 

@@ -261,14 +261,10 @@ def _router_section(router: dict, out: Path) -> list[str]:
 
 
 def _labels_section(run: Run, router: dict) -> list[str]:
-    from hybrid_jax.quality import degradations, validation
     from hybrid_jax.stages import labels as labels_stage
 
     labels = summary(run, "labels")
-    out = run.path("report")
     n = labels["n"]
-    auc = labels["validation_auc"]
-    ms = labels["mean_score"]
     s = ["## Labels",
          f"Label source for the router: **{router['label_source']}**. Automated: {labels['rule']}. Result: "
          f"{labels['auto_cheap_ok']} cheap_ok of {n}, A_needed {_pct(1 - labels['auto_cheap_ok'] / n)} (brief, "
@@ -276,19 +272,27 @@ def _labels_section(run: Run, router: dict) -> list[str]:
          + ("" if "tau_by_class" not in labels else " tau per class: "
             + ", ".join(f"{c} {t:.4f}" for c, t in labels["tau_by_class"].items()) + ".")]
     if "validation" not in labels:  # a work dir from before the validated score
-        s += ["Labeler validation (ROC AUC): " + ", ".join(f"{k} {v:.3f}" for k, v in auc.items()
-                                                          if isinstance(v, float)) + "."]
-        return s
-    content = labels.get("content", {})
-    clf = labels.get("classifier")
-    s.append(f"Quality score ({labels.get('score', 'see docs/labeler.md')}; docs/labeler.md): a discriminator "
-             "trained to tell real images of the class from degraded copies of them and from other classes, on "
-             "natural-image statistics" + (" and the features of a CIFAR-10 classifier trained here (held-out "
-             f"ten-way accuracy {_pct(clf['accuracy_held_out'])})" if clf else "")
-             + ", mapped to [0, 1] on the scale of real images (0.5 at the 5 % quantile of cross-fitted reference "
-             "images)." + ("" if content.get("used", True) else
-                           f" **The classifier (content) part is off: {content.get('why_not')}**; the score sees "
-                           "image statistics only and the wrong-class check is left out."))
+        return s + ["Labeler validation (ROC AUC): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in labels["validation_auc"].items() if isinstance(v, float)) + "."]
+    ag, scores = labels.get("agreement"), labels_stage.load_scores(run)
+    figs = figures.quality_scores(scores, seeds_stage.load(run), ag, run.path("report"))
+    return (s + _score_validation(labels) + _score_distribution(labels, scores, figs[0])
+            + (_label_agreement(ag, figs[1:]) if ag else []))
+
+
+def _score_validation(labels: dict) -> list[str]:
+    """What the quality score is, and its validation against every degradation family at every strength."""
+    from hybrid_jax.quality import degradations, validation
+
+    auc, content, clf = labels["validation_auc"], labels.get("content", {}), labels.get("classifier")
+    s = [f"Quality score ({labels.get('score', 'see docs/labeler.md')}; docs/labeler.md): a discriminator "
+         "trained to tell real images of the class from degraded copies of them and from other classes, on "
+         "natural-image statistics" + (" and the features of a CIFAR-10 classifier trained here (held-out "
+                                       f"ten-way accuracy {_pct(clf['accuracy_held_out'])})" if clf else "")
+         + ", mapped to [0, 1] on the scale of real images (0.5 at the 5 % quantile of cross-fitted reference "
+         "images)." + ("" if content.get("used", True) else
+                       f" **The classifier (content) part is off: {content.get('why_not')}**; the score sees "
+                       "image statistics only and the wrong-class check is left out.")]
     v = labels["validation"]
     verdict = "**passed**" if v["passed"] else "**FAILED** (" + "; ".join(v["problems"][:6]) + ")"
     s.append(f"Validation on {v['n_real']} held-out real images (never trained on), each family scored by a "
@@ -308,38 +312,41 @@ def _labels_section(run: Run, router: dict) -> list[str]:
                      "AUC strong", "previous score (w / m / s)"], rows))
     if v.get("omitted"):
         s.append("Left out: " + "; ".join(f"{k} ({why})" for k, why in v["omitted"].items()) + ".")
-    scores = labels_stage.load_scores(run)
-    seeds = seeds_stage.load(run)
-    ag = labels.get("agreement")
-    figs = figures.quality_scores(scores, seeds, ag, out)
-    q = labels["score_quantiles"]
-    s.append(f"![quality scores]({figs[0]})")
-    s.append(_table(["images", "n", "mean", "10 %", "median", "90 %"],
-                    [[name, len(scores[key]) if key in scores else "–", q[name]["mean"], q[name]["q10"],
-                      q[name]["q50"], q[name]["q90"]]
-                     for name, key in (("A", "score_a"), ("B", "score_b"), ("real", "score_real"),
-                                       ("reference", "score_reference")) if name in q]))
-    san = labels["sanity"]
+    return s
+
+
+def _score_distribution(labels: dict, scores: dict, figure: str) -> list[str]:
+    """The scores of A, B, held-out real and reference images, and their sanity checks."""
+    q, ms, san = labels["score_quantiles"], labels["mean_score"], labels["sanity"]
     fd = san["frechet_to_reference"]
-    s.append(f"Mean quality: A {sanity.fmt('quality', ms['A'])}, B {sanity.fmt('quality', ms['B'])}, held-out "
-             f"real {sanity.fmt('quality', ms['real'])}. Held-out real vs reference images: "
-             f"{_pct(san['real_inside_reference_5_95'])} inside the reference's 5-95 % range "
-             f"(KS {san['ks_real_vs_reference']:.3f}, p = {san['ks_p']:.2g}): "
-             + ("same range." if san["same_range"] else "**not the same range**.")
-             + f" Frechet distance to the reference: A {fd['A']:.3g}, B {fd['B']:.3g}, held-out real {fd['real']:.3g}."
-             + "".join(f" **Warning: {w}.**" for w in san["warnings"]))
-    if ag:
-        kappa = ag.get("cohen_kappa")
-        cm = ag["confusion"]
-        acc = _agree(ag) if "accuracy_ci" in ag else _pct(ag["accuracy"])  # no interval in older work dirs
-        s.append(f"Human vs automated labels on {ag['n']} seeds: accuracy {acc}, Cohen's kappa "
-                 + ("–" if kappa is None or not np.isfinite(kappa) else f"{kappa:.3f}")
-                 + f"; {len(ag['disagree'])} seeds disagree.")
-        s.append(_table(["human \\ automated"] + cm["labels"],
-                        [[lab] + row for lab, row in zip(cm["labels"], cm["matrix"])]))
-        if len(figs) > 1:
-            s.append(f"Seeds where they disagree (first {min(12, len(ag['disagree']))}; A above B): "
-                     f"![disagreements]({figs[1]})")
+    return [f"![quality scores]({figure})",
+            _table(["images", "n", "mean", "10 %", "median", "90 %"],
+                   [[name, len(scores[key]) if key in scores else "–", q[name]["mean"], q[name]["q10"],
+                     q[name]["q50"], q[name]["q90"]]
+                    for name, key in (("A", "score_a"), ("B", "score_b"), ("real", "score_real"),
+                                      ("reference", "score_reference")) if name in q]),
+            f"Mean quality: A {sanity.fmt('quality', ms['A'])}, B {sanity.fmt('quality', ms['B'])}, held-out "
+            f"real {sanity.fmt('quality', ms['real'])}. Held-out real vs reference images: "
+            f"{_pct(san['real_inside_reference_5_95'])} inside the reference's 5-95 % range "
+            f"(KS {san['ks_real_vs_reference']:.3f}, p = {san['ks_p']:.2g}): "
+            + ("same range." if san["same_range"] else "**not the same range**.")
+            + f" Frechet distance to the reference: A {fd['A']:.3g}, B {fd['B']:.3g}, held-out real {fd['real']:.3g}."
+            + "".join(f" **Warning: {w}.**" for w in san["warnings"])]
+
+
+def _label_agreement(ag: dict, strip: list[str]) -> list[str]:
+    """People's binary labels against the automated ones, with the strip of seeds where they disagree."""
+    kappa = ag.get("cohen_kappa")
+    cm = ag["confusion"]
+    acc = _agree(ag) if "accuracy_ci" in ag else _pct(ag["accuracy"])  # no interval in older work dirs
+    s = [f"Human vs automated labels on {ag['n']} seeds: accuracy {acc}, Cohen's kappa "
+         + ("–" if kappa is None or not np.isfinite(kappa) else f"{kappa:.3f}")
+         + f"; {len(ag['disagree'])} seeds disagree.",
+         _table(["human \\ automated"] + cm["labels"],
+                [[lab] + row for lab, row in zip(cm["labels"], cm["matrix"])])]
+    if strip:
+        s.append(f"Seeds where they disagree (first {min(12, len(ag['disagree']))}; A above B): "
+                 f"![disagreements]({strip[0]})")
     return s
 
 

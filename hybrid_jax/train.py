@@ -57,7 +57,8 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 
 def init_state(params, cfg: TrainConfig, total_steps: int) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=make_optimizer(cfg).init(params),
-                      ema_params=jax.tree.map(jnp.array, params) if cfg.ema_decay > 0 else None, losses=jnp.full((total_steps,), jnp.nan, jnp.float32))
+                      ema_params=jax.tree.map(jnp.array, params) if cfg.ema_decay > 0 else None,
+                      losses=jnp.full((total_steps,), jnp.nan, jnp.float32))
 
 
 def make_train_step(loss_fn: LossFn, cfg: TrainConfig, *, donate: bool = True):

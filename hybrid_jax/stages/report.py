@@ -10,4 +10,5 @@ def run_stage(run: Run) -> dict:
     return {"report": str(report.write_report(run))}
 
 
-STAGE = Stage("report", run_stage, after=("data", "model_a", "model_b", "corrector", "labels", "router", "routed", "allocate"))
+STAGE = Stage("report", run_stage,
+              after=("data", "model_a", "model_b", "corrector", "labels", "router", "routed", "allocate"))
