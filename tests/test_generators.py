@@ -35,8 +35,10 @@ def test_every_option_gives_a_seed_the_same_image_alone_or_in_a_batch(preset, tr
         batch = np.asarray(g.sample_keys(trained[g.model], keys))
         alone = np.asarray(g.sample_keys(trained[g.model], keys[np.array([2, 2, 2, 2])]))[0]  # same batch shape
         np.testing.assert_array_equal(alone, batch[2], err_msg=g.name)
-        single = np.asarray(g.sample_keys(trained[g.model], keys[2:3]))[0]  # XLA may sum in another order
-        np.testing.assert_allclose(single, batch[2], atol=1e-4, err_msg=g.name)
+        # At batch 1 XLA may pick other kernels and sum in another order: rounding (1.3e-4 seen on an AVX2-only
+        # CPU) that the DDPM steps carry on; another seed's image would differ by O(1).
+        single = np.asarray(g.sample_keys(trained[g.model], keys[2:3]))[0]
+        np.testing.assert_allclose(single, batch[2], atol=1e-3, err_msg=g.name)
         assert np.isfinite(batch).all() and batch.shape == (4, 32, 32, 3)
         images[g.name] = batch
     names = list(images)
