@@ -154,9 +154,9 @@ def test_sampler_deterministic_shape_range(sampler, params, preset):
 def test_image_of_a_key_is_independent_of_its_batch(sampler, params):
     keys = jax.random.split(jax.random.key(9), 4)
     batch = np.asarray(sampler.sample_keys(params, keys))
-    # the same batch size reorders bitwise; another batch size changes XLA's kernels (and so the
-    # rounding, amplified by 16 steps through the clipped x0 prediction), never the noise
-    np.testing.assert_array_equal(np.asarray(sampler.sample_keys(params, keys[::-1]))[::-1], batch)
+    # Another order or batch size may change XLA's kernels (and so the rounding, amplified by 16 steps through
+    # the clipped x0 prediction), never the noise: reordering is bitwise on some CPUs, 4e-5 off on an AVX2-only one.
+    np.testing.assert_allclose(np.asarray(sampler.sample_keys(params, keys[::-1]))[::-1], batch, atol=1e-4)
     alone = np.asarray(sampler.sample_keys(params, keys[:1]))
     np.testing.assert_allclose(alone[0], batch[0], atol=1e-3)
     other = np.asarray(sampler.sample_keys(params, keys[1:2]))[0]
