@@ -105,7 +105,9 @@ def bootstrap_ci(data: tuple, statistic: Callable, rng: np.random.Generator,
     """Paired bootstrap CI over seeds of a vectorised `statistic(*data, axis)`.
 
     Resamples where the statistic is undefined (NaN, e.g. nothing sent to B) are dropped from
-    the interval rather than poisoning it; all-NaN gives [NaN, NaN]."""
+    the interval rather than poisoning it; all-NaN, or fewer than two seeds to resample, gives [NaN, NaN]."""
+    if np.shape(data[0])[-1] < 2:
+        return [float("nan"), float("nan")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -243,3 +243,9 @@ def test_rater_agreement_resamples_seeds_and_sits_beside_chance():
     assert ev.rater_agreement(human, auto, np.zeros_like(mask), np.random.default_rng(1)) == {"n": 0}
     with pytest.raises(ValueError, match="differ in shape"):
         ev.rater_agreement(human, auto[:, :2], mask, np.random.default_rng(1))
+
+
+def test_rater_agreement_on_one_seed_has_no_interval():
+    out = ev.rater_agreement(np.array([[True, False]]), np.array([[True, True]]), np.ones((1, 2), bool),
+                             np.random.default_rng(0))
+    assert out["n"] == 2 and out["accuracy"] == 0.5 and np.isnan(out["accuracy_ci"]).all()

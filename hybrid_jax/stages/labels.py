@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import scipy.stats
-from sklearn.metrics import cohen_kappa_score, confusion_matrix
+from sklearn.metrics import confusion_matrix
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
@@ -209,9 +209,7 @@ def agreement(human: dict[int, str], auto: dict[int, str], rng: np.random.Genera
     yh, ya = [human[s] for s in common], [auto[s] for s in common]
     yes = lambda y: np.array([v == labels_lib.POSITIVE for v in y], bool).reshape(-1, 1)
     ag = evaluation.rater_agreement(yes(yh), yes(ya), np.ones((len(common), 1), bool), rng, boot)
-    out.update({k: ag[k] for k in ("accuracy_ci", "chance_accuracy") if k in ag})
-    if common and len(set(yh) | set(ya)) > 1:
-        out["cohen_kappa"] = float(cohen_kappa_score(yh, ya, labels=list(labels_lib.LABELS)))
+    out.update({k: ag[k] for k in ("accuracy_ci", "chance_accuracy", "cohen_kappa") if k in ag})
     cm = confusion_matrix(yh, ya, labels=list(labels_lib.LABELS)) if common else np.zeros((2, 2), int)
     out["confusion"] = {"labels": list(labels_lib.LABELS), "rows": "human", "columns": "automated",
                         "matrix": cm.tolist()}
