@@ -114,6 +114,7 @@ def main(argv=None) -> int:
     from hybrid_jax import data as data_lib  # after arg parsing: --help stays fast
     from hybrid_jax import pipeline, rundir, runlog, sharding
 
+    logging_on = False
     try:
         cfg = config_lib.apply_overrides(config_lib.get_preset(args.preset), config_overrides(args))
         cfg = dataclasses.replace(cfg, data=data_lib.resolve_all_classes(cfg.data))  # `all` of a tfds data set
@@ -121,14 +122,18 @@ def main(argv=None) -> int:
             sharding.initialize(dist)
         sharding.check_devices(args.devices)
         workdir = Path(args.workdir or f"runs/{cfg.name}")
+        # every input named on the command line, read and checked before anything is written
+        pipeline.check_inputs(pipeline.Run(cfg, workdir, args.labels, args.devices), args.stages)
         runlog.setup(workdir)
+        logging_on = True
         with rundir.lock(workdir):
             if not args.no_compile_cache:
                 runlog.compile_cache(workdir / "cache" / "jax")
             run = pipeline.open_run(cfg, workdir, labels_csv=args.labels, devices=args.devices)
             summaries = pipeline.run_stages(run, args.stages)
     except runlog.USER_ERRORS as e:
-        logging.getLogger("hybrid_jax").error("%s", e)
+        if logging_on:
+            logging.getLogger("hybrid_jax").error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         return 2
     runlog.print_summary(run, summaries)

@@ -532,7 +532,7 @@ def override(cfg, dotted: str, text: str):
     return set_fields(cfg, {dotted: text})
 
 
-def set_fields(cfg, values: dict[str, str]):
+def set_fields(cfg, values: dict[str, str], _path: str = ""):
     """Return `cfg` with each dotted field of `values` set from its text. Every config is rebuilt (so checked)
     once, with all its new values: fields that must agree (geometry.image_size and geometry.block_size, or
     the geometry and router.prefix_steps) change together, in any order."""
@@ -541,17 +541,17 @@ def set_fields(cfg, values: dict[str, str]):
     for dotted, text in values.items():
         head, _, rest = dotted.partition(".")
         if head not in hints:
-            raise ConfigError(f"{type(cfg).__name__} has no field {head!r}; fields: {sorted(hints)}")
+            raise ConfigError(f"{_path}{dotted}: {type(cfg).__name__} has no field {head!r}; fields: {sorted(hints)}")
         groups.setdefault(head, {})[rest] = text
     new = {}
     for head, sub in groups.items():
         if "" not in sub:
-            new[head] = set_fields(getattr(cfg, head), sub)
+            new[head] = set_fields(getattr(cfg, head), sub, f"{_path}{head}.")
             continue
         try:
             new[head] = _coerce(hints[head], sub[""])
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"cannot set {head}={sub['']!r}: {e}") from None
+            raise ConfigError(f"cannot set {_path}{head}={sub['']!r}: {e}") from None
     return dataclasses.replace(cfg, **new)
 
 

@@ -15,11 +15,13 @@ import logging
 import time
 
 from hybrid_jax import io, sharding, tensorboard, timing
-from hybrid_jax.rundir import Run, RunDirError, Stage, is_done, load_run, mark_done, open_run, preset_from_dict
+from hybrid_jax.rundir import (Run, RunDirError, Stage, check_workdir, is_done, load_run, mark_done, open_run,
+                               preset_from_dict)
 from hybrid_jax.stages import allocate, data, features, labels, report, routed, router, seeds, train
 
-__all__ = ["Run", "RunDirError", "STAGES", "STAGE_NAMES", "load_policy", "load_run", "make_routed_sampler", "open_run",
-           "preset_from_dict", "restore_model_b", "restore_params", "run_stages", "samplers"]
+__all__ = ["Run", "RunDirError", "STAGES", "STAGE_NAMES", "check_inputs", "fingerprints", "load_policy", "load_run",
+           "make_routed_sampler", "open_run", "pending", "preset_from_dict", "restore_model_b", "restore_params",
+           "run_stages", "samplers"]
 
 log = logging.getLogger("hybrid_jax.pipeline")
 
@@ -35,15 +37,44 @@ make_routed_sampler = routed.make_routed_sampler
 load_policy = allocate.load_policy
 
 
-def run_stages(run: Run, only: tuple[str, ...] | None = None) -> dict[str, dict]:
-    """Run every stage not already done (or just `only`, which must have their inputs ready)."""
+def _check_only(only) -> None:
     unknown = set(only or ()) - set(STAGE_NAMES)
     if unknown:
         raise RunDirError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGE_NAMES)}")
-    summaries, fingerprints = {}, {}
+
+
+def fingerprints(run: Run) -> dict[str, str]:
+    """Every stage's fingerprint under `run`'s config and inputs (reads no stage output, writes nothing)."""
+    out: dict[str, str] = {}
+    for stage in STAGES:
+        out[stage.name] = stage.fingerprint(run, out)
+    return out
+
+
+def pending(run: Run, only: tuple[str, ...] | None = None) -> list[str]:
+    """The stages `run_stages(run, only)` would run, in order: those whose `done.json` does not match."""
+    _check_only(only)
+    fps = fingerprints(run)
+    return [s.name for s in STAGES if (not only or s.name in only) and not is_done(run, s.name, fps[s.name])]
+
+
+def check_inputs(run: Run, only: tuple[str, ...] | None = None) -> None:
+    """Before any work: refuse a work dir of another config, then read and validate what each stage that is to
+    run takes from outside the work dir (`Stage.check`); raises the first user error, writes nothing."""
+    check_workdir(run.cfg, run.workdir)
+    todo = set(pending(run, only))
+    for stage in STAGES:
+        if stage.name in todo:
+            stage.check(run)
+
+
+def run_stages(run: Run, only: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """Run every stage not already done (or just `only`, which must have their inputs ready)."""
+    _check_only(only)
+    summaries, fps = {}, fingerprints(run)
     stage_scalars = None  # TensorBoard `<workdir>/tb/stages`, opened when a stage runs
     for stage in STAGES:
-        fp = fingerprints[stage.name] = stage.fingerprint(run, fingerprints)
+        fp = fps[stage.name]
         if only and stage.name not in only:
             continue
         sharding.sync(f"stage {stage.name}")  # several processes: each stage starts on what the last one wrote

@@ -52,29 +52,42 @@ def _pinned(config: dict) -> dict:
     return {k: config[k] for k in PINNED}
 
 
+def check_workdir(cfg: Preset, workdir) -> list[str]:
+    """Refuse a work dir whose trained models came from another config, or one that cannot be created;
+    writes nothing. Returns the config fields changed since its last run (empty for a new work dir)."""
+    workdir = Path(workdir)
+    path = workdir / "run.json"
+    if not path.exists():
+        parent = next(p for p in (workdir, *workdir.parents) if p.exists())
+        if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+            raise io.WriteError(0, f"cannot create the work dir {workdir}: {parent} is not a writable folder. "
+                                "Choose a writable --workdir.")
+        return []
+    stored = io.read_json(path)
+    stored["config"] = config_lib.to_dict(preset_from_dict(stored["config"]))  # fields added since: defaults
+    ours = config_lib.to_dict(cfg)
+    pinned = config_lib.diff(_pinned(stored["config"]), _pinned(ours))
+    if stored.get("version") != cfg.version:
+        pinned.insert(0, f"version: {stored.get('version')!r} != {cfg.version!r}")
+    if pinned:
+        raise RunDirError(f"{workdir} was made by preset {stored['preset']!r} (version {stored.get('version')}) "
+                          f"whose trained models differ from this config; differing fields: "
+                          f"{'; '.join(pinned[:8])}. Use another --workdir (or delete this one) instead of "
+                          "mixing results.")
+    return config_lib.diff(stored["config"], ours)
+
+
 def open_run(cfg: Preset, workdir, labels_csv: str | None = None, **kw) -> Run:
     """Create or reopen a work dir for `cfg`; refuse one whose trained models came from another config."""
     workdir = Path(workdir)
-    meta = {"preset": cfg.name, "version": cfg.version, "config": config_lib.to_dict(cfg)}
-    path = workdir / "run.json"
-    if path.exists():
-        stored = io.read_json(path)
-        stored["config"] = config_lib.to_dict(preset_from_dict(stored["config"]))  # fields added since: defaults
-        pinned = config_lib.diff(_pinned(stored["config"]), _pinned(meta["config"]))
-        if stored.get("version") != cfg.version:
-            pinned.insert(0, f"version: {stored.get('version')!r} != {cfg.version!r}")
-        if pinned:
-            raise RunDirError(f"{workdir} was made by preset {stored['preset']!r} (version {stored.get('version')}) "
-                              f"whose trained models differ from this config; differing fields: "
-                              f"{'; '.join(pinned[:8])}. Use another --workdir (or delete this one) instead of "
-                              "mixing results.")
-        changed = config_lib.diff(stored["config"], meta["config"])
-        if changed:
-            log.info("config changed since the last run (%s); the stages that depend on it re-run",
-                     "; ".join(changed[:8]))
-            io.write_json(path, meta)
-    else:
-        io.write_json(path, meta)
+    new = not (workdir / "run.json").exists()
+    changed = check_workdir(cfg, workdir)
+    if changed:
+        log.info("config changed since the last run (%s); the stages that depend on it re-run",
+                 "; ".join(changed[:8]))
+    if new or changed:
+        io.write_json(workdir / "run.json", {"preset": cfg.name, "version": cfg.version,
+                                             "config": config_lib.to_dict(cfg)})
     return Run(cfg, workdir, labels_csv, **kw)
 
 
@@ -145,6 +158,9 @@ class Stage:
     (their fingerprints chain into its own), `inputs(run)` anything outside the work dir (hashes).
     `version` is bumped when the stage's outputs change meaning or format, so a work dir written by
     older code re-runs that stage (and what follows) instead of mixing formats; 0 adds nothing.
+    `check(run)` reads and validates what the stage will take from outside the work dir (a data source, a
+    labels file) and raises a user error naming the problem; it writes nothing and runs, for every stage
+    that is to run, before the first stage starts (`pipeline.check_inputs`).
     """
 
     name: str
@@ -153,6 +169,7 @@ class Stage:
     after: tuple[str, ...] = ()
     inputs: "typing.Callable[[Run], tuple]" = lambda run: ()
     version: int = 0
+    check: "typing.Callable[[Run], None]" = lambda run: None
 
     def fingerprint(self, run: Run, upstream: dict[str, str]) -> str:
         values = [config_lib.to_dict(v) if dataclasses.is_dataclass(v) else v for v in self.config(run.cfg)]

@@ -1,12 +1,13 @@
 """TensorBoard event files under `<workdir>/tb/<name>`, so that a job without a terminal can be
 watched from a browser (`tensorboard --logdir <workdir>/tb`).
 
-Written with tensorboardX (no TensorFlow needed). Without it, one warning and no files: the run
+Written with tensorboardX (no TensorFlow needed). Without it, one info line and no files: the run
 itself never depends on TensorBoard. In a multi-process run only process 0 writes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import struct
@@ -25,18 +26,28 @@ def _no_writer(tag: str, value: float, step: int) -> None:
     """What a run writes to TensorBoard when it cannot (package absent, or not process 0)."""
 
 
-def scalar_writer(logdir: Path) -> ScalarWriter:
-    """(tag, value, step) -> None, appending scalars to a new event file in `logdir`. Each call writes
-    and flushes at once (no writer thread): a killed run keeps all it logged."""
-    if jax.process_index() != 0:
-        return _no_writer
+@functools.cache
+def _tensorboardx():
+    """(EventsWriter, event_pb2, scalar) of tensorboardX, or None with one info line per process: TensorBoard is
+    an optional extra, so a run without it is not warned about it."""
     try:
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto import event_pb2
         from tensorboardX.summary import scalar
     except ImportError:
-        log.warning("tensorboardX is not installed: no TensorBoard event files (pip install tensorboardX)")
+        log.info("tensorboardX is not installed: no TensorBoard event files (pip install -e '.[tensorboard]')")
+        return None
+    return EventsWriter, event_pb2, scalar
+
+
+def scalar_writer(logdir: Path) -> ScalarWriter:
+    """(tag, value, step) -> None, appending scalars to a new event file in `logdir`. Each call writes
+    and flushes at once (no writer thread): a killed run keeps all it logged."""
+    if jax.process_index() != 0:
         return _no_writer
+    if (tbx := _tensorboardx()) is None:
+        return _no_writer
+    EventsWriter, event_pb2, scalar = tbx
     Path(logdir).mkdir(parents=True, exist_ok=True)
     events = EventsWriter(str(Path(logdir) / "events"), f".{os.getpid()}")
 

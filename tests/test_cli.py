@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments import run as run_cli
@@ -105,3 +106,89 @@ def test_more_devices_than_available_is_refused_before_any_work(tmp_path, capsys
     assert f"error: --devices {n + 1} asks for {n + 1} devices but {n} are available" in err
     assert f"use --devices {n} or fewer" in err
     assert not workdir.exists()  # refused before the work dir (or anything in it) was made
+
+
+# ----------------------------------------------------------------------------- inputs checked before any work
+
+def _snapshot(root: Path) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()} if root.exists() else {}
+
+
+@pytest.fixture
+def no_stage_may_run(monkeypatch):
+    """Every stage of the pipeline replaced by one that fails the test if it starts."""
+    import dataclasses
+
+    from hybrid_jax import pipeline
+
+    def ran(run):
+        raise AssertionError("a stage ran before the inputs were checked")
+
+    monkeypatch.setattr(pipeline, "STAGES", tuple(dataclasses.replace(s, run=ran) for s in pipeline.STAGES))
+
+
+def _bad_labels(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    return path
+
+
+BAD_INPUTS = {  # name -> (extra argv given tmp_path, words the error must say)
+    "labels: a bad label": (lambda t: ["--labels", str(_bad_labels(t, "seed,label\n0,cheap_ok\n1,maybe\n"))],
+                            ["bad.csv, line 3", "'maybe'"]),
+    "labels: an unknown seed": (lambda t: ["--labels", str(_bad_labels(t, "seed,label\n0,cheap_ok\n40,A_needed\n"))],
+                                ["bad.csv, line 3", "40", "40 seeds of this run"]),
+    "labels: a duplicate seed": (lambda t: ["--labels", str(_bad_labels(t, "seed,label\n0,cheap_ok\n0,A_needed\n"))],
+                                 ["bad.csv, line 3", "labeled twice"]),
+    "labels: no such file": (lambda t: ["--labels", str(t / "nowhere.csv")], ["nowhere.csv"]),
+    "data: no such path": (lambda t: ["--data", str(t / "missing")], ["missing", "does not exist"]),
+    "data: not CIFAR-10": (lambda t: ["--data", str(_bad_labels(t, "not a tarball"))], ["bad.csv"]),
+    "class: unknown": (lambda t: ["--class", "unicorn"], ["unicorn", "dog"]),
+    "set: out of range": (lambda t: ["--set", "router.threshold=2"], ["router.threshold", "2"]),
+    "set: unknown field": (lambda t: ["--set", "router.thresh=0.5"], ["router.thresh"]),
+    "set: inception weights missing": (lambda t: ["--set", f"labeler.inception_weights={t / 'w.pth'}"],
+                                       ["labeler.inception_weights", "w.pth"]),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_a_bad_input_is_refused_before_any_stage_and_writes_nothing(name, tmp_path, capsys, no_stage_may_run,
+                                                                   monkeypatch):
+    monkeypatch.setenv("HYBRID_JAX_OFFLINE", "1")
+    argv, words = BAD_INPUTS[name]
+    workdir = tmp_path / "run"
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), *argv(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and all(w in err for w in words), err
+    assert not workdir.exists()  # not even run.log
+
+
+def test_a_work_dir_of_another_config_or_an_unwritable_one_is_refused_and_left_as_it_was(tmp_path, capsys,
+                                                                                       no_stage_may_run):
+    from hybrid_jax import pipeline
+
+    workdir = tmp_path / "run"
+    pipeline.open_run(config_lib.override(config_lib.get_preset("test"), "model_a.steps_per_block", "5"), workdir)
+    (workdir / "run.log").write_text("the first run's log\n")
+    before = _snapshot(workdir)
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir)]) == 2
+    assert "model_a.steps_per_block" in capsys.readouterr().err
+    assert _snapshot(workdir) == before
+    afile = tmp_path / "a_file"
+    afile.write_text("")
+    assert run_cli.main(["--preset", "test", "--workdir", str(afile / "run")]) == 2
+    assert "not a writable folder" in capsys.readouterr().err and afile.read_text() == ""
+
+
+def test_the_labels_file_is_checked_again_when_the_labels_stage_reads_it(tmp_path):
+    """A file that passed the check before the run may change before the labels stage imports it."""
+    from hybrid_jax import labels as labels_lib
+    from hybrid_jax import pipeline
+    from hybrid_jax.stages import labels as labels_stage
+
+    csv = _bad_labels(tmp_path, "seed,label\n0,cheap_ok\n")
+    run = pipeline.Run(config_lib.get_preset("test"), tmp_path / "run", labels_csv=str(csv))
+    labels_stage.check(run)
+    csv.write_text("seed,label\n0,maybe\n")
+    with pytest.raises(labels_lib.LabelError, match="line 2"):
+        labels_stage._import_human_labels(run, np.arange(40))

@@ -127,9 +127,18 @@ def test_tfds_source_when_prepared(tmp_path):
     assert "tfds" in got.source and not got.stand_in
 
 
-def test_tfds_not_prepared_falls_through(tmp_path, folder):
-    got = data.load_images("dog", tfds_data_dir=str(tmp_path / "empty"), cache_dir=tmp_path)
+def test_tfds_not_prepared_falls_through(tmp_path, folder, caplog):
+    """...in plain words: one info line saying what was tried, no warning (absl's about empty tfds folders
+    included) and no exception's repr."""
+    (tmp_path / "empty" / "cifar10" / "3.0.2").mkdir(parents=True)  # an empty variant folder: absl would warn
+    with caplog.at_level(logging.INFO):
+        got = data.load_images("dog", tfds_data_dir=str(tmp_path / "empty"), cache_dir=tmp_path)
     assert got.stand_in
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "stand-in" not in r.getMessage().lower()
+                and "STAND-IN" not in r.getMessage()], [r.getMessage() for r in caplog.records]
+    tried = [r.getMessage() for r in caplog.records if r.name == "hybrid_jax.data" and r.levelno == logging.INFO]
+    assert tried and all("cifar10 is not prepared in the tensorflow-datasets data dir" in m for m in tried), tried
+    assert not any("Error" in r.getMessage() for r in caplog.records)
     got = data.load_images("dog", path=folder, tfds_data_dir=str(tmp_path / "empty"))
     assert "folder" in got.source
 

@@ -34,12 +34,18 @@ def test_a_training_run_writes_event_files_that_read_back_with_its_losses(tmp_pa
     assert 0 < data_done["peak_rss_mib"] <= done["peak_rss_mib"] < 64 * 1024  # the process peak only grows
 
 
-def test_without_tensorboardx_one_warning_and_no_files(tmp_path, monkeypatch, caplog):
+def test_without_tensorboardx_one_info_line_no_warning_and_no_files(tmp_path, monkeypatch, caplog):
+    """TensorBoard is an optional extra: a run without it gets one info line per process, never a warning."""
     for name in [m for m in sys.modules if m.split(".")[0] == "tensorboardX"] + ["tensorboardX"]:
         monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
-    with caplog.at_level(logging.WARNING, logger="hybrid_jax.tensorboard"):
-        write = tensorboard.scalar_writer(tmp_path / "tb")
+    tensorboard._tensorboardx.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="hybrid_jax.tensorboard"):
+            write = tensorboard.scalar_writer(tmp_path / "tb")
+            tensorboard.scalar_writer(tmp_path / "tb2")  # a second writer: no second line
+    finally:
+        tensorboard._tensorboardx.cache_clear()
     write("loss", 1.0, 1)
-    assert [r.getMessage() for r in caplog.records] == [
-        "tensorboardX is not installed: no TensorBoard event files (pip install tensorboardX)"]
-    assert not (tmp_path / "tb").exists()
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.INFO,
+        "tensorboardX is not installed: no TensorBoard event files (pip install -e '.[tensorboard]')")]
+    assert not (tmp_path / "tb").exists() and not (tmp_path / "tb2").exists()

@@ -15,6 +15,7 @@ where it is not that size already.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
@@ -163,13 +164,27 @@ def _import_tfds():
     return tfds
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+    """tfds warns through absl about every empty folder it looks into ("Variant folder ... has no
+    dataset_info.json"); while we only ask whether a data set is there, that is noise."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
+
+
 def _tfds_ready(name: str, data_dir: str | None) -> bool:
     """Whether `name` can be read with `tfds.data_source` from `data_dir` (never downloads)."""
     tfds = _import_tfds()
     if tfds is None:
         return False
     try:
-        return len(tfds.data_source(name, split="train", data_dir=data_dir, download=False)) > 0
+        with _quiet_absl():
+            return len(tfds.data_source(name, split="train", data_dir=data_dir, download=False)) > 0
     except Exception as e:  # tfds raises many types here; every one means "not usable"
         _log_tfds_unusable(tfds, name, data_dir, e)
         return False
@@ -178,16 +193,20 @@ def _tfds_ready(name: str, data_dir: str | None) -> bool:
 def _tfds_prepared(tfds, name: str, data_dir: str | None) -> bool:
     """Whether `name` is prepared in the tfds data dir (in any file format)."""
     try:
-        return tfds.builder(name, data_dir=data_dir).is_prepared()
+        with _quiet_absl():
+            return tfds.builder(name, data_dir=data_dir).is_prepared()
     except Exception:
         return False
 
 
 def _log_tfds_unusable(tfds, name: str, data_dir: str | None, e: Exception) -> None:
-    # prepared, but not as array_record: worth a warning
-    log.log(logging.WARNING if _tfds_prepared(tfds, name, data_dir) else logging.INFO,
-            "%s via tfds not usable (%s: %s); trying the other sources. Data sources need it prepared with "
-            "file_format='array_record'.", name, type(e).__name__, (str(e).splitlines() or [""])[0])
+    where = f"the tensorflow-datasets data dir {data_dir or '(default)'}"
+    if _tfds_prepared(tfds, name, data_dir):  # prepared, but not readable as array_record: worth a warning
+        log.warning("%s is prepared in %s but cannot be read without TensorFlow (%s); prepare it with "
+                    "file_format='array_record' to use it. Trying the other sources.", name, where,
+                    (str(e).splitlines() or [""])[0])
+    else:
+        log.info("%s is not prepared in %s; trying the other sources", name, where)
 
 
 def _from_tfds(label: int, split: str, data_dir: str | None, max_images: int | None,
@@ -197,7 +216,8 @@ def _from_tfds(label: int, split: str, data_dir: str | None, max_images: int | N
     if tfds is None:
         return None
     try:
-        source = tfds.data_source("cifar10", split=split, data_dir=data_dir, download=False)
+        with _quiet_absl():
+            source = tfds.data_source("cifar10", split=split, data_dir=data_dir, download=False)
         kept, _ = _scan_tfds(source, "image", "label", label, max_images, size)
     except Exception as e:  # tfds raises many types here; every one means "not usable"
         _log_tfds_unusable(tfds, "cifar10", data_dir, e)

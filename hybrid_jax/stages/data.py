@@ -34,8 +34,9 @@ def _load_class(run: Run, path: str, class_name: str) -> tuple[data_lib.Images, 
         return train, train_images, held_out, why
 
 
-def run_stage(run: Run) -> dict:
-    """Each class's images in the order of data.classes, labelled with its index there."""
+def _read(run: Run) -> tuple[dict[str, np.ndarray], dict]:
+    """(the arrays `load` returns, the stage's summary): each class's images in the order of data.classes,
+    labelled with its index there. Reads the source only; writes nothing."""
     d = run.cfg.data
     path = data_lib.resolve_source(d.path, offline=d.offline, class_name=d.classes)
     if path == data_lib.STAND_IN and d.num_classes > 1:
@@ -46,13 +47,31 @@ def run_stage(run: Run) -> dict:
     train = parts[0][0]
     labelled = lambda i: np.concatenate([np.full(len(p[i]), c, np.int32) for c, p in enumerate(parts)])
     train_images, held_out = (np.concatenate([p[i] for p in parts]) for i in (1, 2))
-    io.write_npz(run.path("data", "images.npz"), train=train_images, holdout=held_out,
-                 train_labels=labelled(1), holdout_labels=labelled(2))
-    if train.stand_in:
-        log.warning("DATA: %s", train.source)
-    return {"source": "; ".join(p[0].source for p in parts), "stand_in": train.stand_in,
-            "n_train": len(train_images), "n_holdout": len(held_out), "holdout_from": parts[0][3],
-            "classes": list(d.classes)}
+    arrays = {"train": train_images, "holdout": held_out, "train_labels": labelled(1),
+              "holdout_labels": labelled(2)}
+    return arrays, {"source": "; ".join(p[0].source for p in parts), "stand_in": train.stand_in,
+                    "n_train": len(train_images), "n_holdout": len(held_out), "holdout_from": parts[0][3],
+                    "classes": list(d.classes)}
 
 
-STAGE = Stage("data", run_stage, config=lambda cfg: (cfg.data, cfg.geometry))
+def run_stage(run: Run) -> dict:
+    arrays, summary = _read(run)
+    io.write_npz(run.path("data", "images.npz"), **arrays)
+    if summary["stand_in"]:
+        log.warning("DATA: %s", summary["source"])
+    return summary
+
+
+def check(run: Run) -> None:
+    """The data source, the class names and every image are read and checked (DataError) before any work;
+    quietly, since the stage itself then reads them and says what it used."""
+    quiet = logging.getLogger(data_lib.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        _read(run)
+    finally:
+        quiet.setLevel(level)
+
+
+STAGE = Stage("data", run_stage, config=lambda cfg: (cfg.data, cfg.geometry), check=check)

@@ -254,11 +254,22 @@ def _inputs(run: Run) -> tuple:
             file_hash(w) if w else None)
 
 
+def check(run: Run) -> None:
+    """The human labels CSV (--labels) against the run's seeds, and the Inception weights file, before any work;
+    the CSV is read again when the stage imports it (it may change between runs)."""
+    if run.labels_csv:
+        labels_lib.read_labels_table(run.labels_csv, known_seeds=seeds_stage.seed_ids(run.cfg).tolist())
+    w = run.cfg.labeler.inception_weights
+    if w and not Path(w).is_file():
+        raise FileNotFoundError(f"labeler.inception_weights={w!r} is not a file; give the path of the weights "
+                                "(docs/labeler.md) or leave it empty")
+
+
 # version 1: the learned score (discriminator + classifier); work dirs of the statistics score re-run.
 # With several classes the rule applies within each class (a fingerprint change for those runs only).
 STAGE = Stage("labels", run_stage, config=lambda cfg: (cfg.labeler,)
               + (("rule within each class",) if cfg.data.num_classes > 1 else ()),
-              after=("data", "seeds"), inputs=_inputs, version=1)
+              after=("data", "seeds"), inputs=_inputs, version=1, check=check)
 
 
 def _restore_content(run: Run) -> build.Content:

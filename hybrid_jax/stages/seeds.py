@@ -23,6 +23,11 @@ def samplers(cfg: Preset) -> tuple[model_a.Sampler, model_b.Sampler]:
             model_b.make_sampler(cfg.model_b, cfg.corrector, geometry=cfg.geometry, num_classes=n))
 
 
+def seed_ids(cfg: Preset) -> np.ndarray:
+    """The seeds the stage generates: 0 .. seeds.num_seeds - 1."""
+    return np.arange(cfg.seeds.num_seeds)
+
+
 def _parts_dir(run: Run):
     """Batches are kept per (seeds config, probe length, trained models): another setting never reuses them."""
     models = [done_record(run, m)["fingerprint"] for m in train.MODELS]
@@ -35,7 +40,7 @@ def run_stage(run: Run) -> dict:
     mesh = run.mesh
     pa, pb = sharding.replicate((train.restore_params(run, "model_a"), train.restore_model_b(run)), mesh)
     compute_features = jax.jit(lambda prefix: features_lib.compute(prefix, cfg.geometry, cfg.data.num_classes))
-    seeds = np.arange(cfg.seeds.num_seeds)
+    seeds = seed_ids(cfg)
     bs = cfg.seeds.batch_size
     parts_dir = _parts_dir(run)
     parts = {}  # start -> this batch's arrays (made now, or read from an earlier run's file)
