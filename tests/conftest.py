@@ -6,6 +6,8 @@ Keep this file small and general: fixtures used by one test file belong in that 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 # Compile ~2.5x faster on CPU; set before JAX starts, and inherited by the tests' subprocesses so
 # that in-process and subprocess runs produce the same bits.
@@ -13,9 +15,18 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 os.environ["HYBRID_JAX_OFFLINE"] = "1"  # tests never download CIFAR-10 (hybrid_jax.data.resolve_source)
-# In-process runs must not switch this process's JAX compilation cache on (tests/test_pipeline.py tests it
-# in a subprocess of its own).
+# Runs in tests keep no compilation cache in their work dir (tests/test_pipeline.py tests that one, cold, in a
+# subprocess of its own) ...
 os.environ["HYBRID_JAX_COMPILE_CACHE"] = "0"
+# ... they share one instead: JAX's persistent cache in a folder made for this pytest session, inherited by
+# every worker and subprocess of it (the same programs compile once per session, not once per process) and
+# removed at its end, so no cache is ever carried to another host or session. Every program is cached, however
+# fast it compiled. A cache hit loads the same executable, so cached and fresh runs give the same bits.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="hybrid_jax-tests-xla-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -24,6 +35,11 @@ import pytest  # noqa: E402
 
 from hybrid_jax import data, model_a, model_b  # noqa: E402
 from hybrid_jax.config import Preset, get_preset  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE and not hasattr(config, "workerinput"):  # the process that made the cache (not an xdist worker)
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -99,37 +99,91 @@ def _stages_run(workdir: Path, log_before: str) -> list[str]:
     return re.findall(r"stage (\w+)\s+running", (workdir / "run.log").read_text()[len(log_before):])
 
 
-@pytest.mark.parametrize("change, reruns", [
-    ("router.threshold=0.6", ["router", "routed", "allocate", "report"]),
-    ("labeler.k=3", ["labels", "router", "routed", "allocate", "report"]),
-    ("cost.repeats=2", ["routed", "allocate", "report"]),
-    ("allocation.a_budgets=3", ["allocate", "report"]),
-    ("seeds.num_seeds=44", ["seeds", "features", "labels", "router", "routed", "allocate", "report"]),
-])
-def test_retune_reruns_only_the_dependent_stages(finished, tmp_path, change, reruns):
+RETUNES = {  # a changed field -> the stages it re-runs (no trained model among them)
+    "router.threshold=0.6": ["router", "routed", "allocate", "report"],
+    "labeler.k=3": ["labels", "router", "routed", "allocate", "report"],
+    "cost.repeats=2": ["routed", "allocate", "report"],
+    "allocation.a_budgets=3": ["allocate", "report"],
+    "seeds.num_seeds=44": ["seeds", "features", "labels", "router", "routed", "allocate", "report"],
+}
+
+
+@pytest.mark.parametrize("change", RETUNES)
+def test_retune_changes_only_the_dependent_stages_fingerprints(finished, change):
+    """Which stages a changed field re-runs, read off the stage fingerprints (`pipeline.pending`, which
+    `run_stages` follows; one real rerun below), with nothing written."""
+    before = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
+    cfg = config_lib.apply_overrides(config_lib.get_preset("test"), [change])
+    assert pipeline.pending(pipeline.Run(cfg, finished)) == RETUNES[change]
+    assert pipeline.pending(pipeline.Run(config_lib.get_preset("test"), finished)) == []
+    assert {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()} == before
+
+
+def test_retune_reruns_the_stages_its_fingerprints_name_and_no_model(finished, tmp_path):
     import shutil
 
+    change = "allocation.a_budgets=3"
     workdir = tmp_path / "retune"
     shutil.copytree(finished, workdir)
     log_before = (workdir / "run.log").read_text()
     models = {p: p.stat().st_mtime_ns for m in ("model_a", "model_b", "corrector") for p in (workdir / m).rglob("*")}
+    cfg = config_lib.apply_overrides(config_lib.get_preset("test"), [change])
+    predicted = pipeline.pending(pipeline.Run(cfg, workdir))
     assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", change]) == 0
-    assert _stages_run(workdir, log_before) == reruns
+    assert _stages_run(workdir, log_before) == predicted == RETUNES[change]
     assert {p: p.stat().st_mtime_ns for p in models} == models  # no trained model touched
-    assert pipeline.load_run(workdir).cfg == config_lib.apply_overrides(config_lib.get_preset("test"), [change])
+    assert pipeline.load_run(workdir).cfg == cfg
+    assert pipeline.pending(pipeline.Run(cfg, workdir)) == []
 
 
-KILL_POINTS = {  # name -> (files whose appearance triggers the kill, what the restarted run must log)
-    "training": (["model_a/ckpt/4", "model_b/ckpt/4", "corrector/ckpt/4"], r"resumed from checkpoint step [1-9]"),
-    "seeds": (["seeds/parts/*/part_000000.npz"], r"stage corrector done already, skipped"),
+def _copy_before(finished: Path, workdir: Path, stage: str) -> None:
+    """`workdir` as `finished` was before `stage` ran: its config and the stages before `stage`, no log."""
+    import shutil
+
+    workdir.mkdir(parents=True)
+    shutil.copy(finished / "run.json", workdir / "run.json")
+    for name in pipeline.STAGE_NAMES[: pipeline.STAGE_NAMES.index(stage)]:
+        shutil.copytree(finished / name, workdir / name)
+
+
+def _same_trained_models(ours: Path, ref: Path) -> None:
+    """The three trained models' losses and params, bitwise."""
+    import jax
+
+    for name in ("model_a", "model_b", "corrector"):
+        np.testing.assert_array_equal(io.read_npz(ours / name / "losses.npz")["losses"],
+                                      io.read_npz(ref / name / "losses.npz")["losses"], err_msg=name)
+        for a, b in zip(*(jax.tree.leaves(pipeline.restore_params(pipeline.load_run(d), name)) for d in (ours, ref))):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def _same_outputs_through_routed(ours: Path, ref: Path) -> None:
+    for stage, name in COMPARED:
+        got, want = io.read_npz(ours / stage / name), io.read_npz(ref / stage / name)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"{stage}/{name}:{key}")
+
+
+TRAINING = ",".join(pipeline.STAGE_NAMES[: pipeline.STAGE_NAMES.index("corrector") + 1])
+KILL_POINTS = {  # name -> (first stage run, the stages run, files whose appearance triggers the kill, what the
+    # restarted run must log, what it must equal the uninterrupted run in)
+    "training": ("model_a", TRAINING, ["model_a/ckpt/4", "model_b/ckpt/4", "corrector/ckpt/4"],
+                 r"resumed from checkpoint step [1-9]", _same_trained_models),
+    "seeds": ("seeds", THROUGH_ROUTED, ["seeds/parts/*/part_000000.npz"], r"stage corrector done already, skipped",
+              _same_outputs_through_routed),
 }
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_kill_then_resume_gives_the_same_results(finished, tmp_path, point):
-    triggers, resumed = KILL_POINTS[point]
+    """Killed (SIGKILL) during training or the seeds stage, then rerun: the same trained models (losses and
+    params, bitwise), or the same outputs of every stage through `routed`, as the uninterrupted run. The run
+    starts from a copy of the finished one before the stage it is killed in (the stages after training are
+    pure functions of the trained models, which the seeds case checks)."""
+    first, through, triggers, resumed, same = KILL_POINTS[point]
     workdir = tmp_path / "killed"
-    cli = _cli(workdir, "--stages", THROUGH_ROUTED)
+    _copy_before(finished, workdir, first)
+    cli = _cli(workdir, "--stages", through)
     proc = subprocess.Popen(cli, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -142,10 +196,7 @@ def test_kill_then_resume_gives_the_same_results(finished, tmp_path, point):
     done = subprocess.run(cli, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(resumed, (workdir / "run.log").read_text())
-    for stage, name in COMPARED:
-        ours, ref = io.read_npz(workdir / stage / name), io.read_npz(finished / stage / name)
-        for key in ref:
-            np.testing.assert_array_equal(ours[key], ref[key], err_msg=f"{stage}/{name}:{key}")
+    same(workdir, finished)
 
 
 @pytest.mark.parametrize("block, printed", [(0, "(4, 32, 32, 3)"), (1, "(8, 32, 32, 3)")])

@@ -3,7 +3,7 @@
 Fast tests use hand-built inputs and the embedded stand-in photographs (no classes, so the score's
 statistics part only); the labels stage runs on a tiny official-format CIFAR-10 folder made here;
 the pass rule is asserted on the development CIFAR-10 copy where it is present (skipped elsewhere;
-its classifier is cached in pytest's cache directory, so only the first run trains it).
+its classifier is read back from tests/data/, and trained from scratch by the slow case).
 """
 
 from __future__ import annotations
@@ -426,23 +426,62 @@ def test_labels_stage_with_inception_weights_uses_the_pool_features(tmp_path, cr
 
 # ----------------------------------------------------------------------------- the development CIFAR-10 copy
 
-@pytest.fixture(scope="module")
+# The quick preset's classifier trained on the development copy, committed: a clean clone (CI) reads it back
+# instead of training it for minutes. Keyed by everything that trains it (its config and a hash of its images);
+# another key trains afresh. The slow "trained" case trains it from scratch on every run (`-m slow`); with
+# $HYBRID_JAX_STORE_DEV_CLASSIFIER=1 it rewrites the file.
+DEV_CLASSIFIER = Path(__file__).parent / "data" / "labeler_dev_classifier.msgpack"
+
+
+def _dev_classifier_key(cfg, images: list[np.ndarray]) -> str:
+    import hashlib
+
+    from hybrid_jax.rundir import fingerprint
+
+    digest = hashlib.sha256()
+    for x in images:
+        digest.update(np.ascontiguousarray(x).tobytes())
+    return fingerprint(build.classifier_guard(cfg, digest.hexdigest()[:16]))
+
+
+def _stored_dev_classifier(cfg, key: str):
+    """The committed classifier's params if its key is `key`, else None."""
+    from flax import serialization
+
+    if not DEV_CLASSIFIER.exists():
+        return None
+    stored = serialization.msgpack_restore(DEV_CLASSIFIER.read_bytes())
+    if stored["key"] != key:
+        return None
+    template = classifier.init_params(classifier.make_net(cfg.classifier_widths, cfg.embed_dim), cfg.train.seed)
+    return serialization.from_state_dict(template, stored["params"])
+
+
+@pytest.fixture(scope="module", params=["stored", pytest.param("trained", marks=pytest.mark.slow)])
 def dev(request, tmp_path_factory):
     """The quick preset's labeler on the development CIFAR-10 copy: 375 dogs as reference, the last 100
-    held out (as the quick preset's data stage), 50 held out of each other class. The classifier's
-    checkpoint lives in pytest's cache: the first run trains it (minutes), later runs read it back."""
+    held out (as the quick preset's data stage), 50 held out of each other class; its classifier read back
+    from the committed file ("stored", when its key matches) or trained from scratch here ("trained")."""
+    from flax import serialization
+
     if not DEV_DATA.exists():
         pytest.skip("development CIFAR-10 copy not present")
     cfg = config_lib.get_preset("quick").labeler
     dogs = data_lib.load_images("dog", "train", str(DEV_DATA), use_tfds=False).images
     reference, held_out = dogs[:375], dogs[375:475]
     others = build.load_other_classes("dog", str(DEV_DATA), cfg)
-    from hybrid_jax.rundir import fingerprint
-    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider: train afresh
-    root = cache.mkdir("hybrid_jax-labeler-dev-classifier") if cache else tmp_path_factory.mktemp("classifier")
-    ckpt = Path(root) / fingerprint(
-        build.classifier_guard(cfg, "dev"))  # another config trains afresh in another folder
-    content = build.train_content_classifier(reference, others.train, "dog", cfg, ckpt, "dev")
+    key = _dev_classifier_key(cfg, [reference, *others.train.values()])
+    params = _stored_dev_classifier(cfg, key) if request.param == "stored" else None
+    if params is None:
+        ckpt = tmp_path_factory.mktemp("classifier")
+        content = build.train_content_classifier(reference, others.train, "dog", cfg, ckpt, "dev")
+        if os.environ.get("HYBRID_JAX_STORE_DEV_CLASSIFIER") == "1":
+            DEV_CLASSIFIER.parent.mkdir(exist_ok=True)
+            DEV_CLASSIFIER.write_bytes(serialization.msgpack_serialize(
+                {"key": key, "params": serialization.to_state_dict(content.params)}))
+    else:
+        content = build.Content(classifier.make_net(cfg.classifier_widths, cfg.embed_dim), params,
+                                data_lib.CIFAR10_CLASSES.index("dog"), {"stored": key})
     fitted = build.fit_quality(reference, cfg, content, others.train, "dog")
     wrong = build.wrong_class_images("dog", others.held)
     return fitted, reference, held_out, wrong, build.validate(fitted, held_out, wrong)
