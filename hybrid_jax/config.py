@@ -155,22 +155,43 @@ class DecoderConfig:
         _check(self.dtype in ("float32", "bfloat16"), f"decoder.dtype must be float32 or bfloat16, got {self.dtype}")
 
 
+LR_DECAYS = ("constant", "cosine")  # train.decay: the learning rate after warmup (`hybrid_jax.train.learning_rate`)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """The training recipe (`hybrid_jax.train`). The brief fixes Adam, its learning rate and the epochs; the
+    rest (warmup, decay, EMA, flips) is ours, off by default."""
+
     epochs: int = 1
     batch_size: int = 128
     lr: float = 3e-4
-    grad_clip: float = 1.0
-    ema_decay: float = 0.0  # 0 disables EMA; when > 0 the samplers use the EMA params
+    grad_clip: float = 1.0  # global gradient-norm clipping
+    warmup_steps: int = 0  # linear warmup of the learning rate over the first steps (0: none)
+    decay: str = "constant"  # after warmup: "constant" or "cosine" (to 0 at the last step)
+    ema_decay: float = 0.0  # fixed EMA decay of the params; 0 disables EMA
+    ema_power: float = 0.0  # > 0: power-function EMA (EDM2), decay (1 - 1/t)^(1 + ema_power) at step t
+    hflip: bool = False  # random horizontal flips of the training images
     ckpt_every: int = 1000  # steps between orbax checkpoints (and one at the end)
     log_every: int = 50
     seed: int = 0
+
+    @property
+    def ema(self) -> bool:
+        """Whether the params are averaged (the samplers and the saved params then use the average)."""
+        return self.ema_decay > 0 or self.ema_power > 0
 
     def __post_init__(self):
         _check(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
         _check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
         _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _check(self.grad_clip > 0, f"train.grad_clip must be > 0, got {self.grad_clip}")
+        _check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(self.decay in LR_DECAYS, f"train.decay must be one of {', '.join(LR_DECAYS)}, got {self.decay!r}")
         _check(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        _check(self.ema_power >= 0, f"train.ema_power must be >= 0, got {self.ema_power}")
+        _check(not (self.ema_decay > 0 and self.ema_power > 0),
+               "train.ema_decay and train.ema_power are two kinds of EMA; set one of them (the other 0)")
         _check(self.ckpt_every > 0, f"train.ckpt_every must be > 0, got {self.ckpt_every}")
 
 
@@ -181,10 +202,12 @@ class ModelAConfig:
     unet: UNetConfig = UNetConfig()
     steps_per_block: int = 200
     scan_unroll: int = 1
+    min_snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting (Hang et al. 2023), min(SNR, g) / SNR; 0: plain
     train: TrainConfig = TrainConfig(epochs=500)
 
     def __post_init__(self):
         _check(self.steps_per_block > 0, f"model_a.steps_per_block must be > 0, got {self.steps_per_block}")
+        _check(self.min_snr_gamma >= 0, f"model_a.min_snr_gamma must be >= 0, got {self.min_snr_gamma}")
         _check(self.scan_unroll > 0, "model_a.scan_unroll must be > 0")
 
 
@@ -208,9 +231,11 @@ class CorrectorConfig:
     num_timesteps: int = 100
     start_step: int = 30
     scan_unroll: int = 1
+    min_snr_gamma: float = 0.0  # as model_a.min_snr_gamma
     train: TrainConfig = TrainConfig(epochs=150)
 
     def __post_init__(self):
+        _check(self.min_snr_gamma >= 0, f"corrector.min_snr_gamma must be >= 0, got {self.min_snr_gamma}")
         _check(self.num_timesteps > 0, f"corrector.num_timesteps must be > 0, got {self.num_timesteps}")
         _check(0 < self.start_step <= self.num_timesteps,
                f"corrector.start_step must be in (0, num_timesteps={self.num_timesteps}], got {self.start_step}")

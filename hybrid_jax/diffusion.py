@@ -88,13 +88,28 @@ def q_sample(sched: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> 
     return _at(sched.sqrt_alphas_cumprod, t, x0) * x0 + _at(sched.sqrt_one_minus_alphas_cumprod, t, x0) * noise
 
 
-def eps_loss(eps_pred: jax.Array, eps: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Mean squared error on epsilon, over the pixels where `mask` is 1 (all if None)."""
+def eps_loss(eps_pred: jax.Array, eps: jax.Array, mask: jax.Array | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
+    """Mean squared error on epsilon, over the pixels where `mask` is 1 (all if None), each example's pixels
+    weighted by `weights` [b] (`min_snr_weights`; 1 if None)."""
     sq = jnp.square(eps_pred.astype(jnp.float32) - eps)
+    if weights is not None:
+        sq = sq * _bcast(weights.astype(jnp.float32), sq)
     if mask is None:
         return jnp.mean(sq)
     mask = jnp.broadcast_to(mask, sq.shape)
     return jnp.sum(sq * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def min_snr_weights(sched: Schedule, t: jax.Array, gamma: float) -> jax.Array | None:
+    """[b] min-SNR-gamma weights of epsilon-MSE (Hang et al. 2023): min(SNR_t, gamma) / SNR_t, SNR_t = a_bar /
+    (1 - a_bar). They damp the many low-noise steps whose epsilon is easy and whose samples gain little;
+    gamma = 0 is no weighting (None)."""
+    if gamma <= 0:
+        return None
+    a_bar = sched.alphas_cumprod[t]
+    snr = a_bar / (1.0 - a_bar)
+    return jnp.minimum(snr, gamma) / snr
 
 
 def predict_x0(sched: Schedule, x_t: jax.Array, t: jax.Array, eps: jax.Array) -> jax.Array:

@@ -77,7 +77,7 @@ def make_loss(cfg: ModelAConfig, num_classes: int = 1, *,
         cond = block_condition(images, block, geometry)
         x_t = diffusion.q_sample(sched, images, t, noise)
         eps = eps_fn(params, x_t, t, (cond, labels), rngs={"dropout": k_drop})
-        return diffusion.eps_loss(eps, noise, cond[..., -1:])
+        return diffusion.eps_loss(eps, noise, cond[..., -1:], diffusion.min_snr_weights(sched, t, cfg.min_snr_gamma))
 
     return loss
 

@@ -128,7 +128,7 @@ def make_corrector_loss(ccfg: CorrectorConfig, num_classes: int = 1):
         noise = jax.random.normal(k_noise, images.shape)
         x_t = diffusion.q_sample(sched, images, t, noise)
         eps = unet.apply({"params": params}, x_t, t, None, labels, train=True, rngs={"dropout": k_drop})
-        return diffusion.eps_loss(eps, noise)
+        return diffusion.eps_loss(eps, noise, weights=diffusion.min_snr_weights(sched, t, ccfg.min_snr_gamma))
 
     return loss
 

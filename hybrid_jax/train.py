@@ -51,27 +51,69 @@ class TrainResult:
     seconds: float
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.lr))
+_DECAYS = {  # config.LR_DECAYS: the learning rate's factor at fraction f in [0, 1] of the steps after warmup
+    "constant": lambda f: jnp.ones_like(f),
+    "cosine": lambda f: 0.5 * (1.0 + jnp.cos(jnp.pi * f)),
+}
+AUGMENT_STREAM = 1 << 16  # fold_in(step key, this): the augmentation's key (the losses fold in 0, 1, 2, ...)
+
+
+def learning_rate(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
+    """count -> learning rate of update `count` (0-based): lr (count + 1) / warmup during the warmup steps, then
+    lr x the decay (`cfg.decay`) over the remaining steps."""
+    def schedule(count):
+        count = jnp.asarray(count, jnp.float32)
+        warm = jnp.minimum(1.0, (count + 1.0) / max(cfg.warmup_steps, 1))
+        frac = jnp.clip((count - cfg.warmup_steps) / max(total_steps - cfg.warmup_steps - 1, 1), 0.0, 1.0)
+        return cfg.lr * warm * _DECAYS[cfg.decay](frac)
+    return schedule
+
+
+def ema_decay(cfg: TrainConfig, step: jax.Array) -> jax.Array:
+    """The EMA's decay at update `step` (1-based): the fixed `ema_decay`, or the power function (1 - 1/step)^(1 +
+    ema_power) of EDM2 (Karras et al. 2024), whose average weighs the last steps more as training goes on."""
+    if cfg.ema_power > 0:
+        return (1.0 - 1.0 / jnp.asarray(step, jnp.float32)) ** (1.0 + cfg.ema_power)
+    return jnp.asarray(cfg.ema_decay, jnp.float32)
+
+
+def hflip(batch, key: jax.Array):
+    """Each image of the batch (images, or (images, labels)) flipped left-right with probability 1/2."""
+    images, labels = data_lib.images_and_labels(batch)
+    flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
+    images = jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
+    return images if labels is None else (images, labels)
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int = 1) -> optax.GradientTransformation:
+    """Clipped Adam at `learning_rate`; a constant rate stays a number, so its optimizer state (and checkpoints
+    written before schedules existed) has no schedule count."""
+    constant = cfg.warmup_steps == 0 and cfg.decay == "constant"
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                       optax.adam(cfg.lr if constant else learning_rate(cfg, total_steps)))
 
 
 def init_state(params, cfg: TrainConfig, total_steps: int) -> TrainState:
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=make_optimizer(cfg).init(params),
-                      ema_params=jax.tree.map(jnp.array, params) if cfg.ema_decay > 0 else None,
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=make_optimizer(cfg, total_steps).init(params),
+                      ema_params=jax.tree.map(jnp.array, params) if cfg.ema else None,
                       losses=jnp.full((total_steps,), jnp.nan, jnp.float32))
 
 
-def make_train_step(loss_fn: LossFn, cfg: TrainConfig, *, donate: bool = True):
-    """jitted `step(state, batch, key) -> state`; data-parallel when its inputs are sharded.
-    `donate=False` keeps the input state valid (to call the step repeatedly on one state)."""
-    tx = make_optimizer(cfg)
+def make_train_step(loss_fn: LossFn, cfg: TrainConfig, total_steps: int = 1, *, donate: bool = True):
+    """jitted `step(state, batch, key) -> state`; data-parallel when its inputs are sharded. `total_steps` sets
+    the learning-rate schedule's length. `donate=False` keeps the input state valid (to call the step
+    repeatedly on one state)."""
+    tx = make_optimizer(cfg, total_steps)
 
     def step(state: TrainState, batch, key) -> TrainState:
+        if cfg.hflip:
+            batch = hflip(batch, jax.random.fold_in(key, AUGMENT_STREAM))
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = None if state.ema_params is None else optax.incremental_update(
-            params, state.ema_params, 1.0 - cfg.ema_decay)
+            params, state.ema_params, 1.0 - ema_decay(cfg, state.step + 1))
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
                           losses=state.losses.at[state.step].set(loss))
 
@@ -112,7 +154,8 @@ def train(loss_fn: LossFn, init_params, images: Any, cfg: TrainConfig, ckpt: Che
     state = sharding.replicate(jax.tree.map(jnp.array, state), mesh)  # a copy: the step donates its input
     if resumed is not None:
         log.info("%s: resumed from checkpoint step %d of %d", desc, resumed, n_steps)
-    step_fn = make_train_step(loss_fn, cfg)
+    step_fn = make_train_step(loss_fn, cfg, n_steps)
+    lr_at = learning_rate(cfg, n_steps)
     base_key = jax.random.key(cfg.seed)
     start = int(state.step)
     end = n_steps if stop_after is None else min(stop_after, n_steps)
@@ -127,7 +170,7 @@ def train(loss_fn: LossFn, init_params, images: Any, cfg: TrainConfig, ckpt: Che
             if done % cfg.log_every == 0 or done % cfg.ckpt_every == 0 or done == end:
                 _check_finite(state, checked, desc, ckpt)
                 now = time.perf_counter()
-                for tag, value in (("loss", np.mean(np.asarray(state.losses[checked:done]))), ("learning_rate", cfg.lr),
+                for tag, value in (("loss", np.mean(np.asarray(state.losses[checked:done]))), ("learning_rate", float(lr_at(done - 1))),
                                    ("images_per_second", (done - checked) * cfg.batch_size / (now - t_log))):
                     scalars(tag, value, done)
                 checked, t_log = done, now
@@ -137,6 +180,6 @@ def train(loss_fn: LossFn, init_params, images: Any, cfg: TrainConfig, ckpt: Che
             if done % cfg.ckpt_every == 0 or done == end:
                 ckpt.save(done, state)
             bar.update(1)
-    params = state.ema_params if cfg.ema_decay > 0 else state.params
+    params = state.ema_params if cfg.ema else state.params
     return TrainResult(params=jax.device_get(params), losses=np.asarray(state.losses), resumed_from=resumed,
                        seconds=time.perf_counter() - t0)

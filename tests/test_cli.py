@@ -146,6 +146,8 @@ BAD_INPUTS = {  # name -> (extra argv given tmp_path, words the error must say)
     "class: unknown": (lambda t: ["--class", "unicorn"], ["unicorn", "dog"]),
     "set: out of range": (lambda t: ["--set", "router.threshold=2"], ["router.threshold", "2"]),
     "set: unknown field": (lambda t: ["--set", "router.thresh=0.5"], ["router.thresh"]),
+    "set: EMA decay above 1": (lambda t: ["--set", "model_a.train.ema_decay=1.5"], ["train.ema_decay", "1.5"]),
+    "set: negative warmup": (lambda t: ["--set", "corrector.train.warmup_steps=-3"], ["train.warmup_steps", "-3"]),
     "set: inception weights missing": (lambda t: ["--set", f"labeler.inception_weights={t / 'w.pth'}"],
                                        ["labeler.inception_weights", "w.pth"]),
 }

@@ -459,3 +459,17 @@ def test_a_chain_split_anywhere_runs_the_same_steps():
     whole = run(chain, x)
     for p in (1, 4, 8):
         np.testing.assert_array_equal(np.asarray(run(chain.steps(p), run(chain.steps(0, p), x))), np.asarray(whole))
+
+
+def test_min_snr_weights_match_their_formula_and_weight_the_loss():
+    sched = diffusion.linear_schedule(20)
+    t = jnp.arange(20)
+    a_bar = np.asarray(diffusion.linear_schedule(20).alphas_cumprod, np.float64)
+    snr = a_bar / (1 - a_bar)
+    np.testing.assert_allclose(diffusion.min_snr_weights(sched, t, 5.0), np.minimum(snr, 5.0) / snr, rtol=1e-5)
+    assert diffusion.min_snr_weights(sched, t, 0.0) is None
+    rng = np.random.default_rng(0)
+    eps, pred = (jnp.asarray(rng.standard_normal((3, 4, 4, 3)), jnp.float32) for _ in range(2))
+    w = jnp.asarray([0.5, 1.0, 2.0])
+    per_example = np.mean((np.asarray(pred) - np.asarray(eps)) ** 2, axis=(1, 2, 3))
+    assert float(diffusion.eps_loss(pred, eps, weights=w)) == pytest.approx(float(np.mean(per_example * w)), rel=1e-5)

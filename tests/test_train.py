@@ -166,3 +166,74 @@ def test_data_parallel_step_and_samplers_match_single_device(preset, model_a_par
                       env_extra={"XLA_FLAGS": flags}, timeout=500)
     print(out)
     assert out.strip().endswith("OK")
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+def _numpy_lr(lr, warmup, decay, total, count):
+    warm = min(1.0, (count + 1) / max(warmup, 1))
+    frac = min(max((count - warmup) / max(total - warmup - 1, 1), 0.0), 1.0)
+    return lr * warm * (0.5 * (1 + np.cos(np.pi * frac)) if decay == "cosine" else 1.0)
+
+
+@pytest.mark.parametrize("warmup, decay", [(0, "constant"), (5, "constant"), (0, "cosine"), (4, "cosine")])
+def test_learning_rate_schedule_matches_its_formula_and_drives_adam(warmup, decay, stand_in_images):
+    """Warmup then constant or cosine decay (to 0 at the last step); under a constant gradient Adam moves the
+    param by the scheduled rate at every step, so its path is the schedule's running sum."""
+    total = 12
+    cfg = config_lib.TrainConfig(epochs=6, batch_size=16, lr=0.1, warmup_steps=warmup, decay=decay, grad_clip=10.0)
+    schedule = train.learning_rate(cfg, total)
+    want = np.array([_numpy_lr(0.1, warmup, decay, total, c) for c in range(total)])
+    np.testing.assert_allclose([float(schedule(c)) for c in range(total)], want, rtol=1e-5, atol=1e-8)  # f32
+    if decay == "cosine":
+        assert want[-1] == pytest.approx(0.0, abs=1e-9) and want.max() == pytest.approx(0.1)
+    step = train.make_train_step(lambda p, batch, key: -p["w"] + 0.0 * jnp.mean(batch), cfg, total, donate=False)
+    state = train.init_state({"w": jnp.zeros(())}, cfg, total)
+    path = []
+    for s in range(total):
+        state = step(state, stand_in_images[:16], jax.random.key(s))
+        path.append(float(state.params["w"]))
+    np.testing.assert_allclose(path, np.cumsum(want), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["fixed", "power"])
+def test_ema_follows_its_recursion_and_is_what_training_returns(kind, stand_in_images, tmp_path):
+    """EMA_t = d_t EMA_{t-1} + (1 - d_t) w_t, d_t fixed or (1 - 1/t)^(1 + gamma) (EDM2); `train` returns the
+    average (which the train stage saves, and the samplers and `restore_params` use), not the raw params."""
+    ema = {"fixed": dict(ema_decay=0.8), "power": dict(ema_power=2.0)}[kind]
+    cfg = config_lib.TrainConfig(epochs=4, batch_size=16, lr=0.1, ckpt_every=100, log_every=100, **ema)  # 8 steps
+    loss_fn = lambda p, batch, key: -p["w"] + 0.0 * jnp.mean(batch)  # Adam: w_t = 0.1 t
+    result = train.train(loss_fn, {"w": jnp.zeros(())}, stand_in_images[:32], cfg, Checkpointer(tmp_path, {}))
+    avg = 0.0
+    for t in range(1, 9):
+        d = 0.8 if kind == "fixed" else (1 - 1 / t) ** 3.0
+        avg = d * avg + (1 - d) * 0.1 * t
+        assert float(train.ema_decay(cfg, t)) == pytest.approx(d, rel=1e-6)
+    assert float(result.params["w"]) == pytest.approx(avg, rel=1e-4)
+    assert abs(avg - 0.8) > 0.05  # the average is not the last params
+    template = train.init_state({"w": jnp.zeros(())}, cfg, 8)
+    state, _ = Checkpointer(tmp_path, {}).restore(template)
+    assert float(state.ema_params["w"]) == pytest.approx(avg, rel=1e-4)  # checkpointed with the params
+
+
+def test_horizontal_flips_flip_about_half_of_a_batch_and_keep_labels():
+    images = jnp.asarray(np.random.default_rng(0).standard_normal((400, 4, 4, 3)), jnp.float32)
+    labels = jnp.arange(400)
+    flipped, same_labels = train.hflip((images, labels), jax.random.key(3))
+    is_flipped = np.all(np.asarray(flipped) == np.asarray(images)[:, :, ::-1], axis=(1, 2, 3))
+    kept = np.all(np.asarray(flipped) == np.asarray(images), axis=(1, 2, 3))
+    assert np.all(is_flipped ^ kept) and 150 < is_flipped.sum() < 250
+    np.testing.assert_array_equal(same_labels, labels)
+
+
+def test_recipe_values_are_checked_naming_the_field():
+    for key, value, words in (("model_a.train.ema_decay", "1.5", "ema_decay"),
+                              ("model_a.train.warmup_steps", "-1", "warmup_steps"),
+                              ("corrector.train.decay", "linear", "decay must be one of constant, cosine"),
+                              ("model_b.train.grad_clip", "0", "grad_clip"),
+                              ("model_a.min_snr_gamma", "-2", "min_snr_gamma")):
+        with pytest.raises(config_lib.ConfigError, match=words):
+            config_lib.override(config_lib.get_preset("test"), key, value)
+    with pytest.raises(config_lib.ConfigError, match="two kinds of EMA"):
+        config_lib.apply_overrides(config_lib.get_preset("test"), ["model_a.train.ema_decay=0.9",
+                                                                  "model_a.train.ema_power=7"])

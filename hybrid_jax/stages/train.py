@@ -50,7 +50,7 @@ def _stage_fn(name: str) -> Callable[[Run], dict]:
         io.write_npz(run.path(name, "losses.npz"), losses=result.losses)
         return {"steps": len(result.losses), "final_loss": float(np.mean(result.losses[-10:])),
                 "first_loss": float(result.losses[0]), "resumed_from": result.resumed_from,
-                "seconds": result.seconds, "ema": section.train.ema_decay > 0}
+                "seconds": result.seconds, "ema": section.train.ema}
     run_stage.__name__ = f"run_{name}"
     return run_stage
 
