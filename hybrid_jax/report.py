@@ -169,6 +169,35 @@ def _preamble(run: Run, cost: dict, router: dict) -> list[str]:
     return lines
 
 
+def _premise_section(p: dict) -> list[str]:
+    """The premise first: is the reference option (A) clearly better than the candidate (B), and not by copying?"""
+    spaces = p["spaces"]
+    rows = []
+    for name, o in p["options"].items():
+        fd = [_ci(o["spaces"][s]["fd"], o["spaces"][s]["fd_ci"], "frechet", ".1f") for s in spaces]
+        kid = [_ci(o["spaces"][s]["kid"], o["spaces"][s]["kid_ci"], "kid", ".3f") for s in spaces]
+        m = o["memorisation"]["pixels"]
+        rows.append([name, *fd, *kid, _ci(o["median_quality"], o["median_quality_ci"], "quality"),
+                     f"{m['median_distance']:.2f} ({m['median_distance_real']:.2f})",
+                     f"{_pct(m['share'])} [{_pct(m['share_ci'][0])}, {_pct(m['share_ci'][1])}]"])
+    head = ([f"FD, {s}" for s in spaces] + [f"KID, {s}" for s in spaces]
+            + ["median quality", "nearest training image, pixels (held-out real)", "closer than real's 1st pct."])
+    verdict = (f"**Premise {p['verdict']}**: {p['reference']} is clearly better than {p['candidate']} and copies no "
+               "more than held-out real images do." if p["verdict"] == "holds" else
+               f"**Premise fails**; every routing figure below tests the machinery, not the idea: "
+               + "; ".join(p["failed"]) + ".")
+    return ["## Premise", verdict,
+            f"Rule (`hybrid_jax.premise.verdict`, `report/premise.json`): A's FD below B's with non-overlapping 95 % "
+            f"intervals in both spaces ({' and '.join(spaces)}: the second is fitted on the {p['n_train']} training "
+            f"images' pixels, independently of the labeler), A's median quality above B's, the calibrated (never "
+            f"forced) label rule's A_needed share in [{_pct(p['a_needed_range'][0])}, {_pct(p['a_needed_range'][1])}] "
+            f"(here {_pct(p['a_needed_calibrated'])}), and no option closer to a training image than the "
+            f"{p['copy_quantile']:.0%} quantile of held-out real images more often than real images are (an interval "
+            f"above {p['copy_quantile']:.0%}). FD and KID are to the {p['n_real']} held-out real images; intervals "
+            "resample the generated images.",
+            _table(["option", *head], rows)]
+
+
 def _headline(cost: dict) -> list[str]:
     c = cost["curves"]
     op = c["operating"]
@@ -419,7 +448,9 @@ def write_report(run: Run) -> Path:
     out = run.path("report")
     cost, router = routed_stage.load(run), router_stage.load_results(run)
     figures.cost_quality(cost["curves"], out, fixed_strategies(cost))
-    body = (_preamble(run, cost, router) + _headline(cost) + _cost_section(cost) + _router_section(router, out)
+    premise = io.read_json(out / "premise.json")
+    body = (_preamble(run, cost, router)[:1] + _premise_section(premise) + _preamble(run, cost, router)[1:]
+            + _headline(cost) + _cost_section(cost) + _router_section(router, out)
             + _allocation_section(allocate_stage.load(run), out)
             + _class_section(run) + _labels_section(run, router) + _training_section(run, out)
             + ["## Config", "```json\n" + json.dumps(config_lib.to_dict(run.cfg), indent=1) + "\n```"])

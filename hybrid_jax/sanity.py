@@ -21,6 +21,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "quality": (0.0, 1.0),  # the labeler's bounded realism score
     "seconds": (0.0, 1e4),  # a measured time (per image or per stage)
     "frechet": (0.0, 1e4),  # Frechet distance between feature sets
+    "kid": (-1.0, 1e4),  # kernel inception distance: unbiased, so slightly below 0 for close sets
 }
 # (lower bound excluded, upper bound excluded); kinds not listed have a closed range.
 OPEN: dict[str, tuple[bool, bool]] = {
@@ -28,7 +29,8 @@ OPEN: dict[str, tuple[bool, bool]] = {
     "frechet": (False, True),
 }
 NAMES: dict[str, str] = {"auc": "AUC", "quality": "quality score", "seconds": "time in seconds",
-                         "frechet": "Frechet distance"}
+                         "frechet": "Frechet distance",
+         "kid": "KID"}
 FLAG = "⚠"
 
 

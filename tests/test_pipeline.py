@@ -29,7 +29,7 @@ OUTPUTS = {  # stage -> files it must leave behind
     "router": ["router.json", "router_trees.npz", "results.json", "oof.npz"],
     "routed": ["cost.json", "decisions.npz"],
     "allocate": ["results.json", "policy/policy.json", "policy/policy_trees.npz"],
-    "report": ["report.md", "cost_quality.png", "allocation_pareto.png", "training_curves.png", "samples_a_vs_b.png", "threshold_sweep.png"],
+    "report": ["report.md", "premise.json", "cost_quality.png", "allocation_pareto.png", "training_curves.png", "samples_a_vs_b.png", "threshold_sweep.png"],
 }
 COMPARED = [("seeds", "seeds.npz"), ("features", "features.npz"), ("labels", "scores.npz"),
             ("router", "router_trees.npz"), ("routed", "decisions.npz")]
@@ -63,9 +63,29 @@ def test_report_has_every_section(finished):
     text = (finished / "report" / "report.md").read_text()
     for section in ("## Training", "## Samples", "## Labels", "## Router", "## Cost", "## Cost and quality", "## Config"):
         assert section in text
+    assert text.index("## Premise") < text.index("## Cost and quality")  # the premise first
     for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (finished / "report" / figure).exists(), figure
     assert "STAND-IN" in text.upper() or "CIFAR-10" in text
+
+
+def test_premise_json_has_every_option_both_spaces_and_the_verdict_of_its_rule(finished):
+    from hybrid_jax import premise
+
+    p = io.read_json(finished / "report" / "premise.json")
+    names = io.read_json(finished / "allocate" / "results.json")["options"]
+    assert set(p["options"]) == set(names) and p["reference"] == names[0] and p["spaces"] == ["labeler", "pixel PCA"]
+    for o in p["options"].values():
+        assert o["n"] == config_lib.get_preset("test").seeds.num_seeds
+        for s in p["spaces"]:
+            e = o["spaces"][s]
+            assert e["fd_ci"][0] <= e["fd_ci"][1] and e["kid_ci"][0] <= e["kid_ci"][1] and e["fd"] >= 0
+        for m in o["memorisation"].values():
+            assert 0 <= m["share"] <= 1 and m["median_distance"] > 0 and len(m["closest"]) == 8
+    assert 0 <= p["a_needed_calibrated"] <= 1
+    ref, cand = p["options"][p["reference"]], p["options"][p["candidate"]]
+    assert {k: p[k] for k in ("verdict", "failed")} == premise.verdict(ref, cand, p["a_needed_calibrated"])
+    assert io.read_json(finished / "report" / "done.json")["summary"]["premise"] == p["verdict"]
 
 
 def test_routed_images_equal_each_models_own(finished):

@@ -1,14 +1,49 @@
-"""Stage `report`: `report/report.md` and its figures, from what the other stages recorded."""
+"""Stage `report`: `report/premise.json` (is A clearly better than B, and not by copying?) and `report/report.md`
+with its figures, from what the other stages recorded."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from hybrid_jax import generators, io, labeling, premise
 from hybrid_jax.rundir import Run, Stage
+from hybrid_jax.stages import data as data_stage
+from hybrid_jax.stages import labels as labels_stage
+
+PREMISE_RESAMPLES = 200  # bootstrap resamples of each FD / KID / median interval of the premise
+
+
+def premise_figures(run: Run) -> dict:
+    """Per allocation option (every one the allocate stage generated, the brief's pair among them): FD and KID to
+    held-out real images in the labeler's space and in a pixel-PCA space fitted on the training images (each
+    with its 95 % interval), median quality, memorisation; the calibrated (never forced) label rule's A_needed
+    share; and `premise.verdict` on the brief's pair."""
+    data = data_stage.load(run)
+    train_px, real_px = data["train"], data["holdout"]
+    pca, project = premise.pca_space(train_px, real_px)
+    spaces = (premise.Space("labeler", labels_stage.score_images(run, train_px)[1],
+                            labels_stage.score_images(run, real_px)[1]), pca)
+    rng = np.random.default_rng(run.cfg.router.seed)
+    per = {}
+    for name, images in labeling.load_options(run.workdir).images.items():
+        quality, feats = labels_stage.score_images(run, images)
+        per[name] = premise.option_figures(images, quality, {"labeler": feats, pca.name: project(images)}, spaces,
+                                           train_px, real_px, rng, PREMISE_RESAMPLES)
+    scores = labels_stage.load_scores(run)
+    share = float(np.mean(scores["score_a"] - scores["score_b"] > labels_stage.tau(run)))
+    a, b = (g.name for g in generators.binary(run.cfg))
+    return {"reference": a, "candidate": b, "a_needed_calibrated": share, "spaces": [s.name for s in spaces],
+            "copy_quantile": premise.COPY_QUANTILE, "a_needed_range": list(premise.A_NEEDED_RANGE),
+            "n_train": len(train_px), "n_real": len(real_px), "options": per, **premise.verdict(per[a], per[b], share)}
 
 
 def run_stage(run: Run) -> dict:
     from hybrid_jax import report  # matplotlib only when a report is written
-    return {"report": str(report.write_report(run))}
+    figures = premise_figures(run)
+    io.write_json(run.path("report", "premise.json"), figures)
+    return {"report": str(report.write_report(run)), "premise": figures["verdict"]}
 
 
+# version 1: report/premise.json and the report's Premise section
 STAGE = Stage("report", run_stage,
-              after=("data", "model_a", "model_b", "corrector", "labels", "router", "routed", "allocate"))
+              after=("data", "model_a", "model_b", "corrector", "labels", "router", "routed", "allocate"), version=1)
