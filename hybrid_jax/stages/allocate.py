@@ -85,8 +85,10 @@ def _human_verdicts(run: Run, opts, seeds: np.ndarray) -> np.ndarray | None:
 
 
 def _each_seed(run: Run, g: generators.Generator, params, seeds: np.ndarray) -> np.ndarray:
+    """Option `g`'s image of every seed, in batches of cost.batch_size: the shape `_seconds` times it at, so
+    generating and timing an option share one compiled program."""
     return generators.generate((g,), {g.model: params}, seeds, np.zeros(len(seeds), int),
-                               base_seed=run.cfg.seeds.base_seed, batch_size=run.cfg.seeds.batch_size,
+                               base_seed=run.cfg.seeds.base_seed, batch_size=run.cfg.cost.batch_size,
                                num_classes=run.cfg.data.num_classes)
 
 
@@ -117,11 +119,11 @@ def _seconds(run: Run, opts, trained, seeds: np.ndarray) -> np.ndarray:
 
 
 def _options(run: Run, opts, trained, seeds) -> allocation.Options:
-    f = cost.pass_flops(run.cfg, trained["model_a"], trained["model_b"])
+    timing = routed_stage.load(run)
+    f = timing["pass_flops"]  # XLA's count of one pass of each network, made once by the routed stage
     k = run.cfg.router.prefix_steps
     scratch = np.array([[g.passes, g.flops(f), 0.0] for g in opts])
     scratch[:, 2] = _seconds(run, opts, trained, seeds)
-    timing = routed_stage.load(run)
     probe = np.array([timing["units"]["probe"][u] for u in ("passes", "flops", "seconds")])
     prefix = np.array([k, k * f["b_ar_step"], timing["timing"]["rows"]["AR prefix"]["seconds_per_image"]])
     resumes = np.array([[g.probe == "B"] for g in opts])  # B's options resume from the probe's prefix
@@ -178,7 +180,8 @@ def load_policy(run: Run) -> policy.Policy:
 
 # version 1: A's probe, the probed options and the cascade; 2: the deployed policy saved; 3: the brief's two
 # options' seconds from the routed stage, per-class rows with several classes; 4: the labeling page's manifest,
-# people's verdicts per (seed, option) where given
+# people's verdicts per (seed, option) where given; 5: options generated at the batch they are timed at, the
+# networks' FLOPs per pass from the routed stage
 STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size),
-              after=("seeds", "labels", "router", "routed"), version=4,
+              after=("seeds", "labels", "router", "routed"), version=5,
               inputs=lambda run: (file_hash(run.path(labeling.OPTIONS_FILE)),))

@@ -64,7 +64,8 @@ def run_stage(run: Run) -> dict:
     options = tuple(g.name for g in generators.binary(cfg))  # the router's two options (A's role, then B's)
     timed = _timings(run, routed, pa, pb, {"oracle (labels)": oracle, "learned router": to_a}, seeds["seeds"],
                      options)
-    units = cost.unit_costs(timed["rows"], cost.unit_work(cfg, cost.pass_flops(cfg, pa, pb)), options)
+    flops = cost.pass_flops(cfg, pa, pb)  # once per run: the allocate stage reads them from cost.json
+    units = cost.unit_costs(timed["rows"], cost.unit_work(cfg, flops), options)
     _, X, names = features_stage.load(run)
     scores = labels_stage.load_scores(run)
     curves = evaluation.cost_quality_curves(
@@ -80,7 +81,8 @@ def run_stage(run: Run) -> dict:
     share = timed["share_to_a"]["learned router"]
     expected = cost.composed(units, share, True, "seconds")
     measured = timed["rows"]["learned router"]["seconds_per_image"]
-    out = {"options": list(options), "label_source": source, "timing": timed, "units": units, "curves": curves,
+    out = {"options": list(options), "label_source": source, "timing": timed, "units": units, "pass_flops": flops,
+           "curves": curves,
            "consistency": check,
            "timing_check": {"share_to_a": share, "measured": measured, "composed": expected,
                             "ratio": measured / expected},
@@ -95,5 +97,7 @@ def load(run: Run) -> dict:
 
 
 # With several classes the curves are also drawn per class (a fingerprint change for those runs only)
+# version 1: each network's FLOPs per pass in cost.json ("pass_flops"), which the allocate stage reads
 STAGE = Stage("routed", run_stage, config=lambda cfg: (cfg.cost,)
-              + (("curves per class",) if cfg.data.num_classes > 1 else ()), after=("router", "labels", "seeds"))
+              + (("curves per class",) if cfg.data.num_classes > 1 else ()), after=("router", "labels", "seeds"),
+              version=1)
