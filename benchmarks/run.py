@@ -2,7 +2,7 @@
 
     python -m benchmarks.run [--preset quick|paper|quick,paper]
                              [--only unet,samplers,kv,router,routed,throughput,router_stage,labeler,compile_cache,
-                                    train_step,paper_shapes]
+                                    train_step,paper_shapes,evaluation_cost]
                              [--out BENCHMARKS.md] [--repeats N]
 
 Needs the `bench` extra (torch CPU + diffusers) for the U-Net comparison only.
@@ -35,6 +35,7 @@ BENCHMARKS = {  # name -> (module, what it measures)
     "compile_cache": ("benchmarks.compile_cache", "(i) persistent compilation cache: a stage rerun with vs without it"),
     "train_step": ("benchmarks.train_step", "GPU: train steps of A, B and the corrector at the preset's batch size"),
     "paper_shapes": ("benchmarks.paper_shapes", "(j) every stage at paper shapes end to end: seconds, peak memory"),
+    "evaluation_cost": ("benchmarks.evaluation_cost", "(k) evaluation vs training: each stage's seconds of a whole run"),
 }
 
 KEEP_MARKER = "<!-- Hand-written notes below this line are kept when benchmarks.run rewrites the file. -->"
@@ -55,6 +56,7 @@ TARGETS = """\
 | (h) labeler | training (classifier + score) and scoring time of the labels stage's score, with its validation (`benchmarks/labeler.py`) | scoring 600 seeds <= 60 s; training <= 5 min at quick scale; test preset a few seconds |
 | (i) compile cache | wall and stage seconds of `python -m experiments.run --stages seeds` rerun in a fresh process, with the work dir's compilation cache vs `--no-compile-cache`, alternating | report (cached faster) |
 | (j) paper shapes | seconds and peak memory (host RSS; device allocator where reported) per stage of `python -m experiments.run --preset paper-shapes --offline` in a fresh process (`benchmarks/paper_shapes.py`) | all stages <= 30 min on 2 CPU cores |
+| (k) evaluation cost | seconds of each stage of `python -m experiments.run --preset quick --offline` in a fresh process, training (model_a + model_b + corrector) vs evaluation (every later stage); with `--baseline REV` the same trained work dir judged by that revision's code beside it (`benchmarks/evaluation_cost.py`) | evaluation <= 0.5 x training (quick) |
 | GPU | train step of A, B's decoder and the corrector at the paper batch size: ms/step, images/s, TFLOP/s, MFU (`benchmarks/train_step.py`) | report (anchors: DDPM 21 steps/s x 128 on a TPU v3-8; a PyTorch DDPM at 16.5 TFLOP/s on an A100) |
 | GPU | paper A and B, batch 256, f32 and bf16: ms/img, images/s, MFU (`benchmarks/throughput.py`); A in bf16 on an H100 <= 25 ms/img | needs a GPU |
 

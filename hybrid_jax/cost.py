@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import statistics
-import time
 from typing import Callable
 
 import jax
@@ -102,12 +101,6 @@ def make_work(routed: routing.RoutedSampler, params_a, params_b, prefix_steps: i
                 decide=routed.decide, finish=lambda prefix, idx: finish(params_b, prefix, idx))
 
 
-def _timed(fn, *args) -> tuple[object, float]:
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return out, time.perf_counter() - t0
-
-
 def _take(keys, labels, idx: np.ndarray) -> tuple:
     """(keys[idx], labels[idx]) of a seed batch; labels None (one class) are zeros."""
     return keys[idx], class_labels(labels, keys.shape[0])[idx]
@@ -115,20 +108,20 @@ def _take(keys, labels, idx: np.ndarray) -> tuple:
 
 def _fixed(fn, keys, sel: np.ndarray, b: int, labels=None) -> float:
     """Seconds charged for `fn` over keys[sel] (and their labels) in batches of b (padded, charged per real item)."""
-    return sum(_timed(fn, *_take(keys, labels, padded))[1] * len(idx) / b for _, idx, padded in fixed_batches(sel, b))
+    return sum(timing.timed(fn, *_take(keys, labels, padded))[1] * len(idx) / b for _, idx, padded in fixed_batches(sel, b))
 
 
 def _routed(work: Work, keys_a, keys_b, to_a: np.ndarray, b: int, labels=None) -> float:
     """Seconds charged for the routed pipeline: probe each batch, finish its B seeds from the prefix, A the rest."""
     total = 0.0
     for _, idx, padded in fixed_batches(np.arange(len(to_a)), b):
-        (prefix, *_), dt = _timed(work.probe, *_take(keys_b, labels, padded))
+        (prefix, *_), dt = timing.timed(work.probe, *_take(keys_b, labels, padded))
         total += dt * len(idx) / b
         local_b, seeds_a = np.flatnonzero(~to_a[idx]), idx[to_a[idx]]
         if local_b.size:
-            total += _timed(work.finish, prefix, jnp.asarray(np.resize(local_b, b)))[1] * local_b.size / b
+            total += timing.timed(work.finish, prefix, jnp.asarray(np.resize(local_b, b)))[1] * local_b.size / b
         if seeds_a.size:
-            total += _timed(work.a, *_take(keys_a, labels, np.resize(seeds_a, b)))[1] * seeds_a.size / b
+            total += timing.timed(work.a, *_take(keys_a, labels, np.resize(seeds_a, b)))[1] * seeds_a.size / b
     return total
 
 
@@ -137,12 +130,12 @@ def _ready_prefixes(work: Work, keys_b, n: int, b: int, labels=None) -> list:
 
 
 def _decide_seconds(work: Work, prefixes: list, n: int, b: int) -> float:
-    return sum(_timed(work.decide, p)[1] * min(b, n - i * b) / b for i, p in enumerate(prefixes))
+    return sum(timing.timed(work.decide, p)[1] * min(b, n - i * b) / b for i, p in enumerate(prefixes))
 
 
 def _finish_seconds(work: Work, prefixes: list, n: int, b: int) -> float:
     idx = jnp.arange(b)
-    return sum(_timed(work.finish, p, idx)[1] * min(b, n - i * b) / b for i, p in enumerate(prefixes))
+    return sum(timing.timed(work.finish, p, idx)[1] * min(b, n - i * b) / b for i, p in enumerate(prefixes))
 
 
 def strategies(work: Work, keys_a, keys_b, decisions: dict[str, np.ndarray], b: int,
@@ -168,19 +161,38 @@ def strategies(work: Work, keys_a, keys_b, decisions: dict[str, np.ndarray], b: 
     return out
 
 
-def measure(contenders: dict[str, Callable[[], float]], n: int, repeats: int) -> dict[str, dict]:
-    """Seconds per image of each contender: a warm-up round (compiles; its time is reported), then
-    `repeats` interleaved rounds; median, min and max over rounds."""
-    rounds = [(r, name) for r in range(repeats + 1) for name in contenders]
+def warm_up(work: Work, keys_a, keys_b, b: int, labels=None) -> dict[str, float]:
+    """Compiles every piece of work at batch b with one call on the first b seeds (padded); returns each call's
+    seconds (compile + one run), which `measure` then need not spend a whole round on."""
+    padded = np.resize(np.arange(min(b, keys_b.shape[0])), b)
+    (ka, labels_b), (kb, _) = _take(keys_a, labels, padded), _take(keys_b, labels, padded)
+    seconds = {}
+    _, seconds["A"] = timing.timed(work.a, ka, labels_b)
+    _, seconds["B"] = timing.timed(work.b, kb, labels_b)
+    _, seconds["probe"] = timing.timed(work.probe, kb, labels_b)
+    prefix, seconds["AR prefix"] = timing.timed(work.prefix, kb, labels_b)
+    _, seconds["router on a ready prefix"] = timing.timed(work.decide, prefix)
+    _, seconds["B finish"] = timing.timed(work.finish, prefix, jnp.arange(b))
+    return seconds
+
+
+def measure(contenders: dict[str, Callable[[], float]], n: int, repeats: int,
+            warm: Callable[[], object] | None = None) -> dict[str, dict]:
+    """Seconds per image of each contender over `repeats` interleaved rounds (median, min and max over rounds),
+    after a warm-up: `warm` (e.g. `warm_up`, one compiling call per program) or, without it, a whole round of
+    every contender, whose seconds are reported as "first_round"."""
+    if warm is not None:
+        warm()
+    rounds = [(r, name) for r in range(repeats + (warm is None)) for name in contenders]
     first, runs = {}, {name: [] for name in contenders}
     for r, name in progress.track(rounds, len(rounds), "cost", "measurement", log):  # minutes each at paper scale
         seconds = contenders[name]() / n
-        if r:
+        if r or warm is not None:
             runs[name].append(seconds)
         else:
             first[name] = seconds
     return {name: {"seconds_per_image": statistics.median(r), "min": min(r), "max": max(r),
-                   "first_round": first[name]} for name, r in runs.items()}
+                   **({"first_round": first[name]} if name in first else {})} for name, r in runs.items()}
 
 
 def unit_costs(measured: dict[str, dict], work_units: dict[str, dict],

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import features, geometry, model_a, model_b, xla
+from hybrid_jax import features, geometry, model_a, model_b, timing, xla
 from hybrid_jax.config import Preset
 from hybrid_jax.data import fixed_batches
 
@@ -105,12 +105,6 @@ def a_probe(cfg: Preset) -> Callable:
     return xla.jit(run)
 
 
-def a_probe_features(cfg: Preset) -> Callable:
-    """(params_a, keys [n][, labels]) -> [n, len(features.A_PROBE)]: the features of A's own probe (`a_probe`)."""
-    probe = a_probe(cfg)
-    return lambda params, keys, labels=None: probe(params, keys, labels)[1]
-
-
 def probed_options(cfg: Preset) -> tuple[Generator, ...]:
     """A at each of the preset's step budgets after A's own probe (the cascade's second stage), most expensive first."""
     return tuple(model_a_probed_option(cfg, b) for b in _budgets(cfg))
@@ -131,15 +125,26 @@ def generate(opts, params: dict, seeds, choice, *, base_seed: int, batch_size: i
     out = None
     for k in np.unique(choice):
         g = opts[k]
-        state = probes.get(g.probe) if g.finish is not None else None
-        for _, part, padded in fixed_batches(np.flatnonzero(choice == k), batch_size):
-            images = np.asarray(
-                g.sample_keys(params[g.model], seed_stream(seeds[padded], base_seed, g.model),
-                              seed_labels(seeds[padded], num_classes)) if state is None
-                else g.finish(params[g.model], state.take(padded)))
+        for part, images, _ in batches(g, params[g.model], seeds, np.flatnonzero(choice == k), base_seed=base_seed,
+                                       batch_size=batch_size, num_classes=num_classes, probe=probes.get(g.probe)):
             out = np.zeros((len(seeds), *images.shape[1:]), images.dtype) if out is None else out
-            out[part] = images[: len(part)]
+            out[part] = images
     return out
+
+
+def batches(g: Generator, params, seeds, idx, *, base_seed: int, batch_size: int, num_classes: int = 1,
+            probe=None):
+    """Yields (part, images [len(part), S, S, 3], seconds) for option `g`'s images of seeds[idx], in batches of
+    exactly `batch_size` (the last padded): `part` indexes `seeds`; `seconds` is the batch's wall time, blocked
+    until ready (the first call of a shape compiles). With `probe` (the state of the probe `g` continues, over
+    every seed in `seeds` order) `g` finishes from it instead of starting over (the same image)."""
+    seeds = np.asarray(seeds)
+    for _, part, padded in fixed_batches(np.asarray(idx), batch_size):
+        images, seconds = timing.timed(*(
+            (g.finish, params, probe.take(padded)) if probe is not None and g.finish is not None
+            else (g.sample_keys, params, seed_stream(seeds[padded], base_seed, g.model),
+                  seed_labels(seeds[padded], num_classes))))
+        yield part, np.asarray(images)[: len(part)], seconds
 
 
 def seed_labels(seeds, num_classes: int) -> jax.Array:

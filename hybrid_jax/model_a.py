@@ -167,6 +167,12 @@ class Probe:
         """The examples at `idx` (each array indexed on its own batch axis)."""
         return Probe(self.x[idx], self.x0[:, idx], self.keys[idx], self.labels[idx])
 
+    @staticmethod
+    def concatenate(probes: "list[Probe]") -> "Probe":
+        """One probe over the examples of `probes`, in order."""
+        return Probe(*(jnp.concatenate([getattr(p, f) for p in probes], axis=int(f == "x0"))
+                       for f in ("x", "x0", "keys", "labels")))
+
 
 def probe_visits(probe_budget: int, probe_steps: int, budget: int, steps: int) -> np.ndarray:
     """Block 0's timesteps when A probes first: the probe's `probe_steps` steps of the `probe_budget`-step chain,

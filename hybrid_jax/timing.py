@@ -63,10 +63,15 @@ def compile_jax(fn, *args) -> tuple[Any, float]:
     return compiled, time.perf_counter() - t0
 
 
-def _call(fn, args) -> float:
+def timed(fn, *args) -> tuple[Any, float]:
+    """(fn(*args), its wall seconds), blocked until the result is ready."""
     t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0
+
+
+def _call(fn, args) -> float:
+    return timed(fn, *args)[1]
 
 
 def time_many(contenders: dict[str, tuple[Callable, tuple]], repeats: int = 5, warmup: int = 1) -> dict[str, Timing]:

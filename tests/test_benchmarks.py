@@ -69,3 +69,18 @@ def test_paper_shapes_table_reads_each_stage_and_marks_the_rest(tmp_path):
     assert table.rows[0][1:3] == ["1.500", "300.0"] and table.rows[1][1:3] == ["10.0", "900.0"]
     assert all(r[1] == "not run" for r in table.rows[2:-1])
     assert table.rows[-1][1] == "11.5"
+
+
+def test_evaluation_cost_splits_training_from_evaluation_and_marks_reused_stages(tmp_path):
+    import os
+
+    from benchmarks import evaluation_cost
+    from hybrid_jax import io
+
+    seconds = {"data": 1.0, "model_a": 10.0, "model_b": 5.0, "corrector": 5.0, "seeds": 4.0, "routed": 6.0}
+    for name, s in seconds.items():
+        io.write_json(tmp_path / name / "done.json", {"summary": {"stage_seconds": s}})
+    os.utime(tmp_path / "routed" / "done.json", (2e9, 2e9))  # made by this run; the rest before it
+    got = evaluation_cost._stage_seconds(tmp_path, since=1.9e9)
+    assert got["routed"] == (6.0, True) and got["seeds"] == (4.0, False) and "labels" not in got
+    assert evaluation_cost._totals(got) == (20.0, 10.0)  # data is neither

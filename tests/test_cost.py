@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybrid_jax import cost, features, router as router_lib, routing
+from hybrid_jax import cost, features, router as router_lib, routing, timing
 from hybrid_jax.config import RouterConfig
 
 
@@ -24,12 +24,14 @@ def work(preset, model_a_params, model_b_params, model_a_sampler, model_b_sample
 def test_routed_seconds_agree_with_their_parts(work):
     """A synthetic router sending a known share s to A: the measured routed seconds per image are
     within 10 % of s t_A + (1 - s) t_finish + t_probe, each part measured alone the same way."""
-    n, b, s = 24, 4, 0.5
+    n, b, s = 8, 4, 0.5
     keys_a, keys_b = routing.seed_keys(range(n), 0)
     to_a = np.zeros(n, bool)
     to_a[np.random.default_rng(1).permutation(n)[: int(s * n)]] = True
-    contenders = cost.strategies(work, keys_a, keys_b, {"synthetic router": to_a}, b)
-    rows = cost.measure(contenders, n, repeats=9)
+    parts = ("always A", "B finish", "probe", "synthetic router")
+    contenders = {k: v for k, v in cost.strategies(work, keys_a, keys_b, {"synthetic router": to_a}, b).items()
+                  if k in parts}
+    rows = cost.measure(contenders, n, repeats=5, warm=lambda: cost.warm_up(work, keys_a, keys_b, b))
     # the least disturbed round of each: on a shared machine the minimum is far steadier than the median
     t = {k: rows[k]["min"] for k in ("always A", "B finish", "probe", "synthetic router")}
     expected = s * t["always A"] + (1 - s) * t["B finish"] + t["probe"]
@@ -44,7 +46,7 @@ def test_no_strategy_pays_padding(work, monkeypatch):
         calls.append(len(args[-1]))
         return None, 1.0
 
-    monkeypatch.setattr(cost, "_timed", one_second_per_call)
+    monkeypatch.setattr(timing, "timed", one_second_per_call)
     keys_a, keys_b = routing.seed_keys(range(10), 0)
     charged = cost._fixed(work.a, keys_a, np.arange(10), 4)
     assert calls == [4, 4, 4]  # one shape: the last batch is padded ...
@@ -57,3 +59,23 @@ def test_composed_costs_are_linear_in_the_share():
     assert cost.composed(units, 1.0, False, "passes") == 800
     assert cost.composed(units, 0.0, False, "passes") == 46
     assert cost.composed(units, 0.25, True, "passes") == pytest.approx(13 + 0.25 * 800 + 0.75 * 34)
+
+
+def test_a_warm_up_replaces_the_compiling_round():
+    """With `warm` every round is timed (none reported as a first round) and the warm-up runs once, first;
+    without it a whole first round is the warm-up, reported apart."""
+    calls = []
+    contenders = {name: (lambda name=name: calls.append(name) or 2.0) for name in ("x", "y")}
+    rows = cost.measure(contenders, 2, repeats=3, warm=lambda: calls.append("warm"))
+    assert calls == ["warm"] + ["x", "y"] * 3
+    assert rows["x"] == {"seconds_per_image": 1.0, "min": 1.0, "max": 1.0}
+    calls.clear()
+    rows = cost.measure(contenders, 2, repeats=3)
+    assert calls == ["x", "y"] * 4 and rows["y"]["first_round"] == 1.0
+
+
+def test_warm_up_calls_every_piece_of_work_once_at_the_batch(work):
+    keys_a, keys_b = routing.seed_keys(range(3), 0)
+    seconds = cost.warm_up(work, keys_a, keys_b, 4)
+    assert set(seconds) == {"A", "B", "probe", "AR prefix", "router on a ready prefix", "B finish"}
+    assert all(v > 0 for v in seconds.values())

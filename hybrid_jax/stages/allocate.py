@@ -2,9 +2,10 @@
 
 Options are the preset's step budgets of Model A and corrector depths of Model B
 (`generators.options`); each option's images are generated in fixed batches and stored per
-option (resumable), scored by the labels stage's scorer, timed under the routed stage's
-batching policy, and handed to `allocation.evaluate` with the router's cross-fit folds and the
-features of A's own probe (for the options that continue it and the cascade).
+option (resumable), scored by the labels stage's scorer, timed by their own generation batches
+under the routed stage's batching policy (no image is made twice), and handed to
+`allocation.evaluate` with the router's cross-fit folds and the features of A's own probe, run
+once per seed and continued by every "after probe" option.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_jax import allocation, cost, evaluation, generators, io, labeling, policy, progress
+from hybrid_jax import allocation, cost, evaluation, generators, io, labeling, model_a, policy, progress, timing
 from hybrid_jax import labels as labels_lib
 from hybrid_jax import features as features_lib
+from hybrid_jax.data import fixed_batches
 from hybrid_jax.rundir import Run, Stage, done_record, file_hash
 from hybrid_jax.stages import features as features_stage
 from hybrid_jax.stages import labels as labels_stage
@@ -47,13 +49,17 @@ def _image_file(run: Run, g: generators.Generator, made: dict[str, str]) -> tupl
     return Path("allocate", "options", done_record(run, "seeds")["fingerprint"], f"{_slug(g.name)}.npz"), "images"
 
 
-def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: dict[str, str]) -> np.ndarray:
+def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: dict[str, str],
+            probe=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Option `g`'s image of every seed and each generation batch's seconds (None for the seeds stage's images,
+    which the routed stage timed), made once and kept: a rerun reads them."""
     path, array = _image_file(run, g, made)
-    if run.path(path).exists():
-        return io.read_npz(run.path(path))[array]
-    images = _each_seed(run, g, params, seeds)
-    io.write_npz(run.path(path), seeds=seeds, images=images)
-    return images
+    kept = io.read_npz(run.path(path)) if run.path(path).exists() else {}
+    if array in kept and (g.name in made or "batch_seconds" in kept):
+        return kept[array], kept.get("batch_seconds")
+    images, seconds = _each_seed(run, g, params, seeds, probe)
+    io.write_npz(run.path(path), seeds=seeds, images=images, batch_seconds=seconds)
+    return images, seconds
 
 
 def _write_labeling_manifest(run: Run, opts, made: dict[str, str]) -> None:
@@ -84,46 +90,70 @@ def _human_verdicts(run: Run, opts, seeds: np.ndarray) -> np.ndarray | None:
     return human
 
 
-def _each_seed(run: Run, g: generators.Generator, params, seeds: np.ndarray) -> np.ndarray:
-    """Option `g`'s image of every seed, in batches of cost.batch_size: the shape `_seconds` times it at, so
-    generating and timing an option share one compiled program."""
-    return generators.generate((g,), {g.model: params}, seeds, np.zeros(len(seeds), int),
-                               base_seed=run.cfg.seeds.base_seed, batch_size=run.cfg.cost.batch_size,
-                               num_classes=run.cfg.data.num_classes)
+def _each_seed(run: Run, g: generators.Generator, params, seeds: np.ndarray, probe=None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Option `g`'s image of every seed in batches of cost.batch_size (continuing A's `probe` where `g` does), and
+    each batch's seconds: the first batch compiles, the others are the option's timing sample (`_per_image`)."""
+    images, seconds = np.zeros((len(seeds), *run.cfg.geometry.image_shape), np.float32), []
+    for part, x, dt in generators.batches(g, params, seeds, np.arange(len(seeds)), base_seed=run.cfg.seeds.base_seed,
+                                          batch_size=run.cfg.cost.batch_size, num_classes=run.cfg.data.num_classes,
+                                          probe=probe if g.probe == "A" else None):
+        images[part], seconds = x, [*seconds, dt]
+    return images, np.asarray(seconds)
 
 
-def _a_probe_features(run: Run, params, seeds: np.ndarray) -> np.ndarray:
-    """[n, len(features.A_PROBE)] features of A's own probe on each seed (the probe every "after probe" option runs)."""
-    probe = generators.Generator("A's probe", "model_a", generators.a_probe_features(run.cfg), {})
-    return _each_seed(run, probe, params, seeds)
+def _per_image(batch_seconds: np.ndarray, batch_size: int) -> float:
+    """Seconds per image from generation batches: the median batch after the first (which compiles) over the
+    batch size (a padded batch costs what a full one does, as every strategy is charged; `hybrid_jax.cost`)."""
+    return float(np.median(batch_seconds[1:] if len(batch_seconds) > 1 else batch_seconds)) / batch_size
 
 
-def _seconds(run: Run, opts, trained, seeds: np.ndarray) -> np.ndarray:
-    """Median seconds per image of each option, every one in batches of cost.batch_size, charged per real image.
-    The brief's two options were timed by the routed stage under this same policy (its "always A/B" rows):
-    on one device their seconds are taken from there, not measured twice (at paper scale, minutes of A)."""
+def _a_probe(run: Run, params, seeds: np.ndarray):
+    """A's own probe on every seed in batches of cost.batch_size: (its state, which every "after probe" option
+    continues, [n, len(features.A_PROBE)] its features, each batch's seconds)."""
+    probe, b = generators.a_probe(run.cfg), run.cfg.cost.batch_size
+    states, feats, seconds = [], [], []
+    for _, part, padded in fixed_batches(np.arange(len(seeds)), b):
+        (state, f), dt = timing.timed(
+            probe, params, generators.seed_stream(seeds[padded], run.cfg.seeds.base_seed, "model_a"),
+            generators.seed_labels(seeds[padded], run.cfg.data.num_classes))
+        states.append(state.take(np.arange(len(part))))
+        feats.append(np.asarray(f)[: len(part)])
+        seconds.append(dt)
+    return model_a.Probe.concatenate(states), np.concatenate(feats), np.asarray(seconds)
+
+
+def _seconds(run: Run, opts, generated: dict[str, np.ndarray | None], trained, seeds: np.ndarray,
+             a_probe_seconds: np.ndarray) -> np.ndarray:
+    """Seconds per image of each option from scratch, every one in batches of cost.batch_size, charged per image.
+    The options made here are timed by their own generation batches (an "after probe" option: A's probe plus its
+    finish); the brief's two by the routed stage under this same policy (its "always A/B" rows), or, where the
+    routed stage timed them at another batch (over a mesh), on its fixed sample here."""
     c = run.cfg.cost
+    timing_ = routed_stage.load(run)["timing"]
+    same = run.mesh is None and timing_["batch_size"] == c.batch_size
+    known = {g.name: timing_["rows"][f"always {g.name}"]["seconds_per_image"] for g in generators.binary(run.cfg)
+             if same}
+    known.update({g.name: _per_image(generated[g.name], c.batch_size)
+                  + (_per_image(a_probe_seconds, c.batch_size) if g.probe == "A" else 0.0)
+                  for g in opts if generated[g.name] is not None})
     sel = np.arange(min(c.num_images, len(seeds)))
-    timing = routed_stage.load(run)["timing"]
-    same = run.mesh is None and (timing["n_images"], timing["batch_size"], timing["repeats"]) == (
-        len(sel), c.batch_size, c.repeats)
-    known = {g.name: timing["rows"][f"always {g.name}"] for g in generators.binary(run.cfg)} if same else {}
     contenders = {}
     for g in (g for g in opts if g.name not in known):
         keys = generators.seed_stream(seeds, run.cfg.seeds.base_seed, g.model)
         contenders[g.name] = lambda g=g, keys=keys: cost._fixed(
             lambda k, labels: g.sample_keys(trained[g.model], k, labels), keys, sel, c.batch_size,
             generators.seed_labels(seeds, run.cfg.data.num_classes))
-    rows = {**known, **cost.measure(contenders, len(sel), c.repeats)}
-    return np.array([rows[g.name]["seconds_per_image"] for g in opts])
+    known.update({k: r["seconds_per_image"] for k, r in cost.measure(contenders, len(sel), c.repeats).items()})
+    return np.array([known[g.name] for g in opts])
 
 
-def _options(run: Run, opts, trained, seeds) -> allocation.Options:
+def _options(run: Run, opts, seconds: np.ndarray) -> allocation.Options:
     timing = routed_stage.load(run)
     f = timing["pass_flops"]  # XLA's count of one pass of each network, made once by the routed stage
     k = run.cfg.router.prefix_steps
     scratch = np.array([[g.passes, g.flops(f), 0.0] for g in opts])
-    scratch[:, 2] = _seconds(run, opts, trained, seeds)
+    scratch[:, 2] = seconds
     probe = np.array([timing["units"]["probe"][u] for u in ("passes", "flops", "seconds")])
     prefix = np.array([k, k * f["b_ar_step"], timing["timing"]["rows"]["AR prefix"]["seconds_per_image"]])
     resumes = np.array([[g.probe == "B"] for g in opts])  # B's options resume from the probe's prefix
@@ -137,16 +167,18 @@ def run_stage(run: Run) -> dict:
     trained = {"model_a": train.restore_params(run, "model_a"), "model_b": train.restore_model_b(run)}
     seeds = seeds_stage.load_seed_ids(run)
     made = _made_by_seeds_stage(run)
-    scored = [labels_stage.score_images(run, _images(run, g, trained[g.model], seeds, made))
-              for g in progress.track(opts, len(opts), "allocate", "option", log)]
+    a_state, X_a, a_probe_seconds = _a_probe(run, trained["model_a"], seeds)
+    scored, generated = [], {}
+    for g in progress.track(opts, len(opts), "allocate", "option", log):
+        images, generated[g.name] = _images(run, g, trained[g.model], seeds, made, a_state)
+        scored.append(labels_stage.score_images(run, images))
     _write_labeling_manifest(run, opts, made)
     human = _human_verdicts(run, opts, seeds)
     quality, feats = np.stack([s for s, _ in scored], 1), np.stack([f for _, f in scored], 1)
     oof = router_stage.load_oof(run)
     _, X, names = features_stage.load(run)
-    X_a = _a_probe_features(run, trained["model_a"], seeds)
     a, b = (next(i for i, g in enumerate(opts) if g.name == p.name) for p in generators.binary(cfg))
-    options = _options(run, opts, trained, seeds)
+    options = _options(run, opts, _seconds(run, opts, generated, trained, seeds, a_probe_seconds))
     t = cfg.allocation.threshold
     result = allocation.evaluate(
         quality, options, X, oof["fold"], labels_stage.tau(run), binary=(a, b),
@@ -181,7 +213,8 @@ def load_policy(run: Run) -> policy.Policy:
 # version 1: A's probe, the probed options and the cascade; 2: the deployed policy saved; 3: the brief's two
 # options' seconds from the routed stage, per-class rows with several classes; 4: the labeling page's manifest,
 # people's verdicts per (seed, option) where given; 5: options generated at the batch they are timed at, the
-# networks' FLOPs per pass from the routed stage
+# networks' FLOPs per pass from the routed stage; 6: each option timed by its own generation batches, the "after
+# probe" options continuing A's one probe (whose features the cascade reads)
 STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size),
-              after=("seeds", "labels", "router", "routed"), version=5,
+              after=("seeds", "labels", "router", "routed"), version=6,
               inputs=lambda run: (file_hash(run.path(labeling.OPTIONS_FILE)),))
