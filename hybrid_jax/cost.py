@@ -106,7 +106,7 @@ def _take(keys, labels, idx: np.ndarray) -> tuple:
     return keys[idx], class_labels(labels, keys.shape[0])[idx]
 
 
-def _fixed(fn, keys, sel: np.ndarray, b: int, labels=None) -> float:
+def charged_seconds(fn, keys, sel: np.ndarray, b: int, labels=None) -> float:
     """Seconds charged for `fn` over keys[sel] (and their labels) in batches of b (padded, charged per real item)."""
     return sum(timing.timed(fn, *_take(keys, labels, padded))[1] * len(idx) / b for _, idx, padded in fixed_batches(sel, b))
 
@@ -146,7 +146,7 @@ def strategies(work: Work, keys_a, keys_b, decisions: dict[str, np.ndarray], b: 
     n = keys_b.shape[0]
     every = np.arange(n)
     prefixes = _ready_prefixes(work, keys_b, n, b, labels)
-    fixed = lambda fn, keys, sel: _fixed(fn, keys, sel, b, labels)
+    fixed = lambda fn, keys, sel: charged_seconds(fn, keys, sel, b, labels)
     out = {f"always {name}": lambda fn=fn, keys=keys: fixed(fn, keys, every)
            for name, fn, keys in zip(options, (work.a, work.b), (keys_a, keys_b))}
     for name, to_a in decisions.items():
@@ -200,13 +200,6 @@ def unit_costs(measured: dict[str, dict], work_units: dict[str, dict],
     """Passes, FLOPs and measured seconds per image of each unit of work (`options` as in `strategies`)."""
     seconds = {"A": f"always {options[0]}", "B": f"always {options[1]}", "B_finish": "B finish", "probe": "probe"}
     return {u: {**work_units[u], "seconds": measured[seconds[u]]["seconds_per_image"]} for u in UNITS}
-
-
-def composed(units: dict[str, dict[str, float]], share_to_a: float, probe: bool, key: str) -> float:
-    """Cost per image of a strategy from its unit costs: probe + share x A + (1 - share) x B's part."""
-    if probe:
-        return units["probe"][key] + share_to_a * units["A"][key] + (1 - share_to_a) * units["B_finish"][key]
-    return share_to_a * units["A"][key] + (1 - share_to_a) * units["B"][key]
 
 
 def consistency(routed_out: routing.RoutedOutput, seeds: dict) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybrid_jax import cost, features, router as router_lib, routing, timing
+from hybrid_jax import cost, evaluation, features, router as router_lib, routing, timing
 from hybrid_jax.config import RouterConfig
 
 
@@ -48,17 +48,21 @@ def test_no_strategy_pays_padding(work, monkeypatch):
 
     monkeypatch.setattr(timing, "timed", one_second_per_call)
     keys_a, keys_b = routing.seed_keys(range(10), 0)
-    charged = cost._fixed(work.a, keys_a, np.arange(10), 4)
+    charged = cost.charged_seconds(work.a, keys_a, np.arange(10), 4)
     assert calls == [4, 4, 4]  # one shape: the last batch is padded ...
     assert charged == pytest.approx(10 / 4)  # ... and charged for its 2 real images only
 
 
 def test_composed_costs_are_linear_in_the_share():
+    """The one composed-cost formula (`evaluation.Costs.per_image`), which the routed stage's timing check and every
+    strategy's cost read: probe + share x A + (1 - share) x B's part."""
     units = {u: {"passes": p, "flops": 10.0 * p, "seconds": 0.01 * p}
              for u, p in (("A", 800), ("B", 46), ("B_finish", 34), ("probe", 13))}
-    assert cost.composed(units, 1.0, False, "passes") == 800
-    assert cost.composed(units, 0.0, False, "passes") == 46
-    assert cost.composed(units, 0.25, True, "passes") == pytest.approx(13 + 0.25 * 800 + 0.75 * 34)
+    costs = evaluation.Costs.from_dict(units)
+    assert costs.per_image(1.0, False)["passes"] == 800
+    assert costs.per_image(0.0, False)["passes"] == 46
+    assert costs.per_image(0.25, True)["passes"] == pytest.approx(13 + 0.25 * 800 + 0.75 * 34)
+    assert costs.per_image(0.25, True)["seconds"] == pytest.approx(0.01 * (13 + 0.25 * 800 + 0.75 * 34))
 
 
 def test_a_warm_up_replaces_the_compiling_round():

@@ -377,7 +377,7 @@ def test_labels_stage_rerun_resumes_the_classifier_and_gives_the_same_scores(sma
 
 
 def test_report_labels_section_shows_the_table_histogram_agreement_and_strip(small_run):
-    from hybrid_jax import report
+    from hybrid_jax.stages import report_md as report
     run, summary, _ = small_run
     lines = report._labels_section(run, {"label_source": "human"})
     text = "\n".join(lines)
@@ -455,6 +455,22 @@ def _stored_dev_classifier(cfg, key: str):
         return None
     template = classifier.init_params(classifier.make_net(cfg.classifier_widths, cfg.embed_dim), cfg.train.seed)
     return serialization.from_state_dict(template, stored["params"])
+
+
+def test_the_committed_dev_classifier_is_keyed_by_what_trains_it_today():
+    """The committed classifier is read back only when its key matches; a stale key silently retrains it for
+    minutes on every clean clone. Fails when the quick preset's classifier config or its images changed."""
+    if not DEV_DATA.exists():
+        pytest.skip("development CIFAR-10 copy not present")
+    from flax import serialization
+
+    cfg = config_lib.get_preset("quick").labeler
+    dogs = data_lib.load_images("dog", "train", str(DEV_DATA), use_tfds=False).images
+    others = build.load_other_classes("dog", str(DEV_DATA), cfg)
+    stored = serialization.msgpack_restore(DEV_CLASSIFIER.read_bytes())["key"]
+    assert stored == _dev_classifier_key(cfg, [dogs[:375], *others.train.values()]), (
+        f"{DEV_CLASSIFIER} is stale: rewrite it with HYBRID_JAX_STORE_DEV_CLASSIFIER=1 python -m pytest -n 0 "
+        "tests/test_quality.py -k 'leave_one_family_out and stored'")
 
 
 @pytest.fixture(scope="module", params=["stored", pytest.param("trained", marks=pytest.mark.slow)])

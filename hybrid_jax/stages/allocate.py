@@ -124,16 +124,15 @@ def _a_probe(run: Run, params, seeds: np.ndarray):
 
 
 def _seconds(run: Run, opts, generated: dict[str, np.ndarray | None], trained, seeds: np.ndarray,
-             a_probe_seconds: np.ndarray) -> np.ndarray:
+             a_probe_seconds: np.ndarray, routed: dict, made: dict[str, str]) -> np.ndarray:
     """Seconds per image of each option from scratch, every one in batches of cost.batch_size, charged per image.
     The options made here are timed by their own generation batches (an "after probe" option: A's probe plus its
     finish); the brief's two by the routed stage under this same policy (its "always A/B" rows), or, where the
     routed stage timed them at another batch (over a mesh), on its fixed sample here."""
     c = run.cfg.cost
-    timing_ = routed_stage.load(run)["timing"]
+    timing_ = routed["timing"]
     same = run.mesh is None and timing_["batch_size"] == c.batch_size
-    known = {g.name: timing_["rows"][f"always {g.name}"]["seconds_per_image"] for g in generators.binary(run.cfg)
-             if same}
+    known = {name: timing_["rows"][f"always {name}"]["seconds_per_image"] for name in made if same}
     known.update({g.name: _per_image(generated[g.name], c.batch_size)
                   + (_per_image(a_probe_seconds, c.batch_size) if g.probe == "A" else 0.0)
                   for g in opts if generated[g.name] is not None})
@@ -141,15 +140,14 @@ def _seconds(run: Run, opts, generated: dict[str, np.ndarray | None], trained, s
     contenders = {}
     for g in (g for g in opts if g.name not in known):
         keys = generators.seed_stream(seeds, run.cfg.seeds.base_seed, g.model)
-        contenders[g.name] = lambda g=g, keys=keys: cost._fixed(
+        contenders[g.name] = lambda g=g, keys=keys: cost.charged_seconds(
             lambda k, labels: g.sample_keys(trained[g.model], k, labels), keys, sel, c.batch_size,
             generators.seed_labels(seeds, run.cfg.data.num_classes))
     known.update({k: r["seconds_per_image"] for k, r in cost.measure(contenders, len(sel), c.repeats).items()})
     return np.array([known[g.name] for g in opts])
 
 
-def _options(run: Run, opts, seconds: np.ndarray) -> allocation.Options:
-    timing = routed_stage.load(run)
+def _options(run: Run, opts, seconds: np.ndarray, timing: dict) -> allocation.Options:
     f = timing["pass_flops"]  # XLA's count of one pass of each network, made once by the routed stage
     k = run.cfg.router.prefix_steps
     scratch = np.array([[g.passes, g.flops(f), 0.0] for g in opts])
@@ -177,11 +175,13 @@ def run_stage(run: Run) -> dict:
     quality, feats = np.stack([s for s, _ in scored], 1), np.stack([f for _, f in scored], 1)
     oof = router_stage.load_oof(run)
     _, X, names = features_stage.load(run)
-    a, b = (next(i for i, g in enumerate(opts) if g.name == p.name) for p in generators.binary(cfg))
-    options = _options(run, opts, _seconds(run, opts, generated, trained, seeds, a_probe_seconds))
+    a, b = (next(i for i, g in enumerate(opts) if g.name == name) for name in made)  # the brief's pair, A first
+    routed, tau = routed_stage.load(run), labels_stage.tau(run)
+    options = _options(run, opts, _seconds(run, opts, generated, trained, seeds, a_probe_seconds, routed, made),
+                       routed)
     t = cfg.allocation.threshold
     result = allocation.evaluate(
-        quality, options, X, oof["fold"], labels_stage.tau(run), binary=(a, b),
+        quality, options, X, oof["fold"], tau, binary=(a, b),
         p_cheap=oof["p_cheap"], router_threshold=cfg.router.threshold, feats=feats,
         feats_real=labels_stage.load_scores(run)["feats_real"], seed=cfg.router.seed,
         boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap), X_a=X_a,
@@ -189,7 +189,7 @@ def run_stage(run: Run) -> dict:
         classes=allocation.Classes(seeds_stage.load(run)["labels"], cfg.data.classes) if cfg.data.num_classes > 1
         else None, human=human)
     deployed = policy.fit({"B": X, "A": X_a}, {"B": names, "A": features_lib.A_PROBE}, quality, options,
-                          labels_stage.tau(run), t, seed=cfg.router.seed, human=human)
+                          tau, t, seed=cfg.router.seed, human=human)
     name = "cascade" if len(options.columns("A")) else "learned allocation"
     result["deployed"] = {"policy": name, "threshold": t, "fitted_on": "every seed (in sample; its out-of-sample "
                           "figures are the cross-fitted point of the same policy at this threshold)"}

@@ -38,7 +38,7 @@ def premise_figures(run: Run) -> dict:
 
 
 def run_stage(run: Run) -> dict:
-    from hybrid_jax import report  # matplotlib only when a report is written
+    from hybrid_jax.stages import report_md as report  # matplotlib only when a report is written
     figures = premise_figures(run)
     io.write_json(run.path("report", "premise.json"), figures)
     return {"report": str(report.write_report(run)), "premise": figures["verdict"]}
