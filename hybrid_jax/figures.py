@@ -82,6 +82,25 @@ def training_curves(losses_of: dict[str, np.ndarray], out: Path) -> str:
     return _savefig(fig, out / "training_curves.png")
 
 
+def learning_curves(curves: dict, out: Path) -> str:
+    """FD in each space and median quality against training FLOPs, one line per option, 95 % intervals as bars."""
+    panels = [(f"FD, {s}", lambda p, s=s: (p["spaces"][s]["fd"], p["spaces"][s]["fd_ci"])) for s in curves["spaces"]]
+    panels.append(("median quality", lambda p: (p["median_quality"], p["median_quality_ci"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    options = list(dict.fromkeys(p["option"] for p in curves["points"]))
+    for ax, (title, read) in zip(axes[0], panels):
+        for option in options:
+            pts = [p for p in curves["points"] if p["option"] == option]
+            x = np.array([p["train_flops"] for p in pts])
+            y, ci = zip(*(read(p) for p in pts))
+            err = np.abs(np.array(ci).T - np.array(y))
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=option)
+        ax.set(title=title, xlabel="training FLOPs", xscale="log")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Learning curves (bars: 95 % bootstrap interval over the images)")
+    return _savefig(fig, out / "learning_curves.png")
+
+
 def samples(seeds: dict, out: Path, n: int = 10) -> str:
     """The first n seeds' A image above their B image."""
     fig, ax = plt.subplots(figsize=(n * 0.9, 2.0))

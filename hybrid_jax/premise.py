@@ -90,15 +90,23 @@ def pca_space(train_pixels: np.ndarray, real_pixels: np.ndarray, dims: int = 32)
     return Space("pixel PCA", project(train_pixels), project(real_pixels)), project
 
 
-def option_figures(images: np.ndarray, quality: np.ndarray, feats: Mapping[str, np.ndarray],
-                   spaces: Sequence[Space], train_pixels: np.ndarray, real_pixels: np.ndarray,
-                   rng: np.random.Generator, n_resamples: int = 200) -> dict:
-    """One option's premise figures: FD / KID with intervals in each space, median quality with its interval,
-    and memorisation (pixel and first-space nearest-training distances beside held-out real's, copy share)."""
-    out = {"n": int(len(images)), "median_quality": float(np.median(quality))}
+def quality_figures(quality: np.ndarray, feats: Mapping[str, np.ndarray], spaces: Sequence[Space],
+                    rng: np.random.Generator, n_resamples: int = 200) -> dict:
+    """Images' median quality with its 95 % interval and FD / KID to held-out real images with intervals in each
+    space (`feats`: space name -> the images' features): one option, or one point of its learning curve."""
+    out = {"n": int(len(quality)), "median_quality": float(np.median(quality))}
     boot = [np.median(quality[rng.integers(0, len(quality), len(quality))]) for _ in range(n_resamples)]
     out["median_quality_ci"] = [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]
     out["spaces"] = {s.name: distance_estimates(feats[s.name], s.real, rng, n_resamples) for s in spaces}
+    return out
+
+
+def option_figures(images: np.ndarray, quality: np.ndarray, feats: Mapping[str, np.ndarray],
+                   spaces: Sequence[Space], train_pixels: np.ndarray, real_pixels: np.ndarray,
+                   rng: np.random.Generator, n_resamples: int = 200) -> dict:
+    """One option's premise figures: `quality_figures`, and memorisation (pixel and first-space
+    nearest-training distances beside held-out real's, copy share)."""
+    out = quality_figures(quality, feats, spaces, rng, n_resamples)
     mem = {}
     for name, gen, train, real in (("pixels", images, train_pixels, real_pixels),
                                    (spaces[0].name, feats[spaces[0].name], spaces[0].train, spaces[0].real)):

@@ -124,6 +124,12 @@ def total_steps(num_images: int, cfg: TrainConfig) -> int:
     return cfg.epochs * data_lib.steps_per_epoch(num_images, cfg.batch_size)
 
 
+def snapshot_steps(total: int, count: int) -> tuple[int, ...]:
+    """`count` evenly spaced training steps ceil(total k / count), k = 1..count, at which a learning curve samples
+    the model: the last is `total` (the trained model); with few steps two snapshots may share a step."""
+    return tuple(max(1, -(-total * k // count)) for k in range(1, count + 1))
+
+
 def _check_finite(state: TrainState, since: int, desc: str, ckpt: Checkpointer) -> None:
     upto = int(state.step)
     losses = np.asarray(state.losses[since:upto])
@@ -136,9 +142,14 @@ def _check_finite(state: TrainState, since: int, desc: str, ckpt: Checkpointer) 
             f"(e.g. --set ...train.lr=1e-4) or check the data, then rerun the same command to resume.")
 
 
+def _sampling_params(state: TrainState, cfg: TrainConfig):
+    return state.ema_params if cfg.ema else state.params
+
+
 def train(loss_fn: LossFn, init_params, images: Any, cfg: TrainConfig, ckpt: Checkpointer, *,
           desc: str = "train", mesh: jax.sharding.Mesh | None = None,
-          stop_after: int | None = None,
+          stop_after: int | None = None, snapshots: tuple[int, ...] = (),
+          on_snapshot: Callable[[int, Any], None] = lambda step, params: None,
           scalars: Callable[[str, float, int], None] = lambda tag, value, step: None) -> TrainResult:
     """Train to `cfg.epochs`, resuming from the newest checkpoint in `ckpt`.
 
@@ -147,6 +158,8 @@ def train(loss_fn: LossFn, init_params, images: Any, cfg: TrainConfig, ckpt: Che
     `stop_after` ends the loop early at that step (after checkpointing), for tests of resume.
     `scalars(tag, value, step)` receives, at every log step, the mean loss since the last one, the
     learning rate and the throughput (e.g. `tensorboard.scalar_writer`).
+    `on_snapshot(step, params)` receives the sampling params (the EMA's when on) after each step in `snapshots`
+    (`snapshot_steps`), before that step's checkpoint, so a resumed run has made every earlier one.
     """
     n_steps = total_steps(data_lib.num_examples(images), cfg)
     state, resumed = ckpt.restore(init_state(init_params, cfg, n_steps))
@@ -177,9 +190,10 @@ def train(loss_fn: LossFn, init_params, images: Any, cfg: TrainConfig, ckpt: Che
                 loss = float(state.losses[s])
                 bar.set_postfix(loss=f"{loss:.4f}")
                 log.info("%s step %d/%d loss %.5f", desc, done, n_steps, loss)
+            if done in snapshots:
+                on_snapshot(done, jax.device_get(_sampling_params(state, cfg)))
             if done % cfg.ckpt_every == 0 or done == end:
                 ckpt.save(done, state)
             bar.update(1)
-    params = state.ema_params if cfg.ema else state.params
-    return TrainResult(params=jax.device_get(params), losses=np.asarray(state.losses), resumed_from=resumed,
-                       seconds=time.perf_counter() - t0)
+    return TrainResult(params=jax.device_get(_sampling_params(state, cfg)), losses=np.asarray(state.losses),
+                       resumed_from=resumed, seconds=time.perf_counter() - t0)

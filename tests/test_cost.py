@@ -21,16 +21,39 @@ def work(preset, model_a_params, model_b_params, model_a_sampler, model_b_sample
     return cost.make_work(routed, perturb(model_a_params, 1), perturb(model_b_params, 2), preset.router.prefix_steps)
 
 
-def test_routed_seconds_agree_with_their_parts(work):
-    """A synthetic router sending a known share s to A: the measured routed seconds per image are
-    within 10 % of s t_A + (1 - s) t_finish + t_probe, each part measured alone the same way."""
-    n, b, s = 8, 4, 0.5
+def _synthetic_router_contenders(work, n: int, b: int, s: float):
+    """The routed pipeline under a synthetic router sending a known share s of n seeds to A, and its parts."""
     keys_a, keys_b = routing.seed_keys(range(n), 0)
     to_a = np.zeros(n, bool)
     to_a[np.random.default_rng(1).permutation(n)[: int(s * n)]] = True
     parts = ("always A", "B finish", "probe", "synthetic router")
     contenders = {k: v for k, v in cost.strategies(work, keys_a, keys_b, {"synthetic router": to_a}, b).items()
                   if k in parts}
+    return contenders, keys_a, keys_b
+
+
+def test_routed_seconds_are_charged_as_the_sum_of_their_parts(work, monkeypatch):
+    """Each piece of work takes a fixed, known time per batch (a fake clock; the work itself runs): the routed
+    pipeline is charged exactly s t_A + (1 - s) t_finish + t_probe per image, each part charged alone the same
+    way. The wall-clock version of this check is the slow test below (seconds on a shared machine are noisy)."""
+    n, b, s = 8, 4, 0.5
+    per_batch = {work.a: 0.2, work.finish: 0.04, work.probe: 0.002, work.prefix: 0.001}
+    real_timed = timing.timed
+    monkeypatch.setattr(timing, "timed", lambda fn, *args: (real_timed(fn, *args)[0], per_batch.get(fn, 0.0)))
+    contenders, keys_a, keys_b = _synthetic_router_contenders(work, n, b, s)
+    t = {k: v["seconds_per_image"] for k, v in cost.measure(contenders, n, repeats=1, warm=lambda: None).items()}
+    assert t["always A"] == pytest.approx(0.2 / b) and t["probe"] == pytest.approx(0.002 / b)
+    assert t["B finish"] == pytest.approx(0.04 / b)
+    expected = s * t["always A"] + (1 - s) * t["B finish"] + t["probe"]
+    assert t["synthetic router"] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_routed_seconds_agree_with_their_parts(work):
+    """A synthetic router sending a known share s to A: the measured routed seconds per image are
+    within 10 % of s t_A + (1 - s) t_finish + t_probe, each part measured alone the same way."""
+    n, b, s = 8, 4, 0.5
+    contenders, keys_a, keys_b = _synthetic_router_contenders(work, n, b, s)
     rows = cost.measure(contenders, n, repeats=5, warm=lambda: cost.warm_up(work, keys_a, keys_b, b))
     # the least disturbed round of each: on a shared machine the minimum is far steadier than the median
     t = {k: rows[k]["min"] for k in ("always A", "B finish", "probe", "synthetic router")}

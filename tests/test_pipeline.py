@@ -10,12 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from experiments import run as run_cli
 from hybrid_jax import config as config_lib
 from hybrid_jax import io, pipeline
+from hybrid_jax.stages import seeds as seeds_stage
+from hybrid_jax.stages import train as train_stage
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = {  # stage -> files it must leave behind
@@ -26,10 +29,11 @@ OUTPUTS = {  # stage -> files it must leave behind
     "seeds": ["seeds.npz", "png/seed_000000_A.png", "png/seed_000000_B.png"],
     "features": ["features.csv", "features.npz"],
     "labels": ["auto.csv", "scores.npz"],
+    "curves": ["curves.json"],
     "router": ["router.json", "router_trees.npz", "results.json", "oof.npz"],
     "routed": ["cost.json", "decisions.npz"],
     "allocate": ["results.json", "policy/policy.json", "policy/policy_trees.npz"],
-    "report": ["report.md", "premise.json", "cost_quality.png", "allocation_pareto.png", "training_curves.png", "samples_a_vs_b.png", "threshold_sweep.png"],
+    "report": ["report.md", "premise.json", "learning_curves.png", "cost_quality.png", "allocation_pareto.png", "training_curves.png", "samples_a_vs_b.png", "threshold_sweep.png"],
 }
 COMPARED = [("seeds", "seeds.npz"), ("features", "features.npz"), ("labels", "scores.npz"),
             ("router", "router_trees.npz"), ("routed", "decisions.npz")]
@@ -61,7 +65,8 @@ def test_every_stage_leaves_its_outputs(finished):
 
 def test_report_has_every_section(finished):
     text = (finished / "report" / "report.md").read_text()
-    for section in ("## Training", "## Samples", "## Labels", "## Router", "## Cost", "## Cost and quality", "## Config"):
+    for section in ("### Learning curves", "## Training", "## Samples", "## Labels", "## Router", "## Cost",
+                    "## Cost and quality", "## Config"):
         assert section in text
     assert text.index("## Premise") < text.index("## Cost and quality")  # the premise first
     for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
@@ -86,6 +91,37 @@ def test_premise_json_has_every_option_both_spaces_and_the_verdict_of_its_rule(f
     ref, cand = p["options"][p["reference"]], p["options"][p["candidate"]]
     assert {k: p[k] for k in ("verdict", "failed")} == premise.verdict(ref, cand, p["a_needed_calibrated"])
     assert io.read_json(finished / "report" / "done.json")["summary"]["premise"] == p["verdict"]
+
+
+def test_learning_curves_have_every_snapshot_and_end_at_the_trained_models(finished):
+    """One point per snapshot of each option of the pair, training cost rising to the trained model; the last
+    snapshot is the trained params bitwise, so reusing the seeds stage's images for it is exact."""
+    from hybrid_jax import generators
+
+    run = pipeline.load_run(finished)
+    cfg = run.cfg
+    curves = io.read_json(finished / "curves" / "curves.json")
+    pair = generators.binary(cfg)
+    assert [p["option"] for p in curves["points"]] == [g.name for g in pair for _ in range(cfg.model_a.snapshots)]
+    for g in pair:
+        pts = [p for p in curves["points"] if p["option"] == g.name]
+        assert np.all(np.diff([p["train_flops"] for p in pts]) > 0) and pts[-1]["fraction"] == 1.0
+        for p in pts:
+            assert p["n"] == cfg.curves.num_seeds and set(p["spaces"]) == {"labeler", "pixel PCA"}
+            assert p["median_quality_ci"][0] <= p["median_quality"] <= p["median_quality_ci"][1]
+            assert all(e["fd_ci"][0] <= e["fd_ci"][1] for e in p["spaces"].values()) and p["train_seconds"] > 0
+    for name in train_stage.MODELS:
+        last = train_stage.snapshot_steps(run, name)[-1]
+        assert last == io.read_json(finished / name / "done.json")["summary"]["steps"]
+        for a, b in zip(jax.tree.leaves(pipeline.restore_params(run, name, last)),
+                        jax.tree.leaves(pipeline.restore_params(run, name))):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    seeds = np.arange(cfg.curves.num_seeds)
+    b = pair[1]
+    again = generators.generate((b,), {b.model: train_stage.restore_option_params(run, b.model)}, seeds,
+                                np.zeros(len(seeds), int), base_seed=cfg.seeds.base_seed,
+                                batch_size=cfg.seeds.batch_size)
+    np.testing.assert_allclose(again, seeds_stage.load(run)["images_b"][: len(seeds)], atol=1e-5)
 
 
 def test_routed_images_equal_each_models_own(finished):
@@ -121,10 +157,11 @@ def _stages_run(workdir: Path, log_before: str) -> list[str]:
 
 RETUNES = {  # a changed field -> the stages it re-runs (no trained model among them)
     "router.threshold=0.6": ["router", "routed", "allocate", "report"],
-    "labeler.k=3": ["labels", "router", "routed", "allocate", "report"],
+    "labeler.k=3": ["labels", "curves", "router", "routed", "allocate", "report"],
     "cost.repeats=2": ["routed", "allocate", "report"],
     "allocation.a_budgets=3": ["allocate", "report"],
-    "seeds.num_seeds=44": ["seeds", "features", "labels", "router", "routed", "allocate", "report"],
+    "seeds.num_seeds=44": ["seeds", "features", "labels", "curves", "router", "routed", "allocate", "report"],
+    "curves.resamples=60": ["curves", "report"],
 }
 
 
@@ -175,6 +212,11 @@ def _same_trained_models(ours: Path, ref: Path) -> None:
                                       io.read_npz(ref / name / "losses.npz")["losses"], err_msg=name)
         for a, b in zip(*(jax.tree.leaves(pipeline.restore_params(pipeline.load_run(d), name)) for d in (ours, ref))):
             np.testing.assert_array_equal(a, b, err_msg=name)
+        run = pipeline.load_run(ref)
+        for step in train_stage.snapshot_steps(run, name):  # the learning curve's snapshots too
+            for a, b in zip(*(jax.tree.leaves(pipeline.restore_params(pipeline.load_run(d), name, step))
+                              for d in (ours, ref))):
+                np.testing.assert_array_equal(a, b, err_msg=f"{name} snapshot {step}")
 
 
 def _same_outputs_through_routed(ours: Path, ref: Path) -> None:

@@ -70,6 +70,22 @@ def _figures(fd, fd_ci, quality, copies=False):
             "memorisation": {"pixels": mem, "labeler": dict(mem)}}
 
 
+def test_quality_figures_are_the_direct_median_fd_and_kid_with_intervals_around_them():
+    from hybrid_jax.evaluation import frechet_distance
+
+    rng = np.random.default_rng(3)
+    train, real, feats = rng.normal(size=(50, 3)), rng.normal(size=(60, 3)), rng.normal(0.3, 1.0, size=(40, 3))
+    quality = rng.uniform(size=40)
+    out = premise.quality_figures(quality, {"s": feats}, [premise.Space("s", train, real)], np.random.default_rng(4),
+                                  100)
+    assert out["n"] == 40 and out["median_quality"] == np.median(quality)
+    assert out["median_quality_ci"][0] <= np.median(quality) <= out["median_quality_ci"][1]
+    e = out["spaces"]["s"]
+    assert e["fd"] == pytest.approx(frechet_distance(feats, real))
+    assert e["kid"] == pytest.approx(premise.kid(feats, real))
+    assert e["fd_ci"][0] < e["fd_ci"][1] and e["kid_ci"][0] < e["kid_ci"][1]
+
+
 def test_verdict_follows_the_stated_rule():
     a, b = _figures(10.0, [9.0, 11.0], 0.6), _figures(20.0, [18.0, 22.0], 0.3)
     assert premise.verdict(a, b, 0.5) == {"verdict": "holds", "failed": []}

@@ -36,6 +36,42 @@ def _run_python(args: list[str], env_extra: dict | None = None, timeout: int = 3
 # ----------------------------------------------------------------------------- resume
 
 
+def test_snapshot_steps_are_evenly_spaced_and_end_at_the_last_step():
+    assert train.snapshot_steps(12, 3) == (4, 8, 12)
+    assert train.snapshot_steps(10, 3) == (4, 7, 10)
+    assert train.snapshot_steps(2, 5) == (1, 1, 2, 2, 2)  # few steps: snapshots share steps, the count holds
+    assert train.snapshot_steps(7, 0) == ()
+
+
+def test_snapshots_are_the_sampling_params_at_their_steps_and_survive_a_resume(preset, model_b_params,
+                                                                                stand_in_images, tmp_path):
+    """The params handed out at each snapshot step are the EMA's (what samples); a run stopped between
+    snapshots and resumed hands out the same ones, and the last is the trained result."""
+    cfg = dataclasses.replace(preset.model_b.train, epochs=3, ckpt_every=2, log_every=2, ema_decay=0.5)
+    images, loss_fn = stand_in_images[:32], model_b.make_ar_loss(preset.model_b)
+    cfg_dict, init, steps = config_lib.to_dict(preset.model_b), model_b_params["ar"], (2, 4, 6)
+
+    def collect(into):
+        return lambda step, params: into.setdefault(step, params)
+
+    whole, parts = {}, {}
+    result = train.train(loss_fn, init, images, cfg, Checkpointer(tmp_path / "whole", cfg_dict), snapshots=steps,
+                         on_snapshot=collect(whole))
+    train.train(loss_fn, init, images, cfg, Checkpointer(tmp_path / "parts", cfg_dict), snapshots=steps,
+                on_snapshot=collect(parts), stop_after=3)
+    assert sorted(parts) == [2]
+    train.train(loss_fn, init, images, cfg, Checkpointer(tmp_path / "parts", cfg_dict), snapshots=steps,
+                on_snapshot=collect(parts))
+    assert sorted(whole) == sorted(parts) == list(steps)
+    for step in steps:
+        for a, b in zip(jax.tree.leaves(whole[step]), jax.tree.leaves(parts[step])):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(whole[6]), jax.tree.leaves(result.params)):
+        np.testing.assert_array_equal(a, b)
+    differ = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(whole[2]), jax.tree.leaves(whole[6]))]
+    assert any(differ)
+
+
 def test_resumed_training_equals_an_uninterrupted_run(preset, model_b_params, stand_in_images, tmp_path):
     cfg = dataclasses.replace(preset.model_b.train, epochs=3, ckpt_every=2, log_every=2)  # 32 images: 6 steps
     images = stand_in_images[:32]

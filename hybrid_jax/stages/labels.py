@@ -15,6 +15,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import numpy as np
@@ -23,7 +24,7 @@ from sklearn.metrics import confusion_matrix
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
-from hybrid_jax import evaluation, io, sharding
+from hybrid_jax import evaluation, io, premise, sharding
 from hybrid_jax import labels as labels_lib
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.quality import build, degradations, rule, validation
@@ -310,3 +311,18 @@ def tau(run: Run) -> np.ndarray:
     taus = rule.class_taus(load_scores(run)["score_real"], data_stage.load(run)["holdout_labels"],
                            run.cfg.data.num_classes, run.cfg.labeler.margin_quantile)
     return taus[seeds_stage.load(run)["labels"]]
+
+
+def premise_spaces(run: Run) -> tuple[tuple[premise.Space, ...], Callable]:
+    """The premise's two feature spaces (the labeler's, and a pixel PCA fitted on the training images alone), and
+    `judge(images) -> (quality [n], {space name: features [n, D]})` that places any images in them."""
+    data = data_stage.load(run)
+    train_px, real_px = data["train"], data["holdout"]
+    pca, project = premise.pca_space(train_px, real_px)
+    spaces = (premise.Space("labeler", score_images(run, train_px)[1], score_images(run, real_px)[1]), pca)
+
+    def judge(images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        quality, feats = score_images(run, images)
+        return quality, {"labeler": feats, pca.name: project(images)}
+
+    return spaces, judge

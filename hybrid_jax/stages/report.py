@@ -7,6 +7,7 @@ import numpy as np
 
 from hybrid_jax import generators, io, labeling, premise
 from hybrid_jax.rundir import Run, Stage
+from hybrid_jax.stages import curves as curves_stage
 from hybrid_jax.stages import data as data_stage
 from hybrid_jax.stages import labels as labels_stage
 
@@ -20,21 +21,19 @@ def premise_figures(run: Run) -> dict:
     share; and `premise.verdict` on the brief's pair."""
     data = data_stage.load(run)
     train_px, real_px = data["train"], data["holdout"]
-    pca, project = premise.pca_space(train_px, real_px)
-    spaces = (premise.Space("labeler", labels_stage.score_images(run, train_px)[1],
-                            labels_stage.score_images(run, real_px)[1]), pca)
+    spaces, judge = labels_stage.premise_spaces(run)
     rng = np.random.default_rng(run.cfg.router.seed)
     per = {}
     for name, images in labeling.load_options(run.workdir).images.items():
-        quality, feats = labels_stage.score_images(run, images)
-        per[name] = premise.option_figures(images, quality, {"labeler": feats, pca.name: project(images)}, spaces,
-                                           train_px, real_px, rng, PREMISE_RESAMPLES)
+        per[name] = premise.option_figures(images, *judge(images), spaces, train_px, real_px, rng, PREMISE_RESAMPLES)
     scores = labels_stage.load_scores(run)
     share = float(np.mean(scores["score_a"] - scores["score_b"] > labels_stage.tau(run)))
     a, b = (g.name for g in generators.binary(run.cfg))
     return {"reference": a, "candidate": b, "a_needed_calibrated": share, "spaces": [s.name for s in spaces],
             "copy_quantile": premise.COPY_QUANTILE, "a_needed_range": list(premise.A_NEEDED_RANGE),
-            "n_train": len(train_px), "n_real": len(real_px), "options": per, **premise.verdict(per[a], per[b], share)}
+            "n_train": len(train_px), "n_real": len(real_px), "options": per,
+            "curves": curves_stage.load(run)["points"],
+            **premise.verdict(per[a], per[b], share)}
 
 
 def run_stage(run: Run) -> dict:
@@ -44,6 +43,7 @@ def run_stage(run: Run) -> dict:
     return {"report": str(report.write_report(run)), "premise": figures["verdict"]}
 
 
-# version 1: report/premise.json and the report's Premise section
+# version 1: report/premise.json and the report's Premise section; 2: its learning curves (stage `curves`)
 STAGE = Stage("report", run_stage,
-              after=("data", "model_a", "model_b", "corrector", "labels", "router", "routed", "allocate"), version=1)
+              after=("data", "model_a", "model_b", "corrector", "labels", "curves", "router", "routed", "allocate"),
+              version=2)

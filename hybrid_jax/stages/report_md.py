@@ -18,6 +18,7 @@ from hybrid_jax import config as config_lib
 from hybrid_jax import evaluation, figures, io, sanity
 from hybrid_jax.rundir import Run, summary
 from hybrid_jax.stages import allocate as allocate_stage
+from hybrid_jax.stages import curves as curves_stage
 from hybrid_jax.stages import routed as routed_stage
 from hybrid_jax.stages import router as router_stage
 from hybrid_jax.stages import seeds as seeds_stage
@@ -446,12 +447,31 @@ def _class_allocation(result: dict, out: Path, classes: tuple[str, ...]) -> list
                        for _, p in shown] for c in classes if c in mine["per_class"]])]
 
 
+def _curves_section(curves: dict, out: Path) -> list[str]:
+    """Each option of the pair along its training: FD / KID / median quality with intervals against training cost."""
+    spaces = curves["spaces"]
+    rows = [[p["option"], ", ".join(f"{n} {s}" for n, s in p["steps"].items()), _pct(p["fraction"]),
+             f"{p['train_flops'] / 1e12:.3g}", f"{p['train_seconds']:.0f}",
+             *[_ci(p["spaces"][s]["fd"], p["spaces"][s]["fd_ci"], "frechet", ".1f") for s in spaces],
+             *[_ci(p["spaces"][s]["kid"], p["spaces"][s]["kid_ci"], "kid", ".3f") for s in spaces],
+             _ci(p["median_quality"], p["median_quality_ci"], "quality")] for p in curves["points"]]
+    return ["### Learning curves", f"![learning curves]({figures.learning_curves(curves, out)})",
+            f"Each option of the pair sampled with its real sampler at every training snapshot on the first "
+            f"{curves['num_seeds']} seeds (`curves` stage; the last row of each option is the trained model). "
+            "Training TFLOPs: XLA's cost of one training step x steps; seconds: the stage's measured seconds per "
+            "step x steps (B: decoder and corrector together). A curve still falling at its last point has not "
+            "converged; no point is extrapolated.",
+            _table(["option", "snapshot steps", "of training", "training TFLOPs", "training s",
+                    *[f"FD, {s}" for s in spaces], *[f"KID, {s}" for s in spaces], "median quality"], rows)]
+
+
 def write_report(run: Run) -> Path:
     out = run.path("report")
     cost, router = routed_stage.load(run), router_stage.load_results(run)
     figures.cost_quality(cost["curves"], out, fixed_strategies(cost))
     premise = io.read_json(out / "premise.json")
-    body = (_preamble(run, cost, router)[:1] + _premise_section(premise) + _preamble(run, cost, router)[1:]
+    body = (_preamble(run, cost, router)[:1] + _premise_section(premise) + _curves_section(curves_stage.load(run), out)
+            + _preamble(run, cost, router)[1:]
             + _headline(cost) + _cost_section(cost) + _router_section(router, out)
             + _allocation_section(allocate_stage.load(run), out)
             + _class_section(run) + _labels_section(run, router) + _training_section(run, out)

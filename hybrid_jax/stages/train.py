@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import io, model_a, model_b, tensorboard
+from hybrid_jax import io, model_a, model_b, tensorboard, timing
 from hybrid_jax import train as train_lib
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.config import Preset
@@ -17,6 +17,8 @@ from hybrid_jax.rundir import Run, Stage, done_record
 from hybrid_jax.stages import data as data_stage
 
 MODELS = ("model_a", "model_b", "corrector")
+# an option's `Generator.model` -> the training stages whose params it samples with (B's as {"ar", "corrector"})
+TRAINED_BY = {"model_a": ("model_a",), "model_b": ("model_b", "corrector")}
 
 
 def model_specs(cfg: Preset) -> dict[str, tuple[object, Callable, Callable]]:
@@ -43,30 +45,65 @@ def _stage_fn(name: str) -> Callable[[Run], dict]:
         data = data_stage.load(run)
         images = (data["train"], data["train_labels"])  # one-class models ignore the labels
         ckpt = Checkpointer(run.path(name, "ckpt"), _guard(run, section))
+        kept = _snapshots(run, name)
+        steps = snapshot_steps(run, name, len(images[0]))
         result = train_lib.train(loss_fn, init(jax.random.key(section.train.seed)), images, section.train, ckpt,
-                                 desc=f"train {name}", mesh=run.mesh,
+                                 desc=f"train {name}", mesh=run.mesh, snapshots=steps, on_snapshot=kept.save,
                                  scalars=tensorboard.scalar_writer(run.path("tb", name)))
         Checkpointer(run.path(name, "params"), _guard(run, section)).save(len(result.losses), result.params)
         io.write_npz(run.path(name, "losses.npz"), losses=result.losses)
-        return {"steps": len(result.losses), "final_loss": float(np.mean(result.losses[-10:])),
+        return {"steps": len(result.losses), "snapshots": list(steps),
+                "final_loss": float(np.mean(result.losses[-10:])),
                 "first_loss": float(result.losses[0]), "resumed_from": result.resumed_from,
                 "seconds": result.seconds, "ema": section.train.ema}
     run_stage.__name__ = f"run_{name}"
     return run_stage
 
 
-def restore_params(run: Run, name: str):
-    """Trained params of "model_a", "model_b" (the decoder) or "corrector" from the work dir."""
+def _snapshots(run: Run, name: str) -> Checkpointer:
+    section = model_specs(run.cfg)[name][0]
+    return Checkpointer(run.path(name, "snapshots"), _guard(run, section), max_to_keep=None)
+
+
+def snapshot_steps(run: Run, name: str, num_images: int | None = None) -> tuple[int, ...]:
+    """The training steps at which `name`'s sampling params are kept for the learning curves (`<name>.snapshots`
+    of them, the last the end of training)."""
+    section = model_specs(run.cfg)[name][0]
+    n = num_images if num_images is not None else len(data_stage.load(run)["train"])
+    return train_lib.snapshot_steps(train_lib.total_steps(n, section.train), section.snapshots)
+
+
+def restore_params(run: Run, name: str, step: int | None = None):
+    """Trained params of "model_a", "model_b" (the decoder) or "corrector" from the work dir; with `step`, its
+    snapshot at that training step (`snapshot_steps`)."""
     section, _, init = model_specs(run.cfg)[name]
-    ckpt = Checkpointer(run.path(name, "params"), _guard(run, section))
-    params, _ = ckpt.restore(jax.eval_shape(init, jax.random.key(0)))
+    ckpt = _snapshots(run, name) if step is not None else Checkpointer(run.path(name, "params"), _guard(run, section))
+    params, _ = ckpt.restore(jax.eval_shape(init, jax.random.key(0)), step)
     if params is None:
-        raise FileNotFoundError(f"no trained {name} in {run.workdir}; run the train stage first")
+        raise FileNotFoundError(f"no trained {name} (step {step or 'final'}) in {run.workdir}; run the train stage "
+                                "first")
     return params
 
 
+def restore_option_params(run: Run, model: str, steps: dict[str, int] | None = None):
+    """The params an option of `model` (`Generator.model`) samples with: A's U-Net, or B's {"ar", "corrector"};
+    `steps` (training stage -> snapshot step) picks snapshots instead of the trained params."""
+    steps = steps or {}
+    params = {name: restore_params(run, name, steps.get(name)) for name in TRAINED_BY[model]}
+    return params["model_a"] if model == "model_a" else {"ar": params["model_b"], "corrector": params["corrector"]}
+
+
 def restore_model_b(run: Run) -> dict:
-    return {"ar": restore_params(run, "model_b"), "corrector": restore_params(run, "corrector")}
+    return restore_option_params(run, "model_b")
+
+
+def step_flops(run: Run, name: str) -> float:
+    """FLOPs of one training step of `name` (loss and gradient at its batch size; XLA's cost analysis)."""
+    section, loss_fn, _ = model_specs(run.cfg)[name]
+    data = data_stage.load(run)
+    b = section.train.batch_size
+    batch = (data["train"][:b], data["train_labels"][:b])
+    return timing.flops(jax.value_and_grad(loss_fn), restore_params(run, name), batch, jax.random.key(0))
 
 
 def load_losses(run: Run, name: str) -> np.ndarray:

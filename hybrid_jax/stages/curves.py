@@ -1,0 +1,96 @@
+"""Stage `curves`: each option of the brief's pair judged at every training snapshot, so a model is read by its
+learning curve, not one final number.
+
+At each snapshot (`<model>.snapshots` evenly spaced steps, the last the end of training) the option samples the
+first `curves.num_seeds` seeds with its real sampler and the snapshot's params; the images are scored on held-out
+real images like the premise (FD and KID in the labeler's and the pixel-PCA space, median quality, each with a
+95 % bootstrap interval over the images) and placed against the training FLOPs (XLA's cost of one training step x
+steps) and seconds (the stage's measured seconds per step x steps) spent to reach it. The last snapshot is the
+trained model, whose images the seeds stage already made for these seeds: they are reused, not sampled again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+
+from hybrid_jax import generators, io, premise, progress, tensorboard
+from hybrid_jax.rundir import Run, Stage, done_record, fingerprint, summary
+from hybrid_jax.stages import labels as labels_stage
+from hybrid_jax.stages import seeds as seeds_stage
+from hybrid_jax.stages import train
+
+log = logging.getLogger("hybrid_jax.stages.curves")
+
+SEED_IMAGES = ("images_a", "images_b")  # the seeds stage's images of the brief's pair, in `generators.binary` order
+
+
+def _training_cost(run: Run, name: str) -> tuple[float, float]:
+    """(FLOPs, seconds) of one training step of `name`: XLA's cost of the step at its batch, and the stage's
+    measured seconds over the steps it trained in its last process (a resumed run: those after the resume)."""
+    s = summary(run, name)
+    trained = s["steps"] - (s.get("resumed_from") or 0)
+    return train.step_flops(run, name), s["seconds"] / max(trained, 1)
+
+
+def _points(run: Run, model: str) -> list[dict[str, int]]:
+    """Per curve point of an option of `model`: training stage -> its snapshot step (index k of each)."""
+    stages = train.TRAINED_BY[model]
+    steps = {name: train.snapshot_steps(run, name) or (summary(run, name)["steps"],) for name in stages}
+    return [{name: steps[name][k] for name in stages} for k in range(len(steps[stages[0]]))]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
+def run_stage(run: Run) -> dict:
+    cfg = run.cfg
+    seeds = np.arange(cfg.curves.num_seeds)
+    spaces, judge = labels_stage.premise_spaces(run)
+    final = seeds_stage.load(run)
+    cost = {name: _training_cost(run, name) for name in train.MODELS}
+    parts = run.path("curves", "points", fingerprint(cfg.curves, [done_record(run, s)["fingerprint"]
+                                                                  for s in ("seeds", "labels")]))
+    points = []
+    for g, key in zip(generators.binary(cfg), SEED_IMAGES):
+        steps_of = _points(run, g.model)
+        write = tensorboard.scalar_writer(run.path("tb", "curves", _slug(g.name)))
+        for k, steps in enumerate(progress.track(steps_of, len(steps_of), f"curves {g.name}", "point", log)):
+            path = parts / f"{_slug(g.name)}_{k}.json"
+            if not path.exists():
+                if k == len(steps_of) - 1:  # the trained model: the seeds stage made these images
+                    images = final[key][: len(seeds)]
+                else:
+                    params = {g.model: train.restore_option_params(run, g.model, steps)}
+                    images = generators.generate((g,), params, seeds, np.zeros(len(seeds), int),
+                                                 base_seed=cfg.seeds.base_seed, batch_size=cfg.seeds.batch_size,
+                                                 num_classes=cfg.data.num_classes)
+                rng = np.random.default_rng([cfg.router.seed, k])
+                io.write_json(path, {
+                    "option": g.name, "model": g.model, "snapshot": k, "steps": steps,
+                    "fraction": float(np.mean([s / summary(run, n)["steps"] for n, s in steps.items()])),
+                    "train_flops": float(sum(s * cost[n][0] for n, s in steps.items())),
+                    "train_seconds": float(sum(s * cost[n][1] for n, s in steps.items())),
+                    **premise.quality_figures(*judge(images), spaces, rng, cfg.curves.resamples)})
+            point = io.read_json(path)
+            for space, f in point["spaces"].items():
+                for stat in ("fd", "kid"):
+                    write(f"{stat}/{_slug(space)}", f[stat], int(point["train_flops"] / 1e9))
+            write("median_quality", point["median_quality"], int(point["train_flops"] / 1e9))
+            points.append(point)
+    io.write_json(run.path("curves", "curves.json"), {"points": points, "spaces": [s.name for s in spaces],
+                                                     "num_seeds": len(seeds)})
+    return {"points": len(points), "options": sorted({p["option"] for p in points})}
+
+
+def load(run: Run) -> dict:
+    """{"points": [per option and snapshot: option, model, snapshot, steps, fraction, train_flops, train_seconds,
+    n, median_quality(_ci), spaces: {space: {fd, fd_ci, kid, kid_ci}}], "spaces": [...], "num_seeds": n}."""
+    return io.read_json(run.path("curves", "curves.json"))
+
+
+STAGE = Stage("curves", run_stage, config=lambda cfg: (cfg.curves, cfg.seeds.base_seed, cfg.seeds.batch_size),
+              after=("data", *train.MODELS, "seeds", "labels"))
