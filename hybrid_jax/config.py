@@ -197,10 +197,12 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ModelAConfig:
-    """Blockwise DDPM over the geometry's blocks (brief: 4 of 16x16), `steps_per_block` DDPM steps each."""
+    """Blockwise DDPM over the geometry's blocks (brief: 4 of 16x16), `steps_per_block` DDPM steps each, of a
+    trained chain of `num_timesteps` (0: steps_per_block, the brief's) linear-schedule timesteps, respaced."""
 
     unet: UNetConfig = UNetConfig()
     steps_per_block: int = 200
+    num_timesteps: int = 0  # the trained chain's length; > steps_per_block: a longer chain, sampled respaced
     scan_unroll: int = 1
     min_snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting (Hang et al. 2023), min(SNR, g) / SNR; 0: plain
     train: TrainConfig = TrainConfig(epochs=500)
@@ -209,6 +211,14 @@ class ModelAConfig:
     def __post_init__(self):
         _check(self.steps_per_block > 0, f"model_a.steps_per_block must be > 0, got {self.steps_per_block}")
         _check(self.snapshots >= 0, f"model_a.snapshots must be >= 0, got {self.snapshots}")
+        _check(self.num_timesteps == 0 or self.num_timesteps >= self.steps_per_block,
+               f"model_a.num_timesteps must be 0 (= steps_per_block) or >= steps_per_block={self.steps_per_block}, "
+               f"got {self.num_timesteps}")
+
+    @property
+    def timesteps(self) -> int:
+        """Length of the trained chain, which every step budget respaces (the full budget: steps_per_block)."""
+        return self.num_timesteps or self.steps_per_block
         _check(self.min_snr_gamma >= 0, f"model_a.min_snr_gamma must be >= 0, got {self.min_snr_gamma}")
         _check(self.scan_unroll > 0, "model_a.scan_unroll must be > 0")
 
@@ -457,9 +467,9 @@ class Preset:
             _check(g.image_size % down == 0,
                    f"geometry.image_size={g.image_size} must be divisible by {down}, the downsampling of "
                    f"{name}.unet (channel_mults {unet.channel_mults})")
-        _check(max(*self.allocation.a_budgets, self.allocation.a_probe_budget) <= self.model_a.steps_per_block,
-               f"allocation.a_budgets {self.allocation.a_budgets} or a_probe_budget exceed model_a.steps_per_block="
-               f"{self.model_a.steps_per_block}")
+        _check(max(*self.allocation.a_budgets, self.allocation.a_probe_budget) <= self.model_a.timesteps,
+               f"allocation.a_budgets {self.allocation.a_budgets} or a_probe_budget exceed model_a's trained chain "
+               f"({self.model_a.timesteps} timesteps)")
         _check(self.model_b.snapshots == self.corrector.snapshots,
                f"model_b.snapshots={self.model_b.snapshots} and corrector.snapshots={self.corrector.snapshots} must be "
                "equal: B's learning curve pairs the decoder's and the corrector's snapshots by index")
@@ -563,8 +573,8 @@ PRESETS["cpu"] = dataclasses.replace(
         _QUICK.model_b.train, warmup_steps=20, **_RECIPE), snapshots=4),
     corrector=dataclasses.replace(_QUICK.corrector, train=dataclasses.replace(
         _QUICK.corrector.train, warmup_steps=20, **_RECIPE), snapshots=4),
-    seeds=SeedsConfig(num_seeds=200, batch_size=50),
-    curves=CurvesConfig(num_seeds=100),
+    seeds=SeedsConfig(num_seeds=160, batch_size=40),
+    curves=CurvesConfig(num_seeds=80),
 )
 
 # One line per preset, for `--help` (tests/test_cli.py checks that every preset has one).

@@ -64,7 +64,7 @@ def make_loss(cfg: ModelAConfig, num_classes: int = 1, *,
               geometry: Geometry = Geometry()) -> Callable[[Any, Any, jax.Array], jax.Array]:
     """loss(params, batch, key) -> epsilon-MSE on a random target block; batch: images [b, S, S, 3] or
     (images, class labels [b]) (`data.images_and_labels`)."""
-    sched = diffusion.linear_schedule(cfg.steps_per_block)
+    sched = diffusion.linear_schedule(cfg.timesteps)
     eps_fn = make_eps_fn(cfg, train=True, num_classes=num_classes)
 
     def loss(params, batch, key):
@@ -72,7 +72,7 @@ def make_loss(cfg: ModelAConfig, num_classes: int = 1, *,
         b = images.shape[0]
         k_block, k_t, k_noise, k_drop = (jax.random.fold_in(key, i) for i in range(4))
         block = jax.random.randint(k_block, (b,), 0, geometry.num_blocks)
-        t = jax.random.randint(k_t, (b,), 0, cfg.steps_per_block)
+        t = jax.random.randint(k_t, (b,), 0, cfg.timesteps)
         noise = jax.random.normal(k_noise, images.shape)
         cond = block_condition(images, block, geometry)
         x_t = diffusion.q_sample(sched, images, t, noise)
@@ -105,7 +105,7 @@ def _make_blocks(cfg: ModelAConfig, num_classes: int, geometry: Geometry):
         n = keys.shape[0]
         block_keys = jax.vmap(lambda k: jax.random.fold_in(k, block))(keys)
         if x is None:
-            x = diffusion.per_example_normal(block_keys, cfg.steps_per_block, geometry.image_shape)
+            x = diffusion.per_example_normal(block_keys, cfg.timesteps, geometry.image_shape)
         cond = block_condition(canvas, jnp.full((n,), block), geometry)
         out = diffusion.sample_chain(eps_fn, params, chain, x, block_keys, cond=(cond, labels),
                                      unroll=cfg.scan_unroll, trace=trace)
@@ -126,11 +126,11 @@ def _make_blocks(cfg: ModelAConfig, num_classes: int, geometry: Geometry):
 
 def make_sampler(cfg: ModelAConfig, budget: int | None = None, eta: float | None = None,
                  num_classes: int = 1, *, geometry: Geometry = Geometry(), first_block=None) -> Sampler:
-    """Model A sampling `budget` steps per block (default: every trained step) of the trained chain:
-    ancestral DDPM respaced to those steps, or DDIM with `eta` when given. Same network, any budget.
+    """Model A sampling `budget` steps per block (default: steps_per_block) of the trained chain: ancestral DDPM
+    respaced to those steps, or DDIM with `eta` when given. Same network, any budget.
     `first_block`: other timesteps for block 0 (ancestral DDPM; e.g. a probe's, then the budget's rest)."""
-    steps = cfg.steps_per_block
-    budget = steps if budget is None else budget
+    steps = cfg.timesteps
+    budget = cfg.steps_per_block if budget is None else budget
     visit = diffusion.respace(steps, budget)
     chain = diffusion.ddpm_chain(steps, visit) if eta is None else diffusion.ddim_chain(steps, visit, eta)
     denoise, paste, blocks = _make_blocks(cfg, num_classes, geometry)
@@ -204,7 +204,7 @@ class ProbedSampler:
 def make_probed_sampler(cfg: ModelAConfig, budget: int, probe_budget: int, probe_steps: int, num_classes: int = 1,
                         *, geometry: Geometry = Geometry()) -> ProbedSampler:
     """Model A at `budget` steps per block after its own probe (see `probe_visits`), resumable from the probe."""
-    steps = cfg.steps_per_block
+    steps = cfg.timesteps
     visits = probe_visits(probe_budget, probe_steps, budget, steps)
     head, chain = diffusion.ddpm_chain(steps, visits), diffusion.ddpm_chain(steps, diffusion.respace(steps, budget))
     denoise, paste, blocks = _make_blocks(cfg, num_classes, geometry)

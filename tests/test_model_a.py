@@ -274,3 +274,28 @@ def test_probe_then_continue_is_one_uninterrupted_run(preset, params, sampler, b
         np.testing.assert_array_equal(resumed, np.asarray(sampler.sample_keys(params, keys)))
     feats = np.asarray(features.a_probe(probe.x0, geometry.block_masks(preset.geometry)[0]))
     assert feats.shape == (4, len(features.A_PROBE)) and np.isfinite(feats).all()
+
+
+# ----------------------------------------------------------------------------- a longer trained chain
+
+
+def test_a_longer_trained_chain_is_sampled_respaced_and_trained_on_all_its_timesteps(preset, params, four_images):
+    """num_timesteps = T > steps_per_block = s: the loss draws t from all T timesteps and the sampler visits s of
+    them, respaced; both bitwise as the model with steps_per_block = T at step budget s."""
+    from hybrid_jax.config import ConfigError
+
+    s = preset.model_a.steps_per_block
+    longer = dataclasses.replace(preset.model_a, num_timesteps=5 * s)
+    as_full = dataclasses.replace(preset.model_a, steps_per_block=5 * s)
+    assert longer.timesteps == 5 * s and preset.model_a.timesteps == s
+    keys = jax.random.split(jax.random.key(3), 2)
+    sampler = model_a.make_sampler(longer)
+    assert sampler.passes == 4 * s
+    np.testing.assert_array_equal(sampler.sample_keys(params, keys),
+                                  model_a.make_sampler(as_full, budget=s).sample_keys(params, keys))
+    key = jax.random.key(4)
+    assert model_a.make_loss(longer)(params, four_images, key) == model_a.make_loss(as_full)(params, four_images, key)
+    assert model_a.make_loss(longer)(params, four_images, key) != model_a.make_loss(preset.model_a)(params, four_images,
+                                                                                                   key)
+    with pytest.raises(ConfigError, match="num_timesteps"):
+        dataclasses.replace(preset.model_a, num_timesteps=s - 1)
