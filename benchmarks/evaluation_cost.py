@@ -4,9 +4,9 @@
 
 Runs `python -m experiments.run --preset P --offline` in a fresh process on a new work dir and reads
 each stage's own seconds from its done.json. With `--baseline REV` (a git revision of this
-repository) the same trained work dir is then copied and run again by that revision's code (a git
-worktree): it reruns the stages whose code changed (their fingerprints differ) and reuses the rest,
-so the two columns are the same models judged by the two versions, side by side in one run.
+repository) the trained models of that work dir (data and training stages, no compile cache) are then
+copied and judged again by that revision's code (a git worktree), every stage after training run
+afresh, so the two columns are the same models judged by the two versions, side by side in one run.
 Evaluation is every stage after training; the target is evaluation <= half of training (quick).
 """
 
@@ -56,6 +56,15 @@ def _totals(seconds: dict[str, tuple[float, bool]]) -> tuple[float, float]:
     return training, evaluation
 
 
+def _copy_trained(src: Path, dst: Path) -> None:
+    """`dst` as `src` was when training ended: its config, data and trained models, nothing judged yet and no
+    compile cache, so the baseline generates, judges and compiles everything itself, as the first column did."""
+    dst.mkdir(parents=True)
+    shutil.copy(src / "run.json", dst / "run.json")
+    for name in ("data", *train.MODELS):
+        shutil.copytree(src / name, dst / name)
+
+
 def run(presets: list[str], repeats: int = 1, baseline: str | None = None) -> list[Table]:
     tables = []
     for preset in presets:
@@ -70,7 +79,7 @@ def run(presets: list[str], repeats: int = 1, baseline: str | None = None) -> li
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), baseline],
                                check=True, capture_output=True)
                 try:
-                    shutil.copytree(tmp / "this", tmp / "baseline")
+                    _copy_trained(tmp / "this", tmp / "baseline")
                     start = time.time()
                     _run(tree, tmp / "baseline", preset)
                     columns[f"baseline {baseline}"] = _stage_seconds(tmp / "baseline", start)
