@@ -24,6 +24,7 @@ from hybrid_jax.stages import train
 
 log = logging.getLogger("hybrid_jax.stages.curves")
 
+VERSION = 1  # 1: FD/KID intervals corrected for the resamples' bias (`premise.distance_estimates`)
 SEED_IMAGES = ("images_a", "images_b")  # the seeds stage's images of the brief's pair, in `generators.binary` order
 
 
@@ -52,8 +53,8 @@ def run_stage(run: Run) -> dict:
     spaces, judge = labels_stage.premise_spaces(run)
     final = seeds_stage.load(run)
     cost = {name: _training_cost(run, name) for name in train.MODELS}
-    parts = run.path("curves", "points", fingerprint(cfg.curves, [done_record(run, s)["fingerprint"]
-                                                                  for s in ("seeds", "labels")]))
+    parts = run.path("curves", "points", fingerprint(cfg.curves, VERSION, [done_record(run, s)["fingerprint"]
+                                                                           for s in ("seeds", "labels")]))
     points = []
     for g, key in zip(generators.binary(cfg), SEED_IMAGES):
         steps_of = _points(run, g.model)
@@ -93,4 +94,4 @@ def load(run: Run) -> dict:
 
 
 STAGE = Stage("curves", run_stage, config=lambda cfg: (cfg.curves, cfg.seeds.base_seed, cfg.seeds.batch_size),
-              after=("data", *train.MODELS, "seeds", "labels"))
+              after=("data", *train.MODELS, "seeds", "labels"), version=VERSION)

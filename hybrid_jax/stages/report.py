@@ -43,7 +43,8 @@ def run_stage(run: Run) -> dict:
     return {"report": str(report.write_report(run)), "premise": figures["verdict"]}
 
 
-# version 1: report/premise.json and the report's Premise section; 2: its learning curves (stage `curves`)
+# version 1: report/premise.json and the report's Premise section; 2: its learning curves (stage `curves`); 3: FD/KID
+# intervals corrected for the resamples' bias
 STAGE = Stage("report", run_stage,
               after=("data", "model_a", "model_b", "corrector", "labels", "curves", "router", "routed", "allocate"),
-              version=2)
+              version=3)
