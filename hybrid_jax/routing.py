@@ -27,7 +27,7 @@ from hybrid_jax.models import class_labels
 
 def seed_keys(seeds: Sequence[int], base_seed: int = 0) -> tuple[jax.Array, jax.Array]:
     """Per-seed keys (keys_a, keys_b), each [n]."""
-    return tuple(generators.seed_stream(seeds, base_seed, m) for m in ("model_a", "model_b"))
+    return tuple(generators.seed_stream(seeds, base_seed, m) for m in generators.BRIEF_PAIR)
 
 
 def bucket_size(n: int, cap: int) -> int:

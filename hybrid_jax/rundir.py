@@ -23,10 +23,12 @@ from pathlib import Path
 from hybrid_jax import config as config_lib
 from hybrid_jax import io, sharding
 from hybrid_jax.config import Preset
+from hybrid_jax.generators import registry
 
 log = logging.getLogger("hybrid_jax.rundir")
 
-PINNED = ("geometry", "data", "model_a", "model_b", "corrector")  # sections that trained models depend on
+# sections that trained models depend on: the geometry, the data and each network's own (one per training stage)
+PINNED = ("geometry", "data", *(n.name for n in registry.NETWORKS))
 
 
 class RunDirError(ValueError):

@@ -1,5 +1,6 @@
-"""Stages `model_a`, `model_b`, `corrector`: train each network, resumably, from the data stage's images
-(class-conditional when data.class_name names several classes)."""
+"""One training stage per network of every generator family (`generators.registry.NETWORKS`: `model_a`,
+`model_b`, `corrector`): each trains resumably from the data stage's images (class-conditional when
+data.class_name names several classes)."""
 
 from __future__ import annotations
 
@@ -9,30 +10,22 @@ import jax
 import numpy as np
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import io, model_a, model_b, tensorboard, timing
+from hybrid_jax import io, tensorboard, timing
 from hybrid_jax import train as train_lib
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.config import Preset
+from hybrid_jax.generators import registry
 from hybrid_jax.rundir import Run, Stage, done_record
 from hybrid_jax.stages import data as data_stage
 
-MODELS = ("model_a", "model_b", "corrector")
-# an option's `Generator.model` -> the training stages whose params it samples with (B's as {"ar", "corrector"})
-TRAINED_BY = {"model_a": ("model_a",), "model_b": ("model_b", "corrector")}
+MODELS = tuple(n.name for n in registry.NETWORKS)  # one training stage per network of every family
+# a family (`Generator.model`) -> the training stages whose params its options sample with
+TRAINED_BY = {f.name: tuple(n.name for n in f.networks) for f in registry.FAMILIES}
 
 
 def model_specs(cfg: Preset) -> dict[str, tuple[object, Callable, Callable]]:
-    """name -> (config section, loss_fn, init(key) -> params)."""
-    g, n = cfg.geometry, cfg.data.num_classes
-    b_init = lambda key: model_b.init_params(cfg.model_b, cfg.corrector, key, geometry=g, num_classes=n)
-    return {
-        "model_a": (cfg.model_a, model_a.make_loss(cfg.model_a, geometry=g, num_classes=n),
-                    lambda key: model_a.init_params(cfg.model_a, key, geometry=g, num_classes=n)),
-        "model_b": (cfg.model_b, model_b.make_ar_loss(cfg.model_b, geometry=g, num_classes=n),
-                    lambda key: b_init(key)["ar"]),
-        "corrector": (cfg.corrector, model_b.make_corrector_loss(cfg.corrector, num_classes=n),
-                      lambda key: b_init(key)["corrector"]),
-    }
+    """network name -> (its config section, loss_fn, init(key) -> params)."""
+    return {n.name: (getattr(cfg, n.name), n.loss(cfg), lambda key, n=n: n.init(cfg, key)) for n in registry.NETWORKS}
 
 
 def _guard(run: Run, section) -> dict:
@@ -89,8 +82,8 @@ def restore_option_params(run: Run, model: str, steps: dict[str, int] | None = N
     """The params an option of `model` (`Generator.model`) samples with: A's U-Net, or B's {"ar", "corrector"};
     `steps` (training stage -> snapshot step) picks snapshots instead of the trained params."""
     steps = steps or {}
-    params = {name: restore_params(run, name, steps.get(name)) for name in TRAINED_BY[model]}
-    return params["model_a"] if model == "model_a" else {"ar": params["model_b"], "corrector": params["corrector"]}
+    return registry.BY_NAME[model].assemble({name: restore_params(run, name, steps.get(name))
+                                             for name in TRAINED_BY[model]})
 
 
 def restore_model_b(run: Run) -> dict:

@@ -1,0 +1,122 @@
+"""What every generator family is made of: options (`Generator`), trained networks (`Network`), the family
+(`Family`) that ties them to a seed-key stream, and the one batching helper every stage generates with.
+
+Model A at each step budget and Model B at each corrector depth are options of one type, so routing, cost and
+quality iterate over a tuple of them instead of naming A and B; a family lists its networks, so training stages,
+the work-dir guard and parameter restore iterate over families. The brief's binary routing is the two-option case
+(`registry.BRIEF_PAIR`). A new hybrid family is a new module and a registry entry, not a branch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hybrid_jax import timing
+from hybrid_jax.config import Preset
+from hybrid_jax.data import fixed_batches
+
+@dataclasses.dataclass(frozen=True)
+class Generator:
+    """One option: `sample_keys(params, keys[n][, labels[n]]) -> images [n, S, S, 3]` (S: the geometry's; labels:
+    each key's class, `seed_labels`, needed with several classes), pure and jitted.
+
+    `model` names the trained parameters it samples with ({"model_a", "model_b"}: a dict of trained
+    params holds B's as {"ar", "corrector"}) and so the seed-key stream it draws from; `pass_counts`
+    counts its network passes per image by network (keys of `cost.pass_flops`), so passes and FLOPs
+    follow from data.
+    """
+
+    name: str
+    model: str
+    sample_keys: Callable
+    pass_counts: dict[str, int]
+    stream: int = 0  # the seed-key stream of its family (`Family.stream`), which `generate` keys seeds on
+    probe: str = ""  # the probe it continues from: "B" (B's AR prefix), "A" (A's own probe), "" (from scratch)
+    finish: Callable | None = None  # (params, that probe's state) -> images: the rest of `sample_keys`'s work
+
+    @property
+    def passes(self) -> int:
+        return sum(self.pass_counts.values())
+
+    def flops(self, pass_flops: dict[str, float]) -> float:
+        return float(sum(n * pass_flops[net] for net, n in self.pass_counts.items()))
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """One trained network of a family: its training stage, named as its config section (`getattr(cfg, name)`,
+    pinned by the work-dir guard), its loss and its initial params."""
+
+    name: str
+    loss: Callable[[Preset], Callable]  # cfg -> loss(params, batch, key) -> scalar
+    init: Callable[[Preset, jax.Array], Any]  # (cfg, key) -> params
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A generator family: the networks it trains, the seed-key stream its options draw from, how its networks'
+    params make the params its options sample with, its options and its brief option (the one the binary study
+    names), and its pass counts' networks (keys of `cost.pass_flops`)."""
+
+    name: str  # Generator.model of its options
+    stream: int
+    networks: tuple[Network, ...]
+    assemble: Callable[[dict[str, Any]], Any]  # {network name: params} -> the params its options sample with
+    options: Callable[[Preset], tuple[Generator, ...]]  # every option of the allocation, most expensive first
+    brief: Callable[[Preset], Generator]  # its option in the brief's binary study
+
+
+def generate(opts, params: dict, seeds, choice, *, base_seed: int, batch_size: int, num_classes: int = 1,
+             probes: dict | None = None) -> np.ndarray:
+    """Each seed's image from the option it was allocated (`choice` [n] indexes `opts`): seeds grouped by
+    option, each group run in batches of exactly `batch_size` (the last padded), so every option compiles one
+    shape whatever the mix, and a seed's image is its option's own image for it, alone or in any mix.
+
+    `probes` ({"B": model_b.Prefix, "A": model_a.Probe}, each over every seed in `seeds` order, on their seed
+    streams): the probes already run for the allocation; an option that continues one (`Generator.probe`)
+    finishes from its state instead of starting over, so its image is the same and the probe is not paid twice."""
+    seeds, choice = np.asarray(seeds), np.asarray(choice)
+    chex.assert_equal_shape((seeds, choice))
+    probes = probes or {}
+    out = None
+    for k in np.unique(choice):
+        g = opts[k]
+        for part, images, _ in batches(g, params[g.model], seeds, np.flatnonzero(choice == k), base_seed=base_seed,
+                                       batch_size=batch_size, num_classes=num_classes, probe=probes.get(g.probe)):
+            out = np.zeros((len(seeds), *images.shape[1:]), images.dtype) if out is None else out
+            out[part] = images
+    return out
+
+
+def batches(g: Generator, params, seeds, idx, *, base_seed: int, batch_size: int, num_classes: int = 1,
+            probe=None):
+    """Yields (part, images [len(part), S, S, 3], seconds) for option `g`'s images of seeds[idx], in batches of
+    exactly `batch_size` (the last padded): `part` indexes `seeds`; `seconds` is the batch's wall time, blocked
+    until ready (the first call of a shape compiles). With `probe` (the state of the probe `g` continues, over
+    every seed in `seeds` order) `g` finishes from it instead of starting over (the same image)."""
+    seeds = np.asarray(seeds)
+    for _, part, padded in fixed_batches(np.asarray(idx), batch_size):
+        images, seconds = timing.timed(*(
+            (g.finish, params, probe.take(padded)) if probe is not None and g.finish is not None
+            else (g.sample_keys, params, stream_keys(seeds[padded], base_seed, g.stream),
+                  seed_labels(seeds[padded], num_classes))))
+        yield part, np.asarray(images)[: len(part)], seconds
+
+
+def seed_labels(seeds, num_classes: int) -> jax.Array:
+    """Class label of each seed: seed mod num_classes (int32 [n]). Balanced over any run of consecutive
+    seeds, a function of the seed alone (so of no batch), and all zeros with one class."""
+    return jnp.asarray(np.asarray(seeds, np.int64) % num_classes, jnp.int32)
+
+
+def stream_keys(seeds, base_seed: int, stream: int) -> jax.Array:
+    """Per-seed keys of one stream: fold_in(fold_in(key(base), seed), stream), one per seed, of no batch."""
+    base = jax.random.key(base_seed)
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(base, s), stream))(jnp.asarray(seeds, jnp.uint32))

@@ -1,0 +1,71 @@
+"""Model A's family: the blockwise DDPM (one U-Net, `model_a`), an option per step budget, and its own probe."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+from hybrid_jax import features, geometry, model_a, xla
+from hybrid_jax.config import Preset
+from hybrid_jax.generators.base import Family, Generator, Network
+
+NAME = "model_a"
+STREAM = 1
+
+
+def option(cfg: Preset, budget: int) -> Generator:
+    s = model_a.make_sampler(cfg.model_a, budget, geometry=cfg.geometry, num_classes=cfg.data.num_classes)
+    return Generator(f"A/{budget} steps", NAME, s.sample_keys, {"a_unet": s.passes}, stream=STREAM)
+
+
+def probed_option(cfg: Preset, budget: int) -> Generator:
+    """A at `budget` steps per block after A's own probe (`model_a.make_probed_sampler`): probe, then the rest."""
+    a = cfg.allocation
+    s = model_a.make_probed_sampler(cfg.model_a, budget, a.a_probe_budget, a.a_probe_steps,
+                                    num_classes=cfg.data.num_classes, geometry=cfg.geometry)
+    return Generator(f"A/{budget} steps after probe", NAME, s.sample_keys, {"a_unet": s.passes}, probe="A",
+                     finish=s.finish, stream=STREAM)
+
+
+def budgets(cfg: Preset) -> list[int]:
+    """The allocation's step budgets of A and its full one, most expensive first."""
+    return sorted(set(cfg.allocation.a_budgets) | {cfg.model_a.steps_per_block}, reverse=True)
+
+
+def options(cfg: Preset) -> tuple[Generator, ...]:
+    return tuple(option(cfg, b) for b in budgets(cfg))
+
+
+def probed_options(cfg: Preset) -> tuple[Generator, ...]:
+    """A at each of the preset's step budgets after A's own probe (the cascade's second stage), most expensive first."""
+    return tuple(probed_option(cfg, b) for b in budgets(cfg))
+
+
+def probe(cfg: Preset) -> Callable:
+    """jitted (params_a, keys [n][, labels]) -> (model_a.Probe, [n, len(features.A_PROBE)] features): A's own probe
+    on each key, which every "after probe" option continues from (`generate(..., probes={"A": probe})`), and the
+    features read off it."""
+    a = cfg.allocation
+    probed = model_a.make_probed_sampler(cfg.model_a, cfg.model_a.steps_per_block, a.a_probe_budget, a.a_probe_steps,
+                                         num_classes=cfg.data.num_classes, geometry=cfg.geometry)
+    mask = geometry.block_masks(cfg.geometry)[0]
+
+    def run(params, keys, labels=None):
+        state = probed.probe(params, keys, labels)
+        return state, features.a_probe(state.x0, mask)
+
+    return xla.jit(run)
+
+
+def _loss(cfg: Preset):
+    return model_a.make_loss(cfg.model_a, geometry=cfg.geometry, num_classes=cfg.data.num_classes)
+
+
+def _init(cfg: Preset, key):
+    return model_a.init_params(cfg.model_a, key, geometry=cfg.geometry, num_classes=cfg.data.num_classes)
+
+
+FAMILY = Family(NAME, STREAM, (Network("model_a", _loss, _init),), assemble=lambda p: p["model_a"],
+                options=options, brief=lambda cfg: option(cfg, cfg.model_a.steps_per_block))
+
+
