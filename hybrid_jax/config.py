@@ -214,13 +214,13 @@ class ModelAConfig:
         _check(self.num_timesteps == 0 or self.num_timesteps >= self.steps_per_block,
                f"model_a.num_timesteps must be 0 (= steps_per_block) or >= steps_per_block={self.steps_per_block}, "
                f"got {self.num_timesteps}")
+        _check(self.min_snr_gamma >= 0, f"model_a.min_snr_gamma must be >= 0, got {self.min_snr_gamma}")
+        _check(self.scan_unroll > 0, "model_a.scan_unroll must be > 0")
 
     @property
     def timesteps(self) -> int:
         """Length of the trained chain, which every step budget respaces (the full budget: steps_per_block)."""
         return self.num_timesteps or self.steps_per_block
-        _check(self.min_snr_gamma >= 0, f"model_a.min_snr_gamma must be >= 0, got {self.min_snr_gamma}")
-        _check(self.scan_unroll > 0, "model_a.scan_unroll must be > 0")
 
 
 @dataclass(frozen=True)
