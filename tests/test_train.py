@@ -267,7 +267,10 @@ def test_recipe_values_are_checked_naming_the_field():
                               ("model_a.train.warmup_steps", "-1", "warmup_steps"),
                               ("corrector.train.decay", "linear", "decay must be one of constant, cosine"),
                               ("model_b.train.grad_clip", "0", "grad_clip"),
-                              ("model_a.min_snr_gamma", "-2", "min_snr_gamma")):
+                              ("model_a.min_snr_gamma", "-2", "min_snr_gamma"),
+                              ("model_a.snapshots", "-1", "model_a.snapshots"),
+                              ("model_b.snapshots", "3", "B's learning curve pairs"),
+                              ("curves.num_seeds", "1000", "curves.num_seeds=1000 must be <= seeds.num_seeds")):
         with pytest.raises(config_lib.ConfigError, match=words):
             config_lib.override(config_lib.get_preset("test"), key, value)
     with pytest.raises(config_lib.ConfigError, match="two kinds of EMA"):
