@@ -63,7 +63,7 @@ class Network:
 class Family:
     """A generator family: the networks it trains, the seed-key stream its options draw from, how its networks'
     params make the params its options sample with, its options and its brief option (the one the binary study
-    names), and its pass counts' networks (keys of `cost.pass_flops`)."""
+    names)."""
 
     name: str  # Generator.model of its options
     stream: int

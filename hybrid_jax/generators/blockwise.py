@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-
 from hybrid_jax import features, geometry, model_a, xla
 from hybrid_jax.config import Preset
 from hybrid_jax.generators.base import Family, Generator, Network
@@ -67,5 +66,3 @@ def _init(cfg: Preset, key):
 
 FAMILY = Family(NAME, STREAM, (Network("model_a", _loss, _init),), assemble=lambda p: p["model_a"],
                 options=options, brief=lambda cfg: option(cfg, cfg.model_a.steps_per_block))
-
-

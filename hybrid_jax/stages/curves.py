@@ -28,18 +28,17 @@ VERSION = 1  # 1: FD/KID intervals corrected for the resamples' bias (`premise.d
 SEED_IMAGES = ("images_a", "images_b")  # the seeds stage's images of the brief's pair, in `generators.binary` order
 
 
-def _training_cost(run: Run, name: str) -> tuple[float, float]:
-    """(FLOPs, seconds) of one training step of `name`: XLA's cost of the step at its batch, and the stage's
-    measured seconds over the steps it trained in its last process (a resumed run: those after the resume)."""
-    s = summary(run, name)
-    trained = s["steps"] - (s.get("resumed_from") or 0)
-    return train.step_flops(run, name), s["seconds"] / max(trained, 1)
+def _seconds_per_step(trained: dict) -> float:
+    """A training stage's measured seconds over the steps it trained in its last process (a resumed run: those
+    after the resume), from its summary."""
+    return trained["seconds"] / max(trained["steps"] - (trained.get("resumed_from") or 0), 1)
 
 
-def _points(run: Run, model: str) -> list[dict[str, int]]:
-    """Per curve point of an option of `model`: training stage -> its snapshot step (index k of each)."""
+def _points(trained: dict[str, dict], model: str) -> list[dict[str, int]]:
+    """Per curve point of an option of `model`: training stage -> its snapshot step (index k of each), read off
+    the training stages' summaries (`trained`); without snapshots, the end of training alone."""
     stages = train.TRAINED_BY[model]
-    steps = {name: train.snapshot_steps(run, name) or (summary(run, name)["steps"],) for name in stages}
+    steps = {name: trained[name]["snapshots"] or [trained[name]["steps"]] for name in stages}
     return [{name: steps[name][k] for name in stages} for k in range(len(steps[stages[0]]))]
 
 
@@ -52,16 +51,19 @@ def run_stage(run: Run) -> dict:
     seeds = np.arange(cfg.curves.num_seeds)
     spaces, judge = labels_stage.premise_spaces(run)
     final = seeds_stage.load(run)
-    cost = {name: _training_cost(run, name) for name in train.MODELS}
+    trained = {name: summary(run, name) for name in train.MODELS}
+    flops = {}  # training stage -> FLOPs of one step, compiled only for a point still to be made
     parts = run.path("curves", "points", fingerprint(cfg.curves, VERSION, [done_record(run, s)["fingerprint"]
                                                                            for s in ("seeds", "labels")]))
     points = []
     for g, key in zip(generators.binary(cfg), SEED_IMAGES):
-        steps_of = _points(run, g.model)
+        steps_of = _points(trained, g.model)
         write = tensorboard.scalar_writer(run.path("tb", "curves", _slug(g.name)))
         for k, steps in enumerate(progress.track(steps_of, len(steps_of), f"curves {g.name}", "point", log)):
             path = parts / f"{_slug(g.name)}_{k}.json"
-            if not path.exists():
+            if path.exists():
+                point = io.read_json(path)
+            else:
                 if k == len(steps_of) - 1:  # the trained model: the seeds stage made these images
                     images = final[key][: len(seeds)]
                 else:
@@ -69,14 +71,15 @@ def run_stage(run: Run) -> dict:
                     images = generators.generate((g,), params, seeds, np.zeros(len(seeds), int),
                                                  base_seed=cfg.seeds.base_seed, batch_size=cfg.seeds.batch_size,
                                                  num_classes=cfg.data.num_classes)
+                for n in steps.keys() - flops.keys():
+                    flops[n] = train.step_flops(run, n)
                 rng = np.random.default_rng([cfg.router.seed, k])
-                io.write_json(path, {
-                    "option": g.name, "model": g.model, "snapshot": k, "steps": steps,
-                    "fraction": float(np.mean([s / summary(run, n)["steps"] for n, s in steps.items()])),
-                    "train_flops": float(sum(s * cost[n][0] for n, s in steps.items())),
-                    "train_seconds": float(sum(s * cost[n][1] for n, s in steps.items())),
-                    **premise.quality_figures(*judge(images), spaces, rng, cfg.curves.resamples)})
-            point = io.read_json(path)
+                point = {"option": g.name, "model": g.model, "snapshot": k, "steps": steps,
+                         "fraction": float(np.mean([s / trained[n]["steps"] for n, s in steps.items()])),
+                         "train_flops": float(sum(s * flops[n] for n, s in steps.items())),
+                         "train_seconds": float(sum(s * _seconds_per_step(trained[n]) for n, s in steps.items())),
+                         **premise.quality_figures(*judge(images), spaces, rng, cfg.curves.resamples)}
+                io.write_json(path, point)
             for space, f in point["spaces"].items():
                 for stat in ("fd", "kid"):
                     write(f"{stat}/{_slug(space)}", f[stat], int(point["train_flops"] / 1e9))
