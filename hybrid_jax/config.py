@@ -429,6 +429,26 @@ class AllocationConfig:
 
 
 @dataclass(frozen=True)
+class JudgeConfig:
+    """A second judge for the premise, trained independently of the labeler (`hybrid_jax.quality.classifier`): a
+    classifier of another architecture (GroupNorm after every convolution, other widths, its own seed) trained on
+    the same ten CIFAR-10 classes; its embedding is a feature space the premise's FD and KID are also measured in,
+    so the verdict does not rest on one network. Trained where the labeler's classifier is (CIFAR-10 data); its
+    images are the labeler's (`labeler.images_per_class`). `widths` empty: off."""
+
+    widths: tuple[int, ...] = (24, 48, 96)  # conv widths of its three stages
+    norm_groups: int = 8  # GroupNorm groups after each convolution (the labeler's classifier has none)
+    embed_dim: int = 48
+    train: TrainConfig = TrainConfig(epochs=12, batch_size=64, lr=2e-3, ckpt_every=500, log_every=100, seed=1)
+
+    def __post_init__(self):
+        _check(all(w > 0 for w in self.widths), f"judge.widths must be positive, got {self.widths}")
+        _check(self.norm_groups > 0 and all(w % self.norm_groups == 0 for w in self.widths),
+               f"judge.norm_groups={self.norm_groups} must be > 0 and divide every width of {self.widths}")
+        _check(self.embed_dim > 0, f"judge.embed_dim must be > 0, got {self.embed_dim}")
+
+
+@dataclass(frozen=True)
 class CurvesConfig:
     """Learning curves (stage `curves`): each option of the brief's pair sampled with its real sampler at every
     training snapshot (`<model>.snapshots`) on the first `num_seeds` seeds, scored on held-out real images."""
@@ -455,6 +475,7 @@ class Preset:
     cost: CostConfig = CostConfig()
     allocation: AllocationConfig = AllocationConfig()
     curves: CurvesConfig = CurvesConfig()
+    judge: JudgeConfig = JudgeConfig()
     version: int = 1  # bump when a change makes old work dirs incompatible
 
     def __post_init__(self):
@@ -536,6 +557,8 @@ PRESETS: dict[str, Preset] = {
         cost=CostConfig(num_images=8, batch_size=4, repeats=1, bootstrap=200),
         allocation=AllocationConfig(a_budgets=(4, 2), b_depths=(0, 3), a_probe_budget=4, a_probe_steps=1),
         curves=CurvesConfig(num_seeds=8, resamples=50),
+        judge=JudgeConfig(widths=(4, 8), norm_groups=2, embed_dim=8,
+                          train=TrainConfig(epochs=1, batch_size=16, ckpt_every=100, log_every=5, seed=1)),
     ),
 }
 _PAPER = PRESETS["paper"]

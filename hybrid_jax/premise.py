@@ -2,8 +2,9 @@
 
 Routing means something only where the expensive generator is clearly better than the cheap one. This
 module measures that per generator option, before any routing figure: Frechet distance and KID to
-held-out real images in two feature spaces fitted independently of each other (the labeler's, and a PCA of
-the training pixels), each with a bootstrap 95 % interval over generated images; the median quality score;
+held-out real images in feature spaces fitted independently of each other (the labeler's, a PCA of the training
+pixels and, on CIFAR-10 data, a classifier of another architecture trained apart from the labeler), each with a
+bootstrap 95 % interval over generated images; the median quality score;
 and memorisation figures (each image's distance to its nearest training image, beside the same for
 held-out real images). `verdict` applies the stated rule to them.
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from hybrid_jax.evaluation import frechet_distance
 
+JUDGE_SPACE = "independent classifier"  # the space of the judge trained apart from the labeler (config.JudgeConfig)
 COPY_QUANTILE = 0.01  # an image "copies" when it is closer to a training image than 99 % of held-out real ones
 A_NEEDED_RANGE = (0.2, 0.8)  # the calibrated label rule's A_needed share for the study to have a question
 

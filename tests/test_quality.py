@@ -362,6 +362,27 @@ def test_score_images_reads_the_stage_model_back(small_run):
     assert tau[0] == rule.calibrate_tau(stored["score_real"], run.cfg.labeler.margin_quantile)
 
 
+def test_premise_spaces_add_a_judge_of_another_architecture_trained_apart_from_the_labeler(small_run):
+    from hybrid_jax import premise
+    from hybrid_jax.stages import labels as labels_stage
+    run, summary, _ = small_run
+    jc = run.cfg.judge
+    assert summary["judge"]["steps"] > 0 and 0.0 <= summary["judge"]["accuracy_held_out"] <= 1.0
+    spaces, judge = labels_stage.premise_spaces(run)
+    assert [s.name for s in spaces] == ["labeler", "pixel PCA", premise.JUDGE_SPACE]
+    data = io.read_npz(run.path("data", "images.npz"))
+    quality, feats = judge(data["train"])
+    assert set(feats) == {s.name for s in spaces} and quality.shape == (len(data["train"]),)
+    for s in spaces:  # each space's stored training features are what the judge computes for those images
+        np.testing.assert_allclose(feats[s.name], s.train, rtol=1e-6, atol=1e-6, err_msg=s.name)
+    assert feats[premise.JUDGE_SPACE].shape == (len(data["train"]), jc.embed_dim)
+    # another network: GroupNorm layers the labeler's classifier has not, its own seed
+    net = classifier.make_net(jc.widths, jc.embed_dim, jc.norm_groups)
+    judge_params = classifier.init_params(net, jc.train.seed)
+    labeler_params = classifier.init_params(classifier.make_net(jc.widths, jc.embed_dim), jc.train.seed)
+    assert any("GroupNorm" in k for k in judge_params) and not any("GroupNorm" in k for k in labeler_params)
+
+
 def test_labels_stage_rerun_resumes_the_classifier_and_gives_the_same_scores(small_run, tmp_path):
     import shutil
     from hybrid_jax.stages import labels as labels_stage
@@ -372,6 +393,7 @@ def test_labels_stage_rerun_resumes_the_classifier_and_gives_the_same_scores(sma
     again = pipeline.open_run(run.cfg, copy, labels_csv=run.labels_csv)
     second = pipeline.run_stages(again, ("labels",))["labels"]
     assert second["classifier"]["resumed_from"] == summary["classifier"]["steps"]  # finished checkpoint read back
+    assert second["judge"]["resumed_from"] == summary["judge"]["steps"]  # and the premise's judge's
     for key, value in labels_stage.load_scores(run).items():
         np.testing.assert_array_equal(labels_stage.load_scores(again)[key], value, err_msg=key)
 

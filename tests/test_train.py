@@ -270,7 +270,8 @@ def test_recipe_values_are_checked_naming_the_field():
                               ("model_a.min_snr_gamma", "-2", "min_snr_gamma"),
                               ("model_a.snapshots", "-1", "model_a.snapshots"),
                               ("model_b.snapshots", "3", "B's learning curve pairs"),
-                              ("curves.num_seeds", "1000", "curves.num_seeds=1000 must be <= seeds.num_seeds")):
+                              ("curves.num_seeds", "1000", "curves.num_seeds=1000 must be <= seeds.num_seeds"),
+                              ("judge.norm_groups", "3", "judge.norm_groups=3 must be > 0 and divide every width")):
         with pytest.raises(config_lib.ConfigError, match=words):
             config_lib.override(config_lib.get_preset("test"), key, value)
     with pytest.raises(config_lib.ConfigError, match="two kinds of EMA"):

@@ -24,7 +24,7 @@ import numpy as np
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
 from hybrid_jax.checkpoint import Checkpointer
-from hybrid_jax.config import Geometry, LabelerConfig
+from hybrid_jax.config import Geometry, JudgeConfig, LabelerConfig
 from hybrid_jax.quality import classifier as clf_lib
 from hybrid_jax.quality import degradations, inception, realism, trees, validation
 from hybrid_jax.quality import score as score_lib
@@ -85,16 +85,35 @@ def classifier_guard(cfg: LabelerConfig, data_fingerprint: str) -> dict:
     return {"labeler": {k: config_lib.to_dict(cfg)[k] for k in keys}, "data": data_fingerprint}
 
 
+def judge_guard(cfg: JudgeConfig, data_fingerprint: str) -> dict:
+    """What the premise judge's checkpoint depends on."""
+    return {"judge": config_lib.to_dict(cfg), "data": data_fingerprint}
+
+
 def train_content_classifier(reference: np.ndarray, others_train: dict[str, np.ndarray], class_name: str,
                              cfg: LabelerConfig, ckpt_dir: str | Path, data_fingerprint: str = "") -> Content:
     """The ten-class classifier, trained (or resumed, or read back when finished) in `ckpt_dir`."""
-    cls = data_lib.CIFAR10_CLASSES
     net = clf_lib.make_net(cfg.classifier_widths, cfg.embed_dim)
+    return _train_ten_classes(net, cfg.train, reference, others_train, class_name,
+                              Checkpointer(ckpt_dir, classifier_guard(cfg, data_fingerprint)), "train labeler classifier")
+
+
+def train_judge(reference: np.ndarray, others_train: dict[str, np.ndarray], class_name: str, cfg: JudgeConfig,
+                ckpt_dir: str | Path, data_fingerprint: str = "") -> Content:
+    """The premise's second judge (`config.JudgeConfig`) on the labeler's images, trained (or resumed, or read
+    back) in `ckpt_dir`."""
+    net = clf_lib.make_net(cfg.widths, cfg.embed_dim, cfg.norm_groups)
+    return _train_ten_classes(net, cfg.train, reference, others_train, class_name,
+                              Checkpointer(ckpt_dir, judge_guard(cfg, data_fingerprint)), "train premise judge")
+
+
+def _train_ten_classes(net: clf_lib.Classifier, train_cfg, reference: np.ndarray, others_train: dict[str, np.ndarray],
+                       class_name: str, ckpt: Checkpointer, desc: str) -> Content:
+    cls = data_lib.CIFAR10_CLASSES
     images = score_lib.to_8bit(np.concatenate([reference, *others_train.values()]))
     labels = np.concatenate([np.full(len(reference), cls.index(class_name))]
                             + [np.full(len(v), cls.index(c)) for c, v in others_train.items()])
-    ckpt = Checkpointer(ckpt_dir, classifier_guard(cfg, data_fingerprint))
-    result = clf_lib.train_classifier(net, images, labels, cfg.train, ckpt)
+    result = clf_lib.train_classifier(net, images, labels, train_cfg, ckpt, desc=desc)
     params = jax.device_get(result.params)
     summary = {"steps": len(result.losses), "images": len(images), "resumed_from": result.resumed_from,
                "final_loss": float(np.nanmean(result.losses[-10:])), "seconds": result.seconds}

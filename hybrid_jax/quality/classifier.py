@@ -11,7 +11,8 @@ checkpoints (`hybrid_jax.train.train`). The loop draws batches of one array, so 
 labels travel together: the label rides as a constant fourth channel (`pack`).
 
 Features of an image (`class_features`): the embedding (what it shows) and log p(class | image)
-for the run's class.
+for the run's class. The premise's second judge (`config.JudgeConfig`) is the same module with GroupNorm
+(`norm_groups`), other widths and its own seed: a network of another architecture on the same data.
 """
 
 from __future__ import annotations
@@ -36,15 +37,17 @@ class Classifier(nn.Module):
     widths: tuple[int, ...] = (32, 64, 128)
     embed_dim: int = 32
     num_classes: int = NUM_CLASSES
+    norm_groups: int = 0  # > 0: GroupNorm with this many groups after every convolution (the premise's judge)
 
     @nn.compact
     def __call__(self, x):
         """[b, S, S, 3] in [-1, 1] (any S: global pooling) -> (logits [b, classes], embedding [b, E], stage
         activations)."""
         h, stages = x, []
+        norm = (lambda h: nn.GroupNorm(self.norm_groups)(h)) if self.norm_groups else (lambda h: h)
         for i, w in enumerate(self.widths):
             for _ in range(2):
-                h = nn.relu(nn.Conv(w, (3, 3))(h))
+                h = nn.relu(norm(nn.Conv(w, (3, 3))(h)))
             stages.append(h)
             if i < len(self.widths) - 1:
                 h = nn.avg_pool(h, (2, 2), (2, 2))
@@ -52,8 +55,8 @@ class Classifier(nn.Module):
         return nn.Dense(self.num_classes)(nn.relu(emb)), emb, stages
 
 
-def make_net(widths, embed_dim) -> Classifier:
-    return Classifier(tuple(widths), embed_dim)
+def make_net(widths, embed_dim, norm_groups: int = 0) -> Classifier:
+    return Classifier(tuple(widths), embed_dim, norm_groups=norm_groups)
 
 
 def init_params(net: Classifier, seed: int):

@@ -3,7 +3,7 @@ learning curve, not one final number.
 
 At each snapshot (`<model>.snapshots` evenly spaced steps, the last the end of training) the option samples the
 first `curves.num_seeds` seeds with its real sampler and the snapshot's params; the images are scored on held-out
-real images like the premise (FD and KID in the labeler's and the pixel-PCA space, median quality, each with a
+real images like the premise (FD and KID in every premise space, median quality, each with a
 95 % bootstrap interval over the images) and placed against the training FLOPs (XLA's cost of one training step x
 steps) and seconds (the stage's measured seconds per step x steps) spent to reach it. The last snapshot is the
 trained model, whose images the seeds stage already made for these seeds: they are reused, not sampled again.

@@ -93,6 +93,8 @@ def run_stage(run: Run) -> dict:
         out["classifier"] = content.summary | {"accuracy_held_out": build.held_out_accuracy(
             content, held_out, others.held)}
         wrong_held = build.wrong_class_images(cfg.data.class_name, others.held, lc.seed)
+        if cfg.judge.widths:
+            out["judge"] = _train_judge(run, reference, held_out, others)
     else:
         log.warning("labeler: %s, so the score's classifier (content) part is off and it sees natural-image "
                     "statistics only; the wrong-class check is left out", why_not)
@@ -169,6 +171,23 @@ def run_stage(run: Run) -> dict:
 
 def _model_guard(run: Run) -> dict:
     return build.classifier_guard(run.cfg.labeler, done_record(run, "data")["fingerprint"])
+
+
+def _judge_guard(run: Run) -> dict:
+    return build.judge_guard(run.cfg.judge, done_record(run, "data")["fingerprint"])
+
+
+def _train_judge(run: Run, reference: np.ndarray, held_out: np.ndarray, others: build.OtherClasses) -> dict:
+    """The premise's second judge (`config.JudgeConfig`), trained on the labeler's images in its own folder
+    (labels/judge/<config>/) and saved to labels/model/judge; its summary and ten-way held-out accuracy."""
+    guard = _judge_guard(run)
+    judge = build.train_judge(reference, others.train, run.cfg.data.class_name, run.cfg.judge,
+                              run.path("labels", "judge", fingerprint(guard), "ckpt"), guard["data"])
+    if sharding.is_writer():
+        shutil.rmtree(run.path("labels", "model", "judge"), ignore_errors=True)
+    sharding.sync("premise judge folder cleared")
+    Checkpointer(run.path("labels", "model", "judge"), guard).save(judge.summary["steps"], judge.params)
+    return judge.summary | {"accuracy_held_out": build.held_out_accuracy(judge, held_out, others.held)}
 
 
 def _quantiles(v: np.ndarray) -> dict:
@@ -268,7 +287,7 @@ def check(run: Run) -> None:
 
 # version 1: the learned score (discriminator + classifier); work dirs of the statistics score re-run.
 # With several classes the rule applies within each class (a fingerprint change for those runs only).
-STAGE = Stage("labels", run_stage, config=lambda cfg: (cfg.labeler,)
+STAGE = Stage("labels", run_stage, config=lambda cfg: (cfg.labeler, cfg.judge)
               + (("rule within each class",) if cfg.data.num_classes > 1 else ()),
               after=("data", "seeds"), inputs=_inputs, version=1, check=check)
 
@@ -313,16 +332,33 @@ def tau(run: Run) -> np.ndarray:
     return taus[seeds_stage.load(run)["labels"]]
 
 
+def _restore_judge(run: Run) -> Callable[[np.ndarray], np.ndarray] | None:
+    """images -> the premise judge's embedding [n, E], or None where the labels stage trained none."""
+    jc, path = run.cfg.judge, run.path("labels", "model", "judge")
+    if not (jc.widths and path.exists()):
+        return None
+    net = clf_lib.make_net(jc.widths, jc.embed_dim, jc.norm_groups)
+    template = jax.eval_shape(lambda: clf_lib.init_params(net, jc.train.seed))
+    params, _ = Checkpointer(path, _judge_guard(run)).restore(template)
+    features = clf_lib.make_featurizer(net)
+    return lambda images: features(params, score_lib.to_8bit(np.asarray(images, np.float32)))[0]
+
+
 def premise_spaces(run: Run) -> tuple[tuple[premise.Space, ...], Callable]:
-    """The premise's two feature spaces (the labeler's, and a pixel PCA fitted on the training images alone), and
+    """The premise's feature spaces: the labeler's, a pixel PCA fitted on the training images alone and, where the
+    labels stage trained it (CIFAR-10 data), the independent judge's (`config.JudgeConfig`); and
     `judge(images) -> (quality [n], {space name: features [n, D]})` that places any images in them."""
     data = data_stage.load(run)
     train_px, real_px = data["train"], data["holdout"]
     pca, project = premise.pca_space(train_px, real_px)
-    spaces = (premise.Space("labeler", score_images(run, train_px)[1], score_images(run, real_px)[1]), pca)
+    embed = {"labeler": lambda x: score_images(run, x)[1], pca.name: project}
+    independent = _restore_judge(run)
+    if independent is not None:
+        embed[premise.JUDGE_SPACE] = independent
+    spaces = tuple(premise.Space(name, f(train_px), f(real_px)) for name, f in embed.items())
 
     def judge(images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         quality, feats = score_images(run, images)
-        return quality, {"labeler": feats, pca.name: project(images)}
+        return quality, {"labeler": feats} | {name: f(images) for name, f in embed.items() if name != "labeler"}
 
     return spaces, judge

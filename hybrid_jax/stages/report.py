@@ -16,8 +16,8 @@ PREMISE_RESAMPLES = 200  # bootstrap resamples of each FD / KID / median interva
 
 def premise_figures(run: Run) -> dict:
     """Per allocation option (every one the allocate stage generated, the brief's pair among them): FD and KID to
-    held-out real images in the labeler's space and in a pixel-PCA space fitted on the training images (each
-    with its 95 % interval), median quality, memorisation; the calibrated (never forced) label rule's A_needed
+    held-out real images in every premise space (`labels.premise_spaces`: the labeler's, a pixel PCA, the
+    independent judge's; each with its 95 % interval), median quality, memorisation; the calibrated (never forced) label rule's A_needed
     share; and `premise.verdict` on the brief's pair."""
     data = data_stage.load(run)
     train_px, real_px = data["train"], data["holdout"]

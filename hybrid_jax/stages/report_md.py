@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import evaluation, figures, io, sanity
+from hybrid_jax import evaluation, figures, io, premise, sanity
 from hybrid_jax.rundir import Run, summary
 from hybrid_jax.stages import allocate as allocate_stage
 from hybrid_jax.stages import curves as curves_stage
@@ -170,6 +170,10 @@ def _preamble(run: Run, cost: dict, router: dict) -> list[str]:
     return lines
 
 
+_JUDGE_NOTE = (", the independent classifier is another architecture trained on the same ten classes with its "
+               "own seed (`config.JudgeConfig`)")
+
+
 def _premise_section(p: dict) -> list[str]:
     """The premise first: is the reference option (A) clearly better than the candidate (B), and not by copying?"""
     spaces = p["spaces"]
@@ -189,8 +193,9 @@ def _premise_section(p: dict) -> list[str]:
                + "; ".join(p["failed"]) + ".")
     return ["## Premise", verdict,
             f"Rule (`hybrid_jax.premise.verdict`, `report/premise.json`): A's FD below B's with non-overlapping 95 % "
-            f"intervals in both spaces ({' and '.join(spaces)}: the second is fitted on the {p['n_train']} training "
-            f"images' pixels, independently of the labeler), A's median quality above B's, the calibrated (never "
+            f"intervals in every space ({', '.join(spaces)}: the pixel PCA is fitted on the {p['n_train']} training "
+            f"images' pixels{_JUDGE_NOTE if premise.JUDGE_SPACE in spaces else ''}, each independently of the "
+            f"labeler), A's median quality above B's, the calibrated (never "
             f"forced) label rule's A_needed share in [{_pct(p['a_needed_range'][0])}, {_pct(p['a_needed_range'][1])}] "
             f"(here {_pct(p['a_needed_calibrated'])}), and no option closer to a training image than the "
             f"{p['copy_quantile']:.0%} quantile of held-out real images more often than real images are (an interval "
