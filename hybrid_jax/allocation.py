@@ -27,22 +27,7 @@ from hybrid_jax import evaluation
 COST_FIELDS = evaluation.COST_FIELDS
 
 
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """Per-option facts: names, cost per image from scratch, and with B's probe paid; the probe each continues from."""
-
-    names: tuple[str, ...]
-    cost: np.ndarray  # [K, 3] passes, flops, seconds per image from scratch
-    cost_probed: np.ndarray  # [K, 3] the same when B's probe ran first (probe + the option's remaining work)
-    probe: tuple[str, ...] = ()  # per option "B" (resumes B's prefix), "A" (continues A's own probe) or ""; () = all ""
-
-    def columns(self, probe: str) -> np.ndarray:
-        """Indices of the options that continue from `probe`."""
-        return np.flatnonzero(np.array(self.probe or ("",) * len(self.names)) == probe)
-
-    @property
-    def cheapest_first(self) -> np.ndarray:
-        return np.argsort(self.cost[:, 1], kind="stable")  # by FLOPs
+Options = evaluation.Options  # per-option costs, shared with the binary study
 
 
 def acceptable(quality: np.ndarray, tau: float | np.ndarray, human: np.ndarray | None = None) -> np.ndarray:
@@ -120,33 +105,41 @@ class Classes:
 _mean = lambda x, axis=-1: np.mean(x, axis=axis)
 
 
-def _per_class(quality_of, flops: np.ndarray, classes: Classes, top: float) -> dict:
-    """Per class: seeds, mean quality [95 % CI] (`quality_of(mask)` -> (value, ci)) and FLOPs per image and savings."""
-    return {name: {"seeds": int(m.sum()), **dict(zip(("quality", "quality_ci"), quality_of(m))),
-                   "flops_per_image": float(flops[m].mean()), "flops_savings": float(1 - flops[m].mean() / top)}
-            for name, m in classes.groups()}
+def _mix(choice: np.ndarray, k: int) -> np.ndarray:
+    """[k] the share of seeds `choice` sends to each option."""
+    return np.bincount(choice, minlength=k) / max(len(choice), 1)
+
+
+def _per_class(quality_of, cost_of, classes: Classes, opts: Options) -> dict:
+    """Per class: seeds, mean quality [95 % CI] (`quality_of(mask)` -> (value, ci)) and FLOPs per image and savings
+    (`cost_of(mask)` -> `Options.per_image` of the class's seeds)."""
+    out = {}
+    for name, m in classes.groups():
+        cost = cost_of(m)
+        out[name] = {"seeds": int(m.sum()), **dict(zip(("quality", "quality_ci"), quality_of(m))),
+                     "flops_per_image": cost["flops"], "flops_savings": opts.savings(cost)["flops"]}
+    return out
 
 
 def _point(name: str, param, choice: np.ndarray, probed: bool, quality: np.ndarray, opts: Options,
            feats: np.ndarray | None, feats_real: np.ndarray | None, rng, boot, classes: Classes | None = None) -> dict:
     """Mean cost (and savings vs the most expensive A option), mean quality with a 95 % CI, FD, option mix;
     with `classes`, the same per class ("per_class")."""
-    n = len(choice)
-    table = opts.cost_probed if probed else opts.cost
-    per_seed = table[choice]  # [n, 3]
+    n, k = len(choice), len(opts.names)
     q = quality[np.arange(n), choice]
     out = {"policy": name, "param": param, "probed": probed,
-           "mix": {opts.names[k]: float(np.mean(choice == k)) for k in range(len(opts.names))}}
-    top = opts.cost[0]
-    for i, f in enumerate(COST_FIELDS):
-        out[f"{f}_per_image"] = float(per_seed[:, i].mean())
-        out[f"{f}_savings"] = float(1 - per_seed[:, i].mean() / top[i])
+           "mix": {opts.names[j]: float(np.mean(choice == j)) for j in range(k)}}
+    per = opts.per_image(_mix(choice, k), probed)
+    sav = opts.savings(per)
+    for f in COST_FIELDS:
+        out[f"{f}_per_image"] = per[f]
+        out[f"{f}_savings"] = sav[f]
     out["quality"] = float(q.mean())
     out["quality_ci"] = evaluation.bootstrap_ci((q,), _mean, rng, boot)
     out["fd"] = None if feats is None else evaluation.frechet_distance(feats[np.arange(n), choice], feats_real)
     if classes is not None:
         mean_ci = lambda m: (float(q[m].mean()), evaluation.bootstrap_ci((q[m],), _mean, rng, boot))
-        out["per_class"] = _per_class(mean_ci, per_seed[:, 1], classes, top[1])
+        out["per_class"] = _per_class(mean_ci, lambda m: opts.per_image(_mix(choice[m], k), probed), classes, opts)
     return out
 
 
@@ -166,7 +159,7 @@ def _random_point(choice: np.ndarray, quality: np.ndarray, opts: Options, feats,
     p["quality"], p["quality_ci"] = _expected_quality(quality, choice, rng, boot)
     if classes is not None:
         p["per_class"] = _per_class(lambda m: _expected_quality(quality[m], choice[m], rng, boot),
-                                    opts.cost[choice, 1], classes, opts.cost[0, 1])
+                                    lambda m: opts.per_image(_mix(choice[m], len(opts.names)), False), classes, opts)
     if feats is not None:
         fds = [evaluation.frechet_distance(feats[np.arange(len(choice)), rng.permutation(choice)], feats_real)
                for _ in range(n_mc)]

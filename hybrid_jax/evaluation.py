@@ -47,44 +47,52 @@ VERDICT_WORSE = "worse than random"
 
 
 @dataclasses.dataclass(frozen=True)
-class UnitCost:
-    """Cost of one image (or one probe) of one component."""
+class Options:
+    """Cost per image of each option (passes, FLOPs, seconds), from scratch and with the probe paid first: the one
+    options-keyed cost structure of the binary study and the allocation, and the one composed-cost formula
+    (`per_image`: a mix of options costs the mix's weighted sum of their rows).
 
-    passes: float
-    flops: float
-    seconds: float
+    `cost_probed[k]` is the probe plus option k's remaining work: an option that continues the probe's state
+    (`probe[k]`: "B" resumes B's AR prefix, "A" continues A's own probe, "" starts over) pays only the rest."""
 
-
-@dataclasses.dataclass(frozen=True)
-class Costs:
-    """Unit costs per image: A and B from scratch, B finished from the probe's cached prefix,
-    and the probe itself (B's AR prefix + features + router)."""
-
-    A: UnitCost
-    B: UnitCost
-    B_finish: UnitCost
-    probe: UnitCost
+    names: tuple[str, ...]
+    cost: np.ndarray  # [K, 3] passes, flops, seconds per image from scratch
+    cost_probed: np.ndarray  # [K, 3] the same when the probe ran first (probe + the option's remaining work)
+    probe: tuple[str, ...] = ()  # per option "B", "A" or ""; () = all ""
 
     @classmethod
-    def from_dict(cls, d: "Costs | Mapping") -> "Costs":
-        """Accepts a `Costs` or {"A": {"passes", "flops", "seconds"} or UnitCost, "B", ...}."""
-        if isinstance(d, Costs):
-            return d
-        unit = lambda v: v if isinstance(v, UnitCost) else UnitCost(**{f: float(v[f]) for f in COST_FIELDS})
-        return cls(**{k: unit(d[k]) for k in ("A", "B", "B_finish", "probe")})
+    def binary(cls, units: "Options | Mapping", names: Sequence[str] = ("A", "B")) -> "Options":
+        """The brief's pair (reference, then candidate) from the routed stage's units of work {"A", "B",
+        "B_finish", "probe": {"passes", "flops", "seconds"}}: the reference starts over after the probe, the
+        candidate resumes the probe's prefix."""
+        if isinstance(units, Options):
+            return units
+        row = lambda u: np.array([float(units[u][f]) for f in COST_FIELDS])
+        probe = row("probe")
+        return cls(tuple(names), np.stack([row("A"), row("B")]), np.stack([row("A") + probe, row("B_finish") + probe]),
+                   probe=("", "B"))
 
-    def per_image(self, share_to_a: float, pays_probe: bool) -> dict[str, float]:
-        """Mean cost per image of a strategy sending `share_to_a` of seeds to A (linear in share)."""
-        rest = self.B_finish if pays_probe else self.B
-        out = {}
-        for f in COST_FIELDS:
-            v = share_to_a * getattr(self.A, f) + (1.0 - share_to_a) * getattr(rest, f)
-            out[f] = float(v + (getattr(self.probe, f) if pays_probe else 0.0))
-        return out
+    def columns(self, probe: str) -> np.ndarray:
+        """Indices of the options that continue from `probe`."""
+        return np.flatnonzero(np.array(self.probe or ("",) * len(self.names)) == probe)
+
+    @property
+    def cheapest_first(self) -> np.ndarray:
+        return np.argsort(self.cost[:, 1], kind="stable")  # by FLOPs
+
+    def per_image(self, mix: Sequence[float], probed: bool) -> dict[str, float]:
+        """Mean cost per image of sending the share mix[k] of seeds to option k (the probe paid when `probed`)."""
+        v = np.asarray(mix, float) @ (self.cost_probed if probed else self.cost)
+        return {f: float(v[i]) for i, f in enumerate(COST_FIELDS)}
 
     def savings(self, per_image: Mapping[str, float]) -> dict[str, float]:
-        """1 - cost / cost(always A), per cost field."""
-        return {f: float(1.0 - per_image[f] / getattr(self.A, f)) for f in COST_FIELDS}
+        """1 - cost / cost(the first option from scratch, the costliest), per cost field."""
+        return {f: float(1.0 - per_image[f] / self.cost[0, i]) for i, f in enumerate(COST_FIELDS)}
+
+
+def binary_mix(share_to_a: float) -> tuple[float, float]:
+    """The binary study's option mix: `share_to_a` to the reference, the rest to the candidate."""
+    return share_to_a, 1.0 - share_to_a
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -226,9 +234,9 @@ class SeedData:
 
 
 def _header(strategy: str, param, share: float, pays_probe: bool, n_to_b: int, seeds: SeedData,
-            costs: Costs) -> dict:
+            costs: Options) -> dict:
     """Identity, share and cost/savings fields of a point."""
-    per = costs.per_image(share, pays_probe)
+    per = costs.per_image(binary_mix(share), pays_probe)
     sav = costs.savings(per)
     n, n_pos = len(seeds.y), int(np.sum(seeds.y))
     out = {"strategy": strategy, "param": None if param is None else float(param), "share_to_a": float(share),
@@ -251,7 +259,7 @@ def _warning(n_to_b: int, n_pos: int) -> str | None:
 
 
 def evaluate_point(strategy: str, param, to_a: np.ndarray, pays_probe: bool, seeds: SeedData,
-                   costs: Costs, rng: np.random.Generator, boot: BootstrapConfig = BootstrapConfig()) -> dict:
+                   costs: Options, rng: np.random.Generator, boot: BootstrapConfig = BootstrapConfig()) -> dict:
     """Cost, savings, mean quality, FD, precision/recall/accuracy (95 % CIs) of one routing mask."""
     to_a = np.asarray(to_a, bool)
     y, to_b = seeds.y.astype(float), (~to_a).astype(float)
@@ -267,11 +275,11 @@ def evaluate_point(strategy: str, param, to_a: np.ndarray, pays_probe: bool, see
     return point
 
 
-def _savings_ci(to_a: np.ndarray, pays_probe: bool, costs: Costs, rng, boot) -> dict:
+def _savings_ci(to_a: np.ndarray, pays_probe: bool, costs: Options, rng, boot) -> dict:
     """95 % CIs of the savings: bootstrap the share to A over seeds, then map it through the (linear) costs."""
     constant = bool(to_a.all() or not to_a.any())
     share_ci = [float(to_a.mean())] * 2 if constant else bootstrap_ci((to_a.astype(float),), _mean, rng, boot)
-    sav = [costs.savings(costs.per_image(s, pays_probe)) for s in share_ci]
+    sav = [costs.savings(costs.per_image(binary_mix(s), pays_probe)) for s in share_ci]
     return {f"{f}_savings_ci": sorted([sav[0][f], sav[1][f]]) for f in COST_FIELDS}
 
 
@@ -286,7 +294,7 @@ def _random_stats(s: float) -> dict[str, Callable]:
     }
 
 
-def random_point(share: float, seeds: SeedData, costs: Costs, rng: np.random.Generator,
+def random_point(share: float, seeds: SeedData, costs: Options, rng: np.random.Generator,
                  boot: BootstrapConfig = BootstrapConfig(), n_mc: int = 32) -> dict:
     """Random routing of round(share*n) seeds to A: exact expected figures with bootstrap CIs
     over seeds; FD as mean and spread (`fd_sd`) over `n_mc` random masks."""
@@ -487,7 +495,7 @@ def cost_quality_curves(y, p_cheap, folds, X, names: Sequence[str], quality_a, q
     the two options (the one the router sends seeds to, then the cheap one); each fixed point "always <name>"
     carries its option's index."""
     seeds = _as_seeds(y, quality_a, quality_b, feats_a, feats_b, feats_real)
-    costs, rng, n = Costs.from_dict(costs), np.random.default_rng(seed), len(seeds.y)
+    costs, rng, n = Options.binary(costs, options), np.random.default_rng(seed), len(seeds.y)
     p_cheap, folds, X = np.asarray(p_cheap, float), np.asarray(folds), np.asarray(X, float).reshape(n, -1)
     if p_cheap.shape != (n,) or folds.shape != (n,) or X.shape[1] != len(names):
         raise ValueError("p_cheap, folds must be [n] and X [n, len(names)]")
@@ -521,7 +529,7 @@ def curves_by_class(class_names, labels, y, p_cheap, quality_a, quality_b, costs
     """Each class's cost-quality curve: the cross-fitted router over thresholds, random routing at each of
     its shares to A (the baseline at equal cost), the fixed options and the oracle, on that class's seeds
     (`labels` [n] class indices into `class_names`; the rest as `cost_quality_curves`)."""
-    rng, costs = np.random.default_rng(seed), Costs.from_dict(costs)
+    rng, costs = np.random.default_rng(seed), Options.binary(costs, options)
     grid = sorted(set(float(v) for v in (np.linspace(0, 1, 21) if thresholds is None else thresholds)))
     out = {}
     for c, name in enumerate(class_names):

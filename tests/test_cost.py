@@ -77,15 +77,19 @@ def test_no_strategy_pays_padding(work, monkeypatch):
 
 
 def test_composed_costs_are_linear_in_the_share():
-    """The one composed-cost formula (`evaluation.Costs.per_image`), which the routed stage's timing check and every
-    strategy's cost read: probe + share x A + (1 - share) x B's part."""
+    """The one composed-cost formula (`evaluation.Options.per_image`), which the routed stage's timing check, every
+    strategy's cost and every allocation policy's cost read: probe + share x A + (1 - share) x B's part."""
     units = {u: {"passes": p, "flops": 10.0 * p, "seconds": 0.01 * p}
              for u, p in (("A", 800), ("B", 46), ("B_finish", 34), ("probe", 13))}
-    costs = evaluation.Costs.from_dict(units)
-    assert costs.per_image(1.0, False)["passes"] == 800
-    assert costs.per_image(0.0, False)["passes"] == 46
-    assert costs.per_image(0.25, True)["passes"] == pytest.approx(13 + 0.25 * 800 + 0.75 * 34)
-    assert costs.per_image(0.25, True)["seconds"] == pytest.approx(0.01 * (13 + 0.25 * 800 + 0.75 * 34))
+    costs = evaluation.Options.binary(units, ("A/800", "B/30"))
+    mix = evaluation.binary_mix
+    assert costs.names == ("A/800", "B/30") and costs.columns("B").tolist() == [1]
+    assert costs.per_image(mix(1.0), False)["passes"] == 800
+    assert costs.per_image(mix(0.0), False)["passes"] == 46
+    assert costs.per_image(mix(0.25), True)["passes"] == pytest.approx(13 + 0.25 * 800 + 0.75 * 34)
+    assert costs.per_image(mix(0.25), True)["seconds"] == pytest.approx(0.01 * (13 + 0.25 * 800 + 0.75 * 34))
+    assert costs.savings(costs.per_image(mix(0.25), True))["flops"] == pytest.approx(
+        1 - (13 + 0.25 * 800 + 0.75 * 34) / 800)
 
 
 def test_a_warm_up_replaces_the_compiling_round():

@@ -81,7 +81,7 @@ def run_stage(run: Run) -> dict:
             units, seed=cfg.router.seed, boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap),
             options=options)
     share = timed["share_to_a"]["learned router"]
-    expected = evaluation.Costs.from_dict(units).per_image(share, True)["seconds"]
+    expected = evaluation.Options.binary(units, options).per_image(evaluation.binary_mix(share), True)["seconds"]
     measured = timed["rows"]["learned router"]["seconds_per_image"]
     out = {"options": list(options), "label_source": source, "timing": timed, "units": units, "pass_flops": flops,
            "curves": curves,
