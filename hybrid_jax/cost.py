@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import model_a, model_b, progress, routing, sharding, timing, xla
+from hybrid_jax import generators, model_a, model_b, progress, routing, sharding, timing, xla
 from hybrid_jax.config import Preset
 from hybrid_jax.data import fixed_batches
 from hybrid_jax.models import class_labels
@@ -54,20 +54,20 @@ def pass_flops(cfg: Preset, pa, pb) -> dict[str, float]:
 
 
 def image_flops(cfg: Preset, f: dict[str, float]) -> dict[str, float]:
-    """FLOPs per image of Model A's and Model B's samplers, from `pass_flops` (passes x one pass:
-    XLA's cost analysis counts a loop body once, not times its trip count)."""
-    return {"A": model_a.passes(cfg.model_a, cfg.geometry) * f["a_unet"],
-            "B": cfg.geometry.num_patches * f["b_ar_step"] + cfg.corrector.start_step * f["corrector_unet"]}
+    """FLOPs per image of the brief's two options (A, then B), from `pass_flops` (passes x one pass: XLA's cost
+    analysis counts a loop body once, not times its trip count)."""
+    return dict(zip(("A", "B"), (g.flops(f) for g in generators.binary(cfg))))
 
 
 def unit_work(cfg: Preset, f: dict[str, float]) -> dict[str, dict[str, float]]:
-    """Passes and FLOPs per image of each unit of work (the probe: k AR steps + one teacher-forcing pass)."""
+    """Passes and FLOPs per image of each unit of work: the brief's two options from scratch (each option's own pass
+    counts), B finished from the probe's prefix (B less the k AR steps the probe ran), and the probe (k AR steps +
+    one teacher-forcing pass)."""
     k = cfg.router.prefix_steps
-    img = image_flops(cfg, f)
-    passes_b = cfg.geometry.num_patches + cfg.corrector.start_step
-    return {"A": {"passes": model_a.passes(cfg.model_a, cfg.geometry), "flops": img["A"]},
-            "B": {"passes": passes_b, "flops": img["B"]},
-            "B_finish": {"passes": passes_b - k, "flops": img["B"] - k * f["b_ar_step"]},
+    a, b = generators.binary(cfg)
+    return {"A": {"passes": a.passes, "flops": a.flops(f)},
+            "B": {"passes": b.passes, "flops": b.flops(f)},
+            "B_finish": {"passes": b.passes - k, "flops": b.flops(f) - k * f["b_ar_step"]},
             "probe": {"passes": k + 1, "flops": k * f["b_ar_step"] + f["b_teacher_forcing"]}}
 
 
