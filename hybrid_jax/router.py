@@ -5,7 +5,7 @@ StandardScaler-z-scored features, route a seed to the cheap Model B iff P(cheap_
 threshold, report k-fold CV and the best of several random stratified splits (by test
 precision), sweep the threshold, and drop features by leave-one-out ablation on precision.
 
-The fitted trees are exported to padded arrays (`TreeEnsemble`) so routing runs inside a
+The fitted trees are exported to padded arrays (`hybrid_jax.trees.TreeEnsemble`) so routing runs inside a
 jitted JAX graph with the same probabilities as sklearn's `predict_proba`. Exactness: sklearn
 casts the z-scored input to float32 and tests `z32 <= threshold64`. Because z-scoring and
 that cast are monotone in the raw feature value, each split is equivalent to `x32 <= t32`
@@ -28,12 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import sklearn
-from flax import struct
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 from sklearn.preprocessing import StandardScaler
 
-from hybrid_jax import io
+from hybrid_jax import io, trees
+from hybrid_jax.trees import (ENSEMBLE_ARRAYS, TreeEnsemble, constant_ensemble, ensemble_arrays,  # noqa: F401
+                               ensemble_from_arrays)
 from hybrid_jax.config import RouterConfig
 
 FORMAT_VERSION = 1
@@ -321,29 +322,6 @@ def ablation(X, y, feature_names: Sequence[str], cfg: RouterConfig) -> dict:
 
 # ----------------------------------------------------------------------------- JAX export
 
-@struct.dataclass
-class TreeEnsemble:
-    """A fitted router as arrays; a pytree, so it passes through jax.jit / vmap.
-
-    Trees are padded to `max_nodes`; leaves and padding loop to themselves, so `depth`
-    traversal steps from the root always end on a leaf. `threshold` is in RAW feature units
-    (z-scoring folded in, see module docstring); `mean`/`scale` are the scaler's statistics.
-    """
-
-    mean: jax.Array  # f32 [F]
-    scale: jax.Array  # f32 [F]
-    feature: jax.Array  # i32 [n_trees, max_nodes]
-    threshold: jax.Array  # f32 [n_trees, max_nodes]; go left iff x <= threshold
-    left: jax.Array  # i32 [n_trees, max_nodes], node index within the tree
-    right: jax.Array  # i32 [n_trees, max_nodes]
-    value: jax.Array  # f32 [n_trees, max_nodes], leaf values (raw log-odds units)
-    init: jax.Array  # f32 scalar, prior log-odds of cheap_ok
-    learning_rate: jax.Array  # f32 scalar
-    threshold_route: jax.Array  # f32 scalar; B iff P(cheap_ok) >= threshold_route
-    feature_names: tuple[str, ...] = struct.field(pytree_node=False, default=())
-    depth: int = struct.field(pytree_node=False, default=0)
-
-
 _MAX_KEY = np.int64(np.array(np.finfo(np.float32).max, np.float32).view(np.int32))
 
 
@@ -395,30 +373,6 @@ def export_trees(router: Router) -> TreeEnsemble:
     return ensemble_from_arrays(export_arrays(router), router.feature_names)
 
 
-def ensemble_from_arrays(arrays: Mapping[str, np.ndarray], feature_names: Sequence[str]) -> TreeEnsemble:
-    """A TreeEnsemble from `export_arrays`' NumPy arrays (e.g. read back from an .npz)."""
-    return TreeEnsemble(**{k: jnp.asarray(arrays[k]) for k in _ARRAYS}, feature_names=tuple(feature_names),
-                        depth=int(arrays["depth"]))
-
-
-def constant_ensemble(p: float, feature_names: Sequence[str]) -> TreeEnsemble:
-    """An ensemble that predicts `p` for every input: one tree of one leaf, init = logit(p) (clipped)."""
-    eps = np.finfo(np.float32).eps
-    q = float(np.clip(p, eps, 1 - eps))
-    n = len(feature_names)
-    zero = np.zeros((1, 1), np.int32)
-    return ensemble_from_arrays({"mean": np.zeros(n, np.float32), "scale": np.ones(n, np.float32), "feature": zero,
-                                 "threshold": np.full((1, 1), np.inf, np.float32), "left": zero, "right": zero,
-                                 "value": np.zeros((1, 1), np.float32), "init": np.float32(np.log(q / (1 - q))),
-                                 "learning_rate": np.float32(1.0), "threshold_route": np.float32(0.5), "depth": 0},
-                                feature_names)
-
-
-def ensemble_arrays(ens: TreeEnsemble) -> dict[str, np.ndarray]:
-    """`ENSEMBLE_ARRAYS` of `ens` as NumPy (the inverse of `ensemble_from_arrays`, names apart)."""
-    return {**{k: np.asarray(getattr(ens, k)) for k in _ARRAYS}, "depth": np.asarray(ens.depth, np.int32)}
-
-
 def export_arrays(router: Router) -> dict[str, np.ndarray]:
     """The padded tree arrays of `export_trees` as NumPy (float32/int32, plus `depth`); no JAX needed."""
     trees = [est.tree_ for est in router.model.estimators_[:, 0]]
@@ -448,27 +402,13 @@ def export_arrays(router: Router) -> dict[str, np.ndarray]:
 def jax_predict_proba(ens: TreeEnsemble, X) -> jax.Array:
     """P(cheap_ok) for X [..., F] (float32), equal to sklearn's predict_proba[:, 1].
 
-    Pure and jit/vmap friendly: all trees and samples advance together for `ens.depth`
-    steps (gathers into the flattened node arrays); raw = init + lr * sum of leaf values.
+    Pure and jit/vmap friendly (`trees.raw_log_odds`, the one traversal).
     """
     X = jnp.asarray(X, jnp.float32)
     n_features = ens.mean.shape[0]
     if X.ndim == 0 or X.shape[-1] != n_features:
         raise RouterError(f"expected {n_features} features in the last axis, got shape {X.shape}")
-    rows = X.reshape(-1, n_features)
-    n_trees, max_nodes = ens.feature.shape
-    offset = jnp.arange(n_trees, dtype=jnp.int32) * max_nodes
-    feature, threshold = ens.feature.reshape(-1), ens.threshold.reshape(-1)
-    left, right = ens.left.reshape(-1), ens.right.reshape(-1)
-
-    def step(_, node):  # node: [B, n_trees] local node index
-        at = node + offset
-        x = jnp.take_along_axis(rows, feature[at], axis=1)
-        return jnp.where(x <= threshold[at], left[at], right[at])
-
-    node = jax.lax.fori_loop(0, ens.depth, step, jnp.zeros((rows.shape[0], n_trees), jnp.int32))
-    raw = ens.init + ens.learning_rate * jnp.sum(ens.value.reshape(-1)[node + offset], axis=1)
-    return jax.nn.sigmoid(raw).reshape(X.shape[:-1])
+    return jax.nn.sigmoid(trees.raw_log_odds(ens, X.reshape(-1, n_features))).reshape(X.shape[:-1])
 
 
 def jax_route(ens: TreeEnsemble, X) -> jax.Array:
@@ -477,11 +417,6 @@ def jax_route(ens: TreeEnsemble, X) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- save / load
-
-_ARRAYS = ("mean", "scale", "feature", "threshold", "left", "right", "value", "init", "learning_rate",
-           "threshold_route")
-ENSEMBLE_ARRAYS = (*_ARRAYS, "depth")  # what `ensemble_from_arrays` reads
-
 
 def save_router(router: Router | TreeEnsemble, directory: str | os.PathLike, cfg: RouterConfig | None = None,
                 candidate_features: Sequence[str] | None = None) -> Path:
@@ -500,7 +435,8 @@ def save_router(router: Router | TreeEnsemble, directory: str | os.PathLike, cfg
             "scaler": {"mean": np.asarray(scaler.mean, np.float64), "scale": np.asarray(scaler.scale, np.float64)},
             "threshold": float(ens.threshold_route), "depth": ens.depth, "n_trees": int(ens.feature.shape[0]),
             "sklearn_version": sklearn.__version__, "config": None if cfg is None else dataclasses.asdict(cfg)}
-    return io.write_npz_pair(directory, TREES_FILE, META_FILE, {k: np.asarray(getattr(ens, k)) for k in _ARRAYS}, meta)
+    arrays = {k: np.asarray(getattr(ens, k)) for k in trees.ARRAYS}
+    return io.write_npz_pair(directory, TREES_FILE, META_FILE, arrays, meta)
 
 
 def load_router(directory: str | os.PathLike) -> tuple[TreeEnsemble, dict]:

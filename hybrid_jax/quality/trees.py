@@ -2,8 +2,8 @@
 
 `fit` trains a `HistGradientBoostingClassifier` (class 1 = clean real image; one thread: on a few
 thousand rows OpenMP threads only add spin-waiting, 10-50x slower on a loaded 2-core machine) and exports its
-trees into the router's padded-array format (`hybrid_jax.router.TreeEnsemble`, thresholds in raw
-feature units, no scaler); `log_odds` walks them in a jitted JAX graph. Each split of sklearn
+trees into the router's padded-array format (`hybrid_jax.trees.TreeEnsemble`, thresholds in raw
+feature units, no scaler); `log_odds` walks them with the one JAX traversal (`hybrid_jax.trees`). Each split of sklearn
 tests `x <= t` in float64; the export stores the largest float32 not above t, so for float32
 inputs the JAX traversal takes exactly sklearn's branches (tested). Saved as plain arrays
 (`to_arrays` / `from_arrays`): no pickle.
@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from hybrid_jax import router as router_lib
+from hybrid_jax import trees as tree_lib
 from hybrid_jax.quality import imagestats
 
 ARRAYS = ("feature", "threshold", "left", "right", "value", "init", "depth")
@@ -34,7 +34,7 @@ class TreeConfig:
     seed: int = 0
 
 
-def fit(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, cfg: TreeConfig) -> router_lib.TreeEnsemble:
+def fit(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, cfg: TreeConfig) -> tree_lib.TreeEnsemble:
     """Boosted trees on (X [n, F], y [n] in {0, 1}) as a TreeEnsemble of raw log-odds of y = 1."""
     model = HistGradientBoostingClassifier(max_iter=cfg.iterations, max_depth=cfg.depth,
                                            learning_rate=cfg.learning_rate, early_stopping=False,
@@ -75,40 +75,27 @@ def export_arrays(model: HistGradientBoostingClassifier) -> dict[str, np.ndarray
             "init": init, "depth": np.asarray(depth, np.int32)}
 
 
-def from_arrays(arrays) -> router_lib.TreeEnsemble:
+def from_arrays(arrays) -> tree_lib.TreeEnsemble:
     """A TreeEnsemble from `export_arrays` (no z-scoring: mean 0, scale 1, learning rate 1)."""
     n_features = int(np.max(arrays["feature"])) + 1
     f32 = lambda v: jnp.asarray(v, jnp.float32)
-    return router_lib.TreeEnsemble(
+    return tree_lib.TreeEnsemble(
         mean=jnp.zeros(n_features), scale=jnp.ones(n_features), feature=jnp.asarray(arrays["feature"], jnp.int32),
         threshold=f32(arrays["threshold"]), left=jnp.asarray(arrays["left"], jnp.int32),
         right=jnp.asarray(arrays["right"], jnp.int32), value=f32(arrays["value"]), init=f32(arrays["init"]),
         learning_rate=f32(1.0), threshold_route=f32(0.5), depth=int(arrays["depth"]))
 
 
-def to_arrays(ens: router_lib.TreeEnsemble) -> dict[str, np.ndarray]:
+def to_arrays(ens: tree_lib.TreeEnsemble) -> dict[str, np.ndarray]:
     return {"feature": np.asarray(ens.feature), "threshold": np.asarray(ens.threshold), "left": np.asarray(ens.left),
             "right": np.asarray(ens.right), "value": np.asarray(ens.value), "init": np.asarray(ens.init),
             "depth": np.asarray(ens.depth, np.int32)}
 
 
-@jax.jit
-def _raw(ens: router_lib.TreeEnsemble, rows: jax.Array) -> jax.Array:
-    n_trees, max_nodes = ens.feature.shape
-    offset = jnp.arange(n_trees, dtype=jnp.int32) * max_nodes
-    feature, threshold = ens.feature.reshape(-1), ens.threshold.reshape(-1)
-    left, right = ens.left.reshape(-1), ens.right.reshape(-1)
-
-    def step(_, node):
-        at = node + offset
-        x = jnp.take_along_axis(rows, feature[at], axis=1)
-        return jnp.where(x <= threshold[at], left[at], right[at])
-
-    node = jax.lax.fori_loop(0, ens.depth, step, jnp.zeros((rows.shape[0], n_trees), jnp.int32))
-    return ens.init + ens.learning_rate * jnp.sum(ens.value.reshape(-1)[node + offset], axis=1)
+_raw = jax.jit(tree_lib.raw_log_odds)
 
 
-def log_odds(ens: router_lib.TreeEnsemble, X: np.ndarray) -> np.ndarray:
+def log_odds(ens: tree_lib.TreeEnsemble, X: np.ndarray) -> np.ndarray:
     """Raw log-odds of class 1 for X [n, F] (float32), as sklearn's decision_function."""
     X = np.asarray(X, np.float32)
     if X.ndim != 2:
