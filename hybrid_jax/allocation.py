@@ -22,7 +22,7 @@ import chex
 import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier
 
-from hybrid_jax import evaluation
+from hybrid_jax import evaluation, stats
 
 COST_FIELDS = evaluation.COST_FIELDS
 
@@ -41,11 +41,11 @@ def acceptable(quality: np.ndarray, tau: float | np.ndarray, human: np.ndarray |
 
 
 def human_agreement(auto_ok: np.ndarray, human: np.ndarray, names: Sequence[str], rng: np.random.Generator,
-                    boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig()) -> dict:
+                    boot: stats.BootstrapConfig = stats.BootstrapConfig()) -> dict:
     """People's verdicts (`human` [n, K], NaN where not labeled) against the automated acceptability `auto_ok`
-    [n, K] on the labeled pairs, overall and per option (`evaluation.rater_agreement`; yes = acceptable)."""
+    [n, K] on the labeled pairs, overall and per option (`stats.rater_agreement`; yes = acceptable)."""
     labeled = ~np.isnan(human)
-    row = lambda mask: evaluation.rater_agreement(human > 0.5, auto_ok, mask, rng, boot)
+    row = lambda mask: stats.rater_agreement(human > 0.5, auto_ok, mask, rng, boot)
     return {**row(labeled), "by_option": {name: row(labeled & (np.arange(len(names)) == k)[None])
                                           for k, name in enumerate(names) if labeled[:, k].any()}}
 
@@ -135,10 +135,10 @@ def _point(name: str, param, choice: np.ndarray, probed: bool, quality: np.ndarr
         out[f"{f}_per_image"] = per[f]
         out[f"{f}_savings"] = sav[f]
     out["quality"] = float(q.mean())
-    out["quality_ci"] = evaluation.bootstrap_ci((q,), _mean, rng, boot)
-    out["fd"] = None if feats is None else evaluation.frechet_distance(feats[np.arange(n), choice], feats_real)
+    out["quality_ci"] = stats.bootstrap_ci((q,), _mean, rng, boot)
+    out["fd"] = None if feats is None else stats.frechet_distance(feats[np.arange(n), choice], feats_real)
     if classes is not None:
-        mean_ci = lambda m: (float(q[m].mean()), evaluation.bootstrap_ci((q[m],), _mean, rng, boot))
+        mean_ci = lambda m: (float(q[m].mean()), stats.bootstrap_ci((q[m],), _mean, rng, boot))
         out["per_class"] = _per_class(mean_ci, lambda m: opts.per_image(_mix(choice[m], k), probed), classes, opts)
     return out
 
@@ -146,7 +146,7 @@ def _point(name: str, param, choice: np.ndarray, probed: bool, quality: np.ndarr
 def _expected_quality(quality: np.ndarray, choice: np.ndarray, rng, boot) -> tuple[float, list[float]]:
     """Quality of random allocation with `choice`'s option mix: its exact expectation and a bootstrap CI over seeds."""
     share = np.bincount(choice, minlength=quality.shape[1]) / len(choice)
-    ci = evaluation.bootstrap_ci((quality.T,), lambda q, axis=-1: np.mean(q, axis=axis).T @ share, rng, boot)
+    ci = stats.bootstrap_ci((quality.T,), lambda q, axis=-1: np.mean(q, axis=axis).T @ share, rng, boot)
     return float(quality.mean(0) @ share), ci
 
 
@@ -161,7 +161,7 @@ def _random_point(choice: np.ndarray, quality: np.ndarray, opts: Options, feats,
         p["per_class"] = _per_class(lambda m: _expected_quality(quality[m], choice[m], rng, boot),
                                     lambda m: opts.per_image(_mix(choice[m], len(opts.names)), False), classes, opts)
     if feats is not None:
-        fds = [evaluation.frechet_distance(feats[np.arange(len(choice)), rng.permutation(choice)], feats_real)
+        fds = [stats.frechet_distance(feats[np.arange(len(choice)), rng.permutation(choice)], feats_real)
                for _ in range(n_mc)]
         p["fd"], p["fd_sd"] = float(np.mean(fds)), float(np.std(fds, ddof=1))
     return p
@@ -171,7 +171,7 @@ def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarra
              binary: tuple[int, int], p_cheap: np.ndarray, router_threshold: float,
              thresholds: Sequence[float] = THRESHOLDS, feats: np.ndarray | None = None,
              feats_real: np.ndarray | None = None, gb: dict | None = None, seed: int = 0,
-             boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig(), n_mc: int = 16,
+             boot: stats.BootstrapConfig = stats.BootstrapConfig(), n_mc: int = 16,
              X_a: np.ndarray | None = None, classes: Classes | None = None, human: np.ndarray | None = None) -> dict:
     """Every policy's cost-quality point on the same seeds (see the module docstring). With A's probe features
     `X_a` and options that continue A's probe (`opts.probe` "A"): A's probe alone choosing A's budget, and the

@@ -16,23 +16,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from hybrid_jax.evaluation import frechet_distance
+from hybrid_jax.stats import frechet_distance, kid
 
 JUDGE_SPACE = "independent classifier"  # the space of the judge trained apart from the labeler (config.JudgeConfig)
 COPY_QUANTILE = 0.01  # an image "copies" when it is closer to a training image than 99 % of held-out real ones
 A_NEEDED_RANGE = (0.2, 0.8)  # the calibrated label rule's A_needed share for the study to have a question
-
-
-def kid(a: np.ndarray, b: np.ndarray) -> float:
-    """Kernel Inception Distance (Binkowski et al. 2018) between feature sets [n, D], [m, D]: the unbiased
-    MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / D + 1)^3. 0 in expectation for one distribution."""
-    a, b = (np.asarray(x, np.float64).reshape(len(x), -1) for x in (a, b))
-    d = a.shape[1]
-    k = lambda x, y: (x @ y.T / d + 1.0) ** 3
-    kaa, kbb, kab = k(a, a), k(b, b), k(a, b)
-    n, m = len(a), len(b)
-    return float((kaa.sum() - np.trace(kaa)) / (n * (n - 1)) + (kbb.sum() - np.trace(kbb)) / (m * (m - 1))
-                 - 2.0 * kab.mean())
 
 
 def distance_estimates(feats: np.ndarray, real: np.ndarray, rng: np.random.Generator,

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybrid_jax import allocation, evaluation
+from hybrid_jax import allocation, evaluation, stats
 
 NAMES = ("A/200", "A/50", "B/30", "B/0")
 COST = np.array([[800, 8e12, 4.0], [200, 2e12, 1.0], [46, 3e11, 0.2], [16, 1e11, 0.05]], float)
 PROBE = np.array([13, 5e10, 0.02])
-BOOT = evaluation.BootstrapConfig(n_resamples=200)
+BOOT = stats.BootstrapConfig(n_resamples=200)
 
 
 def _opts() -> allocation.Options:
@@ -233,7 +233,7 @@ def _golden_figures() -> dict:
     """The binary study's figures (cost-quality curves, per class) and the allocation's on fixed synthetic inputs."""
     from test_evaluation import make_inputs
 
-    boot = evaluation.BootstrapConfig(n_resamples=100)
+    boot = stats.BootstrapConfig(n_resamples=100)
     inp = make_inputs(n=120, seed=3)
     out = {"cost_quality_curves": evaluation.cost_quality_curves(**inp, boot=boot, n_mc=4)}
     out["curves_by_class"] = evaluation.curves_by_class(("cat", "dog"), np.arange(120) % 2, inp["y"], inp["p_cheap"],

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hybrid_jax import evaluation as ev
+from hybrid_jax import stats
 
 COSTS = {"A": {"passes": 800, "flops": 8e12, "seconds": 4.0},
          "B": {"passes": 46, "flops": 4e11, "seconds": 0.3},
@@ -129,8 +130,8 @@ def test_best_feature_is_chosen_without_the_held_out_fold():
 def test_frechet_distance_of_identical_sets_is_zero():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 6))
-    assert abs(ev.frechet_distance(a, a)) < 1e-6
-    assert ev.frechet_distance(a, a + 2.0) == pytest.approx(6 * 4.0, rel=1e-6)
+    assert abs(stats.frechet_distance(a, a)) < 1e-6
+    assert stats.frechet_distance(a, a + 2.0) == pytest.approx(6 * 4.0, rel=1e-6)
 
 
 def test_bootstrap_cis_contain_the_point_estimates(informative, noise):
@@ -230,22 +231,22 @@ def test_rater_agreement_resamples_seeds_and_sits_beside_chance():
     seed_agrees = rng.random(n) < 0.7  # each seed's items all agree, or all disagree
     human = np.where(seed_agrees[:, None], auto, ~auto)
     mask = rng.random((n, k)) < 0.8
-    out = ev.rater_agreement(human, auto, mask, np.random.default_rng(1))
+    out = stats.rater_agreement(human, auto, mask, np.random.default_rng(1))
     h, a = human[mask], auto[mask]
     assert out["n"] == mask.sum()
     assert out["accuracy"] == pytest.approx(np.mean(h == a))
     assert out["cohen_kappa"] == pytest.approx(cohen_kappa_score(h, a))
     assert out["chance_accuracy"] == pytest.approx(h.mean() * a.mean() + (1 - h.mean()) * (1 - a.mean()))
     lo, hi = out["accuracy_ci"]
-    items = ev.rater_agreement(human.reshape(-1, 1), auto.reshape(-1, 1), mask.reshape(-1, 1),
+    items = stats.rater_agreement(human.reshape(-1, 1), auto.reshape(-1, 1), mask.reshape(-1, 1),
                                np.random.default_rng(1))
     assert lo < out["accuracy"] < hi and hi - lo > 1.5 * np.diff(items["accuracy_ci"])[0]
-    assert ev.rater_agreement(human, auto, np.zeros_like(mask), np.random.default_rng(1)) == {"n": 0}
+    assert stats.rater_agreement(human, auto, np.zeros_like(mask), np.random.default_rng(1)) == {"n": 0}
     with pytest.raises(ValueError, match="differ in shape"):
-        ev.rater_agreement(human, auto[:, :2], mask, np.random.default_rng(1))
+        stats.rater_agreement(human, auto[:, :2], mask, np.random.default_rng(1))
 
 
 def test_rater_agreement_on_one_seed_has_no_interval():
-    out = ev.rater_agreement(np.array([[True, False]]), np.array([[True, True]]), np.ones((1, 2), bool),
+    out = stats.rater_agreement(np.array([[True, False]]), np.array([[True, True]]), np.ones((1, 2), bool),
                              np.random.default_rng(0))
     assert out["n"] == 2 and out["accuracy"] == 0.5 and np.isnan(out["accuracy_ci"]).all()

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from hybrid_jax import premise
+from hybrid_jax import premise, stats
 
 
 def test_kid_is_the_unbiased_polynomial_mmd():
@@ -17,9 +17,9 @@ def test_kid_is_the_unbiased_polynomial_mmd():
     direct = (sum(k(a[i], a[j]) for i in range(30) for j in range(30) if i != j) / (30 * 29)
               + sum(k(b[i], b[j]) for i in range(40) for j in range(40) if i != j) / (40 * 39)
               - 2 * np.mean([k(x, y) for x in a for y in b]))
-    assert premise.kid(a, b) == pytest.approx(direct, rel=1e-9)
-    same = [premise.kid(rng.normal(size=(200, 3)), rng.normal(size=(200, 3))) for _ in range(5)]
-    assert abs(np.mean(same)) < 0.05 < premise.kid(a, b)
+    assert stats.kid(a, b) == pytest.approx(direct, rel=1e-9)
+    same = [stats.kid(rng.normal(size=(200, 3)), rng.normal(size=(200, 3))) for _ in range(5)]
+    assert abs(np.mean(same)) < 0.05 < stats.kid(a, b)
 
 
 def test_distance_intervals_contain_the_estimate_and_separate_far_sets():
@@ -35,7 +35,7 @@ def test_distance_intervals_contain_the_estimate_and_separate_far_sets():
 def test_the_interval_is_corrected_for_the_resamples_bias():
     """100 images in 32 dimensions: a resample's repeated images raise the FD so much that the plain percentile
     interval lies wholly above the estimate; the corrected one is that spread, shifted to the estimate."""
-    from hybrid_jax.evaluation import frechet_distance
+    from hybrid_jax.stats import frechet_distance
 
     rng = np.random.default_rng(5)
     feats, real = rng.normal(size=(100, 32)), rng.normal(0.3, 1.0, size=(300, 32))
@@ -87,7 +87,7 @@ def _figures(fd, fd_ci, quality, copies=False):
 
 
 def test_quality_figures_are_the_direct_median_fd_and_kid_with_intervals_around_them():
-    from hybrid_jax.evaluation import frechet_distance
+    from hybrid_jax.stats import frechet_distance
 
     rng = np.random.default_rng(3)
     train, real, feats = rng.normal(size=(50, 3)), rng.normal(size=(60, 3)), rng.normal(0.3, 1.0, size=(40, 3))
@@ -98,7 +98,7 @@ def test_quality_figures_are_the_direct_median_fd_and_kid_with_intervals_around_
     assert out["median_quality_ci"][0] <= np.median(quality) <= out["median_quality_ci"][1]
     e = out["spaces"]["s"]
     assert e["fd"] == pytest.approx(frechet_distance(feats, real))
-    assert e["kid"] == pytest.approx(premise.kid(feats, real))
+    assert e["kid"] == pytest.approx(stats.kid(feats, real))
     assert e["fd_ci"][0] < e["fd_ci"][1] and e["kid_ci"][0] < e["kid_ci"][1]
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from hybrid_jax.config import LabelerConfig
-from hybrid_jax.evaluation import frechet_distance  # noqa: F401  (the rule's distance, one implementation)
+from hybrid_jax.stats import frechet_distance  # noqa: F401  (the rule's distance, one implementation)
 
 
 def real_pair_gaps(real_scores: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_jax import allocation, cost, evaluation, generators, io, labeling, model_a, policy, progress, timing
+from hybrid_jax import allocation, cost, generators, io, labeling, model_a, policy, progress, stats, timing
 from hybrid_jax import labels as labels_lib
 from hybrid_jax import features as features_lib
 from hybrid_jax.data import fixed_batches
@@ -184,7 +184,7 @@ def run_stage(run: Run) -> dict:
         quality, options, X, oof["fold"], tau, binary=(a, b),
         p_cheap=oof["p_cheap"], router_threshold=cfg.router.threshold, feats=feats,
         feats_real=labels_stage.load_scores(run)["feats_real"], seed=cfg.router.seed,
-        boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap), X_a=X_a,
+        boot=stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap), X_a=X_a,
         thresholds=sorted({*allocation.THRESHOLDS, t}),
         classes=allocation.Classes(seeds_stage.load(run)["labels"], cfg.data.classes) if cfg.data.num_classes > 1
         else None, human=human)

@@ -24,7 +24,7 @@ from sklearn.metrics import confusion_matrix
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
-from hybrid_jax import evaluation, io, premise, sharding
+from hybrid_jax import io, premise, sharding, stats
 from hybrid_jax import labels as labels_lib
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.quality import build, degradations, rule, validation
@@ -165,7 +165,7 @@ def run_stage(run: Run) -> dict:
         out["human_cheap_ok"] = sum(v == "cheap_ok" for v in human.values())
         out["human_n"] = len(human)
         out["agreement"] = agreement(human, auto, np.random.default_rng(cfg.router.seed),
-                                     evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap))
+                                     stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap))
     return out
 
 
@@ -219,16 +219,16 @@ def _sanity(s: dict, s_ref: np.ndarray, feats: dict, feats_ref: np.ndarray) -> d
 
 
 def agreement(human: dict[int, str], auto: dict[int, str], rng: np.random.Generator,
-              boot: evaluation.BootstrapConfig = evaluation.BootstrapConfig()) -> dict:
+              boot: stats.BootstrapConfig = stats.BootstrapConfig()) -> dict:
     """Automated vs human labels on their common seeds: accuracy with its 95 % interval over seeds and the
-    chance accuracy at both cheap_ok shares (`evaluation.rater_agreement`), Cohen's kappa (sklearn), the
+    chance accuracy at both cheap_ok shares (`stats.rater_agreement`), Cohen's kappa (sklearn), the
     confusion table (rows human, columns automated), the seeds where they disagree, and the counts of seeds
     labeled by one side only."""
     out = labels_lib.agreement(human, auto)
     common = sorted(set(human) & set(auto))
     yh, ya = [human[s] for s in common], [auto[s] for s in common]
     yes = lambda y: np.array([v == labels_lib.POSITIVE for v in y], bool).reshape(-1, 1)
-    ag = evaluation.rater_agreement(yes(yh), yes(ya), np.ones((len(common), 1), bool), rng, boot)
+    ag = stats.rater_agreement(yes(yh), yes(ya), np.ones((len(common), 1), bool), rng, boot)
     out.update({k: ag[k] for k in ("accuracy_ci", "chance_accuracy", "cohen_kappa") if k in ag})
     cm = confusion_matrix(yh, ya, labels=list(labels_lib.LABELS)) if common else np.zeros((2, 2), int)
     out["confusion"] = {"labels": list(labels_lib.LABELS), "rows": "human", "columns": "automated",

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import evaluation, figures, io, premise, sanity
+from hybrid_jax import evaluation, figures, io, premise, sanity, stats
 from hybrid_jax.rundir import Run, summary
 from hybrid_jax.stages import allocate as allocate_stage
 from hybrid_jax.stages import curves as curves_stage
@@ -409,7 +409,7 @@ def _class_section(run: Run) -> list[str]:
     rows = evaluation.per_class(run.cfg.data.classes, seeds_stage.load(run)["labels"], decisions["to_a"],
                                 decisions["oracle_to_a"], scores["score_a"], scores["score_b"],
                                 seed=run.cfg.router.seed,
-                                boot=evaluation.BootstrapConfig(n_resamples=run.cfg.cost.bootstrap))
+                                boot=stats.BootstrapConfig(n_resamples=run.cfg.cost.bootstrap))
     cost, out, classes = routed_stage.load(run), run.path("report"), run.cfg.data.classes
     by_class = cost["curves"].get("by_class")
     figure = [] if by_class is None else [

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from hybrid_jax import cost, evaluation, generators, io, routing
+from hybrid_jax import cost, evaluation, generators, io, routing, stats
 from hybrid_jax.rundir import Run, Stage
 from hybrid_jax.stages import features as features_stage
 from hybrid_jax.stages import labels as labels_stage
@@ -74,11 +74,11 @@ def run_stage(run: Run) -> dict:
         oof["y"], oof["p_cheap"], oof["fold"], X, names, scores["score_a"], scores["score_b"], units,
         feats_a=scores["feats_a"], feats_b=scores["feats_b"], feats_real=scores["feats_real"],
         threshold=cfg.router.threshold, seed=cfg.router.seed,
-        boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap), options=options)
+        boot=stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap), options=options)
     if cfg.data.num_classes > 1:  # each class's router curve beside random routing at its shares
         curves["by_class"] = evaluation.curves_by_class(
             cfg.data.classes, seeds["labels"], oof["y"], oof["p_cheap"], scores["score_a"], scores["score_b"],
-            units, seed=cfg.router.seed, boot=evaluation.BootstrapConfig(n_resamples=cfg.cost.bootstrap),
+            units, seed=cfg.router.seed, boot=stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap),
             options=options)
     share = timed["share_to_a"]["learned router"]
     expected = evaluation.Options.binary(units, options).per_image(evaluation.binary_mix(share), True)["seconds"]
