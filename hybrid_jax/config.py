@@ -429,6 +429,20 @@ class AllocationConfig:
 
 
 @dataclass(frozen=True)
+class EarlyExitConfig:
+    """Early exit (`hybrid_jax.early_exit`, Fast-ARDiff's pre-filter): decide after `k_early` AR steps of B where
+    the layer-1 attention entropy lies in a tail whose decisions were right at least `min_accuracy` of the time on
+    the training folds, else the router at k = router.prefix_steps."""
+
+    k_early: int = 4
+    min_accuracy: float = 0.8
+
+    def __post_init__(self):
+        _check(self.k_early >= 2, f"early_exit.k_early must be >= 2 (the entropy needs two steps), got {self.k_early}")
+        _check(0.5 <= self.min_accuracy <= 1.0, f"early_exit.min_accuracy must be in [0.5, 1], got {self.min_accuracy}")
+
+
+@dataclass(frozen=True)
 class JudgeConfig:
     """A second judge for the premise, trained independently of the labeler (`hybrid_jax.quality.classifier`): a
     classifier of another architecture (GroupNorm after every convolution, other widths, its own seed) trained on
@@ -476,6 +490,7 @@ class Preset:
     allocation: AllocationConfig = AllocationConfig()
     curves: CurvesConfig = CurvesConfig()
     judge: JudgeConfig = JudgeConfig()
+    early_exit: EarlyExitConfig = EarlyExitConfig()
     version: int = 1  # bump when a change makes old work dirs incompatible
 
     def __post_init__(self):
@@ -496,6 +511,9 @@ class Preset:
                "equal: B's learning curve pairs the decoder's and the corrector's snapshots by index")
         _check(self.curves.num_seeds <= self.seeds.num_seeds,
                f"curves.num_seeds={self.curves.num_seeds} must be <= seeds.num_seeds={self.seeds.num_seeds}")
+        _check(self.early_exit.k_early < self.router.prefix_steps,
+               f"early_exit.k_early={self.early_exit.k_early} must be below router.prefix_steps="
+               f"{self.router.prefix_steps}: the early exit decides before the router")
         _check(max(self.allocation.b_depths, default=0) <= self.corrector.num_timesteps,
                f"allocation.b_depths {self.allocation.b_depths} exceed corrector.num_timesteps="
                f"{self.corrector.num_timesteps}")

@@ -108,7 +108,8 @@ def _take(keys, labels, idx: np.ndarray) -> tuple:
 
 def charged_seconds(fn, keys, sel: np.ndarray, b: int, labels=None) -> float:
     """Seconds charged for `fn` over keys[sel] (and their labels) in batches of b (padded, charged per real item)."""
-    return sum(timing.timed(fn, *_take(keys, labels, padded))[1] * len(idx) / b for _, idx, padded in fixed_batches(sel, b))
+    return sum(timing.timed(fn, *_take(keys, labels, padded))[1] * len(idx) / b
+               for _, idx, padded in fixed_batches(sel, b))
 
 
 def _routed(work: Work, keys_a, keys_b, to_a: np.ndarray, b: int, labels=None) -> float:
@@ -159,6 +160,22 @@ def strategies(work: Work, keys_a, keys_b, decisions: dict[str, np.ndarray], b: 
                 "router on a ready prefix": lambda: _decide_seconds(work, prefixes, n, b),
                 "B finish": lambda: _finish_seconds(work, prefixes, n, b)})
     return out
+
+
+def early_seconds(probe: Callable, finish: Callable, params_b, keys, b: int, repeats: int, labels=None
+                  ) -> dict[str, float]:
+    """Seconds per image of the early exit's two units of work on `keys` in batches of b (charged per real image),
+    median over `repeats` rounds after a compiling call of each: its short probe (`probe(params_b, keys, labels) ->
+    (Prefix, entropy)`) and B finished from the short prefix (`finish(params_b, Prefix)`)."""
+    n, sel = keys.shape[0], np.arange(keys.shape[0])
+    prefixes = [probe(params_b, *_take(keys, labels, padded))[0] for _, _, padded in fixed_batches(sel, b)]
+    timing.timed(finish, params_b, prefixes[0])
+    rounds = {"probe_early": [], "B_finish_early": []}
+    for _ in range(repeats):
+        rounds["probe_early"].append(charged_seconds(lambda k, l: probe(params_b, k, l), keys, sel, b, labels) / n)
+        rounds["B_finish_early"].append(sum(timing.timed(finish, params_b, p)[1] * min(b, n - i * b) / b
+                                            for i, p in enumerate(prefixes)) / n)
+    return {k: statistics.median(v) for k, v in rounds.items()}
 
 
 def warm_up(work: Work, keys_a, keys_b, b: int, labels=None) -> dict[str, float]:

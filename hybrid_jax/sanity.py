@@ -19,6 +19,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "auc": (0.0, 1.0),
     "savings": (-1.0, 1.0),  # 1 - cost / cost of always A: below -1 would mean over twice A's cost
     "quality": (0.0, 1.0),  # the labeler's bounded realism score
+    "quality_gap": (-1.0, 1.0),  # a difference of two mean quality scores
     "seconds": (0.0, 1e4),  # a measured time (per image or per stage)
     "frechet": (0.0, 1e4),  # Frechet distance between feature sets
     "kid": (-1.0, 1e4),  # kernel inception distance: unbiased, so slightly below 0 for close sets

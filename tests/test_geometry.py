@@ -45,8 +45,8 @@ def test_the_preset_checks_the_geometry_against_the_rest():
         config_lib.apply_overrides(test, ["geometry.patch_size=16"])
     # fields that must agree are checked once, all set: in any order, each alone would be refused
     both = config_lib.apply_overrides(test, ["geometry.image_size=40", "geometry.block_size=20", "geometry.patch_size=10",
-                                             "router.prefix_steps=4", "model_a.unet.channel_mults=1",
-                                             "corrector.unet.channel_mults=1"])
+                                             "router.prefix_steps=4", "early_exit.k_early=2",
+                                             "model_a.unet.channel_mults=1", "corrector.unet.channel_mults=1"])
     assert (both.geometry.num_patches, both.geometry.num_blocks, both.router.prefix_steps) == (16, 4, 4)
     with pytest.raises(ConfigError, match="image_size=48 must be divisible by 32, the downsampling of model_a.unet"):
         config_lib.apply_overrides(test, ["model_a.unet.channel_mults=1,2,2,2,2,2", "geometry.image_size=48"])

@@ -63,10 +63,26 @@ def test_every_stage_leaves_its_outputs(finished):
     assert header[0] == "seed" and len(header) == 1 + 18 + config_lib.get_preset("test").model_b.decoder.num_layers
 
 
+def test_the_early_exit_is_judged_out_of_sample_beside_its_baselines(finished):
+    """The routed stage's early-exit figures: every seed decided, the exited ones by the rule of a fold that did not
+    contain them (one rule per cross-fit fold), costs that count the steps each seed ran."""
+    e = io.read_json(finished / "routed" / "cost.json")["early_exit"]
+    oof = np.load(finished / "router" / "oof.npz")
+    assert e["n"] == len(oof["y"]) and len(e["rules"]) == len(np.unique(oof["fold"]))
+    assert set(e["points"]) == {"early exit", "router (k = 12)", "entropy rule", "random (same share)"}
+    units = io.read_json(finished / "routed" / "cost.json")["units"]
+    added = e["units"]
+    assert added["probe_early"]["passes"] == e["k_early"]
+    assert added["probe_early"]["passes"] + added["B_finish_early"]["passes"] == units["B"]["passes"]
+    assert all(v["seconds"] > 0 for v in added.values())
+    flops = [p["flops_per_image"] for p in e["points"].values()]
+    assert all(np.isfinite(flops)) and max(flops) <= units["A"]["flops"] + units["probe"]["flops"] + 1e-6
+
+
 def test_report_has_every_section(finished):
     text = (finished / "report" / "report.md").read_text()
     for section in ("### Learning curves", "## Training", "## Samples", "## Labels", "## Router", "## Cost",
-                    "## Cost and quality", "## Config"):
+                    "## Cost and quality", "### Early exit", "## Config"):
         assert section in text
     assert text.index("## Premise") < text.index("## Cost and quality")  # the premise first
     for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):

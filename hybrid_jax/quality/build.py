@@ -94,8 +94,8 @@ def train_content_classifier(reference: np.ndarray, others_train: dict[str, np.n
                              cfg: LabelerConfig, ckpt_dir: str | Path, data_fingerprint: str = "") -> Content:
     """The ten-class classifier, trained (or resumed, or read back when finished) in `ckpt_dir`."""
     net = clf_lib.make_net(cfg.classifier_widths, cfg.embed_dim)
-    return _train_ten_classes(net, cfg.train, reference, others_train, class_name,
-                              Checkpointer(ckpt_dir, classifier_guard(cfg, data_fingerprint)), "train labeler classifier")
+    ckpt = Checkpointer(ckpt_dir, classifier_guard(cfg, data_fingerprint))
+    return _train_ten_classes(net, cfg.train, reference, others_train, class_name, ckpt, "train labeler classifier")
 
 
 def train_judge(reference: np.ndarray, others_train: dict[str, np.ndarray], class_name: str, cfg: JudgeConfig,

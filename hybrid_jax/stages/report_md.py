@@ -232,6 +232,29 @@ def _headline(cost: dict) -> list[str]:
             f"chosen on the training folds only (chosen: {choices}).", table]
 
 
+def _early_exit_section(e: dict) -> list[str]:
+    """The early-exit policy beside the router at k = 12, the entropy rule and random routing at its share to A."""
+    def gap(p):
+        g = p.get("gap")
+        return "–" if g is None else _ci(g["quality"], g["ci"], "quality_gap")
+    rows = [[name, _pct(p["share_to_a"]), f"{p['flops_per_image'] / 1e9:.4g}",
+             _pct(p["flops_savings"], "savings") if "flops_savings" in p else "–",
+             _ci(p["quality"], p["quality_ci"], "quality"), gap(p)] for name, p in e["points"].items()]
+    versus = {name: e["points"][name]["gap"] for name in ("router (k = 12)", "random (same share)")}
+    verdict = lambda g: ("better" if g["ci"][0] > 0 else "worse" if g["ci"][1] < 0 else "no different (CI includes 0)")
+    return ["### Early exit after the first AR steps (out of sample)",
+            f"Decided after {e['k_early']} AR steps where the layer-1 attention entropy lies in a tail chosen on the "
+            f"training folds (decisions right at least {_pct(e['min_accuracy'])} of the time there), else the router "
+            f"at k = 12: {_pct(e['exit_share'])} of seeds exit, their decisions right "
+            f"{_pct(e['exited_accuracy']) if np.isfinite(e['exited_accuracy']) else '–'} of the time; the entropy's "
+            f"single-feature ROC AUC (cheap_ok) {e['entropy_auc']:.3f}. Mean quality against the router: "
+            f"{verdict(versus['router (k = 12)'])}; against random routing at the same share to A: "
+            f"{verdict(versus['random (same share)'])}. Cost per image counts the steps each seed ran (an exited seed: "
+            "the short probe and A or B finished from it; the others: the router's whole probe).",
+            _table(["policy", "share to A", "GFLOPs / image", "FLOPs savings vs A", "mean quality [95 % CI]",
+                    "early exit minus it [95 % CI]"], rows)]
+
+
 def _cost_section(cost: dict) -> list[str]:
     t = cost["timing"]
     rows = t["rows"]
@@ -477,7 +500,8 @@ def write_report(run: Run) -> Path:
     premise = io.read_json(out / "premise.json")
     body = (_preamble(run, cost, router)[:1] + _premise_section(premise) + _curves_section(curves_stage.load(run), out)
             + _preamble(run, cost, router)[1:]
-            + _headline(cost) + _cost_section(cost) + _router_section(router, out)
+            + _headline(cost) + (_early_exit_section(cost["early_exit"]) if "early_exit" in cost else [])
+            + _cost_section(cost) + _router_section(router, out)
             + _allocation_section(allocate_stage.load(run), out)
             + _class_section(run) + _labels_section(run, router) + _training_section(run, out)
             + ["## Config", "```json\n" + json.dumps(config_lib.to_dict(run.cfg), indent=1) + "\n```"])

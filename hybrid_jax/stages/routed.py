@@ -12,7 +12,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from hybrid_jax import cost, evaluation, generators, io, routing, stats
+from hybrid_jax import cost, early_exit, evaluation, generators, io, routing, stats
+from hybrid_jax.data import fixed_batches
 from hybrid_jax.rundir import Run, Stage
 from hybrid_jax.stages import features as features_stage
 from hybrid_jax.stages import labels as labels_stage
@@ -48,6 +49,28 @@ def _timings(run: Run, routed, pa, pb, decisions: dict[str, np.ndarray], seeds: 
             "share_to_a": {k: float(v[:n].mean()) for k, v in decisions.items()}}
 
 
+def _early_exit(run: Run, routed, pb, seeds: np.ndarray, oof: dict, scores: dict, X: np.ndarray, names: list[str],
+                units: dict, flops: dict) -> dict:
+    """The early-exit policy (`hybrid_jax.early_exit`) on every seed, out of sample, with its two extra units of
+    work timed on the cost sample (on one device, in batches of cost.batch_size)."""
+    cfg, ec = run.cfg, run.cfg.early_exit
+    probe = early_exit.make_probe(routed.sampler_b, ec.k_early)
+    keys = generators.seed_stream(seeds, cfg.seeds.base_seed, "model_b")
+    classes = generators.seed_labels(seeds, cfg.data.num_classes)
+    entropy = np.zeros(len(seeds))
+    for _, part, padded in fixed_batches(np.arange(len(seeds)), cfg.seeds.batch_size):
+        entropy[part] = np.asarray(probe(pb, keys[padded], classes[padded])[1])[: len(part)]
+    n = min(cfg.cost.num_images, len(seeds))
+    seconds = cost.early_seconds(probe, routed.sampler_b.finish, pb, keys[:n], cfg.cost.batch_size, cfg.cost.repeats,
+                                 classes[:n])
+    added = early_exit.early_units(units, ec.k_early, cfg.router.prefix_steps, flops["b_ar_step"], seconds)
+    result = early_exit.evaluate(entropy, oof["y"], oof["fold"], oof["p_cheap"], cfg.router.threshold,
+                                 scores["score_a"], scores["score_b"], X[:, names.index("attn_entropy")],
+                                 {**units, **added}, min_accuracy=ec.min_accuracy, seed=cfg.router.seed,
+                                 boot=stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap))
+    return {"k_early": ec.k_early, "units": added, **result}
+
+
 def run_stage(run: Run) -> dict:
     cfg = run.cfg
     routed = make_routed_sampler(run)
@@ -80,11 +103,12 @@ def run_stage(run: Run) -> dict:
             cfg.data.classes, seeds["labels"], oof["y"], oof["p_cheap"], scores["score_a"], scores["score_b"],
             units, seed=cfg.router.seed, boot=stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap),
             options=options)
+    exit_early = _early_exit(run, routed, pb, seeds["seeds"], oof, scores, X, names, units, flops)
     share = timed["share_to_a"]["learned router"]
     expected = evaluation.Options.binary(units, options).per_image(evaluation.binary_mix(share), True)["seconds"]
     measured = timed["rows"]["learned router"]["seconds_per_image"]
     out = {"options": list(options), "label_source": source, "timing": timed, "units": units, "pass_flops": flops,
-           "curves": curves,
+           "curves": curves, "early_exit": exit_early,
            "consistency": check,
            "timing_check": {"share_to_a": share, "measured": measured, "composed": expected,
                             "ratio": measured / expected},
@@ -100,7 +124,8 @@ def load(run: Run) -> dict:
 
 # With several classes the curves are also drawn per class (a fingerprint change for those runs only)
 # version 1: each network's FLOPs per pass in cost.json ("pass_flops"), which the allocate stage reads; 2: one
-# compiling call per program before the timed rounds (timing["first_call"]) instead of a whole compiling round
-STAGE = Stage("routed", run_stage, config=lambda cfg: (cfg.cost,)
+# compiling call per program before the timed rounds (timing["first_call"]) instead of a whole compiling round; 3:
+# the early-exit policy (cost.json "early_exit", `hybrid_jax.early_exit`)
+STAGE = Stage("routed", run_stage, config=lambda cfg: (cfg.cost, cfg.early_exit)
               + (("curves per class",) if cfg.data.num_classes > 1 else ()), after=("router", "labels", "seeds"),
-              version=2)
+              version=3)
