@@ -405,26 +405,43 @@ class CostConfig:
 
 
 @dataclass(frozen=True)
-class AllocationConfig:
-    """Per-seed compute allocation: the options beside the brief's two (see `hybrid_jax.generators`)."""
+class BlockwiseOptions:
+    """Model A's options in the allocation (`hybrid_jax.generators.blockwise`): its step budgets per block (the
+    trained chain respaced; its full budget `model_a.steps_per_block` is always one), and A's own probe: the first
+    `probe_steps` steps of block 0 on the `probe_budget`-step chain, which A's options "after probe" continue with
+    their budget's remaining steps (`model_a.make_probed_sampler`)."""
 
-    a_budgets: tuple[int, ...] = (200, 100, 50, 25, 10)  # Model A steps per block (respaced trained chain)
-    b_depths: tuple[int, ...] = (0, 10, 30, 60)  # Model B corrector depths (noise to step d, d steps back)
-    # A's own probe: the first a_probe_steps steps of block 0 on the a_probe_budget-step chain; A's options
-    # "after probe" continue from it with their budget's remaining steps (`model_a.make_probed_sampler`)
-    a_probe_budget: int = 10
-    a_probe_steps: int = 2
-    # The deployed policy (`hybrid_jax.policy`, saved in allocate/policy/): the cascade (the learned allocation
-    # without A-probe options) fitted on every seed, taking an option where P(acceptable) >= threshold
+    budgets: tuple[int, ...] = (200, 100, 50, 25, 10)
+    probe_budget: int = 10
+    probe_steps: int = 2
+
+    def __post_init__(self):
+        _check(len(self.budgets) > 0 and all(b > 0 for b in self.budgets),
+               f"blockwise.budgets must be positive step counts, got {self.budgets}")
+        _check(0 < self.probe_steps < self.probe_budget,
+               f"blockwise.probe_steps must be in [1, probe_budget), got {self.probe_steps} of {self.probe_budget}")
+
+
+@dataclass(frozen=True)
+class ARCorrectorOptions:
+    """Model B's options in the allocation (`hybrid_jax.generators.ar_corrector`): corrector depths (noise the AR
+    image to step d, d steps back; its trained `corrector.start_step` is always one)."""
+
+    depths: tuple[int, ...] = (0, 10, 30, 60)
+
+    def __post_init__(self):
+        _check(all(d >= 0 for d in self.depths), f"ar_corrector.depths must be >= 0, got {self.depths}")
+
+
+@dataclass(frozen=True)
+class AllocationConfig:
+    """Per-seed compute allocation among the families' options (`hybrid_jax.generators`; each family's own config
+    section says which: `blockwise`, `ar_corrector`). The deployed policy (`hybrid_jax.policy`, saved in
+    allocate/policy/): the cascade fitted on every seed, taking an option where P(acceptable) >= threshold."""
+
     threshold: float = 0.8
 
     def __post_init__(self):
-        _check(len(self.a_budgets) > 0 and all(b > 0 for b in self.a_budgets),
-               f"allocation.a_budgets must be positive step counts, got {self.a_budgets}")
-        _check(0 < self.a_probe_steps < self.a_probe_budget,
-               f"allocation.a_probe_steps must be in [1, a_probe_budget), got {self.a_probe_steps} of "
-               f"{self.a_probe_budget}")
-        _check(all(d >= 0 for d in self.b_depths), f"allocation.b_depths must be >= 0, got {self.b_depths}")
         _check(0 < self.threshold < 1, f"allocation.threshold must be in (0, 1), got {self.threshold}")
 
 
@@ -488,6 +505,8 @@ class Preset:
     router: RouterConfig = RouterConfig()
     cost: CostConfig = CostConfig()
     allocation: AllocationConfig = AllocationConfig()
+    blockwise: BlockwiseOptions = BlockwiseOptions()
+    ar_corrector: ARCorrectorOptions = ARCorrectorOptions()
     curves: CurvesConfig = CurvesConfig()
     judge: JudgeConfig = JudgeConfig()
     early_exit: EarlyExitConfig = EarlyExitConfig()
@@ -503,8 +522,8 @@ class Preset:
             _check(g.image_size % down == 0,
                    f"geometry.image_size={g.image_size} must be divisible by {down}, the downsampling of "
                    f"{name}.unet (channel_mults {unet.channel_mults})")
-        _check(max(*self.allocation.a_budgets, self.allocation.a_probe_budget) <= self.model_a.timesteps,
-               f"allocation.a_budgets {self.allocation.a_budgets} or a_probe_budget exceed model_a's trained chain "
+        _check(max(*self.blockwise.budgets, self.blockwise.probe_budget) <= self.model_a.timesteps,
+               f"blockwise.budgets {self.blockwise.budgets} or probe_budget exceed model_a's trained chain "
                f"({self.model_a.timesteps} timesteps)")
         _check(self.model_b.snapshots == self.corrector.snapshots,
                f"model_b.snapshots={self.model_b.snapshots} and corrector.snapshots={self.corrector.snapshots} must be "
@@ -514,8 +533,8 @@ class Preset:
         _check(self.early_exit.k_early < self.router.prefix_steps,
                f"early_exit.k_early={self.early_exit.k_early} must be below router.prefix_steps="
                f"{self.router.prefix_steps}: the early exit decides before the router")
-        _check(max(self.allocation.b_depths, default=0) <= self.corrector.num_timesteps,
-               f"allocation.b_depths {self.allocation.b_depths} exceed corrector.num_timesteps="
+        _check(max(self.ar_corrector.depths, default=0) <= self.corrector.num_timesteps,
+               f"ar_corrector.depths {self.ar_corrector.depths} exceed corrector.num_timesteps="
                f"{self.corrector.num_timesteps}")
 
 
@@ -551,7 +570,8 @@ PRESETS: dict[str, Preset] = {
                               negatives_per_cell=40),
         router=RouterConfig(n_estimators=200, n_splits=10, cv_folds=5),
         cost=CostConfig(num_images=24, batch_size=8, repeats=2),
-        allocation=AllocationConfig(a_budgets=(20, 10, 5), b_depths=(0, 10, 30, 60), a_probe_budget=5, a_probe_steps=1),
+        blockwise=BlockwiseOptions(budgets=(20, 10, 5), probe_budget=5, probe_steps=1),
+        ar_corrector=ARCorrectorOptions(depths=(0, 10, 30, 60)),
         curves=CurvesConfig(num_seeds=50),
     ),
     # Tiny: the whole pipeline in seconds, for tests.
@@ -573,7 +593,8 @@ PRESETS: dict[str, Preset] = {
         router=RouterConfig(n_estimators=10, max_depth=2, n_splits=3, cv_folds=3,
                             sweep=(0.4, 0.55, 0.7), n_jobs=1),  # ~300 tiny fits: 2 s, less than starting workers
         cost=CostConfig(num_images=8, batch_size=4, repeats=1, bootstrap=200),
-        allocation=AllocationConfig(a_budgets=(4, 2), b_depths=(0, 3), a_probe_budget=4, a_probe_steps=1),
+        blockwise=BlockwiseOptions(budgets=(4, 2), probe_budget=4, probe_steps=1),
+        ar_corrector=ARCorrectorOptions(depths=(0, 3)),
         curves=CurvesConfig(num_seeds=8, resamples=50),
         judge=JudgeConfig(widths=(4, 8), norm_groups=2, embed_dim=8,
                           train=TrainConfig(epochs=1, batch_size=16, ckpt_every=100, log_every=5, seed=1)),
@@ -597,7 +618,8 @@ PRESETS["paper-shapes"] = dataclasses.replace(
                                 trees=50),
     router=dataclasses.replace(_PAPER.router, n_splits=2, cv_folds=2, ablation_folds=2),
     cost=CostConfig(num_images=1, batch_size=1, repeats=1, bootstrap=200),  # every timed image of A is ~50 s
-    allocation=AllocationConfig(a_budgets=(200, 10), b_depths=(0, 30)),
+    blockwise=BlockwiseOptions(budgets=(200, 10)),
+    ar_corrector=ARCorrectorOptions(depths=(0, 30)),
     curves=CurvesConfig(num_seeds=8, resamples=50),
 )
 

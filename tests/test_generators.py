@@ -55,10 +55,10 @@ def test_passes_and_flops_follow_from_the_pass_counts(preset):
 
 
 def test_options_outside_the_trained_schedules_are_refused(preset):
-    with pytest.raises(ConfigError, match="a_budgets"):
-        override(preset, "allocation.a_budgets", "8,2")
-    with pytest.raises(ConfigError, match="b_depths"):
-        override(preset, "allocation.b_depths", "0,11")
+    with pytest.raises(ConfigError, match="blockwise.budgets"):
+        override(preset, "blockwise.budgets", "8,2")
+    with pytest.raises(ConfigError, match="ar_corrector.depths"):
+        override(preset, "ar_corrector.depths", "0,11")
 
 
 def test_seed_streams_are_routings_seed_keys():

@@ -165,8 +165,8 @@ def test_a_64x64_test_preset_run_end_to_end(tmp_path):
     from hybrid_jax import io
 
     workdir = tmp_path / "run64"
-    small = ["seeds.num_seeds=12", "seeds.batch_size=12", "cost.num_images=4", "allocation.a_budgets=2",
-             "allocation.b_depths=0", "allocation.a_probe_budget=2", "data.max_images=32",
+    small = ["seeds.num_seeds=12", "seeds.batch_size=12", "cost.num_images=4", "blockwise.budgets=2",
+             "ar_corrector.depths=0", "blockwise.probe_budget=2", "data.max_images=32",
              "model_a.train.epochs=1", "model_b.train.epochs=1", "corrector.train.epochs=1"]
     assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", "geometry.image_size=64",
                          *small]) == 0

@@ -175,7 +175,7 @@ RETUNES = {  # a changed field -> the stages it re-runs (no trained model among 
     "router.threshold=0.6": ["router", "routed", "allocate", "report"],
     "labeler.k=3": ["labels", "curves", "router", "routed", "allocate", "report"],
     "cost.repeats=2": ["routed", "allocate", "report"],
-    "allocation.a_budgets=3": ["allocate", "report"],
+    "blockwise.budgets=3": ["allocate", "report"],
     "seeds.num_seeds=44": ["seeds", "features", "labels", "curves", "router", "routed", "allocate", "report"],
     "curves.resamples=60": ["curves", "report"],
 }
@@ -195,7 +195,7 @@ def test_retune_changes_only_the_dependent_stages_fingerprints(finished, change)
 def test_retune_reruns_the_stages_its_fingerprints_name_and_no_model(finished, tmp_path):
     import shutil
 
-    change = "allocation.a_budgets=3"
+    change = "blockwise.budgets=3"
     workdir = tmp_path / "retune"
     shutil.copytree(finished, workdir)
     log_before = (workdir / "run.log").read_text()

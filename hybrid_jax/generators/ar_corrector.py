@@ -21,7 +21,7 @@ def option(cfg: Preset, depth: int) -> Generator:
 
 def options(cfg: Preset) -> tuple[Generator, ...]:
     """B at every corrector depth of the allocation and its trained one, deepest first."""
-    depths = set(cfg.allocation.b_depths) | {cfg.corrector.start_step}
+    depths = set(cfg.ar_corrector.depths) | {cfg.corrector.start_step}
     return tuple(option(cfg, d) for d in sorted(depths, reverse=True))
 
 
@@ -38,5 +38,5 @@ NETWORKS = (
             lambda cfg, key: _init(cfg, key)["corrector"]),
 )
 
-FAMILY = Family(NAME, STREAM, NETWORKS, assemble=lambda p: {"ar": p["model_b"], "corrector": p["corrector"]},
-                options=options, brief=lambda cfg: option(cfg, cfg.corrector.start_step))
+FAMILY = Family(NAME, "ar_corrector", STREAM, NETWORKS,
+                assemble=lambda p: {"ar": p["model_b"], "corrector": p["corrector"]}, options=options, brief=lambda cfg: option(cfg, cfg.corrector.start_step))

@@ -61,11 +61,12 @@ class Network:
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """A generator family: the networks it trains, the seed-key stream its options draw from, how its networks'
-    params make the params its options sample with, its options and its brief option (the one the binary study
-    names)."""
+    """A generator family: the networks it trains, its config section of option settings, the seed-key stream its
+    options draw from, how its networks' params make the params its options sample with, its options and its brief
+    option (the one the binary study names)."""
 
     name: str  # Generator.model of its options
+    section: str  # its config section of option settings (budgets, depths, probe length): `getattr(cfg, section)`
     stream: int
     networks: tuple[Network, ...]
     assemble: Callable[[dict[str, Any]], Any]  # {network name: params} -> the params its options sample with

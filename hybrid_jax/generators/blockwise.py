@@ -19,8 +19,8 @@ def option(cfg: Preset, budget: int) -> Generator:
 
 def probed_option(cfg: Preset, budget: int) -> Generator:
     """A at `budget` steps per block after A's own probe (`model_a.make_probed_sampler`): probe, then the rest."""
-    a = cfg.allocation
-    s = model_a.make_probed_sampler(cfg.model_a, budget, a.a_probe_budget, a.a_probe_steps,
+    a = cfg.blockwise
+    s = model_a.make_probed_sampler(cfg.model_a, budget, a.probe_budget, a.probe_steps,
                                     num_classes=cfg.data.num_classes, geometry=cfg.geometry)
     return Generator(f"A/{budget} steps after probe", NAME, s.sample_keys, {"a_unet": s.passes}, probe="A",
                      finish=s.finish, stream=STREAM)
@@ -28,7 +28,7 @@ def probed_option(cfg: Preset, budget: int) -> Generator:
 
 def budgets(cfg: Preset) -> list[int]:
     """The allocation's step budgets of A and its full one, most expensive first."""
-    return sorted(set(cfg.allocation.a_budgets) | {cfg.model_a.steps_per_block}, reverse=True)
+    return sorted(set(cfg.blockwise.budgets) | {cfg.model_a.steps_per_block}, reverse=True)
 
 
 def options(cfg: Preset) -> tuple[Generator, ...]:
@@ -44,8 +44,8 @@ def probe(cfg: Preset) -> Callable:
     """jitted (params_a, keys [n][, labels]) -> (model_a.Probe, [n, len(features.A_PROBE)] features): A's own probe
     on each key, which every "after probe" option continues from (`generate(..., probes={"A": probe})`), and the
     features read off it."""
-    a = cfg.allocation
-    probed = model_a.make_probed_sampler(cfg.model_a, cfg.model_a.steps_per_block, a.a_probe_budget, a.a_probe_steps,
+    a = cfg.blockwise
+    probed = model_a.make_probed_sampler(cfg.model_a, cfg.model_a.steps_per_block, a.probe_budget, a.probe_steps,
                                          num_classes=cfg.data.num_classes, geometry=cfg.geometry)
     mask = geometry.block_masks(cfg.geometry)[0]
 
@@ -64,5 +64,5 @@ def _init(cfg: Preset, key):
     return model_a.init_params(cfg.model_a, key, geometry=cfg.geometry, num_classes=cfg.data.num_classes)
 
 
-FAMILY = Family(NAME, STREAM, (Network("model_a", _loss, _init),), assemble=lambda p: p["model_a"],
-                options=options, brief=lambda cfg: option(cfg, cfg.model_a.steps_per_block))
+FAMILY = Family(NAME, "blockwise", STREAM, (Network("model_a", _loss, _init),),
+                assemble=lambda p: p["model_a"], options=options, brief=lambda cfg: option(cfg, cfg.model_a.steps_per_block))

@@ -12,3 +12,4 @@ BRIEF_PAIR: tuple[str, str] = (blockwise.NAME, ar_corrector.NAME)  # the binary 
 NETWORKS: tuple[Network, ...] = tuple(n for f in FAMILIES for n in f.networks)  # one training stage each
 STREAMS: dict[str, int] = {f.name: f.stream for f in FAMILIES}
 assert len(set(STREAMS.values())) == len(FAMILIES), "each family needs its own seed-key stream"
+assert len({f.section for f in FAMILIES}) == len(FAMILIES), "each family needs its own config section"

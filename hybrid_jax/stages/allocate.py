@@ -215,6 +215,7 @@ def load_policy(run: Run) -> policy.Policy:
 # people's verdicts per (seed, option) where given; 5: options generated at the batch they are timed at, the
 # networks' FLOPs per pass from the routed stage; 6: each option timed by its own generation batches, the "after
 # probe" options continuing A's one probe (whose features the cascade reads)
-STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size),
+STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size,
+                                                          *(getattr(cfg, f.section) for f in generators.FAMILIES)),
               after=("seeds", "labels", "router", "routed"), version=6,
               inputs=lambda run: (file_hash(run.path(labeling.OPTIONS_FILE)),))
