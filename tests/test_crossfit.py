@@ -17,6 +17,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from hybrid_jax import crossfit as C
 from hybrid_jax import router as R
+from hybrid_jax import trees
 from hybrid_jax.config import ConfigError, RouterConfig
 
 # Few, shallow trees with a large learning rate: real routing in milliseconds per fit.
@@ -40,7 +41,7 @@ def _without_fits(res: dict) -> dict:
 
 
 def _arrays(ens: R.TreeEnsemble) -> dict[str, np.ndarray]:
-    return {k: np.asarray(getattr(ens, k)) for k in R._ARRAYS}
+    return {k: np.asarray(getattr(ens, k)) for k in trees.ARRAYS}
 
 
 def _assert_same_router(a: R.TreeEnsemble, b: R.TreeEnsemble) -> None:
@@ -216,12 +217,12 @@ def test_n_jobs_does_not_change_results():
 STUDY_SCRIPT = """
 import json, sys
 import numpy as np
-from hybrid_jax import crossfit, router
+from hybrid_jax import crossfit, trees
 from hybrid_jax.config import RouterConfig
 d = sys.argv[1]
 X, y = np.load(d + "/X.npy"), np.load(d + "/y.npy")
 res, ens = crossfit.run_study(X, y, {names!r}, {cfg!r}, d + "/cache", n_jobs=1)
-np.savez(d + "/router.npz", **{{k: np.asarray(getattr(ens, k)) for k in router._ARRAYS}})
+np.savez(d + "/router.npz", **{{k: np.asarray(getattr(ens, k)) for k in trees.ARRAYS}})
 with open(d + "/results.json", "w") as f:
     json.dump(res, f)
 """
