@@ -58,7 +58,7 @@ def _early_exit(run: Run, routed, pb, seeds: np.ndarray, oof: dict, scores: dict
     keys = generators.seed_stream(seeds, cfg.seeds.base_seed, "model_b")
     classes = generators.seed_labels(seeds, cfg.data.num_classes)
     entropy = np.zeros(len(seeds))
-    for _, part, padded in fixed_batches(np.arange(len(seeds)), cfg.seeds.batch_size):
+    for _, part, padded in fixed_batches(np.arange(len(seeds)), cfg.cost.batch_size):  # the timed shape: one compile
         entropy[part] = np.asarray(probe(pb, keys[padded], classes[padded])[1])[: len(part)]
     n = min(cfg.cost.num_images, len(seeds))
     seconds = cost.early_seconds(probe, routed.sampler_b.finish, pb, keys[:n], cfg.cost.batch_size, cfg.cost.repeats,
