@@ -122,8 +122,8 @@ def verdict(reference: dict, candidate: dict, a_needed_share: float) -> dict:
     for space, fa in reference["spaces"].items():
         fb = candidate["spaces"][space]
         if not fa["fd_ci"][1] < fb["fd_ci"][0]:
-            failed.append(f"FD in {space}: A {fa['fd']:.3g} {fa['fd_ci']} is not clearly below B {fb['fd']:.3g} "
-                          f"{fb['fd_ci']}")
+            ci = lambda f: f"[{f['fd_ci'][0]:.3g}, {f['fd_ci'][1]:.3g}]"
+            failed.append(f"FD in {space}: A {fa['fd']:.3g} {ci(fa)} is not clearly below B {fb['fd']:.3g} {ci(fb)}")
     if not reference["median_quality"] > candidate["median_quality"]:
         failed.append(f"median quality: A {reference['median_quality']:.3f} is not above B "
                       f"{candidate['median_quality']:.3f}")

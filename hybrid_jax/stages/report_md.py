@@ -245,8 +245,11 @@ def _early_exit_section(e: dict) -> list[str]:
     return ["### Early exit after the first AR steps (out of sample)",
             f"Decided after {e['k_early']} AR steps where the layer-1 attention entropy lies in a tail chosen on the "
             f"training folds (decisions right at least {_pct(e['min_accuracy'])} of the time there), else the router "
-            f"at k = 12: {_pct(e['exit_share'])} of seeds exit, their decisions right "
-            f"{_pct(e['exited_accuracy']) if np.isfinite(e['exited_accuracy']) else '–'} of the time; the entropy's "
+            f"at k = 12: "
+            + (f"{_pct(e['exit_share'])} of seeds exit, their decisions right {_pct(e['exited_accuracy'])} of the "
+               "time; " if e["exit_share"] > 0 else "no seed exits (in no fold did a tail reach that accuracy on the "
+               "training folds), so the policy is the router; ")
+            + f"the entropy's "
             f"single-feature ROC AUC (cheap_ok) {e['entropy_auc']:.3f}. Mean quality against the router: "
             f"{verdict(versus['router (k = 12)'])}; against random routing at the same share to A: "
             f"{verdict(versus['random (same share)'])}. Cost per image counts the steps each seed ran (an exited seed: "
