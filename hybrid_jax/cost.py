@@ -130,13 +130,18 @@ def _ready_prefixes(work: Work, keys_b, n: int, b: int, labels=None) -> list:
     return [work.prefix(*_take(keys_b, labels, padded)) for _, _, padded in fixed_batches(np.arange(n), b)]
 
 
+def _on_prefixes(fn: Callable, prefixes: list, n: int, b: int, *args) -> float:
+    """Seconds charged for `fn(prefix, *args)` over ready prefixes of n seeds in batches of b (each charged per real
+    seed)."""
+    return sum(timing.timed(fn, p, *args)[1] * min(b, n - i * b) / b for i, p in enumerate(prefixes))
+
+
 def _decide_seconds(work: Work, prefixes: list, n: int, b: int) -> float:
-    return sum(timing.timed(work.decide, p)[1] * min(b, n - i * b) / b for i, p in enumerate(prefixes))
+    return _on_prefixes(work.decide, prefixes, n, b)
 
 
 def _finish_seconds(work: Work, prefixes: list, n: int, b: int) -> float:
-    idx = jnp.arange(b)
-    return sum(timing.timed(work.finish, p, idx)[1] * min(b, n - i * b) / b for i, p in enumerate(prefixes))
+    return _on_prefixes(work.finish, prefixes, n, b, jnp.arange(b))
 
 
 def strategies(work: Work, keys_a, keys_b, decisions: dict[str, np.ndarray], b: int,
@@ -173,8 +178,7 @@ def early_seconds(probe: Callable, finish: Callable, params_b, keys, b: int, rep
     rounds = {"probe_early": [], "B_finish_early": []}
     for _ in range(repeats):
         rounds["probe_early"].append(charged_seconds(lambda k, l: probe(params_b, k, l), keys, sel, b, labels) / n)
-        rounds["B_finish_early"].append(sum(timing.timed(finish, params_b, p)[1] * min(b, n - i * b) / b
-                                            for i, p in enumerate(prefixes)) / n)
+        rounds["B_finish_early"].append(_on_prefixes(lambda p: finish(params_b, p), prefixes, n, b) / n)
     return {k: statistics.median(v) for k, v in rounds.items()}
 
 

@@ -85,10 +85,11 @@ def per_seed_cost(to_a: np.ndarray, exited: np.ndarray, units: Mapping) -> np.nd
     """[n, 3] passes, FLOPs, seconds of each seed: an exited seed pays the short probe and A or B finished from the
     short prefix; the others the router's probe and A or B finished from its prefix (`units`: the routed stage's
     units of work plus "probe_early" and "B_finish_early")."""
-    row = lambda u: np.array([float(units[u][f]) for f in evaluation.COST_FIELDS])
-    early = np.where(to_a[:, None], row("A"), row("B_finish_early")) + row("probe_early")
-    late = np.where(to_a[:, None], row("A"), row("B_finish")) + row("probe")
-    return np.where(exited[:, None], early, late)
+    side = np.where(np.asarray(to_a, bool), 0, 1)  # the binary pair's option index: A, else B
+    late = evaluation.Options.binary(units).cost_probed
+    early = evaluation.Options.binary({**units, "B_finish": units["B_finish_early"],
+                                       "probe": units["probe_early"]}).cost_probed
+    return np.where(np.asarray(exited, bool)[:, None], early[side], late[side])
 
 
 def early_units(units: Mapping, k_early: int, prefix_steps: int, ar_step_flops: float, seconds: Mapping) -> dict:
@@ -114,11 +115,11 @@ def evaluate(entropy: np.ndarray, y: np.ndarray, folds: np.ndarray, p_cheap: np.
     to_a, exited, rules = crossfit(entropy, y, folds, router_to_a, min_accuracy)
     share = float(to_a.mean())
     quality = lambda m: np.where(m, qa, qb)
+    entropy_rule = evaluation.top_share_mask(np.asarray(entropy_k12), share)
+    none = np.zeros(len(y), bool)
     rows = {"early exit": (to_a, per_seed_cost(to_a, exited, units)),
-            "router (k = 12)": (router_to_a, per_seed_cost(router_to_a, np.zeros(len(y), bool), units)),
-            "entropy rule": (evaluation.top_share_mask(np.asarray(entropy_k12), share),
-                             per_seed_cost(evaluation.top_share_mask(np.asarray(entropy_k12), share),
-                                           np.zeros(len(y), bool), units))}
+            "router (k = 12)": (router_to_a, per_seed_cost(router_to_a, none, units)),
+            "entropy rule": (entropy_rule, per_seed_cost(entropy_rule, none, units))}
     always_a = float(units["A"]["flops"])
     out = {"n": len(y), "exit_share": float(exited.mean()), "share_to_a": share,
            "exited_accuracy": float(np.mean(to_a[exited] == (y[exited] == 0))) if exited.any() else float("nan"),
@@ -133,10 +134,11 @@ def evaluate(entropy: np.ndarray, y: np.ndarray, folds: np.ndarray, p_cheap: np.
         out["points"][name].update({f"{f}_per_image": float(cost[:, i].mean())
                                     for i, f in enumerate(evaluation.COST_FIELDS)})
     random = share * qa + (1.0 - share) * qb  # per seed: its expectation under random routing at the same share
-    out["points"]["random (same share)"] = point(random, share, share * always_a + (1 - share) * units["B"]["flops"])
+    no_probe = evaluation.Options.binary(units).per_image(evaluation.binary_mix(share), False)["flops"]
+    out["points"]["random (same share)"] = point(random, share, no_probe)
     q_exit = quality(to_a)
     for name, other in (("router (k = 12)", quality(router_to_a)), ("random (same share)", random),
-                        ("entropy rule", quality(rows["entropy rule"][0]))):
+                        ("entropy rule", quality(entropy_rule))):
         gap = q_exit - other
         out["points"][name]["gap"] = {"quality": float(gap.mean()), "ci": stats.bootstrap_ci((gap,), mean, rng, boot)}
     return out

@@ -85,11 +85,7 @@ def run_stage(run: Run) -> dict:
         others = build.load_other_classes(cfg.data.class_name, source, lc, cfg.geometry.image_size)
         content = build.train_content_classifier(reference, others.train, cfg.data.class_name, lc,
                                                  _classifier_dir(run) / "ckpt", done_record(run, "data")["fingerprint"])
-        if sharding.is_writer():  # this run's output, rewritten
-            shutil.rmtree(run.path("labels", "model", "classifier"), ignore_errors=True)
-        sharding.sync("labeler classifier folder cleared")
-        Checkpointer(run.path("labels", "model", "classifier"), _model_guard(run)).save(
-            content.summary["steps"], content.params)
+        _save_network(run, "classifier", _model_guard(run), content)
         out["classifier"] = content.summary | {"accuracy_held_out": build.held_out_accuracy(
             content, held_out, others.held)}
         wrong_held = build.wrong_class_images(cfg.data.class_name, others.held, lc.seed)
@@ -173,6 +169,14 @@ def _model_guard(run: Run) -> dict:
     return build.classifier_guard(run.cfg.labeler, done_record(run, "data")["fingerprint"])
 
 
+def _save_network(run: Run, name: str, guard: dict, net: build.Content) -> None:
+    """A trained network as this run's output, labels/model/<name>/ (rewritten: the folder is cleared first)."""
+    if sharding.is_writer():
+        shutil.rmtree(run.path("labels", "model", name), ignore_errors=True)
+    sharding.sync(f"labels/model/{name} cleared")
+    Checkpointer(run.path("labels", "model", name), guard).save(net.summary["steps"], net.params)
+
+
 def _judge_guard(run: Run) -> dict:
     return build.judge_guard(run.cfg.judge, done_record(run, "data")["fingerprint"])
 
@@ -183,10 +187,7 @@ def _train_judge(run: Run, reference: np.ndarray, held_out: np.ndarray, others: 
     guard = _judge_guard(run)
     judge = build.train_judge(reference, others.train, run.cfg.data.class_name, run.cfg.judge,
                               run.path("labels", "judge", fingerprint(guard), "ckpt"), guard["data"])
-    if sharding.is_writer():
-        shutil.rmtree(run.path("labels", "model", "judge"), ignore_errors=True)
-    sharding.sync("premise judge folder cleared")
-    Checkpointer(run.path("labels", "model", "judge"), guard).save(judge.summary["steps"], judge.params)
+    _save_network(run, "judge", guard, judge)
     return judge.summary | {"accuracy_held_out": build.held_out_accuracy(judge, held_out, others.held)}
 
 
