@@ -146,25 +146,31 @@ def _finish_seconds(work: Work, prefixes: list, n: int, b: int) -> float:
 
 def strategies(work: Work, keys_a, keys_b, decisions: dict[str, np.ndarray], b: int,
                labels=None, options: tuple[str, str] = ("A", "B")) -> dict[str, Callable[[], float]]:
-    """name -> () -> seconds charged over all n seeds. `decisions`: routed strategies' to_a [n] (probe paid)
-    and, under the key "oracle (labels)", the labels' to_a (no probe). `labels`: each seed's class (None: one).
-    `options`: the two options' names (A's role, then B's): the fixed strategies are "always <name>"."""
+    """name -> () -> seconds charged over all n seeds. `decisions`: each routed strategy's to_a [n] (probe paid).
+    `labels`: each seed's class (None: one). `options`: the two options' names (A's role, then B's): the fixed
+    strategies are "always <name>". A mix without a probe (the labels' oracle) is not timed again: per-image
+    charging makes it exactly its share of these rows (`composed_row`)."""
     n = keys_b.shape[0]
     every = np.arange(n)
     prefixes = _ready_prefixes(work, keys_b, n, b, labels)
     fixed = lambda fn, keys, sel: charged_seconds(fn, keys, sel, b, labels)
     out = {f"always {name}": lambda fn=fn, keys=keys: fixed(fn, keys, every)
            for name, fn, keys in zip(options, (work.a, work.b), (keys_a, keys_b))}
-    for name, to_a in decisions.items():
-        if name == "oracle (labels)":
-            out[name] = lambda m=to_a: fixed(work.a, keys_a, every[m]) + fixed(work.b, keys_b, every[~m])
-        else:
-            out[name] = lambda m=to_a: _routed(work, keys_a, keys_b, m, b, labels)
+    out.update({name: lambda m=to_a: _routed(work, keys_a, keys_b, m, b, labels) for name, to_a in decisions.items()})
     out.update({"probe": lambda: fixed(work.probe, keys_b, every),
                 "AR prefix": lambda: fixed(work.prefix, keys_b, every),
                 "router on a ready prefix": lambda: _decide_seconds(work, prefixes, n, b),
                 "B finish": lambda: _finish_seconds(work, prefixes, n, b)})
     return out
+
+
+def composed_row(rows: dict[str, dict], options: tuple[str, str], share_to_a: float) -> dict:
+    """The row of a strategy that sends `share_to_a` of the seeds to the first option from scratch and the rest to
+    the second, with no probe: under per-image charging its seconds are that mix of the two "always" rows (median,
+    min and max alike), so it is composed from them, not timed again ("composed": True)."""
+    fixed = [rows[f"always {name}"] for name in options]
+    return {k: float(share_to_a * fixed[0][k] + (1.0 - share_to_a) * fixed[1][k])
+            for k in ("seconds_per_image", "min", "max")} | {"composed": True}
 
 
 def early_seconds(probe: Callable, finish: Callable, params_b, keys, b: int, repeats: int, labels=None

@@ -61,6 +61,24 @@ def test_routed_seconds_agree_with_their_parts(work):
     assert t["synthetic router"] == pytest.approx(expected, rel=0.10), (t, expected)
 
 
+def test_a_mix_without_probe_is_composed_from_the_fixed_rows_as_per_image_charging_times_it(work, monkeypatch):
+    """The labels' oracle (no probe) is not timed again: charged per image, timing it gives exactly its share of the
+    two fixed rows, which `cost.composed_row` writes (checked against a timed mix under a fake clock)."""
+    n, b = 8, 4
+    per_batch = {work.a: 0.2, work.b: 0.03}
+    real_timed = timing.timed
+    monkeypatch.setattr(timing, "timed", lambda fn, *args: (real_timed(fn, *args)[0], per_batch.get(fn, 0.0)))
+    keys_a, keys_b = routing.seed_keys(range(n), 0)
+    m = np.array([1, 0, 0, 1, 1, 0, 0, 0], bool)
+    timed_mix = (cost.charged_seconds(work.a, keys_a, np.flatnonzero(m), b)
+                 + cost.charged_seconds(work.b, keys_b, np.flatnonzero(~m), b)) / n
+    contenders = {k: v for k, v in cost.strategies(work, keys_a, keys_b, {}, b).items() if k.startswith("always")}
+    rows = cost.measure(contenders, n, repeats=1, warm=lambda: None)
+    row = cost.composed_row(rows, ("A", "B"), m.mean())
+    assert row["composed"] and row["seconds_per_image"] == pytest.approx(timed_mix, rel=1e-12)
+    assert row["min"] <= row["seconds_per_image"] <= row["max"]
+
+
 def test_no_strategy_pays_padding(work, monkeypatch):
     """Seconds are charged per real image: a partial last batch costs its share of a full one."""
     calls = []

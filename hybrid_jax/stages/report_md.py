@@ -267,7 +267,8 @@ def _cost_section(cost: dict) -> list[str]:
     brief = dict(zip(fixed, BRIEF["fixed_seconds"]), **BRIEF["seconds"])
     table = _table(["work", "s / image (median)", "min – max over rounds", "share to A", f"savings vs {fixed[0]}",
                     "brief s / image"],
-                   [[n, sanity.fmt("seconds", r["seconds_per_image"], ".4g"), f"{r['min']:.4g} – {r['max']:.4g}",
+                   [[n, sanity.fmt("seconds", r["seconds_per_image"], ".4g"),
+                     f"{r['min']:.4g} – {r['max']:.4g}" + (" (composed)" if r.get("composed") else ""),
                      _pct(t["share_to_a"].get(n, share.get(n))),
                      _pct(1 - r["seconds_per_image"] / rows[fixed[0]]["seconds_per_image"], "savings")
                      if n in (*fixed, "oracle (labels)", "learned router") else "–",
@@ -279,7 +280,8 @@ def _cost_section(cost: dict) -> list[str]:
             f"strategy in batches of {t['batch_size']}, charged per real image (no strategy pays padding), median "
             f"of {t['repeats']} interleaved rounds after one compiling call of each program ("
             + ", ".join(f"{k} {v:.3g} s" for k, v in t.get("first_call", {}).items()) + " for its first batch). "
-            "The learned router uses its "
+            "A strategy marked composed has no probe and is not timed again: charged per image, its seconds are "
+            "exactly its share of the fixed rows. The learned router uses its "
             "out-of-sample decisions; its probe is measured whole (AR prefix + features + trees) and in parts.",
             table,
             f"Timing check: the routed pipeline measured {check['measured']:.4g} s/image; composed from its parts "

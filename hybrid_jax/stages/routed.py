@@ -32,7 +32,9 @@ def make_routed_sampler(run: Run) -> routing.RoutedSampler:
 
 
 def _timings(run: Run, routed, pa, pb, decisions: dict[str, np.ndarray], seeds: np.ndarray,
-             options: tuple[str, str]) -> dict:
+             options: tuple[str, str], oracle: np.ndarray) -> dict:
+    """Every strategy's seconds on the first cost.num_images seeds; the labels' `oracle` (no probe) composed from
+    the fixed rows (`cost.composed_row`)."""
     c = run.cfg.cost
     n = min(c.num_images, len(seeds))
     multiple = 1 if run.mesh is None else run.mesh.size
@@ -45,8 +47,12 @@ def _timings(run: Run, routed, pa, pb, decisions: dict[str, np.ndarray], seeds: 
     compiled = {}
     rows = cost.measure(contenders, n, c.repeats,
                         warm=lambda: compiled.update(cost.warm_up(work, keys_a, keys_b, batch, classes)))
+    decisions = {"oracle (labels)": oracle, **decisions}
+    share = {k: float(v[:n].mean()) for k, v in decisions.items()}
+    rows = {**{k: v for k, v in rows.items() if k.startswith("always ")},
+            "oracle (labels)": cost.composed_row(rows, options, share["oracle (labels)"]), **rows}
     return {"n_images": n, "batch_size": batch, "repeats": c.repeats, "rows": rows, "first_call": compiled,
-            "share_to_a": {k: float(v[:n].mean()) for k, v in decisions.items()}}
+            "share_to_a": share}
 
 
 def _early_exit(run: Run, routed, pb, seeds: np.ndarray, oof: dict, scores: dict, X: np.ndarray, names: list[str],
@@ -82,13 +88,12 @@ def run_stage(run: Run) -> dict:
     to_a = oof["p_cheap"] < cfg.router.threshold  # out-of-sample decisions
     io.write_npz(run.path("routed", "decisions.npz"), seeds=seeds["seeds"], to_a=to_a, oracle_to_a=oracle,
                  p_cheap=oof["p_cheap"], fold=oof["fold"])
-    b = cfg.seeds.batch_size
+    b = min(cfg.seeds.batch_size, cfg.cost.num_images)  # the routed sampler checked on the timed seeds
     keys_a, keys_b = routing.seed_keys(seeds["seeds"][:b], cfg.seeds.base_seed)
     classes = generators.seed_labels(seeds["seeds"][:b], cfg.data.num_classes)
     check = cost.consistency(routed.run(pa, pb, keys_a, keys_b, classes), seeds)
     options = tuple(g.name for g in generators.binary(cfg))  # the router's two options (A's role, then B's)
-    timed = _timings(run, routed, pa, pb, {"oracle (labels)": oracle, "learned router": to_a}, seeds["seeds"],
-                     options)
+    timed = _timings(run, routed, pa, pb, {"learned router": to_a}, seeds["seeds"], options, oracle)
     flops = cost.pass_flops(cfg, pa, pb)  # once per run: the allocate stage reads them from cost.json
     units = cost.unit_costs(timed["rows"], cost.unit_work(cfg, flops), options)
     _, X, names = features_stage.load(run)
@@ -125,7 +130,8 @@ def load(run: Run) -> dict:
 # With several classes the curves are also drawn per class (a fingerprint change for those runs only)
 # version 1: each network's FLOPs per pass in cost.json ("pass_flops"), which the allocate stage reads; 2: one
 # compiling call per program before the timed rounds (timing["first_call"]) instead of a whole compiling round; 3:
-# the early-exit policy (cost.json "early_exit", `hybrid_jax.early_exit`)
+# the early-exit policy (cost.json "early_exit", `hybrid_jax.early_exit`); 4: the oracle's seconds composed from the
+# fixed rows, not timed again; the routed sampler checked on the timed seeds
 STAGE = Stage("routed", run_stage, config=lambda cfg: (cfg.cost, cfg.early_exit)
               + (("curves per class",) if cfg.data.num_classes > 1 else ()), after=("router", "labels", "seeds"),
-              version=3)
+              version=4)
