@@ -493,6 +493,22 @@ class CurvesConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Progressive distillation of the corrector (stage `distill`, `hybrid_jax.distill`): `halvings` rounds, each
+    a student of half its teacher's steps (30 -> 15 -> 8 -> 4), trained with `train` from its teacher's weights on
+    the training images; each round's student is an option of B's family beside naive DDIM at its steps. Judged
+    on the first `eval_seeds` seeds: each image's MSE to the teacher's DDIM image from the same start."""
+
+    halvings: int = 3
+    train: TrainConfig = TrainConfig(epochs=10, lr=5e-5)  # the reference's learning rate (cifar_distill.py)
+    eval_seeds: int = 200
+
+    def __post_init__(self):
+        _check(self.halvings >= 0, f"distill.halvings must be >= 0, got {self.halvings}")
+        _check(self.eval_seeds > 1, f"distill.eval_seeds must be > 1, got {self.eval_seeds}")
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     geometry: Geometry = Geometry()
@@ -510,6 +526,7 @@ class Preset:
     curves: CurvesConfig = CurvesConfig()
     judge: JudgeConfig = JudgeConfig()
     early_exit: EarlyExitConfig = EarlyExitConfig()
+    distill: DistillConfig = DistillConfig()
     version: int = 1  # bump when a change makes old work dirs incompatible
 
     def __post_init__(self):
@@ -533,6 +550,9 @@ class Preset:
         _check(self.early_exit.k_early < self.router.prefix_steps,
                f"early_exit.k_early={self.early_exit.k_early} must be below router.prefix_steps="
                f"{self.router.prefix_steps}: the early exit decides before the router")
+        _check(self.distill.halvings == 0 or 2 ** (self.distill.halvings - 1) < self.corrector.start_step,
+               f"distill.halvings={self.distill.halvings} halves corrector.start_step={self.corrector.start_step} "
+               "steps below one step")
         _check(max(self.ar_corrector.depths, default=0) <= self.corrector.num_timesteps,
                f"ar_corrector.depths {self.ar_corrector.depths} exceed corrector.num_timesteps="
                f"{self.corrector.num_timesteps}")
@@ -573,6 +593,8 @@ PRESETS: dict[str, Preset] = {
         blockwise=BlockwiseOptions(budgets=(20, 10, 5), probe_budget=5, probe_steps=1),
         ar_corrector=ARCorrectorOptions(depths=(0, 10, 30, 60)),
         curves=CurvesConfig(num_seeds=50),
+        distill=DistillConfig(train=TrainConfig(epochs=6, batch_size=32, lr=1e-4, ckpt_every=50, log_every=20),
+                              eval_seeds=50),
     ),
     # Tiny: the whole pipeline in seconds, for tests.
     "test": Preset(
@@ -598,6 +620,8 @@ PRESETS: dict[str, Preset] = {
         curves=CurvesConfig(num_seeds=8, resamples=50),
         judge=JudgeConfig(widths=(4, 8), norm_groups=2, embed_dim=8,
                           train=TrainConfig(epochs=1, batch_size=16, ckpt_every=100, log_every=5, seed=1)),
+        distill=DistillConfig(halvings=2, train=TrainConfig(epochs=1, batch_size=16, lr=1e-4, ckpt_every=100,
+                                                            log_every=2), eval_seeds=8),
     ),
 }
 _PAPER = PRESETS["paper"]
@@ -621,6 +645,7 @@ PRESETS["paper-shapes"] = dataclasses.replace(
     blockwise=BlockwiseOptions(budgets=(200, 10)),
     ar_corrector=ARCorrectorOptions(depths=(0, 30)),
     curves=CurvesConfig(num_seeds=8, resamples=50),
+    distill=DistillConfig(halvings=1, train=dataclasses.replace(_PAPER.distill.train, **_ONE_EPOCH), eval_seeds=8),
 )
 
 # The premise at CPU scale (README "Which preset answers the question"): the quick models with the training recipe

@@ -19,9 +19,10 @@ import chex
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hybrid_jax import data as data_lib
-from hybrid_jax import diffusion, xla
+from hybrid_jax import diffusion, distill, xla
 from hybrid_jax import geometry as geometry_lib
 from hybrid_jax.config import CorrectorConfig, Geometry, ModelBConfig
 from hybrid_jax.models import build, class_labels
@@ -157,18 +158,29 @@ class Sampler:
 
 
 def make_sampler(cfg: ModelBConfig, ccfg: CorrectorConfig, depth: int | None = None,
-                 num_classes: int = 1, *, geometry: Geometry = Geometry()) -> Sampler:
+                 num_classes: int = 1, *, geometry: Geometry = Geometry(), grid=None, ddim: bool = False,
+                 v_prediction: bool = False) -> Sampler:
     """Model B whose corrector noises the AR image to step `depth` and runs `depth` denoising steps
-    (default: ccfg.start_step, the brief's 30; 0 = the AR image as it is)."""
+    (default: ccfg.start_step, the brief's 30; 0 = the AR image as it is).
+
+    `grid` (descending timesteps from depth - 1, e.g. `distill.grids`) visits only those steps, by DDIM when
+    `ddim`; `v_prediction`: the corrector's params predict v (a distilled student, `hybrid_jax.distill`). Every
+    variant starts from the same noised AR image, so their images of a seed differ by the steps alone."""
     depth = ccfg.start_step if depth is None else depth
     if not 0 <= depth <= ccfg.num_timesteps:
         raise ValueError(f"corrector depth must be in [0, {ccfg.num_timesteps}], got {depth}")
+    grid = np.arange(depth - 1, -1, -1) if grid is None else np.asarray(grid)
+    if depth and grid[0] != depth - 1:
+        raise ValueError(f"a corrector grid starts at depth - 1 = {depth - 1}, got {grid[0]}")
+    chain = ((diffusion.ddim_chain if ddim else diffusion.ddpm_chain)(ccfg.num_timesteps, grid) if depth
+             else None)
     decoder = make_decoder(cfg, num_classes, geometry=geometry)
     d = cfg.decoder
     seq_len, patch_dim = geometry.num_patches, geometry.patch_dim
     unet = make_corrector_unet(ccfg, num_classes)
     sched = diffusion.linear_schedule(ccfg.num_timesteps)
-    corr_eps = lambda p, x, t, labels: unet.apply({"params": p}, x, t, None, labels)
+    corr_net = lambda p, x, t, labels: unet.apply({"params": p}, x, t, None, labels)
+    corr_eps = distill.as_eps_fn(corr_net, sched.alphas_cumprod) if v_prediction else corr_net
 
     def ar_steps(params, state: ARState, keys, num_steps: int, labels):
         ar_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
@@ -208,8 +220,8 @@ def make_sampler(cfg: ModelBConfig, ccfg: CorrectorConfig, depth: int | None = N
         c_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
         t0 = jnp.full((ar_images.shape[0],), depth - 1)
         x = diffusion.q_sample(sched, ar_images, t0, diffusion.per_example_normal(c_keys, depth, geometry.image_shape))
-        x = diffusion.sample_loop(corr_eps, cparams, sched, x, c_keys, start=depth, num_steps=depth,
-                                  cond=class_labels(labels, keys.shape[0], num_classes), unroll=ccfg.scan_unroll)
+        x = diffusion.sample_chain(corr_eps, cparams, chain, x, c_keys,
+                                   cond=class_labels(labels, keys.shape[0], num_classes), unroll=ccfg.scan_unroll)
         return jnp.clip(x, -1.0, 1.0)
 
     def finish(params, prefix: Prefix):
@@ -233,4 +245,4 @@ def make_sampler(cfg: ModelBConfig, ccfg: CorrectorConfig, depth: int | None = N
 
     return Sampler(sample=xla.jit(sample, static_argnums=2), sample_keys=xla.jit(sample_keys),
                    ar_prefix=xla.jit(ar_prefix, static_argnums=2), finish=xla.jit(finish),
-                   correct=xla.jit(correct), passes=seq_len + depth, geometry=geometry)
+                   correct=xla.jit(correct), passes=seq_len + (len(grid) if depth else 0), geometry=geometry)

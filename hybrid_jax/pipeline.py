@@ -17,7 +17,7 @@ import time
 from hybrid_jax import io, sharding, tensorboard, timing
 from hybrid_jax.rundir import (Run, RunDirError, Stage, check_workdir, is_done, load_run, mark_done, open_run,
                                preset_from_dict)
-from hybrid_jax.stages import allocate, curves, data, features, labels, report, routed, router, seeds, train
+from hybrid_jax.stages import allocate, curves, data, distill, features, labels, report, routed, router, seeds, train
 
 __all__ = ["Run", "RunDirError", "STAGES", "STAGE_NAMES", "check_inputs", "fingerprints", "load_policy", "load_run",
            "make_routed_sampler", "open_run", "pending", "preset_from_dict", "restore_model_b", "restore_params",
@@ -25,7 +25,8 @@ __all__ = ["Run", "RunDirError", "STAGES", "STAGE_NAMES", "check_inputs", "finge
 
 log = logging.getLogger("hybrid_jax.pipeline")
 
-STAGES: tuple[Stage, ...] = (data.STAGE, *train.STAGES, seeds.STAGE, features.STAGE, labels.STAGE, curves.STAGE,
+STAGES: tuple[Stage, ...] = (data.STAGE, *train.STAGES, distill.STAGE, seeds.STAGE, features.STAGE, labels.STAGE,
+                             curves.STAGE,
                              router.STAGE, routed.STAGE, allocate.STAGE, report.STAGE)
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

@@ -1,14 +1,16 @@
 """Model B's family: the causal patch transformer (`model_b`) and its shallow diffusion corrector (`corrector`),
-an option per corrector depth, each able to finish from B's AR prefix (its probe)."""
+an option per corrector depth, each able to finish from B's AR prefix (its probe); and, per round of the
+corrector's progressive distillation (stage `distill`), its student and naive DDIM at the student's steps."""
 
 from __future__ import annotations
 
-from hybrid_jax import model_b
+from hybrid_jax import distill, model_b
 from hybrid_jax.config import Preset
 from hybrid_jax.generators.base import Family, Generator, Network
 
 NAME = "model_b"
 STREAM = 2
+DISTILLED = "model_b/distilled"  # the params the students sample with: {"ar": B's decoder, "students": {steps: ..}}
 
 
 def option(cfg: Preset, depth: int) -> Generator:
@@ -19,10 +21,34 @@ def option(cfg: Preset, depth: int) -> Generator:
                      stream=STREAM)
 
 
+def student_params(params: dict, steps: int) -> dict:
+    """B's params with the `steps`-step student as its corrector, from the distilled params (`DISTILLED`)."""
+    return {"ar": params["ar"], "corrector": params["students"][str(steps)]}
+
+
+def few_step_options(cfg: Preset) -> tuple[Generator, ...]:
+    """Per distillation round (most steps first): B with the round's student, and B with naive DDIM of the trained
+    corrector on the same steps (what the student must beat at equal passes)."""
+    out = []
+    for grid in distill.grids(cfg.corrector.start_step, cfg.distill.halvings)[1:]:
+        k, passes = len(grid), {"b_ar_step": cfg.geometry.num_patches, "corrector_unet": len(grid)}
+        make = lambda **kw: model_b.make_sampler(cfg.model_b, cfg.corrector, geometry=cfg.geometry,
+                                                 num_classes=cfg.data.num_classes, grid=grid, ddim=True, **kw)
+        s, naive = make(v_prediction=True), make()
+        out += [Generator(f"B/corrector distilled {k}", DISTILLED,
+                          lambda p, keys, labels=None, s=s, k=k: s.sample_keys(student_params(p, k), keys, labels),
+                          passes, probe="B", finish=lambda p, prefix, s=s, k=k: s.finish(student_params(p, k), prefix),
+                          stream=STREAM),
+                Generator(f"B/corrector DDIM {k}", NAME, naive.sample_keys, passes, probe="B", finish=naive.finish,
+                          stream=STREAM)]
+    return tuple(out)
+
+
 def options(cfg: Preset) -> tuple[Generator, ...]:
-    """B at every corrector depth of the allocation and its trained one, deepest first."""
+    """B at every corrector depth of the allocation and its trained one, deepest first, then the distilled
+    students and naive DDIM at their steps (`few_step_options`)."""
     depths = set(cfg.ar_corrector.depths) | {cfg.corrector.start_step}
-    return tuple(option(cfg, d) for d in sorted(depths, reverse=True))
+    return tuple(option(cfg, d) for d in sorted(depths, reverse=True)) + few_step_options(cfg)
 
 
 def _init(cfg: Preset, key) -> dict:

@@ -21,6 +21,7 @@ from hybrid_jax import labels as labels_lib
 from hybrid_jax import features as features_lib
 from hybrid_jax.data import fixed_batches
 from hybrid_jax.rundir import Run, Stage, done_record, file_hash
+from hybrid_jax.stages import distill as distill_stage
 from hybrid_jax.stages import features as features_stage
 from hybrid_jax.stages import labels as labels_stage
 from hybrid_jax.stages import routed as routed_stage
@@ -139,7 +140,7 @@ def _seconds(run: Run, opts, generated: dict[str, np.ndarray | None], trained, s
     sel = np.arange(min(c.num_images, len(seeds)))
     contenders = {}
     for g in (g for g in opts if g.name not in known):
-        keys = generators.seed_stream(seeds, run.cfg.seeds.base_seed, g.model)
+        keys = generators.stream_keys(seeds, run.cfg.seeds.base_seed, g.stream)
         contenders[g.name] = lambda g=g, keys=keys: cost.charged_seconds(
             lambda k, labels: g.sample_keys(trained[g.model], k, labels), keys, sel, c.batch_size,
             generators.seed_labels(seeds, run.cfg.data.num_classes))
@@ -162,7 +163,8 @@ def _options(run: Run, opts, seconds: np.ndarray, timing: dict) -> allocation.Op
 def run_stage(run: Run) -> dict:
     cfg = run.cfg
     opts = generators.options(cfg) + generators.probed_options(cfg)
-    trained = {"model_a": train.restore_params(run, "model_a"), "model_b": train.restore_model_b(run)}
+    trained = {f.name: train.restore_option_params(run, f.name) for f in generators.FAMILIES}
+    trained.update(distill_stage.trained_params(run))
     seeds = seeds_stage.load_seed_ids(run)
     made = _made_by_seeds_stage(run)
     a_state, X_a, a_probe_seconds = _a_probe(run, trained["model_a"], seeds)
@@ -217,5 +219,5 @@ def load_policy(run: Run) -> policy.Policy:
 # probe" options continuing A's one probe (whose features the cascade reads)
 STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size,
                                                           *(getattr(cfg, f.section) for f in generators.FAMILIES)),
-              after=("seeds", "labels", "router", "routed"), version=6,
+              after=("seeds", "labels", "router", "routed", "distill"), version=6,
               inputs=lambda run: (file_hash(run.path(labeling.OPTIONS_FILE)),))
