@@ -27,6 +27,7 @@ from hybrid_jax.pipeline import STAGE_NAMES
 from hybrid_jax.stages import train
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAINING = (*train.MODELS, "distill")  # stages that train (the distillation's students among them)
 
 
 def _run(tree: Path, workdir: Path, preset: str) -> float:
@@ -51,8 +52,8 @@ def _stage_seconds(workdir: Path, since: float) -> dict[str, tuple[float, bool]]
 
 
 def _totals(seconds: dict[str, tuple[float, bool]]) -> tuple[float, float]:
-    training = sum(s for name, (s, _) in seconds.items() if name in train.MODELS)
-    evaluation = sum(s for name, (s, _) in seconds.items() if name not in train.MODELS and name != "data")
+    training = sum(s for name, (s, _) in seconds.items() if name in TRAINING)
+    evaluation = sum(s for name, (s, _) in seconds.items() if name not in TRAINING and name != "data")
     return training, evaluation
 
 
@@ -61,7 +62,7 @@ def _copy_trained(src: Path, dst: Path) -> None:
     compile cache, so the baseline generates, judges and compiles everything itself, as the first column did."""
     dst.mkdir(parents=True)
     shutil.copy(src / "run.json", dst / "run.json")
-    for name in ("data", *train.MODELS):
+    for name in ("data", *TRAINING):
         shutil.copytree(src / name, dst / name)
 
 

@@ -13,8 +13,9 @@ from hybrid_jax import config as config_lib
 
 DEFAULT_PRESET = "quick"
 # `hybrid_jax.pipeline.STAGE_NAMES`, spelled out so that --help needs no JAX (tests/test_cli.py checks it).
-STAGE_NAMES = ("data", "model_a", "model_b", "corrector", "seeds", "features", "labels", "curves", "router", "routed",
-               "allocate", "report")
+STAGE_NAMES = ("data", "model_a", "model_b", "corrector", "distill", "seeds", "features", "labels", "curves", "router",
+               "routed", "allocate", "report")
+
 
 _EPILOG = """\
 presets (--preset):

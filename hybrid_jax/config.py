@@ -664,6 +664,8 @@ PRESETS["cpu"] = dataclasses.replace(
         _QUICK.corrector.train, epochs=100, warmup_steps=40, ckpt_every=200, **_RECIPE), snapshots=4),
     seeds=SeedsConfig(num_seeds=160, batch_size=40),
     curves=CurvesConfig(num_seeds=80),
+    distill=dataclasses.replace(_QUICK.distill, train=dataclasses.replace(_QUICK.distill.train, epochs=20),
+                                eval_seeds=100),
 )
 
 # One line per preset, for `--help` (tests/test_cli.py checks that every preset has one).

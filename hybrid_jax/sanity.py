@@ -23,6 +23,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "seconds": (0.0, 1e4),  # a measured time (per image or per stage)
     "frechet": (0.0, 1e4),  # Frechet distance between feature sets
     "kid": (-1.0, 1e4),  # kernel inception distance: unbiased, so slightly below 0 for close sets
+    "mse": (0.0, 4.0),  # mean squared pixel difference of two images in [-1, 1]
+    "mse_gap": (-4.0, 4.0),  # a difference of two such MSEs
 }
 # (lower bound excluded, upper bound excluded); kinds not listed have a closed range.
 OPEN: dict[str, tuple[bool, bool]] = {
@@ -31,7 +33,7 @@ OPEN: dict[str, tuple[bool, bool]] = {
 }
 NAMES: dict[str, str] = {"auc": "AUC", "quality": "quality score", "seconds": "time in seconds",
                          "frechet": "Frechet distance",
-         "kid": "KID"}
+         "kid": "KID", "mse": "pixel MSE"}
 FLAG = "⚠"
 
 

@@ -26,12 +26,19 @@ STAGE_NAME = "distill"
 
 
 def _guard(run: Run) -> dict:
-    """What the students depend on: the distillation's config and the trained corrector (and so the data)."""
-    return {"distill": config_lib.to_dict(run.cfg.distill), "corrector": done_record(run, "corrector")["fingerprint"]}
+    """What a round's student depends on: the training recipe, the round and the trained corrector (and so the
+    data); not the judging, so a changed `eval_seeds` re-reads the students."""
+    return {"train": config_lib.to_dict(run.cfg.distill.train), "corrector": done_record(run, "corrector")["fingerprint"]}
 
 
 def _round_dir(run: Run, r: int):
     return run.path(STAGE_NAME, fingerprint(_guard(run)), f"round_{r}")
+
+
+def _params(run: Run) -> Checkpointer:
+    """Every round's student of this preset, saved together."""
+    return Checkpointer(run.path(STAGE_NAME, fingerprint(_guard(run)), f"students_{run.cfg.distill.halvings}"),
+                        _guard(run))
 
 
 def _net(run: Run):
@@ -107,7 +114,7 @@ def run_stage(run: Run) -> dict:
     seeds = np.arange(cfg.distill.eval_seeds)
     judged = []
     if rounds:
-        Checkpointer(run.path(STAGE_NAME, "params"), _guard(run)).save(len(rounds), students)
+        _params(run).save(len(rounds), students)
         images = _corrected(run, train.restore_model_b(run), students, seeds)
         judged = judge(images, rounds, np.random.default_rng(cfg.router.seed),
                        stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap))
@@ -122,8 +129,7 @@ def restore_option_params(run: Run) -> dict:
     """The params the distilled options (`generators.ar_corrector.DISTILLED`) sample with."""
     grids = distill.grids(run.cfg.corrector.start_step, run.cfg.distill.halvings)
     shape = jax.eval_shape(train.model_specs(run.cfg)["corrector"][2], jax.random.key(0))
-    students, _ = Checkpointer(run.path(STAGE_NAME, "params"), _guard(run)).restore(
-        {str(len(g)): shape for g in grids[1:]})
+    students, _ = _params(run).restore({str(len(g)): shape for g in grids[1:]})
     if students is None:
         raise FileNotFoundError(f"no distilled corrector in {run.workdir}; run the distill stage first")
     return {"ar": train.restore_params(run, "model_b"), "students": students}
