@@ -27,20 +27,24 @@ def student_params(params: dict, steps: int) -> dict:
 
 
 def few_step_options(cfg: Preset) -> tuple[Generator, ...]:
-    """Per distillation round (most steps first): B with the round's student, and B with naive DDIM of the trained
-    corrector on the same steps (what the student must beat at equal passes)."""
+    """With distillation on: B with naive DDIM of the trained corrector on its whole grid (the students' teacher),
+    then per round (most steps first) B with the round's student and B with naive DDIM on the same steps (what the
+    student must beat at equal passes)."""
+    grids = distill.grids(cfg.corrector.start_step, cfg.distill.halvings)
     out = []
-    for grid in distill.grids(cfg.corrector.start_step, cfg.distill.halvings)[1:]:
+    for i, grid in enumerate(grids if cfg.distill.halvings else ()):
         k, passes = len(grid), {"b_ar_step": cfg.geometry.num_patches, "corrector_unet": len(grid)}
         make = lambda **kw: model_b.make_sampler(cfg.model_b, cfg.corrector, geometry=cfg.geometry,
                                                  num_classes=cfg.data.num_classes, grid=grid, ddim=True, **kw)
-        s, naive = make(v_prediction=True), make()
-        out += [Generator(f"B/corrector distilled {k}", DISTILLED,
-                          lambda p, keys, labels=None, s=s, k=k: s.sample_keys(student_params(p, k), keys, labels),
-                          passes, probe="B", finish=lambda p, prefix, s=s, k=k: s.finish(student_params(p, k), prefix),
-                          stream=STREAM),
-                Generator(f"B/corrector DDIM {k}", NAME, naive.sample_keys, passes, probe="B", finish=naive.finish,
-                          stream=STREAM)]
+        if i:
+            s = make(v_prediction=True)
+            out.append(Generator(f"B/corrector distilled {k}", DISTILLED,
+                                 lambda p, keys, labels=None, s=s, k=k: s.sample_keys(student_params(p, k), keys, labels),
+                                 passes, probe="B", finish=lambda p, prefix, s=s, k=k: s.finish(student_params(p, k), prefix),
+                                 stream=STREAM))
+        naive = make()
+        out.append(Generator(f"B/corrector DDIM {k}", NAME, naive.sample_keys, passes, probe="B", finish=naive.finish,
+                             stream=STREAM))
     return tuple(out)
 
 

@@ -216,8 +216,9 @@ def load_policy(run: Run) -> policy.Policy:
 # options' seconds from the routed stage, per-class rows with several classes; 4: the labeling page's manifest,
 # people's verdicts per (seed, option) where given; 5: options generated at the batch they are timed at, the
 # networks' FLOPs per pass from the routed stage; 6: each option timed by its own generation batches, the "after
-# probe" options continuing A's one probe (whose features the cascade reads)
+# probe" options continuing A's one probe (whose features the cascade reads); 7: B's few-step options (the distilled
+# correctors, naive DDIM at their steps and on the whole grid)
 STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size,
                                                           *(getattr(cfg, f.section) for f in generators.FAMILIES)),
-              after=("seeds", "labels", "router", "routed", "distill"), version=6,
+              after=("seeds", "labels", "router", "routed", "distill"), version=7,
               inputs=lambda run: (file_hash(run.path(labeling.OPTIONS_FILE)),))
