@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 
 from hybrid_jax import generators, model_b, routing
+from hybrid_jax.generators import ar_corrector
 from hybrid_jax.config import ConfigError, override
 
 
 @pytest.fixture(scope="module")
 def trained(model_a_params, model_b_params, perturb):
-    return {"model_a": perturb(model_a_params, 1), "model_b": perturb(model_b_params, 2)}
+    """Each option's params: A's, B's, and the distilled students' (B's corrector perturbed apart per round)."""
+    b = perturb(model_b_params, 2)
+    students = {"2": perturb(b["corrector"], 3), "1": perturb(b["corrector"], 4)}
+    return {"model_a": perturb(model_a_params, 1), "model_b": b,
+            ar_corrector.DISTILLED: {"ar": b["ar"], "students": students}}
 
 
 def test_the_binary_pair_is_todays_samplers(preset, trained, model_a_sampler, model_b_sampler):
@@ -31,7 +36,7 @@ def test_every_option_gives_a_seed_the_same_image_alone_or_in_a_batch(preset, tr
     seeds = np.arange(4)
     images = {}
     for g in generators.options(preset):
-        keys = generators.seed_stream(seeds, 0, g.model)
+        keys = generators.stream_keys(seeds, 0, g.stream)
         batch = np.asarray(g.sample_keys(trained[g.model], keys))
         alone = np.asarray(g.sample_keys(trained[g.model], keys[np.array([2, 2, 2, 2])]))[0]  # same batch shape
         np.testing.assert_array_equal(alone, batch[2], err_msg=g.name)
@@ -49,7 +54,9 @@ def test_every_option_gives_a_seed_the_same_image_alone_or_in_a_batch(preset, tr
 
 def test_passes_and_flops_follow_from_the_pass_counts(preset):
     opts = {g.name: g for g in generators.options(preset)}
-    assert [g.passes for g in opts.values()] == [4 * 4, 4 * 2, 16 + 3, 16 + 0]
+    assert [g.passes for g in opts.values()] == [4 * 4, 4 * 2, 16 + 3, 16 + 0, 16 + 3, 16 + 2, 16 + 2, 16 + 1, 16 + 1]
+    assert list(opts)[4:] == ["B/corrector DDIM 3", "B/corrector distilled 2", "B/corrector DDIM 2",
+                              "B/corrector distilled 1", "B/corrector DDIM 1"]  # the teacher, then each round
     f = {"a_unet": 10.0, "b_ar_step": 1.0, "corrector_unet": 3.0}
     assert opts["A/2 steps"].flops(f) == 80.0 and opts["B/corrector 3"].flops(f) == 16.0 + 9.0
 
@@ -70,15 +77,17 @@ def test_seed_streams_are_routings_seed_keys():
 
 def test_mixed_budget_generation_gives_each_seed_its_options_image_with_one_shape_per_option(preset, trained):
     opts = generators.options(preset) + generators.probed_options(preset)[-1:]
-    seeds = np.arange(11)
+    seeds = np.arange(len(opts) + 3)
     gen = lambda s, c: generators.generate(opts, trained, s, c, base_seed=0, batch_size=4)
-    mixed = np.array([0, 1, 2, 3, 4, 1, 2, 3, 1, 0, 4])
+    mixed = np.random.default_rng(1).permutation(np.arange(len(seeds)) % len(opts))  # every option, one seed or two
     images = gen(seeds, mixed)
     sizes = [g.sample_keys.cache_size() for g in opts]
     assert sizes == [1] * len(opts)  # one executable per option, however many seeds and groups
     for k in range(len(opts)):  # each seed's image is its option's own image for it
         own = gen(seeds, np.full(len(seeds), k))
-        np.testing.assert_array_equal(images[mixed == k], own[mixed == k], err_msg=opts[k].name)
+        # the same executable with the seed in another row beside other seeds: equal up to XLA CPU's rounding, which
+        # the DDPM steps carry on (6e-5 seen; as at batch 1 above); another seed's image would differ by O(1)
+        np.testing.assert_allclose(images[mixed == k], own[mixed == k], atol=1e-3, err_msg=opts[k].name)
     np.testing.assert_array_equal(gen(seeds[3:4], mixed[3:4])[0], images[3])  # alone
     rng = np.random.default_rng(0)
     for _ in range(3):  # other compositions and sizes compile nothing new

@@ -4,7 +4,7 @@ corrector's progressive distillation (stage `distill`), its student and naive DD
 
 from __future__ import annotations
 
-from hybrid_jax import distill, model_b
+from hybrid_jax import distill, model_b, xla
 from hybrid_jax.config import Preset
 from hybrid_jax.generators.base import Family, Generator, Network
 
@@ -38,10 +38,11 @@ def few_step_options(cfg: Preset) -> tuple[Generator, ...]:
                                                  num_classes=cfg.data.num_classes, grid=grid, ddim=True, **kw)
         if i:
             s = make(v_prediction=True)
-            out.append(Generator(f"B/corrector distilled {k}", DISTILLED,
-                                 lambda p, keys, labels=None, s=s, k=k: s.sample_keys(student_params(p, k), keys, labels),
-                                 passes, probe="B", finish=lambda p, prefix, s=s, k=k: s.finish(student_params(p, k), prefix),
-                                 stream=STREAM))
+            out.append(Generator(
+                f"B/corrector distilled {k}", DISTILLED,
+                xla.jit(lambda p, keys, labels=None, s=s, k=k: s.sample_keys(student_params(p, k), keys, labels)),
+                passes, probe="B", finish=xla.jit(lambda p, prefix, s=s, k=k: s.finish(student_params(p, k), prefix)),
+                stream=STREAM))
         naive = make()
         out.append(Generator(f"B/corrector DDIM {k}", NAME, naive.sample_keys, passes, probe="B", finish=naive.finish,
                              stream=STREAM))
