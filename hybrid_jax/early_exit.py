@@ -123,7 +123,8 @@ def evaluate(entropy: np.ndarray, y: np.ndarray, folds: np.ndarray, p_cheap: np.
     always_a = float(units["A"]["flops"])
     out = {"n": len(y), "exit_share": float(exited.mean()), "share_to_a": share,
            "exited_accuracy": float(np.mean(to_a[exited] == (y[exited] == 0))) if exited.any() else float("nan"),
-           "entropy_auc": float(roc_auc_score(y, entropy)) if len(np.unique(y)) == 2 else float("nan"),
+           "entropy_auc": float(stats.auc(y, entropy)),
+           "entropy_auc_ci": stats.bootstrap_ci((y, entropy), stats.auc, rng, boot),
            "rules": rules, "min_accuracy": min_accuracy, "points": {}}
     mean = lambda x, axis=-1: np.mean(x, axis=axis)
     point = lambda q, share_to_a, flops: {"share_to_a": float(share_to_a), "quality": float(q.mean()),

@@ -70,6 +70,17 @@ def rater_agreement(human: np.ndarray, automated: np.ndarray, mask: np.ndarray, 
             "chance_accuracy": ph * pa + (1 - ph) * (1 - pa), "cohen_kappa": kappa}
 
 
+def auc(y: np.ndarray, score: np.ndarray, axis: int = -1) -> np.ndarray:
+    """ROC AUC of `score` for y == 1 along `axis` (Mann-Whitney, ties counted half, as sklearn's), vectorised so
+    that `bootstrap_ci` resamples it; NaN where a resample holds one class only."""
+    y, score = np.broadcast_arrays(np.asarray(y, float), np.asarray(score, float))
+    ranks = scipy.stats.rankdata(score, axis=axis)
+    pos = y.sum(axis=axis)
+    neg = y.shape[axis] - pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((ranks * y).sum(axis=axis) - pos * (pos + 1) / 2) / (pos * neg)
+
+
 def gaussian(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     feats = np.asarray(feats, float).reshape(len(feats), -1)
     return feats.mean(0), np.atleast_2d(np.cov(feats, rowvar=False))

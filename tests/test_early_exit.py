@@ -118,3 +118,16 @@ def test_early_exit_config_is_checked_naming_the_field():
                               ("early_exit.min_accuracy", "0.3", "early_exit.min_accuracy must be in")):
         with pytest.raises(config_lib.ConfigError, match=words):
             config_lib.override(test, key, value)
+
+
+def test_the_vectorised_auc_equals_sklearns_and_resamples_into_an_interval():
+    """`stats.auc` (the entropy's AUC and its bootstrap interval) against sklearn, ties included, row by row."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, (5, 40))
+    s = np.round(rng.normal(size=(5, 40)) + y, 1)  # rounded: ties
+    np.testing.assert_allclose(stats.auc(y, s), [roc_auc_score(a, b) for a, b in zip(y, s)], rtol=1e-12)
+    assert np.isnan(stats.auc(np.ones(10), np.arange(10)))  # one class: undefined
+    lo, hi = stats.bootstrap_ci((y[0], s[0]), stats.auc, rng, stats.BootstrapConfig(n_resamples=200))
+    assert lo <= stats.auc(y[0], s[0]) <= hi

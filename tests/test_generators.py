@@ -14,6 +14,13 @@ from hybrid_jax.config import ConfigError, override
 
 
 @pytest.fixture(scope="module")
+def cfg(preset):
+    """The test preset with two distillation rounds, so that every kind of option is here (the teacher, the students
+    and naive DDIM at their steps)."""
+    return override(preset, "distill.halvings", "2")
+
+
+@pytest.fixture(scope="module")
 def trained(model_a_params, model_b_params, perturb):
     """Each option's params: A's, B's, and the distilled students' (B's corrector perturbed apart per round)."""
     b = perturb(model_b_params, 2)
@@ -32,10 +39,10 @@ def test_the_binary_pair_is_todays_samplers(preset, trained, model_a_sampler, mo
     assert (a.passes, b.passes) == (model_a_sampler.passes, model_b_sampler.passes)
 
 
-def test_every_option_gives_a_seed_the_same_image_alone_or_in_a_batch(preset, trained):
+def test_every_option_gives_a_seed_the_same_image_alone_or_in_a_batch(cfg, trained):
     seeds = np.arange(4)
     images = {}
-    for g in generators.options(preset):
+    for g in generators.options(cfg):
         keys = generators.stream_keys(seeds, 0, g.stream)
         batch = np.asarray(g.sample_keys(trained[g.model], keys))
         alone = np.asarray(g.sample_keys(trained[g.model], keys[np.array([2, 2, 2, 2])]))[0]  # same batch shape
@@ -52,8 +59,8 @@ def test_every_option_gives_a_seed_the_same_image_alone_or_in_a_batch(preset, tr
             assert not np.array_equal(images[m], images[n]), (m, n)
 
 
-def test_passes_and_flops_follow_from_the_pass_counts(preset):
-    opts = {g.name: g for g in generators.options(preset)}
+def test_passes_and_flops_follow_from_the_pass_counts(cfg):
+    opts = {g.name: g for g in generators.options(cfg)}
     assert [g.passes for g in opts.values()] == [4 * 4, 4 * 2, 16 + 3, 16 + 0, 16 + 3, 16 + 2, 16 + 2, 16 + 1, 16 + 1]
     assert list(opts)[4:] == ["B/corrector DDIM 3", "B/corrector distilled 2", "B/corrector DDIM 2",
                               "B/corrector distilled 1", "B/corrector DDIM 1"]  # the teacher, then each round
@@ -75,8 +82,8 @@ def test_seed_streams_are_routings_seed_keys():
     np.testing.assert_array_equal(data(kb), data(generators.seed_stream([3, 8], 5, "model_b")))
 
 
-def test_mixed_budget_generation_gives_each_seed_its_options_image_with_one_shape_per_option(preset, trained):
-    opts = generators.options(preset) + generators.probed_options(preset)[-1:]
+def test_mixed_budget_generation_gives_each_seed_its_options_image_with_one_shape_per_option(cfg, trained):
+    opts = generators.options(cfg) + generators.probed_options(cfg)[-1:]
     seeds = np.arange(len(opts) + 3)
     gen = lambda s, c: generators.generate(opts, trained, s, c, base_seed=0, batch_size=4)
     mixed = np.random.default_rng(1).permutation(np.arange(len(seeds)) % len(opts))  # every option, one seed or two
@@ -96,16 +103,16 @@ def test_mixed_budget_generation_gives_each_seed_its_options_image_with_one_shap
     assert [g.sample_keys.cache_size() for g in opts] == sizes
 
 
-def test_options_continue_the_probes_already_run_and_give_the_same_images(preset, trained):
+def test_options_continue_the_probes_already_run_and_give_the_same_images(cfg, trained):
     """probe -> allocate -> sample: with B's prefix and A's probe passed in, the options that continue them finish
     from their states (never starting over) and give the same images as from scratch."""
-    every = generators.options(preset)
-    opts = (every[0], every[-1], generators.probed_options(preset)[-1])  # A from scratch, B, A after its probe
+    every = generators.options(cfg)
+    opts = (every[0], every[-1], generators.probed_options(cfg)[-1])  # A from scratch, B, A after its probe
     seeds = np.arange(7)
     choice = np.arange(len(seeds)) % len(opts)
-    ar = model_b.make_sampler(preset.model_b, preset.corrector, geometry=preset.geometry)
-    prefix = ar.ar_prefix(trained["model_b"], generators.seed_stream(seeds, 0, "model_b"), preset.router.prefix_steps)
-    probe_a, feats_a = generators.a_probe(preset)(trained["model_a"], generators.seed_stream(seeds, 0, "model_a"))
+    ar = model_b.make_sampler(cfg.model_b, cfg.corrector, geometry=cfg.geometry)
+    prefix = ar.ar_prefix(trained["model_b"], generators.seed_stream(seeds, 0, "model_b"), cfg.router.prefix_steps)
+    probe_a, feats_a = generators.a_probe(cfg)(trained["model_a"], generators.seed_stream(seeds, 0, "model_a"))
     assert feats_a.shape[0] == len(seeds) and np.isfinite(np.asarray(feats_a)).all()
     gen = lambda opts, **kw: generators.generate(opts, trained, seeds, choice, base_seed=0, batch_size=2, **kw)
     scratch = gen(opts)

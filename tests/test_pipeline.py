@@ -83,7 +83,7 @@ def test_the_early_exit_is_judged_out_of_sample_beside_its_baselines(finished):
 def test_report_has_every_section(finished):
     text = (finished / "report" / "report.md").read_text()
     for section in ("### Learning curves", "## Training", "## Samples", "## Labels", "## Router", "## Cost",
-                    "## Cost and quality", "### Early exit", "### Distilled corrector", "## Config"):
+                    "## Cost and quality", "### Early exit", "## Config"):
         assert section in text
     assert text.index("## Premise") < text.index("## Cost and quality")  # the premise first
     for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
@@ -111,33 +111,38 @@ def test_premise_json_has_every_option_both_spaces_and_the_verdict_of_its_rule(f
 
 
 def test_the_distilled_corrector_is_trained_per_round_judged_and_offered_as_options(finished, tmp_path):
-    """Every round trained (its loss recorded), judged per seed against naive DDIM at its steps, and both offered to
-    the allocation; a rerun with round 1 finished and round 2 gone reads round 1 back and retrains round 2 alone,
-    to the same students."""
+    """Two rounds switched on in a copy of the finished run re-run distill, allocate and report alone: every round
+    trained (its loss recorded), judged per seed against naive DDIM at its steps, offered to the allocation beside
+    its teacher and reported; a rerun with round 1 finished and round 2 gone reads round 1 back and retrains round 2
+    alone, to the same students."""
     import shutil
 
     from hybrid_jax.stages import distill as distill_stage
 
-    cfg = config_lib.get_preset("test")
-    d = io.read_json(finished / "distill" / "results.json")
-    assert [r["student_steps"] for r in d["rounds"]] == [2, 1] and len(d["judged"]) == cfg.distill.halvings
+    workdir = tmp_path / "distilled"
+    shutil.copytree(finished, workdir)
+    log_before = (workdir / "run.log").read_text()
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", "distill.halvings=2"]) == 0
+    assert _stages_run(workdir, log_before) == ["distill", "allocate", "report"]
+    cfg = pipeline.load_run(workdir).cfg
+    d = io.read_json(workdir / "distill" / "results.json")
+    assert [r["student_steps"] for r in d["rounds"]] == [2, 1] and len(d["judged"]) == cfg.distill.halvings == 2
     for j in d["judged"]:
         assert j["n"] == cfg.distill.eval_seeds and j["student"]["ci"][0] <= j["student"]["mean"] <= j["student"]["ci"][1]
         assert j["student - naive"]["mean"] == pytest.approx(j["student"]["mean"] - j["naive DDIM"]["mean"])
-    names = io.read_json(finished / "allocate" / "results.json")["options"]
+    names = io.read_json(workdir / "allocate" / "results.json")["options"]
     assert {f"B/corrector {kind} {k}" for kind in ("distilled", "DDIM") for k in (2, 1)} | {"B/corrector DDIM 3"} <= set(
         names)
-    workdir = tmp_path / "resumed"
-    shutil.copytree(finished, workdir)
+    assert "### Distilled corrector" in (workdir / "report" / "report.md").read_text()
     run = pipeline.load_run(workdir)
+    students = jax.tree.leaves(distill_stage.restore_option_params(run)["students"])
     shutil.rmtree(distill_stage._round_dir(run, 2))
     shutil.rmtree(distill_stage._params(run).directory)
     (workdir / "distill" / "done.json").unlink()
     pipeline.run_stages(run, only=("distill",))
     again = io.read_json(workdir / "distill" / "results.json")
     assert again["rounds"][0]["resumed_from"] == d["rounds"][0]["steps"] and again["rounds"][1]["resumed_from"] is None
-    for a, b in zip(*(jax.tree.leaves(distill_stage.restore_option_params(pipeline.load_run(w))["students"])
-                      for w in (workdir, finished))):
+    for a, b in zip(jax.tree.leaves(distill_stage.restore_option_params(run)["students"]), students):
         np.testing.assert_array_equal(a, b)
 
 

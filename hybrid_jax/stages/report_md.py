@@ -251,7 +251,8 @@ def _early_exit_section(e: dict) -> list[str]:
                "time; " if e["exit_share"] > 0 else "no seed exits (in no fold did a tail reach that accuracy on the "
                "training folds), so the policy is the router; ")
             + f"the entropy's "
-            f"single-feature ROC AUC (cheap_ok) {e['entropy_auc']:.3f}. Mean quality against the router: "
+            f"single-feature ROC AUC (cheap_ok) {_ci(e['entropy_auc'], e.get('entropy_auc_ci'), 'auc')} (the raw "
+            "entropy, nothing fitted or oriented, on every seed). Mean quality against the router: "
             f"{verdict(versus['router (k = 12)'])}; against random routing at the same share to A: "
             f"{verdict(versus['random (same share)'])}. Cost per image counts the steps each seed ran (an exited seed: "
             "the short probe and A or B finished from it; the others: the router's whole probe).",
