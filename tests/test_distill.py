@@ -126,14 +126,15 @@ def test_a_tiny_student_learns_the_two_step_teacher_in_seconds():
 
 
 def test_one_round_on_the_test_preset_corrector_lowers_the_loss(preset, stand_in_images):
-    """One halving of the test preset's corrector (perturbed, untrained: the teacher) by the project's training loop, from the teacher's own weights, on 8 stand-in crops of 16 x 16
-    (the U-Net is size-agnostic; a quarter of the work), with the draws of t and noise held fixed so that 60 Adam
-    steps show it: the loss falls (the stage's own training loop runs in the pipeline tests). (That a student learns the real task is the Gaussian test above.) The student then runs
-    as B's corrector from the start naive DDIM uses."""
+    """One halving of the test preset's corrector (perturbed, untrained: the teacher) from the teacher's own weights,
+    on 8 stand-in crops of 16 x 16 (the U-Net is size-agnostic; a quarter of the work), with the draws of t and noise
+    held fixed so that 60 Adam steps show it: the loss falls. (The stage's own training loop runs in the pipeline
+    tests; that a student learns the real task, the Gaussian test above.) The student then runs as B's corrector
+    from the start naive DDIM uses."""
     from tests.conftest import perturb_params
     c = preset.corrector
     unet = model_b.make_corrector_unet(c)
-    images = jnp.asarray(stand_in_images[:16, :16, :16])
+    images = jnp.asarray(stand_in_images[:8, :16, :16])
     params = perturb_params(unet.init(jax.random.key(0), images[:1], jnp.zeros((1,), jnp.int32))["params"], 3)
     net = lambda p, x, t, labels: unet.apply({"params": p}, x, t, None, labels)
     grid = distill.grids(c.start_step, 1)

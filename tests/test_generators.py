@@ -39,10 +39,11 @@ def test_the_binary_pair_is_todays_samplers(preset, trained, model_a_sampler, mo
     assert (a.passes, b.passes) == (model_a_sampler.passes, model_b_sampler.passes)
 
 
-def test_every_option_gives_a_seed_the_same_image_alone_or_in_a_batch(cfg, trained):
+def test_every_option_gives_a_seed_the_same_image_alone_or_in_a_batch(preset, trained):
+    """The test preset's options (the few-step ones are in the mixed-batch test below)."""
     seeds = np.arange(4)
     images = {}
-    for g in generators.options(cfg):
+    for g in generators.options(preset):
         keys = generators.stream_keys(seeds, 0, g.stream)
         batch = np.asarray(g.sample_keys(trained[g.model], keys))
         alone = np.asarray(g.sample_keys(trained[g.model], keys[np.array([2, 2, 2, 2])]))[0]  # same batch shape
