@@ -77,6 +77,26 @@ def test_target_equals_a_numpy_two_step_ddim_on_gaussian_data_with_the_exact_eps
     np.testing.assert_allclose(np.asarray(one)[end < 0], two[end < 0], atol=1e-5)
 
 
+def test_a_v_teacher_gives_the_eps_teachers_loss():
+    """Rounds after the first distil a v-predicting teacher: the exact teacher read as v gives the same loss as read
+    as eps, for any student, batch and draw."""
+    ac = diffusion.linear_schedule(T).alphas_cumprod
+    eps = exact_eps(ac)
+
+    def exact_v(params, x, t, cond):  # v = alpha eps - sigma x0, x0 = (x - sigma eps) / alpha
+        a = jnp.sqrt(ac[t]).reshape(-1, *(1,) * (x.ndim - 1))
+        s = jnp.sqrt(1.0 - ac[t]).reshape(a.shape)
+        e = eps(params, x, t, cond)
+        return a * e - s * (x - s * e) / a
+
+    student = lambda w, x, t, cond: w * x
+    grid = distill.grids(30, 1)[0]
+    data = jnp.asarray(np.sqrt(S2) * np.random.default_rng(4).standard_normal((16, 4, 4, 3)), jnp.float32)
+    losses = [distill.make_loss(student, teacher, None, as_v, grid, T, clip_x0=False)(0.3, data, jax.random.key(0))
+              for teacher, as_v in ((eps, False), (exact_v, True))]
+    np.testing.assert_allclose(*losses, rtol=1e-4)
+
+
 def test_v_and_eps_parameterisations_agree():
     ac = diffusion.linear_schedule(T).alphas_cumprod
     rng = np.random.default_rng(1)

@@ -110,11 +110,11 @@ def test_premise_json_has_every_option_both_spaces_and_the_verdict_of_its_rule(f
     assert io.read_json(finished / "report" / "done.json")["summary"]["premise"] == p["verdict"]
 
 
-def test_the_distilled_corrector_is_trained_per_round_judged_and_offered_as_options(finished, tmp_path):
-    """Two rounds switched on in a copy of the finished run re-run distill, allocate and report alone: every round
-    trained (its loss recorded), judged per seed against naive DDIM at its steps, offered to the allocation beside
-    its teacher and reported; a rerun with round 1 finished and round 2 gone reads round 1 back and retrains round 2
-    alone, to the same students."""
+def test_the_distilled_corrector_is_trained_judged_and_offered_as_options(finished, tmp_path):
+    """A round switched on in a copy of the finished run re-runs distill, allocate and report alone: the round trained
+    (its loss recorded), judged per seed against naive DDIM at its steps, offered to the allocation beside its
+    teacher and reported; a rerun with the round finished reads it back (no step trained) to the same student.
+    (Rounds after the first, whose teacher predicts v: `test_distill.py`.)"""
     import shutil
 
     from hybrid_jax.stages import distill as distill_stage
@@ -122,26 +122,24 @@ def test_the_distilled_corrector_is_trained_per_round_judged_and_offered_as_opti
     workdir = tmp_path / "distilled"
     shutil.copytree(finished, workdir)
     log_before = (workdir / "run.log").read_text()
-    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", "distill.halvings=2"]) == 0
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", "distill.halvings=1"]) == 0
     assert _stages_run(workdir, log_before) == ["distill", "allocate", "report"]
     cfg = pipeline.load_run(workdir).cfg
     d = io.read_json(workdir / "distill" / "results.json")
-    assert [r["student_steps"] for r in d["rounds"]] == [2, 1] and len(d["judged"]) == cfg.distill.halvings == 2
+    assert [r["student_steps"] for r in d["rounds"]] == [2] and len(d["judged"]) == cfg.distill.halvings == 1
     for j in d["judged"]:
         assert j["n"] == cfg.distill.eval_seeds and j["student"]["ci"][0] <= j["student"]["mean"] <= j["student"]["ci"][1]
         assert j["student - naive"]["mean"] == pytest.approx(j["student"]["mean"] - j["naive DDIM"]["mean"])
     names = io.read_json(workdir / "allocate" / "results.json")["options"]
-    assert {f"B/corrector {kind} {k}" for kind in ("distilled", "DDIM") for k in (2, 1)} | {"B/corrector DDIM 3"} <= set(
-        names)
+    assert {"B/corrector distilled 2", "B/corrector DDIM 2", "B/corrector DDIM 3"} <= set(names)
     assert "### Distilled corrector" in (workdir / "report" / "report.md").read_text()
     run = pipeline.load_run(workdir)
     students = jax.tree.leaves(distill_stage.restore_option_params(run)["students"])
-    shutil.rmtree(distill_stage._round_dir(run, 2))
     shutil.rmtree(distill_stage._params(run).directory)
     (workdir / "distill" / "done.json").unlink()
     pipeline.run_stages(run, only=("distill",))
     again = io.read_json(workdir / "distill" / "results.json")
-    assert again["rounds"][0]["resumed_from"] == d["rounds"][0]["steps"] and again["rounds"][1]["resumed_from"] is None
+    assert again["rounds"][0]["resumed_from"] == d["rounds"][0]["steps"]
     for a, b in zip(jax.tree.leaves(distill_stage.restore_option_params(run)["students"]), students):
         np.testing.assert_array_equal(a, b)
 
