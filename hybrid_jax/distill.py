@@ -119,7 +119,8 @@ def make_loss(student: NetFn, teacher: NetFn, teacher_params, teacher_predicts_v
     """loss(student params, batch, key): one round's distillation loss on real images (batch: images or (images,
     class labels)) noised to a uniformly drawn student step; the teacher's params are fixed (no gradient).
     `teacher_predicts_v`: the first round's teacher is the trained eps-network, later rounds' the students."""
-    ac = diffusion.linear_schedule(num_timesteps).alphas_cumprod
+    sched = diffusion.linear_schedule(num_timesteps)
+    ac = sched.alphas_cumprod
     t_all, mid_all, end_all = (jnp.asarray(v) for v in student_steps(teacher_grid))
     read = x0_from_v if teacher_predicts_v else x0_from_eps
 
@@ -128,8 +129,7 @@ def make_loss(student: NetFn, teacher: NetFn, teacher_params, teacher_predicts_v
         k_j, k_noise = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
         j = jax.random.randint(k_j, (images.shape[0],), 0, t_all.shape[0])
         t, t_mid, t_end = t_all[j], mid_all[j], end_all[j]
-        x_t = diffusion.q_sample(diffusion.linear_schedule(num_timesteps), images, t,
-                                 jax.random.normal(k_noise, images.shape))
+        x_t = diffusion.q_sample(sched, images, t, jax.random.normal(k_noise, images.shape))
         teacher_x0 = lambda x, tt: read(ac, x, tt, teacher(teacher_params, x, tt, labels).astype(jnp.float32))
         target = jax.lax.stop_gradient(two_step_target(ac, x_t, t, t_mid, t_end, teacher_x0, clip_x0))
         x0 = x0_from_v(ac, x_t, t, student(params, x_t, t, labels).astype(jnp.float32))

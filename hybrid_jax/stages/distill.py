@@ -16,8 +16,7 @@ from hybrid_jax import config as config_lib
 from hybrid_jax import distill, generators, io, model_b, stats, tensorboard
 from hybrid_jax import train as train_lib
 from hybrid_jax.checkpoint import Checkpointer
-from hybrid_jax.data import fixed_batches
-from hybrid_jax.generators.ar_corrector import DISTILLED
+from hybrid_jax.generators import ar_corrector
 from hybrid_jax.rundir import Run, Stage, done_record, fingerprint
 from hybrid_jax.stages import data as data_stage
 from hybrid_jax.stages import train
@@ -69,37 +68,26 @@ def _train_rounds(run: Run) -> tuple[dict, list[dict]]:
 
 
 def _corrected(run: Run, params_b: dict, students: dict, seeds: np.ndarray) -> dict[str, np.ndarray]:
-    """Every seed's image by the trained corrector's DDIM on its whole grid ("teacher"), and per round by naive
-    DDIM and by the student on the round's grid, all from the seed's own AR image and start noise."""
+    """Every seed's image by each few-step option of B (`generators.ar_corrector.few_step_options`: the teacher, and
+    per round the student and naive DDIM), all from the seed's own AR image and start noise."""
     cfg = run.cfg
-    grids = distill.grids(cfg.corrector.start_step, cfg.distill.halvings)
-    make = lambda grid, **kw: model_b.make_sampler(cfg.model_b, cfg.corrector, geometry=cfg.geometry,
-                                                   num_classes=cfg.data.num_classes, grid=grid, ddim=True, **kw).correct
-    ar = model_b.make_sampler(cfg.model_b, cfg.corrector, 0, geometry=cfg.geometry, num_classes=cfg.data.num_classes)
-    runs = {"teacher": (make(grids[0]), params_b["corrector"])}
-    for grid in grids[1:]:
-        runs[f"naive {len(grid)}"] = (make(grid), params_b["corrector"])
-        runs[f"student {len(grid)}"] = (make(grid, v_prediction=True), students[str(len(grid))])
-    out = {name: np.zeros((len(seeds), *cfg.geometry.image_shape), np.float32) for name in runs}
-    for _, part, padded in fixed_batches(np.arange(len(seeds)), cfg.seeds.batch_size):
-        keys = generators.seed_stream(seeds[padded], cfg.seeds.base_seed, "model_b")
-        labels = generators.seed_labels(seeds[padded], cfg.data.num_classes)
-        ar_images = ar.sample_keys(params_b, keys, labels)
-        for name, (correct, p) in runs.items():
-            out[name][part] = np.asarray(correct(p, ar_images, keys, labels))[: len(part)]
-    return out
+    params = {ar_corrector.NAME: params_b, ar_corrector.DISTILLED: {"ar": params_b["ar"], "students": students}}
+    return {g.name: generators.generate((g,), params, seeds, np.zeros(len(seeds), int), base_seed=cfg.seeds.base_seed,
+                                        batch_size=cfg.seeds.batch_size, num_classes=cfg.data.num_classes)
+            for g in ar_corrector.few_step_options(cfg)}
 
 
 def judge(images: dict[str, np.ndarray], rounds: list[dict], rng: np.random.Generator,
           boot: stats.BootstrapConfig) -> list[dict]:
     """Per round: the mean over seeds of each image's MSE to the teacher's, for the student and for naive DDIM at
     its steps, and the student minus naive, each with its 95 % bootstrap interval over the seeds."""
-    mse = lambda x: np.mean(np.square(x - images["teacher"]), axis=(1, 2, 3))
+    teacher = images[f"B/corrector DDIM {rounds[0]['teacher_steps']}"]
+    mse = lambda x: np.mean(np.square(x - teacher), axis=(1, 2, 3))
     mean = lambda x, axis=-1: np.mean(x, axis=axis)
     out = []
     for r in rounds:
         k = r["student_steps"]
-        student, naive = mse(images[f"student {k}"]), mse(images[f"naive {k}"])
+        student, naive = mse(images[f"B/corrector distilled {k}"]), mse(images[f"B/corrector DDIM {k}"])
         figures = {name: {"mean": float(v.mean()), "ci": stats.bootstrap_ci((v,), mean, rng, boot)}
                    for name, v in (("student", student), ("naive DDIM", naive), ("student - naive", student - naive))}
         hi = figures["student - naive"]["ci"][1]
@@ -126,7 +114,7 @@ def run_stage(run: Run) -> dict:
 
 
 def restore_option_params(run: Run) -> dict:
-    """The params the distilled options (`generators.ar_corrector.DISTILLED`) sample with."""
+    """The params the distilled options (`ar_corrector.DISTILLED`) sample with."""
     grids = distill.grids(run.cfg.corrector.start_step, run.cfg.distill.halvings)
     shape = jax.eval_shape(train.model_specs(run.cfg)["corrector"][2], jax.random.key(0))
     students, _ = _params(run).restore({str(len(g)): shape for g in grids[1:]})
@@ -137,7 +125,7 @@ def restore_option_params(run: Run) -> dict:
 
 def trained_params(run: Run) -> dict:
     """{DISTILLED: its params} when the preset distills, else {}: the allocation's params beside the families'."""
-    return {DISTILLED: restore_option_params(run)} if run.cfg.distill.halvings else {}
+    return {ar_corrector.DISTILLED: restore_option_params(run)} if run.cfg.distill.halvings else {}
 
 
 def load(run: Run) -> dict:
