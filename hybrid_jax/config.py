@@ -414,12 +414,19 @@ class BlockwiseOptions:
     budgets: tuple[int, ...] = (200, 100, 50, 25, 10)
     probe_budget: int = 10
     probe_steps: int = 2
+    # progressive distillation (stage `distill`): DDIM on `distill_steps` steps per block of the trained chain
+    # (respaced) is the teacher, halved `halvings` times (paper 128 -> 8 in 4 rounds; 0: none)
+    distill_steps: int = 128
+    halvings: int = 4
 
     def __post_init__(self):
         _check(len(self.budgets) > 0 and all(b > 0 for b in self.budgets),
                f"blockwise.budgets must be positive step counts, got {self.budgets}")
         _check(0 < self.probe_steps < self.probe_budget,
                f"blockwise.probe_steps must be in [1, probe_budget), got {self.probe_steps} of {self.probe_budget}")
+        _check(self.halvings >= 0, f"blockwise.halvings must be >= 0, got {self.halvings}")
+        _check(self.halvings == 0 or 2 ** (self.halvings - 1) < self.distill_steps,
+               f"blockwise.halvings={self.halvings} halves blockwise.distill_steps={self.distill_steps} below one step")
 
 
 @dataclass(frozen=True)
@@ -428,9 +435,11 @@ class ARCorrectorOptions:
     image to step d, d steps back; its trained `corrector.start_step` is always one)."""
 
     depths: tuple[int, ...] = (0, 10, 30, 60)
+    halvings: int = 3  # progressive distillation of the trained corrector's steps (stage `distill`; 30 -> 4; 0: none)
 
     def __post_init__(self):
         _check(all(d >= 0 for d in self.depths), f"ar_corrector.depths must be >= 0, got {self.depths}")
+        _check(self.halvings >= 0, f"ar_corrector.halvings must be >= 0, got {self.halvings}")
 
 
 @dataclass(frozen=True)
@@ -494,17 +503,16 @@ class CurvesConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Progressive distillation of the corrector (stage `distill`, `hybrid_jax.distill`): `halvings` rounds, each
-    a student of half its teacher's steps (30 -> 15 -> 8 -> 4), trained with `train` from its teacher's weights on
-    the training images; each round's student is an option of B's family beside naive DDIM at its steps. Judged
-    on the first `eval_seeds` seeds: each image's MSE to the teacher's DDIM image from the same start."""
+    """Progressive distillation (stage `distill`, `hybrid_jax.distill`) of every family's distilled sampler (each
+    family's section says how many rounds: `ar_corrector.halvings`, `blockwise.halvings`): per round a student of
+    half its teacher's steps, trained with `train` from its teacher's weights on the training images, and offered
+    as an option of its family beside naive DDIM at its steps. Judged on the first `eval_seeds` seeds: each image's
+    MSE to the teacher's DDIM image from the same start."""
 
-    halvings: int = 3
     train: TrainConfig = TrainConfig(epochs=10, lr=5e-5)  # the reference's learning rate (cifar_distill.py)
     eval_seeds: int = 200
 
     def __post_init__(self):
-        _check(self.halvings >= 0, f"distill.halvings must be >= 0, got {self.halvings}")
         _check(self.eval_seeds > 1, f"distill.eval_seeds must be > 1, got {self.eval_seeds}")
 
 
@@ -550,9 +558,12 @@ class Preset:
         _check(self.early_exit.k_early < self.router.prefix_steps,
                f"early_exit.k_early={self.early_exit.k_early} must be below router.prefix_steps="
                f"{self.router.prefix_steps}: the early exit decides before the router")
-        _check(self.distill.halvings == 0 or 2 ** (self.distill.halvings - 1) < self.corrector.start_step,
-               f"distill.halvings={self.distill.halvings} halves corrector.start_step={self.corrector.start_step} "
-               "steps below one step")
+        _check(self.ar_corrector.halvings == 0 or 2 ** (self.ar_corrector.halvings - 1) < self.corrector.start_step,
+               f"ar_corrector.halvings={self.ar_corrector.halvings} halves corrector.start_step="
+               f"{self.corrector.start_step} steps below one step")
+        _check(self.blockwise.halvings == 0 or self.blockwise.distill_steps <= self.model_a.timesteps,
+               f"blockwise.distill_steps={self.blockwise.distill_steps} exceeds model_a's trained chain "
+               f"({self.model_a.timesteps} timesteps)")
         _check(max(self.ar_corrector.depths, default=0) <= self.corrector.num_timesteps,
                f"ar_corrector.depths {self.ar_corrector.depths} exceed corrector.num_timesteps="
                f"{self.corrector.num_timesteps}")
@@ -590,7 +601,7 @@ PRESETS: dict[str, Preset] = {
                               negatives_per_cell=40),
         router=RouterConfig(n_estimators=200, n_splits=10, cv_folds=5),
         cost=CostConfig(num_images=24, batch_size=8, repeats=2),
-        blockwise=BlockwiseOptions(budgets=(20, 10, 5), probe_budget=5, probe_steps=1),
+        blockwise=BlockwiseOptions(budgets=(20, 10, 5), probe_budget=5, probe_steps=1, distill_steps=16, halvings=3),
         ar_corrector=ARCorrectorOptions(depths=(0, 10, 30, 60)),
         curves=CurvesConfig(num_seeds=50),
         distill=DistillConfig(train=TrainConfig(epochs=6, batch_size=32, lr=1e-4, ckpt_every=50, log_every=20),
@@ -615,14 +626,14 @@ PRESETS: dict[str, Preset] = {
         router=RouterConfig(n_estimators=10, max_depth=2, n_splits=3, cv_folds=3,
                             sweep=(0.4, 0.55, 0.7), n_jobs=1),  # ~300 tiny fits: 2 s, less than starting workers
         cost=CostConfig(num_images=8, batch_size=4, repeats=1, bootstrap=200),
-        blockwise=BlockwiseOptions(budgets=(4, 2), probe_budget=4, probe_steps=1),
-        ar_corrector=ARCorrectorOptions(depths=(0, 3)),
+        # distillation off: the pipeline tests not about it skip it; tests/test_pipeline.py's distillation test
+        # switches one round of each family on in a copy (--set ar_corrector.halvings=1 blockwise.halvings=1)
+        blockwise=BlockwiseOptions(budgets=(4, 2), probe_budget=4, probe_steps=1, distill_steps=4, halvings=0),
+        ar_corrector=ARCorrectorOptions(depths=(0, 3), halvings=0),
         curves=CurvesConfig(num_seeds=8, resamples=50),
         judge=JudgeConfig(widths=(4, 8), norm_groups=2, embed_dim=8,
                           train=TrainConfig(epochs=1, batch_size=16, ckpt_every=100, log_every=5, seed=1)),
-        # off: the pipeline tests that are not about distillation skip it; tests/test_pipeline.py's distillation
-        # test runs two rounds on a copy (--set distill.halvings=2)
-        distill=DistillConfig(halvings=0, train=TrainConfig(epochs=1, batch_size=16, lr=1e-4, ckpt_every=100,
+        distill=DistillConfig(train=TrainConfig(epochs=1, batch_size=16, lr=1e-4, ckpt_every=100,
                                                             log_every=2), eval_seeds=8),
     ),
 }
@@ -644,10 +655,10 @@ PRESETS["paper-shapes"] = dataclasses.replace(
                                 trees=50),
     router=dataclasses.replace(_PAPER.router, n_splits=2, cv_folds=2, ablation_folds=2),
     cost=CostConfig(num_images=1, batch_size=1, repeats=1, bootstrap=200),  # every timed image of A is ~50 s
-    blockwise=BlockwiseOptions(budgets=(200, 10)),
-    ar_corrector=ARCorrectorOptions(depths=(0, 30)),
+    blockwise=BlockwiseOptions(budgets=(200, 10), halvings=1),
+    ar_corrector=ARCorrectorOptions(depths=(0, 30), halvings=1),
     curves=CurvesConfig(num_seeds=8, resamples=50),
-    distill=DistillConfig(halvings=1, train=dataclasses.replace(_PAPER.distill.train, **_ONE_EPOCH), eval_seeds=8),
+    distill=DistillConfig(train=dataclasses.replace(_PAPER.distill.train, **_ONE_EPOCH), eval_seeds=8),
 )
 
 # The premise at CPU scale (README "Which preset answers the question"): the quick models with the training recipe

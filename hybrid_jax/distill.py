@@ -34,10 +34,10 @@ def halve(grid) -> np.ndarray:
     return grid[::2]
 
 
-def grids(depth: int, halvings: int) -> tuple[np.ndarray, ...]:
-    """The trained chain's grid depth - 1, ..., 0 (the corrector's `depth` consecutive steps), then each round's
-    student grid: `halvings + 1` grids, each about half the last (30 -> 15 -> 8 -> 4)."""
-    out = [np.arange(depth - 1, -1, -1, dtype=np.int32)]
+def grids(teacher_grid, halvings: int) -> tuple[np.ndarray, ...]:
+    """The teacher's grid (descending timesteps; the corrector's `depth` consecutive steps, or A's chain respaced),
+    then each round's student grid: `halvings + 1` grids, each about half the last (30 -> 15 -> 8 -> 4)."""
+    out = [np.asarray(teacher_grid, np.int32)]
     for _ in range(halvings):
         out.append(halve(out[-1]))
     return tuple(out)
@@ -114,11 +114,23 @@ def truncated_snr(ac: jax.Array, t: jax.Array) -> jax.Array:
     return jnp.maximum(a / (1.0 - a), 1.0)
 
 
+# (images, class labels, key) -> (the network's cond, a loss mask broadcastable to the images or None: every pixel)
+Condition = Callable[[jax.Array, jax.Array, jax.Array], tuple[Any, Any]]
+
+
+def class_condition(images: jax.Array, labels: jax.Array, key: jax.Array) -> tuple[Any, None]:
+    """The condition of a network that sees the class label only (B's corrector), its loss on every pixel."""
+    del images, key
+    return labels, None
+
+
 def make_loss(student: NetFn, teacher: NetFn, teacher_params, teacher_predicts_v: bool, teacher_grid,
-              num_timesteps: int, clip_x0: bool = True) -> Callable:
+              num_timesteps: int, clip_x0: bool = True, condition: Condition = class_condition) -> Callable:
     """loss(student params, batch, key): one round's distillation loss on real images (batch: images or (images,
     class labels)) noised to a uniformly drawn student step; the teacher's params are fixed (no gradient).
-    `teacher_predicts_v`: the first round's teacher is the trained eps-network, later rounds' the students."""
+    `teacher_predicts_v`: the first round's teacher is the trained eps-network, later rounds' the students.
+    `condition` gives both networks' cond from the batch and the pixels the loss reads (A: a random block given
+    the real context, its loss on that block, as A's own training)."""
     sched = diffusion.linear_schedule(num_timesteps)
     ac = sched.alphas_cumprod
     t_all, mid_all, end_all = (jnp.asarray(v) for v in student_steps(teacher_grid))
@@ -126,15 +138,18 @@ def make_loss(student: NetFn, teacher: NetFn, teacher_params, teacher_predicts_v
 
     def loss(params, batch, key):
         images, labels = data_lib.images_and_labels(batch)
-        k_j, k_noise = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+        k_j, k_noise, k_cond = (jax.random.fold_in(key, i) for i in range(3))
         j = jax.random.randint(k_j, (images.shape[0],), 0, t_all.shape[0])
         t, t_mid, t_end = t_all[j], mid_all[j], end_all[j]
         x_t = diffusion.q_sample(sched, images, t, jax.random.normal(k_noise, images.shape))
-        teacher_x0 = lambda x, tt: read(ac, x, tt, teacher(teacher_params, x, tt, labels).astype(jnp.float32))
+        cond, mask = condition(images, labels, k_cond)
+        teacher_x0 = lambda x, tt: read(ac, x, tt, teacher(teacher_params, x, tt, cond).astype(jnp.float32))
         target = jax.lax.stop_gradient(two_step_target(ac, x_t, t, t_mid, t_end, teacher_x0, clip_x0))
-        x0 = x0_from_v(ac, x_t, t, student(params, x_t, t, labels).astype(jnp.float32))
+        x0 = x0_from_v(ac, x_t, t, student(params, x_t, t, cond).astype(jnp.float32))
         chex.assert_equal_shape((x0, target))
-        per_example = jnp.mean(jnp.square(x0 - target), axis=tuple(range(1, x0.ndim)))
+        mask = jnp.ones_like(x0[..., :1]) if mask is None else jnp.broadcast_to(mask, x0[..., :1].shape)
+        axes = tuple(range(1, x0.ndim))
+        per_example = jnp.sum(mask * jnp.square(x0 - target), axis=axes) / (x0.shape[-1] * jnp.sum(mask, axis=axes))
         return jnp.mean(truncated_snr(ac, t) * per_example)
 
     return loss

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax import data as data_lib
-from hybrid_jax import diffusion, xla
+from hybrid_jax import diffusion, distill, xla
 from hybrid_jax import geometry as geometry_lib
 from hybrid_jax.config import Geometry, ModelAConfig
 from hybrid_jax.models import build, class_labels
@@ -48,6 +48,14 @@ def block_condition(canvas: jax.Array, block: jax.Array, geometry: Geometry) -> 
     return jnp.concatenate([canvas * ctx, ctx, tgt], axis=-1)
 
 
+def random_block_condition(images: jax.Array, labels: jax.Array, key: jax.Array, geometry: Geometry):
+    """A training example's condition: a uniformly drawn target block given the real image's earlier blocks ->
+    ((channels, labels), the target's pixel mask [b, S, S, 1]): A's training and its distillation both read it."""
+    block = jax.random.randint(key, (images.shape[0],), 0, geometry.num_blocks)
+    channels = block_condition(images, block, geometry)
+    return (channels, labels), channels[..., -1:]
+
+
 def make_eps_fn(cfg: ModelAConfig, train: bool = False, num_classes: int = 1):
     """eps_fn(params, x_t, t, (channels, labels)) for the diffusion core: `channels` from `block_condition`,
     class `labels` [b] (None with one class); the noisy input is masked to the target."""
@@ -69,15 +77,13 @@ def make_loss(cfg: ModelAConfig, num_classes: int = 1, *,
 
     def loss(params, batch, key):
         images, labels = data_lib.images_and_labels(batch)
-        b = images.shape[0]
         k_block, k_t, k_noise, k_drop = (jax.random.fold_in(key, i) for i in range(4))
-        block = jax.random.randint(k_block, (b,), 0, geometry.num_blocks)
-        t = jax.random.randint(k_t, (b,), 0, cfg.timesteps)
+        cond, target = random_block_condition(images, labels, k_block, geometry)
+        t = jax.random.randint(k_t, (images.shape[0],), 0, cfg.timesteps)
         noise = jax.random.normal(k_noise, images.shape)
-        cond = block_condition(images, block, geometry)
         x_t = diffusion.q_sample(sched, images, t, noise)
-        eps = eps_fn(params, x_t, t, (cond, labels), rngs={"dropout": k_drop})
-        return diffusion.eps_loss(eps, noise, cond[..., -1:], diffusion.min_snr_weights(sched, t, cfg.min_snr_gamma))
+        eps = eps_fn(params, x_t, t, cond, rngs={"dropout": k_drop})
+        return diffusion.eps_loss(eps, noise, target, diffusion.min_snr_weights(sched, t, cfg.min_snr_gamma))
 
     return loss
 
@@ -94,11 +100,14 @@ class Sampler:
     geometry: Geometry
 
 
-def _make_blocks(cfg: ModelAConfig, num_classes: int, geometry: Geometry):
+def _make_blocks(cfg: ModelAConfig, num_classes: int, geometry: Geometry, v_prediction: bool = False):
     """(denoise, blocks): `denoise(params, chain, canvas, block, keys, labels, x=None, trace=False)` runs `chain`
     on `block` from x (the block's own noise when None) -> (x, predicted x0 per step or None);
-    `blocks(params, chain, canvas, first, keys, labels)` generates blocks first.. in raster order -> images."""
+    `blocks(params, chain, canvas, first, keys, labels)` generates blocks first.. in raster order -> images.
+    `v_prediction`: the network's output is read as v (`distill.as_eps_fn`)."""
     eps_fn = make_eps_fn(cfg, num_classes=num_classes)
+    if v_prediction:
+        eps_fn = distill.as_eps_fn(eps_fn, diffusion.linear_schedule(cfg.timesteps).alphas_cumprod)
     masks = jnp.asarray(geometry_lib.block_masks(geometry))  # [blocks, S, S, 1]
 
     def denoise(params, chain, canvas, block, keys, labels, x=None, trace=False):
@@ -125,15 +134,21 @@ def _make_blocks(cfg: ModelAConfig, num_classes: int, geometry: Geometry):
 
 
 def make_sampler(cfg: ModelAConfig, budget: int | None = None, eta: float | None = None,
-                 num_classes: int = 1, *, geometry: Geometry = Geometry(), first_block=None) -> Sampler:
+                 num_classes: int = 1, *, geometry: Geometry = Geometry(), first_block=None, grid=None,
+                 v_prediction: bool = False) -> Sampler:
     """Model A sampling `budget` steps per block (default: steps_per_block) of the trained chain: ancestral DDPM
     respaced to those steps, or DDIM with `eta` when given. Same network, any budget.
-    `first_block`: other timesteps for block 0 (ancestral DDPM; e.g. a probe's, then the budget's rest)."""
+    `first_block`: other timesteps for block 0 (ancestral DDPM; e.g. a probe's, then the budget's rest).
+    `grid` (descending timesteps from the chain's last, e.g. a `distill.grids` grid) visits those steps instead of
+    the budget's; `v_prediction`: the params predict v (a distilled student, `hybrid_jax.distill`)."""
     steps = cfg.timesteps
     budget = cfg.steps_per_block if budget is None else budget
-    visit = diffusion.respace(steps, budget)
+    visit = diffusion.respace(steps, budget) if grid is None else np.asarray(grid)
+    if visit[0] != steps - 1:
+        raise ValueError(f"model A's grid starts from pure noise at timestep {steps - 1}, got {visit[0]}")
     chain = diffusion.ddpm_chain(steps, visit) if eta is None else diffusion.ddim_chain(steps, visit, eta)
-    denoise, paste, blocks = _make_blocks(cfg, num_classes, geometry)
+    budget = len(visit)
+    denoise, paste, blocks = _make_blocks(cfg, num_classes, geometry, v_prediction)
 
     def sample_keys(params, keys, labels=None):
         chex.assert_rank(keys, 1)

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from hybrid_jax import diffusion, distill, model_b
+from hybrid_jax import diffusion, distill, model_a, model_b
 
 T = 100  # the corrector's chain length in the paper preset
 S2 = 0.25  # variance of the Gaussian data
@@ -44,8 +44,28 @@ def numpy_two_step_target(ac: np.ndarray, x: np.ndarray, t: int, mid: int, end: 
     return (x_end - sig_e / sig * x) / (a_e - sig_e / sig * a)
 
 
+def _fit_lowers_the_loss(loss, params, images, steps: int):
+    """`steps` Adam steps on `loss` with its draws held fixed (key 5); asserts the loss fell by a quarter or more and
+    returns the fitted params."""
+    tx = optax.adam(1e-3)
+    key = jax.random.key(5)
+
+    @jax.jit
+    def step(p, opt):
+        value, g = jax.value_and_grad(loss)(p, images, key)
+        updates, opt = tx.update(g, opt)
+        return optax.apply_updates(p, updates), opt, value
+
+    fitted, opt = params, tx.init(params)
+    for _ in range(steps):
+        fitted, opt, _ = step(fitted, opt)
+    before, after = (float(loss(p, images, key)) for p in (params, fitted))
+    assert after < 0.75 * before, (after, before)
+    return fitted
+
+
 def test_grids_halve_the_corrector_chain_to_four_steps():
-    g = distill.grids(30, 3)
+    g = distill.grids(np.arange(29, -1, -1), 3)
     assert [len(x) for x in g] == [30, 15, 8, 4]
     assert g[3].tolist() == [29, 21, 13, 5] and g[1][0] == g[0][0] == 29
     t, mid, end = distill.student_steps(g[2])  # 8 -> 4: each student step covers two teacher steps
@@ -60,7 +80,7 @@ def test_target_equals_a_numpy_two_step_ddim_on_gaussian_data_with_the_exact_eps
     ac32 = diffusion.linear_schedule(T).alphas_cumprod
     ac = np.asarray(ac32, np.float64)
     rng = np.random.default_rng(0)
-    grid = distill.grids(30, 1)[0]
+    grid = distill.grids(np.arange(29, -1, -1), 1)[0]
     t, mid, end = distill.student_steps(grid)
     b = len(t)
     x = rng.standard_normal((b, 4, 4, 3))
@@ -90,7 +110,7 @@ def test_a_v_teacher_gives_the_eps_teachers_loss():
         return a * e - s * (x - s * e) / a
 
     student = lambda w, x, t, cond: w * x
-    grid = distill.grids(30, 1)[0]
+    grid = distill.grids(np.arange(29, -1, -1), 1)[0]
     data = jnp.asarray(np.sqrt(S2) * np.random.default_rng(4).standard_normal((16, 4, 4, 3)), jnp.float32)
     losses = [distill.make_loss(student, teacher, None, as_v, grid, T, clip_x0=False)(0.3, data, jax.random.key(0))
               for teacher, as_v in ((eps, False), (exact_v, True))]
@@ -114,7 +134,7 @@ def test_a_tiny_student_learns_the_two_step_teacher_in_seconds():
     """A student with one scale per timestep (v = w[t] x_t, exact for Gaussian data) distilled from the exact
     eps: the loss falls a hundredfold and its 4-step DDIM sampler lands where the teacher's 8 steps land."""
     ac = diffusion.linear_schedule(T).alphas_cumprod
-    teacher_grid = distill.grids(30, 2)[1]  # 15 -> 8
+    teacher_grid = distill.grids(np.arange(29, -1, -1), 2)[1]  # 15 -> 8
     student = lambda w, x, t, cond: w[t].reshape(-1, 1, 1, 1) * x
     loss = distill.make_loss(student, exact_eps(ac), None, False, teacher_grid, T, clip_x0=False)
     data = jnp.asarray(np.sqrt(S2) * np.random.default_rng(2).standard_normal((256, 4, 4, 3)), jnp.float32)
@@ -157,21 +177,9 @@ def test_one_round_on_the_test_preset_corrector_lowers_the_loss(preset, stand_in
     images = jnp.asarray(stand_in_images[:8, :16, :16])
     params = perturb_params(unet.init(jax.random.key(0), images[:1], jnp.zeros((1,), jnp.int32))["params"], 3)
     net = lambda p, x, t, labels: unet.apply({"params": p}, x, t, None, labels)
-    grid = distill.grids(c.start_step, 1)
+    grid = distill.grids(np.arange(c.start_step - 1, -1, -1), 1)
     loss = distill.make_loss(net, net, params, False, grid[0], c.num_timesteps)
-    tx = optax.adam(1e-3)
-
-    @jax.jit
-    def step(p, opt):
-        value, g = jax.value_and_grad(loss)(p, images, jax.random.key(5))
-        updates, opt = tx.update(g, opt)
-        return optax.apply_updates(p, updates), opt, value
-
-    student, opt = params, tx.init(params)
-    for _ in range(60):
-        student, opt, value = step(student, opt)
-    before, after = (float(loss(p, images, jax.random.key(5))) for p in (params, student))
-    assert after < 0.75 * before, (after, before)
+    student = _fit_lowers_the_loss(loss, params, images, 60)
     make = lambda **kw: model_b.make_sampler(preset.model_b, c, grid=grid[1], ddim=True, **kw)
     v_sampler, naive = make(v_prediction=True), make()
     assert v_sampler.passes == naive.passes == preset.geometry.num_patches + len(grid[1])
@@ -183,3 +191,34 @@ def test_one_round_on_the_test_preset_corrector_lowers_the_loss(preset, stand_in
     assert not np.allclose(out_s, out_n)
     with pytest.raises(ValueError, match="starts at depth - 1"):
         model_b.make_sampler(preset.model_b, c, grid=[1, 0], ddim=True)
+
+
+def test_a_per_block_reads_only_the_target_block_and_one_round_lowers_its_loss(preset, model_a_params,
+                                                                                stand_in_images):
+    """A's distillation (`generators.blockwise.distillations`): the loss reads the student only on the random target
+    block A's own training draws (an output changed elsewhere changes nothing), one round on the test preset's A
+    lowers it (fixed draws, 40 Adam steps), and the student samples as A's option with the passes of its grid,
+    from the noise its teacher and naive DDIM start from."""
+    from hybrid_jax.config import override
+    from hybrid_jax.generators import blockwise
+    from tests.conftest import perturb_params
+    cfg = override(preset, "blockwise.halvings", "1")
+    (d,) = blockwise.distillations(cfg)
+    assert [len(g) for g in d.grids] == [4, 2] and d.network == "model_a"
+    params = perturb_params(model_a_params, 3)
+    images = (jnp.asarray(stand_in_images[:8]), jnp.zeros((8,), jnp.int32))
+    loss = distill.make_loss(d.net, d.net, params, False, d.grids[0], d.num_timesteps, condition=d.condition)
+    outside = lambda p, x, t, cond: d.net(p, x, t, cond) + 1e3 * (1.0 - cond[0][..., -1:])  # off the target block
+    loss_outside = distill.make_loss(outside, d.net, params, False, d.grids[0], d.num_timesteps, condition=d.condition)
+    key = jax.random.key(5)
+    np.testing.assert_allclose(loss_outside(params, images, key), loss(params, images, key), rtol=1e-5)
+    student = _fit_lowers_the_loss(loss, params, images, 40)
+    trained = {"family": params, "students": {"2": student}}
+    keys = jax.random.split(jax.random.key(1), 3)
+    assert [g.passes for g in d.options] == [4 * 4, 4 * 2, 4 * 2]
+    out = {g.name: np.asarray(g.sample_keys(trained if g.model == d.name else params, keys))
+           for g in (*d.students, *d.naive)}  # (the teacher's sampler: the pipeline test)
+    assert all(o.shape == (3, 32, 32, 3) and np.all(np.abs(o) <= 1.0) for o in out.values())
+    assert not np.allclose(out["A/distilled 2 steps"], out["A/DDIM 2 steps"])
+    with pytest.raises(ValueError, match="pure noise"):
+        model_a.make_sampler(cfg.model_a, grid=[2, 0])

@@ -9,24 +9,24 @@ import numpy as np
 import pytest
 
 from hybrid_jax import generators, model_b, routing
-from hybrid_jax.generators import ar_corrector
+from hybrid_jax.generators import ar_corrector, blockwise
 from hybrid_jax.config import ConfigError, override
 
 
 @pytest.fixture(scope="module")
 def cfg(preset):
-    """The test preset with two distillation rounds, so that every kind of option is here (the teacher, the students
-    and naive DDIM at their steps)."""
-    return override(preset, "distill.halvings", "2")
+    """The test preset with distillation (B's corrector in two rounds, A in one), so that every kind of option is here
+    (the teachers, the students and naive DDIM at their steps)."""
+    return override(override(preset, "ar_corrector.halvings", "2"), "blockwise.halvings", "1")
 
 
 @pytest.fixture(scope="module")
 def trained(model_a_params, model_b_params, perturb):
-    """Each option's params: A's, B's, and the distilled students' (B's corrector perturbed apart per round)."""
-    b = perturb(model_b_params, 2)
+    """Each option's params: A's, B's, and the distilled students' (perturbed apart from their networks per round)."""
+    a, b = perturb(model_a_params, 1), perturb(model_b_params, 2)
     students = {"2": perturb(b["corrector"], 3), "1": perturb(b["corrector"], 4)}
-    return {"model_a": perturb(model_a_params, 1), "model_b": b,
-            ar_corrector.DISTILLED: {"ar": b["ar"], "students": students}}
+    return {"model_a": a, "model_b": b, ar_corrector.DISTILLED: {"family": b, "students": students},
+            blockwise.DISTILLED: {"family": a, "students": {"2": perturb(a, 5)}}}
 
 
 def test_the_binary_pair_is_todays_samplers(preset, trained, model_a_sampler, model_b_sampler):
@@ -62,8 +62,10 @@ def test_every_option_gives_a_seed_the_same_image_alone_or_in_a_batch(preset, tr
 
 def test_passes_and_flops_follow_from_the_pass_counts(cfg):
     opts = {g.name: g for g in generators.options(cfg)}
-    assert [g.passes for g in opts.values()] == [4 * 4, 4 * 2, 16 + 3, 16 + 0, 16 + 3, 16 + 2, 16 + 2, 16 + 1, 16 + 1]
-    assert list(opts)[4:] == ["B/corrector DDIM 3", "B/corrector distilled 2", "B/corrector DDIM 2",
+    assert [g.passes for g in opts.values()] == [4 * 4, 4 * 2, 4 * 4, 4 * 2, 4 * 2,
+                                                 16 + 3, 16 + 0, 16 + 3, 16 + 2, 16 + 2, 16 + 1, 16 + 1]
+    assert list(opts)[2:5] == ["A/DDIM 4 steps", "A/distilled 2 steps", "A/DDIM 2 steps"]  # the teacher, the round
+    assert list(opts)[7:] == ["B/corrector DDIM 3", "B/corrector distilled 2", "B/corrector DDIM 2",
                               "B/corrector distilled 1", "B/corrector DDIM 1"]  # the teacher, then each round
     f = {"a_unet": 10.0, "b_ar_step": 1.0, "corrector_unet": 3.0}
     assert opts["A/2 steps"].flops(f) == 80.0 and opts["B/corrector 3"].flops(f) == 16.0 + 9.0

@@ -110,37 +110,44 @@ def test_premise_json_has_every_option_both_spaces_and_the_verdict_of_its_rule(f
     assert io.read_json(finished / "report" / "done.json")["summary"]["premise"] == p["verdict"]
 
 
-def test_the_distilled_corrector_is_trained_judged_and_offered_as_options(finished, tmp_path):
-    """A round switched on in a copy of the finished run re-runs distill, allocate and report alone: the round trained
-    (its loss recorded), judged per seed against naive DDIM at its steps, offered to the allocation beside its
-    teacher and reported; a rerun with the round finished reads it back (no step trained) to the same student.
+def test_the_distilled_samplers_are_trained_judged_and_offered_as_options(finished, tmp_path):
+    """One round of each family's distillation (B's corrector, A per block) switched on in a copy of the finished run
+    re-runs distill, allocate and report alone: each round trained (its loss recorded), judged per seed against
+    naive DDIM at its steps, offered to the allocation beside its teacher and reported; a rerun with the rounds
+    finished reads them back (no step trained) to the same students.
     (Rounds after the first, whose teacher predicts v: `test_distill.py`.)"""
     import shutil
 
+    from hybrid_jax import generators
     from hybrid_jax.stages import distill as distill_stage
 
     workdir = tmp_path / "distilled"
     shutil.copytree(finished, workdir)
     log_before = (workdir / "run.log").read_text()
-    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", "distill.halvings=1"]) == 0
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", "ar_corrector.halvings=1",
+                         "blockwise.halvings=1"]) == 0
     assert _stages_run(workdir, log_before) == ["distill", "allocate", "report"]
-    cfg = pipeline.load_run(workdir).cfg
-    d = io.read_json(workdir / "distill" / "results.json")
-    assert [r["student_steps"] for r in d["rounds"]] == [2] and len(d["judged"]) == cfg.distill.halvings == 1
-    for j in d["judged"]:
-        assert j["n"] == cfg.distill.eval_seeds and j["student"]["ci"][0] <= j["student"]["mean"] <= j["student"]["ci"][1]
+    run = pipeline.load_run(workdir)
+    results = io.read_json(workdir / "distill" / "results.json")["distillations"]
+    assert [(d["network"], [r["student_steps"] for r in d["rounds"]]) for d in results] == [("model_a", [2]),
+                                                                                              ("corrector", [2])]
+    for d in results:
+        (j,) = d["judged"]
+        assert j["n"] == run.cfg.distill.eval_seeds and j["student"]["ci"][0] <= j["student"]["mean"] <= j["student"]["ci"][1]
         assert j["student - naive"]["mean"] == pytest.approx(j["student"]["mean"] - j["naive DDIM"]["mean"])
     names = io.read_json(workdir / "allocate" / "results.json")["options"]
-    assert {"B/corrector distilled 2", "B/corrector DDIM 2", "B/corrector DDIM 3"} <= set(names)
-    assert "### Distilled corrector" in (workdir / "report" / "report.md").read_text()
-    run = pipeline.load_run(workdir)
-    students = jax.tree.leaves(distill_stage.restore_option_params(run)["students"])
-    shutil.rmtree(distill_stage._params(run).directory)
+    assert {"B/corrector distilled 2", "B/corrector DDIM 2", "B/corrector DDIM 3", "A/distilled 2 steps",
+            "A/DDIM 2 steps", "A/DDIM 4 steps"} <= set(names)
+    report = (workdir / "report" / "report.md").read_text()
+    assert "### Distilled corrector" in report and "### Distilled model_a" in report
+    students = jax.tree.leaves(distill_stage.trained_params(run))
+    for _, d in generators.distillations(run.cfg):
+        shutil.rmtree(distill_stage._params(run, d).directory)
     (workdir / "distill" / "done.json").unlink()
     pipeline.run_stages(run, only=("distill",))
-    again = io.read_json(workdir / "distill" / "results.json")
-    assert again["rounds"][0]["resumed_from"] == d["rounds"][0]["steps"]
-    for a, b in zip(jax.tree.leaves(distill_stage.restore_option_params(run)["students"]), students):
+    again = io.read_json(workdir / "distill" / "results.json")["distillations"]
+    assert [d["rounds"][0]["resumed_from"] for d in again] == [d["rounds"][0]["steps"] for d in results]
+    for a, b in zip(jax.tree.leaves(distill_stage.trained_params(run)), students):
         np.testing.assert_array_equal(a, b)
 
 

@@ -6,13 +6,14 @@ import jax
 
 from hybrid_jax.config import Preset
 from hybrid_jax.generators import blockwise, registry
-from hybrid_jax.generators.base import Family, Generator, Network, batches, generate, seed_labels, stream_keys
+from hybrid_jax.generators.base import (Distillation, Family, Generator, Network, batches, generate, seed_labels,
+                                        stream_keys)
 from hybrid_jax.generators.registry import BRIEF_PAIR, FAMILIES, STREAMS
 
 a_probe = blockwise.probe
 probed_options = blockwise.probed_options
 
-__all__ = ["BRIEF_PAIR", "FAMILIES", "Family", "Generator", "Network", "STREAMS", "a_probe", "batches", "binary",
+__all__ = ["BRIEF_PAIR", "Distillation", "FAMILIES", "Family", "Generator", "Network", "STREAMS", "a_probe", "batches", "binary", "distillations",
            "generate", "options", "probed_options", "seed_labels", "seed_stream", "stream_keys"]
 
 
@@ -30,3 +31,8 @@ def options(cfg: Preset) -> tuple[Generator, ...]:
 def seed_stream(seeds, base_seed: int, family: str) -> jax.Array:
     """Per-seed keys of `family`'s stream (`stream_keys`; as `routing.seed_keys`)."""
     return stream_keys(seeds, base_seed, STREAMS[family])
+
+
+def distillations(cfg: Preset) -> tuple[tuple[Family, Distillation], ...]:
+    """Every family's distilled samplers of the preset (stage `distill`), each with its family."""
+    return tuple((f, d) for f in FAMILIES for d in f.distillations(cfg))

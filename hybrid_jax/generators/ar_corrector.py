@@ -4,13 +4,15 @@ corrector's progressive distillation (stage `distill`), its student and naive DD
 
 from __future__ import annotations
 
-from hybrid_jax import distill, model_b, xla
+import numpy as np
+
+from hybrid_jax import distill, model_b
 from hybrid_jax.config import Preset
-from hybrid_jax.generators.base import Family, Generator, Network
+from hybrid_jax.generators.base import Distillation, Family, Generator, Network, distilled_option
 
 NAME = "model_b"
 STREAM = 2
-DISTILLED = "model_b/distilled"  # the params the students sample with: {"ar": B's decoder, "students": {steps: ..}}
+DISTILLED = "model_b/distilled"  # the students' params: {"family": B's params, "students": {steps: ..}}
 
 
 def option(cfg: Preset, depth: int) -> Generator:
@@ -21,39 +23,43 @@ def option(cfg: Preset, depth: int) -> Generator:
                      stream=STREAM)
 
 
-def student_params(params: dict, steps: int) -> dict:
-    """B's params with the `steps`-step student as its corrector, from the distilled params (`DISTILLED`)."""
-    return {"ar": params["ar"], "corrector": params["students"][str(steps)]}
+def _passes(cfg: Preset, grid) -> dict[str, int]:
+    return {"b_ar_step": cfg.geometry.num_patches, "corrector_unet": len(grid)}
 
 
-def few_step_options(cfg: Preset) -> tuple[Generator, ...]:
-    """With distillation on: B with naive DDIM of the trained corrector on its whole grid (the students' teacher),
-    then per round (most steps first) B with the round's student and B with naive DDIM on the same steps (what the
-    student must beat at equal passes)."""
-    grids = distill.grids(cfg.corrector.start_step, cfg.distill.halvings)
-    out = []
-    for i, grid in enumerate(grids if cfg.distill.halvings else ()):
-        k, passes = len(grid), {"b_ar_step": cfg.geometry.num_patches, "corrector_unet": len(grid)}
-        make = lambda **kw: model_b.make_sampler(cfg.model_b, cfg.corrector, geometry=cfg.geometry,
-                                                 num_classes=cfg.data.num_classes, grid=grid, ddim=True, **kw)
-        if i:
-            s = make(v_prediction=True)
-            out.append(Generator(
-                f"B/corrector distilled {k}", DISTILLED,
-                xla.jit(lambda p, keys, labels=None, s=s, k=k: s.sample_keys(student_params(p, k), keys, labels)),
-                passes, probe="B", finish=xla.jit(lambda p, prefix, s=s, k=k: s.finish(student_params(p, k), prefix)),
-                stream=STREAM))
-        naive = make()
-        out.append(Generator(f"B/corrector DDIM {k}", NAME, naive.sample_keys, passes, probe="B", finish=naive.finish,
-                             stream=STREAM))
-    return tuple(out)
+def _ddim(cfg: Preset, grid, v_prediction: bool = False) -> model_b.Sampler:
+    return model_b.make_sampler(cfg.model_b, cfg.corrector, geometry=cfg.geometry, num_classes=cfg.data.num_classes,
+                                grid=grid, ddim=True, v_prediction=v_prediction)
+
+
+def _naive(cfg: Preset, grid) -> Generator:
+    s = _ddim(cfg, grid)
+    return Generator(f"B/corrector DDIM {len(grid)}", NAME, s.sample_keys, _passes(cfg, grid), probe="B",
+                     finish=s.finish, stream=STREAM)
+
+
+def distillations(cfg: Preset) -> tuple[Distillation, ...]:
+    """With `ar_corrector.halvings`: the corrector's `start_step` trained steps by DDIM halved round by round
+    (30 -> 15 -> 8 -> 4), each student finishing B from its AR prefix as the corrector does."""
+    c, halvings = cfg.corrector, cfg.ar_corrector.halvings
+    if not halvings:
+        return ()
+    grids = distill.grids(np.arange(c.start_step - 1, -1, -1), halvings)
+    unet = model_b.make_corrector_unet(c, cfg.data.num_classes)
+    with_student = lambda family, student: {"ar": family["ar"], "corrector": student}
+    students = tuple(distilled_option(f"B/corrector distilled {len(g)}", DISTILLED, _ddim(cfg, g, True), with_student,
+                                      len(g), _passes(cfg, g), stream=STREAM, probe="B") for g in grids[1:])
+    return (Distillation(DISTILLED, "corrector", lambda p, x, t, labels: unet.apply({"params": p}, x, t, None, labels),
+                         distill.class_condition, c.num_timesteps, grids, _naive(cfg, grids[0]), students,
+                         tuple(_naive(cfg, g) for g in grids[1:])),)
 
 
 def options(cfg: Preset) -> tuple[Generator, ...]:
-    """B at every corrector depth of the allocation and its trained one, deepest first, then the distilled
-    students and naive DDIM at their steps (`few_step_options`)."""
+    """B at every corrector depth of the allocation and its trained one, deepest first, then its distillation's
+    options (the teacher, each student and naive DDIM at its steps)."""
     depths = set(cfg.ar_corrector.depths) | {cfg.corrector.start_step}
-    return tuple(option(cfg, d) for d in sorted(depths, reverse=True)) + few_step_options(cfg)
+    return tuple(option(cfg, d) for d in sorted(depths, reverse=True)) + tuple(
+        g for d in distillations(cfg) for g in d.options)
 
 
 def _init(cfg: Preset, key) -> dict:
@@ -70,4 +76,5 @@ NETWORKS = (
 )
 
 FAMILY = Family(NAME, "ar_corrector", STREAM, NETWORKS,
-                assemble=lambda p: {"ar": p["model_b"], "corrector": p["corrector"]}, options=options, brief=lambda cfg: option(cfg, cfg.corrector.start_step))
+                assemble=lambda p: {"ar": p["model_b"], "corrector": p["corrector"]}, options=options,
+                brief=lambda cfg: option(cfg, cfg.corrector.start_step), distillations=distillations)

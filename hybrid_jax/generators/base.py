@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import timing
+from hybrid_jax import timing, xla
 from hybrid_jax.config import Preset
 from hybrid_jax.data import fixed_batches
 
@@ -49,6 +49,40 @@ class Generator:
 
 
 
+def distilled_option(name: str, model: str, sampler, with_student: Callable, steps: int, pass_counts: dict[str, int],
+                     *, stream: int, probe: str = "") -> Generator:
+    """The option sampling with the `steps`-step student of a distillation (`Distillation`): its params (key
+    `model`) are {"family": the family's params, "students": {str(steps): student params}}, and `with_student`
+    (family params, student params) -> the params `sampler` (`sample_keys`, and `finish` with a probe) runs on."""
+    pick = lambda p: with_student(p["family"], p["students"][str(steps)])
+    finish = xla.jit(lambda p, state: sampler.finish(pick(p), state)) if probe else None
+    return Generator(name, model, xla.jit(lambda p, keys, labels=None: sampler.sample_keys(pick(p), keys, labels)),
+                     pass_counts, stream=stream, probe=probe, finish=finish)
+
+
+@dataclasses.dataclass(frozen=True)
+class Distillation:
+    """A family's sampler that progressive distillation halves round by round (stage `distill`,
+    `hybrid_jax.distill`): the trained network the first round's teacher is, the network's raw output and a
+    training batch's condition, the teacher's DDIM grid and each round's student grid, and the options judged
+    against each other: the teacher, then per round its student and naive DDIM of the network on the same steps."""
+
+    name: str  # the students' params key (their `Generator.model`), and their folder in the stage
+    network: str  # the trained network (its training stage) that is the first round's teacher
+    net: Callable  # (params, x_t, t [b], cond) -> raw output: eps for the trained network, v for the students
+    condition: Callable  # `distill.Condition`: (images, labels, key) -> (cond, loss mask or None)
+    num_timesteps: int  # the network's trained chain
+    grids: tuple[np.ndarray, ...]  # the teacher's grid (descending timesteps), then each round's student grid
+    teacher: Generator  # naive DDIM on the teacher's grid
+    students: tuple[Generator, ...]  # per round, with that round's student (`distilled_option`)
+    naive: tuple[Generator, ...]  # per round, naive DDIM of the trained network on the student's grid
+
+    @property
+    def options(self) -> tuple[Generator, ...]:
+        """The teacher, then per round (most steps first) the student and naive DDIM at its steps."""
+        return (self.teacher, *(g for pair in zip(self.students, self.naive) for g in pair))
+
+
 @dataclasses.dataclass(frozen=True)
 class Network:
     """One trained network of a family: its training stage, named as its config section (`getattr(cfg, name)`,
@@ -72,6 +106,7 @@ class Family:
     assemble: Callable[[dict[str, Any]], Any]  # {network name: params} -> the params its options sample with
     options: Callable[[Preset], tuple[Generator, ...]]  # every option of the allocation, most expensive first
     brief: Callable[[Preset], Generator]  # its option in the brief's binary study
+    distillations: Callable[[Preset], tuple[Distillation, ...]] = lambda cfg: ()  # its samplers distilled (may be none)
 
 
 def generate(opts, params: dict, seeds, choice, *, base_seed: int, batch_size: int, num_classes: int = 1,

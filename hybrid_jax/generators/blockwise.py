@@ -1,15 +1,20 @@
-"""Model A's family: the blockwise DDPM (one U-Net, `model_a`), an option per step budget, and its own probe."""
+"""Model A's family: the blockwise DDPM (one U-Net, `model_a`), an option per step budget, its own probe, and per
+round of its progressive distillation (stage `distill`; DDIM on the respaced chain as the teacher) the student and
+naive DDIM at the student's steps per block."""
 
 from __future__ import annotations
 
 from typing import Callable
 
-from hybrid_jax import features, geometry, model_a, xla
+import functools
+
+from hybrid_jax import diffusion, distill, features, geometry, model_a, xla
 from hybrid_jax.config import Preset
-from hybrid_jax.generators.base import Family, Generator, Network
+from hybrid_jax.generators.base import Distillation, Family, Generator, Network, distilled_option
 
 NAME = "model_a"
 STREAM = 1
+DISTILLED = "model_a/distilled"  # the students' params: {"family": A's U-Net, "students": {steps per block: ..}}
 
 
 def option(cfg: Preset, budget: int) -> Generator:
@@ -31,8 +36,36 @@ def budgets(cfg: Preset) -> list[int]:
     return sorted(set(cfg.blockwise.budgets) | {cfg.model_a.steps_per_block}, reverse=True)
 
 
+def _ddim(cfg: Preset, grid, v_prediction: bool = False) -> model_a.Sampler:
+    return model_a.make_sampler(cfg.model_a, eta=0.0, geometry=cfg.geometry, num_classes=cfg.data.num_classes,
+                                grid=grid, v_prediction=v_prediction)
+
+
+def _naive(cfg: Preset, grid) -> Generator:
+    s = _ddim(cfg, grid)
+    return Generator(f"A/DDIM {len(grid)} steps", NAME, s.sample_keys, {"a_unet": s.passes}, stream=STREAM)
+
+
+def distillations(cfg: Preset) -> tuple[Distillation, ...]:
+    """With `blockwise.halvings`: DDIM on `blockwise.distill_steps` steps per block of A's trained chain (respaced)
+    halved round by round (quick 16 -> 2, paper 128 -> 8); one student serves every block, trained as A is on a
+    random block given the real earlier blocks."""
+    a, m = cfg.blockwise, cfg.model_a
+    if not a.halvings:
+        return ()
+    grids = distill.grids(diffusion.respace(m.timesteps, a.distill_steps), a.halvings)
+    students = tuple(distilled_option(f"A/distilled {len(g)} steps", DISTILLED, s, lambda family, student: student,
+                                      len(g), {"a_unet": s.passes}, stream=STREAM)
+                     for g in grids[1:] for s in (_ddim(cfg, g, True),))
+    condition = functools.partial(model_a.random_block_condition, geometry=cfg.geometry)
+    return (Distillation(DISTILLED, NAME, model_a.make_eps_fn(m, num_classes=cfg.data.num_classes), condition,
+                         m.timesteps, grids, _naive(cfg, grids[0]), students, tuple(_naive(cfg, g) for g in grids[1:])),)
+
+
 def options(cfg: Preset) -> tuple[Generator, ...]:
-    return tuple(option(cfg, b) for b in budgets(cfg))
+    """A at every step budget, most expensive first, then its distillation's options (the teacher, each student
+    and naive DDIM at its steps)."""
+    return tuple(option(cfg, b) for b in budgets(cfg)) + tuple(g for d in distillations(cfg) for g in d.options)
 
 
 def probed_options(cfg: Preset) -> tuple[Generator, ...]:
@@ -65,4 +98,5 @@ def _init(cfg: Preset, key):
 
 
 FAMILY = Family(NAME, "blockwise", STREAM, (Network("model_a", _loss, _init),),
-                assemble=lambda p: p["model_a"], options=options, brief=lambda cfg: option(cfg, cfg.model_a.steps_per_block))
+                assemble=lambda p: p["model_a"], options=options,
+                brief=lambda cfg: option(cfg, cfg.model_a.steps_per_block), distillations=distillations)

@@ -217,8 +217,8 @@ def load_policy(run: Run) -> policy.Policy:
 # people's verdicts per (seed, option) where given; 5: options generated at the batch they are timed at, the
 # networks' FLOPs per pass from the routed stage; 6: each option timed by its own generation batches, the "after
 # probe" options continuing A's one probe (whose features the cascade reads); 7: B's few-step options (the distilled
-# correctors, naive DDIM at their steps and on the whole grid)
+# correctors, naive DDIM at their steps and on the whole grid); 8: A's distilled options too
 STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size,
                                                           *(getattr(cfg, f.section) for f in generators.FAMILIES)),
-              after=("seeds", "labels", "router", "routed", "distill"), version=7,
+              after=("seeds", "labels", "router", "routed", "distill"), version=8,
               inputs=lambda run: (file_hash(run.path(labeling.OPTIONS_FILE)),))

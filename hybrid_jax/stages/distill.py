@@ -1,10 +1,11 @@
-"""Stage `distill`: progressive distillation of B's corrector (`hybrid_jax.distill`), one resumable round per
-halving, each student trained from its teacher's weights; then every student judged against naive DDIM at its
-steps, per seed, by the MSE to the trained corrector's DDIM image from the same start (the same AR image, the
-same noise), with 95 % bootstrap intervals over the seeds.
+"""Stage `distill`: progressive distillation (`hybrid_jax.distill`) of every family's distilled sampler
+(`generators.Distillation`: B's corrector, A per block), one resumable round per halving, each student trained from
+its teacher's weights; then every student judged against naive DDIM at its steps, per seed, by the MSE to the
+teacher's DDIM image from the same start (the same noise, and for B the same AR image), with 95 % bootstrap
+intervals over the seeds.
 
-The students are options of B's family (`generators.ar_corrector.few_step_options`), so the allocation, the
-report and the labeling page judge them beside every other option (quality, FD, seconds, FLOPs).
+The students are options of their families, so the allocation, the report and the labeling page judge them beside
+every other option (quality, FD, seconds, FLOPs).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import jax
 import numpy as np
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import distill, generators, io, model_b, stats, tensorboard
+from hybrid_jax import distill, generators, io, stats, tensorboard
 from hybrid_jax import train as train_lib
 from hybrid_jax.checkpoint import Checkpointer
-from hybrid_jax.generators import ar_corrector
+from hybrid_jax.generators import Distillation, Family
 from hybrid_jax.rundir import Run, Stage, done_record, fingerprint
 from hybrid_jax.stages import data as data_stage
 from hybrid_jax.stages import train
@@ -24,41 +25,33 @@ from hybrid_jax.stages import train
 STAGE_NAME = "distill"
 
 
-def _guard(run: Run) -> dict:
-    """What a round's student depends on: the training recipe, the round and the trained corrector (and so the
-    data); not the judging, so a changed `eval_seeds` re-reads the students."""
-    return {"train": config_lib.to_dict(run.cfg.distill.train), "corrector": done_record(run, "corrector")["fingerprint"]}
+def _guard(run: Run, d: Distillation) -> dict:
+    """What a round's student depends on: the training recipe, the teacher's grid and the trained network (and so
+    the data); not the judging, so a changed `eval_seeds` re-reads the students."""
+    return {"train": config_lib.to_dict(run.cfg.distill.train), "grid": d.grids[0].tolist(),
+            d.network: done_record(run, d.network)["fingerprint"]}
 
 
-def _round_dir(run: Run, r: int):
-    return run.path(STAGE_NAME, fingerprint(_guard(run)), f"round_{r}")
+def _dir(run: Run, d: Distillation, *parts: str):
+    return run.path(STAGE_NAME, d.name.replace("/", "_"), fingerprint(_guard(run, d)), *parts)
 
 
-def _params(run: Run) -> Checkpointer:
-    """Every round's student of this preset, saved together."""
-    return Checkpointer(run.path(STAGE_NAME, fingerprint(_guard(run)), f"students_{run.cfg.distill.halvings}"),
-                        _guard(run))
+def _params(run: Run, d: Distillation) -> Checkpointer:
+    """Every round's student of this distillation, saved together."""
+    return Checkpointer(_dir(run, d, f"students_{len(d.grids) - 1}"), _guard(run, d))
 
 
-def _net(run: Run):
-    unet = model_b.make_corrector_unet(run.cfg.corrector, run.cfg.data.num_classes)
-    return lambda p, x, t, labels: unet.apply({"params": p}, x, t, None, labels)
-
-
-def _train_rounds(run: Run) -> tuple[dict, list[dict]]:
+def _train_rounds(run: Run, d: Distillation, images) -> tuple[dict, list[dict]]:
     """Each round's student ({steps: params}) and its training summary; a finished round is read back."""
-    cfg = run.cfg
-    data = data_stage.load(run)
-    images = (data["train"], data["train_labels"])
-    net, teacher = _net(run), train.restore_params(run, "corrector")
-    grids = distill.grids(cfg.corrector.start_step, cfg.distill.halvings)
+    teacher = train.restore_params(run, d.network)
     students, rounds = {}, []
-    for r, (grid, student_grid) in enumerate(zip(grids, grids[1:]), 1):
-        loss = distill.make_loss(net, net, teacher, r > 1, grid, cfg.corrector.num_timesteps)
-        ckpt = Checkpointer(_round_dir(run, r) / "ckpt", {**_guard(run), "round": r})
-        result = train_lib.train(loss, teacher, images, cfg.distill.train, ckpt,
-                                 desc=f"distill {len(grid)} -> {len(student_grid)} steps", mesh=run.mesh,
-                                 scalars=tensorboard.scalar_writer(run.path("tb", STAGE_NAME, f"round_{r}")))
+    for r, (grid, student_grid) in enumerate(zip(d.grids, d.grids[1:]), 1):
+        loss = distill.make_loss(d.net, d.net, teacher, r > 1, grid, d.num_timesteps, condition=d.condition)
+        ckpt = Checkpointer(_dir(run, d, f"round_{r}", "ckpt"), {**_guard(run, d), "round": r})
+        tb = run.path("tb", STAGE_NAME, d.name.replace("/", "_"), f"round_{r}")
+        result = train_lib.train(loss, teacher, images, run.cfg.distill.train, ckpt, mesh=run.mesh,
+                                 desc=f"distill {d.network} {len(grid)} -> {len(student_grid)} steps",
+                                 scalars=tensorboard.scalar_writer(tb))
         students[str(len(student_grid))] = teacher = result.params
         rounds.append({"round": r, "teacher_steps": len(grid), "student_steps": len(student_grid),
                        "grid": student_grid.tolist(), "steps": len(result.losses),
@@ -67,71 +60,79 @@ def _train_rounds(run: Run) -> tuple[dict, list[dict]]:
     return students, rounds
 
 
-def _corrected(run: Run, params_b: dict, students: dict, seeds: np.ndarray) -> dict[str, np.ndarray]:
-    """Every seed's image by each few-step option of B (`generators.ar_corrector.few_step_options`: the teacher, and
-    per round the student and naive DDIM), all from the seed's own AR image and start noise."""
+def _images(run: Run, f: Family, d: Distillation, students: dict, seeds: np.ndarray) -> dict[str, np.ndarray]:
+    """Every seed's image by each option of the distillation (the teacher, and per round the student and naive
+    DDIM), all from the seed's own noise (B: and its own AR image)."""
     cfg = run.cfg
-    params = {ar_corrector.NAME: params_b, ar_corrector.DISTILLED: {"ar": params_b["ar"], "students": students}}
+    family = train.restore_option_params(run, f.name)
+    params = {f.name: family, d.name: {"family": family, "students": students}}
     return {g.name: generators.generate((g,), params, seeds, np.zeros(len(seeds), int), base_seed=cfg.seeds.base_seed,
                                         batch_size=cfg.seeds.batch_size, num_classes=cfg.data.num_classes)
-            for g in ar_corrector.few_step_options(cfg)}
+            for g in d.options}
 
 
-def judge(images: dict[str, np.ndarray], rounds: list[dict], rng: np.random.Generator,
+def judge(images: dict[str, np.ndarray], d: Distillation, rng: np.random.Generator,
           boot: stats.BootstrapConfig) -> list[dict]:
     """Per round: the mean over seeds of each image's MSE to the teacher's, for the student and for naive DDIM at
     its steps, and the student minus naive, each with its 95 % bootstrap interval over the seeds."""
-    teacher = images[f"B/corrector DDIM {rounds[0]['teacher_steps']}"]
+    teacher = images[d.teacher.name]
     mse = lambda x: np.mean(np.square(x - teacher), axis=(1, 2, 3))
     mean = lambda x, axis=-1: np.mean(x, axis=axis)
     out = []
-    for r in rounds:
-        k = r["student_steps"]
-        student, naive = mse(images[f"B/corrector distilled {k}"]), mse(images[f"B/corrector DDIM {k}"])
+    for g, student_opt, naive_opt in zip(d.grids[1:], d.students, d.naive):
+        student, naive = mse(images[student_opt.name]), mse(images[naive_opt.name])
         figures = {name: {"mean": float(v.mean()), "ci": stats.bootstrap_ci((v,), mean, rng, boot)}
                    for name, v in (("student", student), ("naive DDIM", naive), ("student - naive", student - naive))}
         hi = figures["student - naive"]["ci"][1]
-        out.append({"steps": k, "n": len(student), **figures,
+        out.append({"steps": len(g), "n": len(student), "student_option": student_opt.name,
+                    "naive_option": naive_opt.name, **figures,
                     "verdict": "student closer to the teacher" if hi < 0 else "no better than naive DDIM"})
     return out
 
 
-def run_stage(run: Run) -> dict:
+def _distill_one(run: Run, f: Family, d: Distillation, images) -> dict:
     cfg = run.cfg
-    students, rounds = _train_rounds(run)
+    students, rounds = _train_rounds(run, d, images)
+    _params(run, d).save(len(rounds), students)
     seeds = np.arange(cfg.distill.eval_seeds)
-    judged = []
-    if rounds:
-        _params(run).save(len(rounds), students)
-        images = _corrected(run, train.restore_model_b(run), students, seeds)
-        judged = judge(images, rounds, np.random.default_rng(cfg.router.seed),
-                       stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap))
-    io.write_json(run.path(STAGE_NAME, "results.json"), {"rounds": rounds, "judged": judged, "n_seeds": len(seeds),
-                                                        "teacher": f"DDIM over the corrector's {cfg.corrector.start_step} "
-                                                                   "trained steps"})
-    return {"rounds": len(rounds), **{f"student_{j['steps']}_minus_naive_mse": j["student - naive"]["mean"]
-                                      for j in judged}}
+    judged = judge(_images(run, f, d, students, seeds), d, np.random.default_rng(cfg.router.seed),
+                   stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap))
+    return {"name": d.name, "network": d.network, "teacher": d.teacher.name,
+            "teacher_grid": f"DDIM over {len(d.grids[0])} of {d.network}'s {d.num_timesteps} trained timesteps",
+            "rounds": rounds, "judged": judged, "n_seeds": len(seeds)}
 
 
-def restore_option_params(run: Run) -> dict:
-    """The params the distilled options (`ar_corrector.DISTILLED`) sample with."""
-    grids = distill.grids(run.cfg.corrector.start_step, run.cfg.distill.halvings)
-    shape = jax.eval_shape(train.model_specs(run.cfg)["corrector"][2], jax.random.key(0))
-    students, _ = _params(run).restore({str(len(g)): shape for g in grids[1:]})
-    if students is None:
-        raise FileNotFoundError(f"no distilled corrector in {run.workdir}; run the distill stage first")
-    return {"ar": train.restore_params(run, "model_b"), "students": students}
+def run_stage(run: Run) -> dict:
+    data = data_stage.load(run)
+    images = (data["train"], data["train_labels"])
+    results = [_distill_one(run, f, d, images) for f, d in generators.distillations(run.cfg)]
+    io.write_json(run.path(STAGE_NAME, "results.json"), {"distillations": results})
+    return {f"{r['name']} student {j['steps']} minus naive mse": j["student - naive"]["mean"]
+            for r in results for j in r["judged"]}
 
 
 def trained_params(run: Run) -> dict:
-    """{DISTILLED: its params} when the preset distills, else {}: the allocation's params beside the families'."""
-    return {ar_corrector.DISTILLED: restore_option_params(run)} if run.cfg.distill.halvings else {}
+    """{distillation name: {"family": its family's params, "students": each round's student}} of every family's
+    distillation in the preset (none: {}): the allocation's params beside the families'."""
+    out = {}
+    for f, d in generators.distillations(run.cfg):
+        shape = jax.eval_shape(train.model_specs(run.cfg)[d.network][2], jax.random.key(0))
+        students, _ = _params(run, d).restore({str(len(g)): shape for g in d.grids[1:]})
+        if students is None:
+            raise FileNotFoundError(f"no distilled {d.network} in {run.workdir}; run the distill stage first")
+        out[d.name] = {"family": train.restore_option_params(run, f.name), "students": students}
+    return out
 
 
 def load(run: Run) -> dict:
     return io.read_json(run.path(STAGE_NAME, "results.json"))
 
 
-STAGE = Stage(STAGE_NAME, run_stage, config=lambda cfg: (cfg.distill, cfg.seeds.batch_size, cfg.seeds.base_seed,
-                                                         cfg.cost.bootstrap, cfg.router.seed),
-              after=("data", "model_b", "corrector"))
+def _plan(cfg) -> tuple:
+    """What the stage distills: each distillation's name, network and grids."""
+    return tuple((d.name, d.network, [g.tolist() for g in d.grids]) for _, d in generators.distillations(cfg))
+
+
+STAGE = Stage(STAGE_NAME, run_stage, config=lambda cfg: (cfg.distill, _plan(cfg), cfg.seeds.batch_size,
+                                                         cfg.seeds.base_seed, cfg.cost.bootstrap, cfg.router.seed),
+              after=("data", *train.MODELS), version=2)

@@ -44,8 +44,9 @@ def run_stage(run: Run) -> dict:
 
 
 # version 1: report/premise.json and the report's Premise section; 2: its learning curves (stage `curves`); 3: FD/KID
-# intervals corrected for the resamples' bias; 4: the distilled corrector's section; 5: its teacher's FD
+# intervals corrected for the resamples' bias; 4: the distilled corrector's section; 5: its teacher's FD; 6: a section
+# per distillation (A per block beside the corrector)
 STAGE = Stage("report", run_stage,
               after=("data", "model_a", "model_b", "corrector", "distill", "labels", "curves", "router", "routed",
                      "allocate"),
-              version=5)
+              version=6)

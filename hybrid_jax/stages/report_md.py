@@ -260,37 +260,38 @@ def _early_exit_section(e: dict) -> list[str]:
                     "early exit minus it [95 % CI]"], rows)]
 
 
-def _distill_section(d: dict, premise: dict) -> list[str]:
-    """Each distilled corrector against naive DDIM at its steps (per-seed MSE to the teacher's DDIM image), and its
-    FD beside its teacher's (the trained corrector by DDIM on every step: "lossless" only where the student's FD
-    lies in the teacher's interval in every space)."""
-    if not d["judged"]:
-        return []
-    teacher = f"B/corrector DDIM {d['rounds'][0]['teacher_steps']}"
-    options, rows = premise["options"], []
-    ref = options.get(teacher, {}).get("spaces", {})
+def _distill_section(results: dict, premise: dict) -> list[str]:
+    """Each distillation's students against naive DDIM at their steps (per-seed MSE to the teacher's DDIM image),
+    and their FD beside the teacher's (the trained network by DDIM on the teacher's grid: "lossless" only where the
+    student's FD lies in the teacher's interval in every space)."""
+    options, out = premise["options"], []
+    fds = lambda name: options.get(name, {}).get("spaces", {})
     fd_of = lambda name: "; ".join(f"{sp} {f['fd']:.4g} [{f['fd_ci'][0]:.4g}, {f['fd_ci'][1]:.4g}]"
-                                   for sp, f in options.get(name, {}).get("spaces", {}).items()) or "–"
-    for j, r in zip(d["judged"], d["rounds"]):
-        name = f"B/corrector distilled {j['steps']}"
-        fd = {sp: f["fd"] for sp, f in options.get(name, {}).get("spaces", {}).items()}
-        lossless = bool(fd) and bool(ref) and all(f["fd_ci"][0] <= fd.get(sp, np.inf) <= f["fd_ci"][1]
-                                                  for sp, f in ref.items())
-        rows.append([f"{r['teacher_steps']} -> {j['steps']}", r["steps"],
-                     f"{r['first_loss']:.4g} -> {r['final_loss']:.4g}",
-                     _ci(j["student"]["mean"], j["student"]["ci"], "mse", ".4g"),
-                     _ci(j["naive DDIM"]["mean"], j["naive DDIM"]["ci"], "mse", ".4g"),
-                     _ci(j["student - naive"]["mean"], j["student - naive"]["ci"], "mse_gap", ".4g"), j["verdict"],
-                     fd_of(name), fd_of(f"B/corrector DDIM {j['steps']}"), "yes" if lossless else "no"])
-    return ["### Distilled corrector (progressive distillation)",
-            f"Each round's student (v-prediction, started from its teacher's weights) against naive DDIM of the trained "
-            f"corrector on the same steps, per seed on the first {d['n_seeds']} seeds (out of sample: no seed's image "
-            f"trained it): mean MSE to the teacher's image ({d['teacher']}) from the same AR image and noise, with "
-            "95 % bootstrap intervals. FD per premise space [95 % CI] of the student's and of naive DDIM's images of "
-            f"every seed; lossless means within the teacher's (`{teacher}`: {fd_of(teacher)}) in every space.",
-            _table(["round", "steps trained", "loss first -> last", "student MSE [95 % CI]", "naive DDIM MSE [95 % CI]",
-                    "student - naive [95 % CI]", "verdict", "student FD [95 % CI]", "naive DDIM FD [95 % CI]",
-                    "lossless"], rows)]
+                                   for sp, f in fds(name).items()) or "–"
+    for d in results["distillations"]:
+        ref, rows = fds(d["teacher"]), []
+        for j, r in zip(d["judged"], d["rounds"]):
+            fd = {sp: f["fd"] for sp, f in fds(j["student_option"]).items()}
+            lossless = bool(fd) and bool(ref) and all(f["fd_ci"][0] <= fd.get(sp, np.inf) <= f["fd_ci"][1]
+                                                      for sp, f in ref.items())
+            rows.append([f"{r['teacher_steps']} -> {j['steps']}", r["steps"],
+                         f"{r['first_loss']:.4g} -> {r['final_loss']:.4g}",
+                         _ci(j["student"]["mean"], j["student"]["ci"], "mse", ".4g"),
+                         _ci(j["naive DDIM"]["mean"], j["naive DDIM"]["ci"], "mse", ".4g"),
+                         _ci(j["student - naive"]["mean"], j["student - naive"]["ci"], "mse_gap", ".4g"),
+                         j["verdict"], fd_of(j["student_option"]), fd_of(j["naive_option"]),
+                         "yes" if lossless else "no"])
+        out += [f"### Distilled {d['network']} (progressive distillation, options `{d['name']}`)",
+                f"Each round's student (v-prediction, started from its teacher's weights) against naive DDIM of the "
+                f"trained {d['network']} on the same steps, per seed on the first {d['n_seeds']} seeds (out of sample: "
+                f"no seed's image trained it): mean MSE to the teacher's image ({d['teacher_grid']}) from the same "
+                "start, with 95 % bootstrap intervals. FD per premise space [95 % CI] of the student's and of naive "
+                f"DDIM's images of every seed; lossless means within the teacher's (`{d['teacher']}`: "
+                f"{fd_of(d['teacher'])}) in every space.",
+                _table(["round", "steps trained", "loss first -> last", "student MSE [95 % CI]",
+                        "naive DDIM MSE [95 % CI]", "student - naive [95 % CI]", "verdict", "student FD [95 % CI]",
+                        "naive DDIM FD [95 % CI]", "lossless"], rows)]
+    return out
 
 
 def _cost_section(cost: dict) -> list[str]:
