@@ -54,7 +54,7 @@ def measure(preset: Preset, batch: int, repeats: int, table: Table, dtypes=DTYPE
         pb = perturbed(jax.jit(functools.partial(model_b.init_params, cfg.model_b, cfg.corrector))(key))
         sa, sb = model_a.make_sampler(cfg.model_a), model_b.make_sampler(cfg.model_b, cfg.corrector)
         keys = jax.random.split(key, batch)
-        flops = cost.image_flops(cfg, cost.pass_flops(cfg, pa, pb))
+        flops = cost.image_flops(cfg, cost.pass_flops(cfg, {"model_a": pa, "model_b": pb}))
         res = time_many({"A": (sa.sample_keys, (pa, keys)), "B": (sb.sample_keys, (pb, keys))}, repeats=repeats)
         peak = peak_flops(device.device_kind, dtype)
         for model, passes in (("A", sa.passes), ("B", sb.passes)):

@@ -22,35 +22,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import generators, model_a, model_b, progress, routing, sharding, timing, xla
+from hybrid_jax import generators, progress, routing, sharding, timing, xla
 from hybrid_jax.config import Preset
 from hybrid_jax.data import fixed_batches
 from hybrid_jax.models import class_labels
-from hybrid_jax.models.decoder import init_cache
 
 log = logging.getLogger("hybrid_jax.cost")
 
 UNITS = ("A", "B", "B_finish", "probe")  # per-image work every strategy is made of
 
 
-def pass_flops(cfg: Preset, pa, pb) -> dict[str, float]:
-    """FLOPs of one pass of each network at batch 1, at the preset's geometry."""
-    g = cfg.geometry
-    x = jnp.zeros((1, *g.image_shape))
-    t = jnp.zeros((1,), jnp.int32)
-    cond = jnp.zeros((1, *g.image_shape[:2], model_a.COND_CHANNELS))
-    d = cfg.model_b.decoder
-    decoder = model_b.make_decoder(cfg.model_b, geometry=g)
-    cache = init_cache(1, d.num_layers, d.width, d.num_heads, seq_len=g.num_patches)
-    corrector = model_b.make_corrector_unet(cfg.corrector)
-    return {
-        "a_unet": timing.flops(model_a.make_eps_fn(cfg.model_a), pa, x, t, (cond, None)),
-        "b_ar_step": timing.flops(lambda p, c: decoder.apply({"params": p}, jnp.zeros((1, 1, g.patch_dim)), 3, c),
-                                  pb["ar"], cache),
-        "b_teacher_forcing": timing.flops(
-            lambda p: model_b.teacher_forcing(decoder, p, jnp.zeros((1, g.num_patches, g.patch_dim))), pb["ar"]),
-        "corrector_unet": timing.flops(lambda p: corrector.apply({"params": p}, x, t), pb["corrector"]),
-    }
+def pass_flops(cfg: Preset, trained: dict) -> dict[str, float]:
+    """FLOPs of one pass of each unit of every family's networks at batch 1, at the preset's geometry
+    (`Family.pass_flops`); `trained`: {family name: the params its options sample with}."""
+    return {unit: f for fam in generators.FAMILIES for unit, f in fam.pass_flops(cfg, trained[fam.name]).items()}
 
 
 def image_flops(cfg: Preset, f: dict[str, float]) -> dict[str, float]:

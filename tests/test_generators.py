@@ -130,3 +130,14 @@ def test_options_continue_the_probes_already_run_and_give_the_same_images(cfg, t
         # B: the AR scan split at the prefix sums alike (the routed stage's check); A: the same steps, bitwise
         np.testing.assert_allclose(resumed[rows], scratch[rows], atol=1e-5 if g.probe == "B" else 0, err_msg=g.name)
         assert (g.finish is not None) == bool(g.probe), g.name
+
+
+def test_every_unit_an_option_counts_has_the_flops_of_one_pass_from_its_family(cfg, trained):
+    """`cost.pass_flops` is the union of the families' own counts (`Family.pass_flops`): every unit an option's pass
+    counts name is there, so an option's FLOPs never miss a network, and each is a real count."""
+    from hybrid_jax import cost
+    f = cost.pass_flops(cfg, trained)
+    units = {u for g in generators.options(cfg) + generators.probed_options(cfg) for u in g.pass_counts}
+    assert units <= set(f) and all(v > 0 for v in f.values()), f
+    assert f["b_teacher_forcing"] > cfg.router.prefix_steps * f["b_ar_step"] / 2  # 16 positions against one
+    assert f["a_unet"] > f["corrector_unet"]  # the same tiny U-Net, A's with five more input channels

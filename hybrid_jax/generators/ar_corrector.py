@@ -4,9 +4,11 @@ corrector's progressive distillation (stage `distill`), its student and naive DD
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import distill, model_b
+from hybrid_jax import distill, model_b, timing
+from hybrid_jax.models.decoder import init_cache
 from hybrid_jax.config import Preset
 from hybrid_jax.generators.base import Distillation, Family, Generator, Network, distilled_option
 
@@ -62,6 +64,24 @@ def options(cfg: Preset) -> tuple[Generator, ...]:
         g for d in distillations(cfg) for g in d.options)
 
 
+def pass_flops(cfg: Preset, params) -> dict[str, float]:
+    """FLOPs at batch 1 at the preset's geometry (XLA's cost analysis) of one AR step of the decoder (KV-cached), its
+    teacher-forcing pass over the whole sequence (the probe's) and one corrector pass: the units its options' pass
+    counts and the probe name."""
+    g, d = cfg.geometry, cfg.model_b.decoder
+    x, t = jnp.zeros((1, *g.image_shape)), jnp.zeros((1,), jnp.int32)
+    decoder = model_b.make_decoder(cfg.model_b, geometry=g)
+    cache = init_cache(1, d.num_layers, d.width, d.num_heads, seq_len=g.num_patches)
+    corrector = model_b.make_corrector_unet(cfg.corrector)
+    return {
+        "b_ar_step": timing.flops(lambda p, c: decoder.apply({"params": p}, jnp.zeros((1, 1, g.patch_dim)), 3, c),
+                                  params["ar"], cache),
+        "b_teacher_forcing": timing.flops(
+            lambda p: model_b.teacher_forcing(decoder, p, jnp.zeros((1, g.num_patches, g.patch_dim))), params["ar"]),
+        "corrector_unet": timing.flops(lambda p: corrector.apply({"params": p}, x, t), params["corrector"]),
+    }
+
+
 def _init(cfg: Preset, key) -> dict:
     return model_b.init_params(cfg.model_b, cfg.corrector, key, geometry=cfg.geometry,
                                num_classes=cfg.data.num_classes)
@@ -77,4 +97,5 @@ NETWORKS = (
 
 FAMILY = Family(NAME, "ar_corrector", STREAM, NETWORKS,
                 assemble=lambda p: {"ar": p["model_b"], "corrector": p["corrector"]}, options=options,
-                brief=lambda cfg: option(cfg, cfg.corrector.start_step), distillations=distillations)
+                brief=lambda cfg: option(cfg, cfg.corrector.start_step), pass_flops=pass_flops,
+                distillations=distillations)

@@ -96,8 +96,9 @@ class Network:
 @dataclasses.dataclass(frozen=True)
 class Family:
     """A generator family: the networks it trains, its config section of option settings, the seed-key stream its
-    options draw from, how its networks' params make the params its options sample with, its options and its brief
-    option (the one the binary study names)."""
+    options draw from, how its networks' params make the params its options sample with, its options, its brief
+    option (the one the binary study names), the FLOPs of one pass of each unit its options' pass counts name, and
+    the samplers it distills."""
 
     name: str  # Generator.model of its options
     section: str  # its config section of option settings (budgets, depths, probe length): `getattr(cfg, section)`
@@ -106,6 +107,7 @@ class Family:
     assemble: Callable[[dict[str, Any]], Any]  # {network name: params} -> the params its options sample with
     options: Callable[[Preset], tuple[Generator, ...]]  # every option of the allocation, most expensive first
     brief: Callable[[Preset], Generator]  # its option in the brief's binary study
+    pass_flops: Callable[[Preset, Any], dict[str, float]]  # (cfg, its params) -> FLOPs of one pass per unit it names
     distillations: Callable[[Preset], tuple[Distillation, ...]] = lambda cfg: ()  # its samplers distilled (may be none)
 
 

@@ -4,11 +4,12 @@ naive DDIM at the student's steps per block."""
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
-import functools
+import jax.numpy as jnp
 
-from hybrid_jax import diffusion, distill, features, geometry, model_a, xla
+from hybrid_jax import diffusion, distill, features, geometry, model_a, timing, xla
 from hybrid_jax.config import Preset
 from hybrid_jax.generators.base import Distillation, Family, Generator, Network, distilled_option
 
@@ -89,6 +90,15 @@ def probe(cfg: Preset) -> Callable:
     return xla.jit(run)
 
 
+def pass_flops(cfg: Preset, params) -> dict[str, float]:
+    """FLOPs of one pass of A's U-Net at batch 1 at the preset's geometry (XLA's cost analysis): the unit its
+    options' pass counts name."""
+    g = cfg.geometry
+    x, t = jnp.zeros((1, *g.image_shape)), jnp.zeros((1,), jnp.int32)
+    cond = jnp.zeros((1, *g.image_shape[:2], model_a.COND_CHANNELS))
+    return {"a_unet": timing.flops(model_a.make_eps_fn(cfg.model_a), params, x, t, (cond, None))}
+
+
 def _loss(cfg: Preset):
     return model_a.make_loss(cfg.model_a, geometry=cfg.geometry, num_classes=cfg.data.num_classes)
 
@@ -99,4 +109,5 @@ def _init(cfg: Preset, key):
 
 FAMILY = Family(NAME, "blockwise", STREAM, (Network("model_a", _loss, _init),),
                 assemble=lambda p: p["model_a"], options=options,
-                brief=lambda cfg: option(cfg, cfg.model_a.steps_per_block), distillations=distillations)
+                brief=lambda cfg: option(cfg, cfg.model_a.steps_per_block), pass_flops=pass_flops,
+                distillations=distillations)

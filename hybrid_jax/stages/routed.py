@@ -94,7 +94,7 @@ def run_stage(run: Run) -> dict:
     check = cost.consistency(routed.run(pa, pb, keys_a, keys_b, classes), seeds)
     options = tuple(g.name for g in generators.binary(cfg))  # the router's two options (A's role, then B's)
     timed = _timings(run, routed, pa, pb, {"learned router": to_a}, seeds["seeds"], options, oracle)
-    flops = cost.pass_flops(cfg, pa, pb)  # once per run: the allocate stage reads them from cost.json
+    flops = cost.pass_flops(cfg, {"model_a": pa, "model_b": pb})  # once per run: the allocate stage reads them from cost.json
     units = cost.unit_costs(timed["rows"], cost.unit_work(cfg, flops), options)
     _, X, names = features_stage.load(run)
     scores = labels_stage.load_scores(run)
