@@ -112,8 +112,8 @@ def test_premise_json_has_every_option_both_spaces_and_the_verdict_of_its_rule(f
 
 def test_the_distilled_samplers_are_trained_judged_and_offered_as_options(finished, tmp_path):
     """One round of each family's distillation (B's corrector, A per block) switched on in a copy of the finished run
-    re-runs distill, allocate and report alone: each round trained (its loss recorded), judged per seed against
-    naive DDIM at its steps, offered to the allocation beside its teacher and reported; training the rounds again
+    re-runs distill, allocate and report alone: each round trained (its loss recorded), offered to the allocation
+    beside its teacher, judged by the report per seed against naive DDIM at its steps and reported; training the rounds again
     reads the finished ones back (no step trained) to the students the stage saved.
     (Rounds after the first, whose teacher predicts v: `test_distill.py`.)"""
     import shutil
@@ -128,12 +128,14 @@ def test_the_distilled_samplers_are_trained_judged_and_offered_as_options(finish
                          "blockwise.halvings=1"]) == 0
     assert _stages_run(workdir, log_before) == ["distill", "allocate", "report"]
     run = pipeline.load_run(workdir)
-    results = io.read_json(workdir / "distill" / "results.json")["distillations"]
+    results = io.read_json(workdir / "report" / "premise.json")["distillations"]
     assert [(d["network"], [r["student_steps"] for r in d["rounds"]]) for d in results] == [("model_a", [2]),
                                                                                               ("corrector", [2])]
-    for d in results:
+    assert [d["rounds"] for d in results] == [d["rounds"] for d in io.read_json(workdir / "distill" / "results.json")
+                                              ["distillations"]]
+    for d in results:  # judged on every seed, from the images the allocation made
         (j,) = d["judged"]
-        assert j["n"] == run.cfg.distill.eval_seeds and j["student"]["ci"][0] <= j["student"]["mean"] <= j["student"]["ci"][1]
+        assert j["n"] == run.cfg.seeds.num_seeds and j["student"]["ci"][0] <= j["student"]["mean"] <= j["student"]["ci"][1]
         assert j["student - naive"]["mean"] == pytest.approx(j["student"]["mean"] - j["naive DDIM"]["mean"])
     names = io.read_json(workdir / "allocate" / "results.json")["options"]
     assert {"B/corrector distilled 2", "B/corrector DDIM 2", "B/corrector DDIM 3", "A/distilled 2 steps",
@@ -220,7 +222,7 @@ RETUNES = {  # a changed field -> the stages it re-runs (no trained model among 
     "blockwise.budgets=3": ["allocate", "report"],
     "seeds.num_seeds=44": ["seeds", "features", "labels", "curves", "router", "routed", "allocate", "report"],
     "curves.resamples=60": ["curves", "report"],
-    "distill.eval_seeds=6": ["distill", "allocate", "report"],  # judged again, its students read back
+    "distill.train.lr=0.0002": ["distill", "allocate", "report"],  # (no rounds in the test preset) offered again
 }
 
 

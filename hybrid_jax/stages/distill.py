@@ -1,11 +1,10 @@
 """Stage `distill`: progressive distillation (`hybrid_jax.distill`) of every family's distilled sampler
 (`generators.Distillation`: B's corrector, A per block), one resumable round per halving, each student trained from
-its teacher's weights; then every student judged against naive DDIM at its steps, per seed, by the MSE to the
-teacher's DDIM image from the same start (the same noise, and for B the same AR image), with 95 % bootstrap
-intervals over the seeds.
+its teacher's weights.
 
-The students are options of their families, so the allocation, the report and the labeling page judge them beside
-every other option (quality, FD, seconds, FLOPs).
+The students are options of their families, so the allocation generates their images of every seed once, and the
+report, the labeling page and `judge` (each student against naive DDIM at its steps, per seed, by the MSE to the
+teacher's DDIM image from the same start) read them from there beside every other option.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from hybrid_jax import config as config_lib
 from hybrid_jax import distill, generators, io, stats, tensorboard
 from hybrid_jax import train as train_lib
 from hybrid_jax.checkpoint import Checkpointer
-from hybrid_jax.generators import Distillation, Family
+from hybrid_jax.generators import Distillation
 from hybrid_jax.rundir import Run, Stage, done_record, fingerprint
 from hybrid_jax.stages import data as data_stage
 from hybrid_jax.stages import train
@@ -27,7 +26,7 @@ STAGE_NAME = "distill"
 
 def _guard(run: Run, d: Distillation) -> dict:
     """What a round's student depends on: the training recipe, the teacher's grid and the trained network (and so
-    the data); not the judging, so a changed `eval_seeds` re-reads the students."""
+    the data): a preset with more rounds re-reads the first ones."""
     return {"train": config_lib.to_dict(run.cfg.distill.train), "grid": d.grids[0].tolist(),
             d.network: done_record(run, d.network)["fingerprint"]}
 
@@ -60,21 +59,11 @@ def _train_rounds(run: Run, d: Distillation, images) -> tuple[dict, list[dict]]:
     return students, rounds
 
 
-def _images(run: Run, f: Family, d: Distillation, students: dict, seeds: np.ndarray) -> dict[str, np.ndarray]:
-    """Every seed's image by each option of the distillation (the teacher, and per round the student and naive
-    DDIM), all from the seed's own noise (B: and its own AR image)."""
-    cfg = run.cfg
-    family = train.restore_option_params(run, f.name)
-    params = {f.name: family, d.name: {"family": family, "students": students}}
-    return {g.name: generators.generate((g,), params, seeds, np.zeros(len(seeds), int), base_seed=cfg.seeds.base_seed,
-                                        batch_size=cfg.seeds.batch_size, num_classes=cfg.data.num_classes)
-            for g in d.options}
-
-
 def judge(images: dict[str, np.ndarray], d: Distillation, rng: np.random.Generator,
           boot: stats.BootstrapConfig) -> list[dict]:
-    """Per round: the mean over seeds of each image's MSE to the teacher's, for the student and for naive DDIM at
-    its steps, and the student minus naive, each with its 95 % bootstrap interval over the seeds."""
+    """Per round, from each option's images of the same seeds ({option name: [n, S, S, 3]}): the mean over seeds of
+    each image's MSE to the teacher's, for the student and for naive DDIM at its steps, and the student minus naive,
+    each with its 95 % bootstrap interval over the seeds."""
     teacher = images[d.teacher.name]
     mse = lambda x: np.mean(np.square(x - teacher), axis=(1, 2, 3))
     mean = lambda x, axis=-1: np.mean(x, axis=axis)
@@ -90,25 +79,28 @@ def judge(images: dict[str, np.ndarray], d: Distillation, rng: np.random.Generat
     return out
 
 
-def _distill_one(run: Run, f: Family, d: Distillation, images) -> dict:
-    cfg = run.cfg
-    students, rounds = _train_rounds(run, d, images)
-    _params(run, d).save(len(rounds), students)
-    seeds = np.arange(cfg.distill.eval_seeds)
-    judged = judge(_images(run, f, d, students, seeds), d, np.random.default_rng(cfg.router.seed),
-                   stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap))
-    return {"name": d.name, "network": d.network, "teacher": d.teacher.name,
-            "teacher_grid": f"DDIM over {len(d.grids[0])} of {d.network}'s {d.num_timesteps} trained timesteps",
-            "rounds": rounds, "judged": judged, "n_seeds": len(seeds)}
+def judged(run: Run, images: dict[str, np.ndarray], rng: np.random.Generator, boot: stats.BootstrapConfig
+           ) -> list[dict]:
+    """Every distillation's record (`load`) with its rounds judged (`judge`) on the allocation's images of every
+    seed (none of which trained a student)."""
+    records = {r["name"]: r for r in load(run)["distillations"]}
+    return [{**records[d.name], "judged": judge(images, d, rng, boot), "n_seeds": len(images[d.teacher.name])}
+            for _, d in generators.distillations(run.cfg)]
 
 
 def run_stage(run: Run) -> dict:
     data = data_stage.load(run)
     images = (data["train"], data["train_labels"])
-    results = [_distill_one(run, f, d, images) for f, d in generators.distillations(run.cfg)]
+    results = []
+    for _, d in generators.distillations(run.cfg):
+        students, rounds = _train_rounds(run, d, images)
+        _params(run, d).save(len(rounds), students)
+        results.append({"name": d.name, "network": d.network, "teacher": d.teacher.name, "rounds": rounds,
+                        "teacher_grid": f"DDIM over {len(d.grids[0])} of {d.network}'s {d.num_timesteps} trained "
+                                        "timesteps"})
     io.write_json(run.path(STAGE_NAME, "results.json"), {"distillations": results})
-    return {f"{r['name']} student {j['steps']} minus naive mse": j["student - naive"]["mean"]
-            for r in results for j in r["judged"]}
+    return {f"{r['name']} {x['teacher_steps']} -> {x['student_steps']} final loss": x["final_loss"]
+            for r in results for x in r["rounds"]}
 
 
 def trained_params(run: Run) -> dict:
@@ -133,6 +125,6 @@ def _plan(cfg) -> tuple:
     return tuple((d.name, d.network, [g.tolist() for g in d.grids]) for _, d in generators.distillations(cfg))
 
 
-STAGE = Stage(STAGE_NAME, run_stage, config=lambda cfg: (cfg.distill, _plan(cfg), cfg.seeds.batch_size,
-                                                         cfg.seeds.base_seed, cfg.cost.bootstrap, cfg.router.seed),
-              after=("data", *train.MODELS), version=2)
+# version 2: every family's distillations; 3: judged by the report on the allocation's images, not here
+STAGE = Stage(STAGE_NAME, run_stage, config=lambda cfg: (cfg.distill, _plan(cfg)), after=("data", *train.MODELS),
+              version=3)

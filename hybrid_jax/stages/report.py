@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from hybrid_jax import generators, io, labeling, premise
+from hybrid_jax import generators, io, labeling, premise, stats
 from hybrid_jax.rundir import Run, Stage
 from hybrid_jax.stages import curves as curves_stage
 from hybrid_jax.stages import data as data_stage
+from hybrid_jax.stages import distill as distill_stage
 from hybrid_jax.stages import labels as labels_stage
 
 PREMISE_RESAMPLES = 200  # bootstrap resamples of each FD / KID / median interval of the premise
@@ -18,13 +19,14 @@ def premise_figures(run: Run) -> dict:
     """Per allocation option (every one the allocate stage generated, the brief's pair among them): FD and KID to
     held-out real images in every premise space (`labels.premise_spaces`: the labeler's, a pixel PCA, the
     independent judge's; each with its 95 % interval), median quality, memorisation; the calibrated (never forced) label rule's A_needed
-    share; and `premise.verdict` on the brief's pair."""
+    share; `premise.verdict` on the brief's pair; and each distillation's rounds judged on every seed
+    (`stages.distill.judged`)."""
     data = data_stage.load(run)
     train_px, real_px = data["train"], data["holdout"]
     spaces, judge = labels_stage.premise_spaces(run)
     rng = np.random.default_rng(run.cfg.router.seed)
-    per = {}
-    for name, images in labeling.load_options(run.workdir).images.items():
+    per, options = {}, labeling.load_options(run.workdir).images
+    for name, images in options.items():
         per[name] = premise.option_figures(images, *judge(images), spaces, train_px, real_px, rng, PREMISE_RESAMPLES)
     scores = labels_stage.load_scores(run)
     share = float(np.mean(scores["score_a"] - scores["score_b"] > labels_stage.tau(run)))
@@ -33,6 +35,7 @@ def premise_figures(run: Run) -> dict:
             "copy_quantile": premise.COPY_QUANTILE, "a_needed_range": list(premise.A_NEEDED_RANGE),
             "n_train": len(train_px), "n_real": len(real_px), "options": per,
             "curves": curves_stage.load(run)["points"],
+            "distillations": distill_stage.judged(run, options, rng, stats.BootstrapConfig(PREMISE_RESAMPLES)),
             **premise.verdict(per[a], per[b], share)}
 
 
@@ -45,8 +48,8 @@ def run_stage(run: Run) -> dict:
 
 # version 1: report/premise.json and the report's Premise section; 2: its learning curves (stage `curves`); 3: FD/KID
 # intervals corrected for the resamples' bias; 4: the distilled corrector's section; 5: its teacher's FD; 6: a section
-# per distillation (A per block beside the corrector)
+# per distillation (A per block beside the corrector); 7: the distillations judged here, on every seed
 STAGE = Stage("report", run_stage,
               after=("data", "model_a", "model_b", "corrector", "distill", "labels", "curves", "router", "routed",
                      "allocate"),
-              version=6)
+              version=7)

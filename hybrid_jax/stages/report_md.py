@@ -19,7 +19,6 @@ from hybrid_jax import evaluation, figures, io, premise, sanity, stats
 from hybrid_jax.rundir import Run, summary
 from hybrid_jax.stages import allocate as allocate_stage
 from hybrid_jax.stages import curves as curves_stage
-from hybrid_jax.stages import distill as distill_stage
 from hybrid_jax.stages import routed as routed_stage
 from hybrid_jax.stages import router as router_stage
 from hybrid_jax.stages import seeds as seeds_stage
@@ -260,7 +259,7 @@ def _early_exit_section(e: dict) -> list[str]:
                     "early exit minus it [95 % CI]"], rows)]
 
 
-def _distill_section(results: dict, premise: dict) -> list[str]:
+def _distill_section(premise: dict) -> list[str]:
     """Each distillation's students against naive DDIM at their steps (per-seed MSE to the teacher's DDIM image),
     and their FD beside the teacher's (the trained network by DDIM on the teacher's grid: "lossless" only where the
     student's FD lies in the teacher's interval in every space)."""
@@ -268,7 +267,7 @@ def _distill_section(results: dict, premise: dict) -> list[str]:
     fds = lambda name: options.get(name, {}).get("spaces", {})
     fd_of = lambda name: "; ".join(f"{sp} {f['fd']:.4g} [{f['fd_ci'][0]:.4g}, {f['fd_ci'][1]:.4g}]"
                                    for sp, f in fds(name).items()) or "–"
-    for d in results["distillations"]:
+    for d in premise["distillations"]:
         ref, rows = fds(d["teacher"]), []
         for j, r in zip(d["judged"], d["rounds"]):
             fd = {sp: f["fd"] for sp, f in fds(j["student_option"]).items()}
@@ -283,8 +282,8 @@ def _distill_section(results: dict, premise: dict) -> list[str]:
                          "yes" if lossless else "no"])
         out += [f"### Distilled {d['network']} (progressive distillation, options `{d['name']}`)",
                 f"Each round's student (v-prediction, started from its teacher's weights) against naive DDIM of the "
-                f"trained {d['network']} on the same steps, per seed on the first {d['n_seeds']} seeds (out of sample: "
-                f"no seed's image trained it): mean MSE to the teacher's image ({d['teacher_grid']}) from the same "
+                f"trained {d['network']} on the same steps, per seed on every seed ({d['n_seeds']}; out of sample: no "
+                f"seed's image trained it): mean MSE to the teacher's image ({d['teacher_grid']}) from the same "
                 "start, with 95 % bootstrap intervals. FD per premise space [95 % CI] of the student's and of naive "
                 f"DDIM's images of every seed; lossless means within the teacher's (`{d['teacher']}`: "
                 f"{fd_of(d['teacher'])}) in every space.",
@@ -542,7 +541,7 @@ def write_report(run: Run) -> Path:
     body = (_preamble(run, cost, router)[:1] + _premise_section(premise) + _curves_section(curves_stage.load(run), out)
             + _preamble(run, cost, router)[1:]
             + _headline(cost) + (_early_exit_section(cost["early_exit"]) if "early_exit" in cost else [])
-            + _distill_section(distill_stage.load(run), premise)
+            + _distill_section(premise)
             + _cost_section(cost) + _router_section(router, out)
             + _allocation_section(allocate_stage.load(run), out)
             + _class_section(run) + _labels_section(run, router) + _training_section(run, out)
