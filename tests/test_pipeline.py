@@ -113,12 +113,11 @@ def test_premise_json_has_every_option_both_spaces_and_the_verdict_of_its_rule(f
 def test_the_distilled_samplers_are_trained_judged_and_offered_as_options(finished, tmp_path):
     """One round of each family's distillation (B's corrector, A per block) switched on in a copy of the finished run
     re-runs distill, allocate and report alone: each round trained (its loss recorded), offered to the allocation
-    beside its teacher, judged by the report per seed against naive DDIM at its steps and reported; training the rounds again
-    reads the finished ones back (no step trained) to the students the stage saved.
+    beside its teacher, judged by the report per seed against naive DDIM at its steps and reported; the stage run again
+    reads the finished rounds back (no step trained) to the students it saved.
     (Rounds after the first, whose teacher predicts v: `test_distill.py`.)"""
     import shutil
 
-    from hybrid_jax import generators
     from hybrid_jax.stages import distill as distill_stage
 
     workdir = tmp_path / "distilled"
@@ -142,15 +141,13 @@ def test_the_distilled_samplers_are_trained_judged_and_offered_as_options(finish
             "A/DDIM 2 steps", "A/DDIM 4 steps"} <= set(names)
     report = (workdir / "report" / "report.md").read_text()
     assert "### Distilled corrector" in report and "### Distilled model_a" in report
-    from hybrid_jax.stages import data as data_stage
-
-    data = data_stage.load(run)
-    for (_, d), done in zip(generators.distillations(run.cfg), results):  # the rounds again: read back, not trained
-        saved = distill_stage.trained_params(run)[d.name]["students"]
-        students, rounds = distill_stage._train_rounds(run, d, (data["train"], data["train_labels"]))
-        assert [r["resumed_from"] for r in rounds] == [r["steps"] for r in done["rounds"]]
-        for a, b in zip(jax.tree.leaves(students), jax.tree.leaves(saved)):
-            np.testing.assert_array_equal(a, b)
+    saved = jax.tree.leaves(distill_stage.trained_params(run))
+    (workdir / "distill" / "done.json").unlink()
+    pipeline.run_stages(run, only=("distill",))  # the stage again: every round read back, not trained
+    again = io.read_json(workdir / "distill" / "results.json")["distillations"]
+    assert [r["resumed_from"] for d in again for r in d["rounds"]] == [r["steps"] for d in results for r in d["rounds"]]
+    for a, b in zip(jax.tree.leaves(distill_stage.trained_params(run)), saved):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_learning_curves_have_every_snapshot_and_end_at_the_trained_models(finished):

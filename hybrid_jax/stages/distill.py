@@ -94,7 +94,9 @@ def run_stage(run: Run) -> dict:
     results = []
     for _, d in generators.distillations(run.cfg):
         students, rounds = _train_rounds(run, d, images)
-        _params(run, d).save(len(rounds), students)
+        saved = _params(run, d)
+        if len(rounds) not in saved.steps():  # a rerun reads every round back to the same students
+            saved.save(len(rounds), students)
         results.append({"name": d.name, "network": d.network, "teacher": d.teacher.name, "rounds": rounds,
                         "teacher_grid": f"DDIM over {len(d.grids[0])} of {d.network}'s {d.num_timesteps} trained "
                                         "timesteps"})
