@@ -37,17 +37,6 @@ from hybrid_jax import data, model_a, model_b  # noqa: E402
 from hybrid_jax.config import Preset, get_preset  # noqa: E402
 
 
-# The modules whose module-scoped fixtures run the whole pipeline (minutes each), scheduled first: with
-# `--dist loadscope` each module runs on one worker in collection order, so these start at once on both workers
-# and the many short modules fill in around them instead of one long module starting last.
-FIRST = ("test_pipeline.py", "test_classes.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST)
-    items.sort(key=rank)  # stable: the order within and among the other modules is kept
-
-
 def pytest_unconfigure(config):
     if _OWN_CACHE and not hasattr(config, "workerinput"):  # the process that made the cache (not an xdist worker)
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
