@@ -93,7 +93,7 @@ def run(presets: list[str], repeats: int = 1, baseline: str | None = None) -> li
             table.add(name, *(f"{cols[name][0]:.1f}" + ("" if cols[name][1] else " (reused)") if name in cols
                               else "–" for cols in columns.values()))
         totals = {c: _totals(cols) for c, cols in columns.items()}
-        table.add("training (model_a + model_b + corrector)", *(f"{t:.1f}" for t, _ in totals.values()))
+        table.add(f"training ({' + '.join(TRAINING)})", *(f"{t:.1f}" for t, _ in totals.values()))
         table.add("evaluation (every stage after training)", *(f"{e:.1f}" for _, e in totals.values()))
         table.add("evaluation / training", *(f"{e / t:.2f}" for t, e in totals.values()))
         table.notes.append("Each stage's own seconds from its done.json, one `experiments.run` per column in a fresh "
