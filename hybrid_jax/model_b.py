@@ -81,6 +81,12 @@ def make_corrector_unet(cfg: CorrectorConfig, num_classes: int = 1) -> UNet:
     return build(UNet, cfg.unet, num_classes=num_classes)
 
 
+def corrector_fn(cfg: CorrectorConfig, num_classes: int = 1):
+    """The corrector's raw output (eps when trained, v for a distilled student): (params, x_t, t [b], labels)."""
+    unet = make_corrector_unet(cfg, num_classes)
+    return lambda p, x, t, labels: unet.apply({"params": p}, x, t, None, labels)
+
+
 def init_params(cfg: ModelBConfig, ccfg: CorrectorConfig, key: jax.Array, num_classes: int = 1, *,
                 geometry: Geometry = Geometry()) -> dict:
     k_ar, k_c = jax.random.split(key)
@@ -177,9 +183,8 @@ def make_sampler(cfg: ModelBConfig, ccfg: CorrectorConfig, depth: int | None = N
     decoder = make_decoder(cfg, num_classes, geometry=geometry)
     d = cfg.decoder
     seq_len, patch_dim = geometry.num_patches, geometry.patch_dim
-    unet = make_corrector_unet(ccfg, num_classes)
     sched = diffusion.linear_schedule(ccfg.num_timesteps)
-    corr_net = lambda p, x, t, labels: unet.apply({"params": p}, x, t, None, labels)
+    corr_net = corrector_fn(ccfg, num_classes)
     corr_eps = distill.as_eps_fn(corr_net, sched.alphas_cumprod) if v_prediction else corr_net
 
     def ar_steps(params, state: ARState, keys, num_steps: int, labels):

@@ -127,6 +127,12 @@ def test_stand_in_with_several_classes_is_refused(tmp_path):
 TWO = ("dog", "cat")
 
 
+# What the per-class figures do not need: no training snapshots (so no learning-curve sampling) and one option per
+# family (A at 4 steps, B at its trained corrector depth); the one-class run of tests/test_pipeline.py has them all.
+CHEAPER = ("model_a.snapshots=0", "model_b.snapshots=0", "corrector.snapshots=0", "blockwise.budgets=4",
+           "ar_corrector.depths=3")
+
+
 @pytest.fixture(scope="module")
 def two_class_run(tmp_path_factory):
     """The test preset over two classes of a tiny official-format CIFAR-10 folder, every stage."""
@@ -143,7 +149,7 @@ def two_class_run(tmp_path_factory):
         (root / name).write_bytes(pickle.dumps({b"labels": labels, b"data": pixels}, protocol=2))
     workdir = tmp_path_factory.mktemp("two") / "run"
     assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--data", str(root),
-                         "--class", ",".join(TWO)]) == 0
+                         "--class", ",".join(TWO), "--set", *CHEAPER]) == 0
     return workdir
 
 

@@ -47,11 +47,10 @@ def distillations(cfg: Preset) -> tuple[Distillation, ...]:
     if not halvings:
         return ()
     grids = distill.grids(np.arange(c.start_step - 1, -1, -1), halvings)
-    unet = model_b.make_corrector_unet(c, cfg.data.num_classes)
     with_student = lambda family, student: {"ar": family["ar"], "corrector": student}
     students = tuple(distilled_option(f"B/corrector distilled {len(g)}", DISTILLED, _ddim(cfg, g, True), with_student,
                                       len(g), _passes(cfg, g), stream=STREAM, probe="B") for g in grids[1:])
-    return (Distillation(DISTILLED, "corrector", lambda p, x, t, labels: unet.apply({"params": p}, x, t, None, labels),
+    return (Distillation(DISTILLED, "corrector", model_b.corrector_fn(c, cfg.data.num_classes),
                          distill.class_condition, c.num_timesteps, grids, _naive(cfg, grids[0]), students,
                          tuple(_naive(cfg, g) for g in grids[1:])),)
 
