@@ -332,14 +332,43 @@ def test_readme_examples_run(finished, tmp_path, block, printed):
     assert printed in out.stdout
 
 
-def test_devices_flag_trains_data_parallel_on_a_mesh(tmp_path):
-    env = dict(os.environ)
+@pytest.fixture(scope="module")
+def busy_mesh_run(tmp_path_factory) -> tuple[Path, int, subprocess.CompletedProcess]:
+    """One run of `data,model_b` in a fresh process on 2 host devices (`--devices 2`) with the work dir's own
+    compilation cache (cold: `HYBRID_JAX_COMPILE_CACHE=1`), and a second run on the same work dir started while the
+    first holds it: (work dir, the first's exit code, the second's result). One training serves the three tests
+    below."""
+    workdir = tmp_path_factory.mktemp("busy") / "run"
+    env = dict(os.environ, HYBRID_JAX_COMPILE_CACHE="1")
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-    out = subprocess.run(_cli(tmp_path / "mesh", "--devices", "2", "--stages", "data,model_b"), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    losses = io.read_npz(tmp_path / "mesh" / "model_b" / "losses.npz")["losses"]
+    first = subprocess.Popen(_cli(workdir, "--devices", "2", "--stages", "data,model_b"), cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (workdir / "run.lock").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    second = subprocess.run(_cli(workdir, "--stages", "data,model_b"), cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    first_rc = first.wait(timeout=600)
+    assert first_rc == 0, first.stderr.read()[-2000:]
+    return workdir, first_rc, second
+
+
+def test_devices_flag_trains_data_parallel_on_a_mesh(busy_mesh_run):
+    workdir, _, _ = busy_mesh_run
+    losses = io.read_npz(workdir / "model_b" / "losses.npz")["losses"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_a_second_run_on_the_same_workdir_is_refused_while_the_first_runs(busy_mesh_run):
+    workdir, first_rc, second = busy_mesh_run
+    assert first_rc == 0
+    assert second.returncode == 2 and "in use by another run" in second.stderr and "pid" in second.stderr
+    assert not (workdir / "run.lock").exists()  # released at the end
+
+
+def test_compiled_programs_are_cached_in_the_workdir(busy_mesh_run):
+    workdir, _, _ = busy_mesh_run
+    assert any((workdir / "cache" / "jax").iterdir())
 
 
 def test_routed_and_cost_stages_on_a_mesh_match_one_device(finished, tmp_path):
@@ -427,22 +456,6 @@ def test_models_restored_in_a_fresh_process_reproduce_the_stored_images(finished
     np.testing.assert_array_equal(fresh["b"], stored["images_b"][:n])
 
 
-def test_a_second_run_on_the_same_workdir_is_refused_while_the_first_runs(tmp_path):
-    workdir = tmp_path / "busy"
-    first = subprocess.Popen(_cli(workdir, "--stages", "data,model_b"), cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (workdir / "run.lock").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    second = subprocess.run(_cli(workdir, "--stages", "data,model_b"), cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
-    assert first.wait(timeout=600) == 0
-    assert second.returncode == 2 and "in use by another run" in second.stderr and "pid" in second.stderr
-    assert not (workdir / "run.lock").exists()  # released at the end
-    losses = io.read_npz(workdir / "model_b" / "losses.npz")["losses"]
-    assert np.isfinite(losses).all()
-
-
 def test_a_dead_runs_lock_is_taken_over(tmp_path):
     import json
     import socket
@@ -457,14 +470,6 @@ def test_a_dead_runs_lock_is_taken_over(tmp_path):
     with rundir.lock(workdir):
         assert json.loads((workdir / "run.lock").read_text())["pid"] == os.getpid()
     assert not (workdir / "run.lock").exists()
-
-
-def test_compiled_programs_are_cached_in_the_workdir(tmp_path):
-    env = dict(os.environ, HYBRID_JAX_COMPILE_CACHE="1")
-    out = subprocess.run(_cli(tmp_path / "cached", "--stages", "data,model_b"), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert any((tmp_path / "cached" / "cache" / "jax").iterdir())
 
 
 def test_a_stage_version_bump_reruns_it_and_version_0_keeps_old_fingerprints():
