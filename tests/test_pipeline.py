@@ -37,8 +37,9 @@ OUTPUTS = {  # stage -> files it must leave behind
     "report": ["report.md", "premise.json", "learning_curves.png", "cost_quality.png", "allocation_pareto.png", "training_curves.png", "samples_a_vs_b.png", "threshold_sweep.png"],
 }
 # what a run killed in the seeds stage and resumed is compared on: the seeds stage's outputs and those of the stages
-# that read them first (the later ones re-run in fresh processes elsewhere: the router in tests/test_router.py, the
-# routed stage in tests/_routed_mesh_check.py, both compared with the finished run's outputs)
+# that read them first (the later ones are checked elsewhere: the routed stage re-run in a fresh process against the
+# finished run's outputs in tests/_routed_mesh_check.py; the router's cross-fit resumed after a kill ending where an
+# uninterrupted one does in tests/test_crossfit.py, a saved router reloaded in a fresh process in tests/test_router.py)
 COMPARED = [("seeds", "seeds.npz"), ("features", "features.npz"), ("labels", "scores.npz")]
 
 
