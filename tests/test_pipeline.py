@@ -342,15 +342,17 @@ def busy_mesh_run(tmp_path_factory) -> tuple[Path, int, subprocess.CompletedProc
     workdir = tmp_path_factory.mktemp("busy") / "run"
     env = dict(os.environ, HYBRID_JAX_COMPILE_CACHE="1")
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-    first = subprocess.Popen(_cli(workdir, "--devices", "2", "--stages", "data,model_b"), cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = workdir.parent / "first.stderr"  # a file, not a pipe: a pipe nobody reads would block the run when full
+    with open(log, "w") as err:
+        first = subprocess.Popen(_cli(workdir, "--devices", "2", "--stages", "data,model_b"), cwd=REPO, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 120
     while not (workdir / "run.lock").exists() and time.time() < deadline:
         time.sleep(0.02)
     second = subprocess.run(_cli(workdir, "--stages", "data,model_b"), cwd=REPO, capture_output=True, text=True,
                             timeout=300)
     first_rc = first.wait(timeout=600)
-    assert first_rc == 0, first.stderr.read()[-2000:]
+    assert first_rc == 0, log.read_text()[-2000:]
     return workdir, first_rc, second
 
 
