@@ -122,69 +122,6 @@ def test_stand_in_with_several_classes_is_refused(tmp_path):
         data_stage.run_stage(run)
 
 
-# ----------------------------------------------------------------------------- two classes end to end
-
-TWO = ("dog", "cat")
-
-
-# What the per-class figures do not need: no training snapshots (so no learning-curve sampling) and one option per
-# family (A at 4 steps, B at its trained corrector depth); the one-class run of tests/test_pipeline.py has them all.
-CHEAPER = ("model_a.snapshots=0", "model_b.snapshots=0", "corrector.snapshots=0", "blockwise.budgets=4",
-           "ar_corrector.depths=3")
-
-
-@pytest.fixture(scope="module")
-def two_class_run(tmp_path_factory):
-    """The test preset over two classes of a tiny official-format CIFAR-10 folder, every stage."""
-    import pickle
-
-    from experiments import run as run_cli
-
-    root = tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for name, per_class in (("data_batch_1", 24), ("test_batch", 6)):
-        labels = [data.CIFAR10_CLASSES.index(c) for c in TWO for _ in range(per_class)] + [0, 9]
-        pixels = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
-        (root / name).write_bytes(pickle.dumps({b"labels": labels, b"data": pixels}, protocol=2))
-    workdir = tmp_path_factory.mktemp("two") / "run"
-    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--data", str(root),
-                         "--class", ",".join(TWO), "--set", *CHEAPER]) == 0
-    return workdir
-
-
-def test_two_classes_end_to_end(two_class_run):
-    from hybrid_jax import io
-
-    images = io.read_npz(two_class_run / "data" / "images.npz")
-    np.testing.assert_array_equal(images["train_labels"], np.repeat([0, 1], 24))
-    np.testing.assert_array_equal(images["holdout_labels"], np.repeat([0, 1], 6))
-    seeds = io.read_npz(two_class_run / "seeds" / "seeds.npz")
-    np.testing.assert_array_equal(seeds["labels"], seeds["seeds"] % 2)
-    feats = io.read_npz(two_class_run / "features" / "features.npz")  # the probe features end in the class
-    assert [str(n) for n in feats["names"][-2:]] == [f"class={c}" for c in TWO]
-    np.testing.assert_array_equal(feats["features"][:, -2:], np.eye(2)[seeds["labels"]])
-    for name in ("model_a", "model_b", "corrector"):  # trained class-conditional
-        params = io.read_json(two_class_run / name / "done.json")
-        assert params["summary"]["steps"] > 0
-    check = io.read_json(two_class_run / "routed" / "cost.json")["consistency"]
-    assert check["max_abs_diff_a"] <= 1e-5 and check["max_abs_diff_b"] <= 1e-5, check  # routed image = its own
-    text = (two_class_run / "report" / "report.md").read_text()
-    section = text[text.index("## Per class"):]
-    for name in (*TWO, "all"):
-        assert f"| {name} |" in section, name
-    assert (two_class_run / "report" / "allocation_by_class.png").exists()
-    assert (two_class_run / "report" / "cost_quality_by_class.png").exists()
-    by_class = io.read_json(two_class_run / "routed" / "cost.json")["curves"]["by_class"]
-    assert set(by_class) == set(TWO) and all({"router", "random", "oracle"} <= {p["strategy"] for p in pts}
-                                               for pts in by_class.values())
-    allocation_rows = section[section.index("Allocation per class"):]
-    for name in TWO:
-        assert f"| {name} |" in allocation_rows, name
-    points = io.read_json(two_class_run / "allocate" / "results.json")["points"]
-    assert all(set(p["per_class"]) == set(TWO) for p in points)
-
-
 def test_one_class_training_ignores_the_labels(preset, stand_in_images, model_a_params, model_b_params):
     """The train stage always passes (images, labels); with one class that trains bit for bit as images alone."""
     x, key = stand_in_images[:4], jax.random.key(5)

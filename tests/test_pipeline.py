@@ -1,4 +1,5 @@
-"""End to end: the `test` preset through every stage, rerun skipping, kill -9 and resume, README example."""
+"""End to end: the `test` preset through every stage over two classes, rerun skipping, kill -9 and resume, README
+examples."""
 
 from __future__ import annotations
 
@@ -43,16 +44,50 @@ OUTPUTS = {  # stage -> files it must leave behind
 COMPARED = [("seeds", "seeds.npz"), ("features", "features.npz"), ("labels", "scores.npz")]
 
 
+TWO = ("dog", "cat")  # the finished run's classes
+
+
 def _cli(workdir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "experiments.run", "--preset", "test", "--workdir", str(workdir), *extra]
 
 
+def _flags(workdir: Path) -> list[str]:
+    """The data flags of the run in `workdir` (a copy of the finished run, or the run itself), read off its config."""
+    d = pipeline.load_run(workdir).cfg.data
+    return ["--data", d.path, "--class", d.class_name]
+
+
+def _main(workdir: Path, *extra: str) -> int:
+    """The command line, in this process, on a copy of the finished run (its preset and data flags)."""
+    return run_cli.main(["--preset", "test", "--workdir", str(workdir), *_flags(workdir), *extra])
+
+
+def _two_class_folder(root: Path, images: np.ndarray) -> Path:
+    """64 `images` as a tiny official-format CIFAR-10 folder: 24 of each of the two classes to train on, 6 of each
+    held out (test_batch), and in each file one image of each of two classes the run does not ask for."""
+    import pickle
+
+    from hybrid_jax import data
+
+    pixels = np.round((np.asarray(images) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    rows = iter(pixels.transpose(0, 3, 1, 2).reshape(len(pixels), -1))  # the official layout: R, G, B planes
+    root.mkdir(parents=True)
+    for name, per_class in (("data_batch_1", 24), ("test_batch", 6)):
+        labels = [data.CIFAR10_CLASSES.index(c) for c in TWO for _ in range(per_class)] + [0, 9]
+        batch = np.stack([next(rows) for _ in labels])
+        (root / name).write_bytes(pickle.dumps({b"labels": labels, b"data": batch}, protocol=2))
+    return root
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
+def finished(tmp_path_factory, stand_in_images) -> Path:
+    """The test preset through every stage over two classes of a tiny CIFAR-10 folder (class-conditional networks,
+    every option and learning curve, the per-class figures): one run that the tests below read, copy, re-run,
+    resume and sample from."""
+    root = _two_class_folder(tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py", stand_in_images)
     workdir = tmp_path_factory.mktemp("e2e") / "run"
-    assert run_cli.main(["--preset", "test", "--workdir", str(workdir)]) == 0
+    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--data", str(root),
+                         "--class", ",".join(TWO)]) == 0
     return workdir
 
 
@@ -62,7 +97,40 @@ def test_every_stage_leaves_its_outputs(finished):
         for f in files:
             assert (finished / stage / f).exists(), f"{stage}/{f}"
     header = (finished / "features" / "features.csv").read_text().splitlines()[0].split(",")
-    assert header[0] == "seed" and len(header) == 1 + 18 + config_lib.get_preset("test").model_b.decoder.num_layers
+    assert header[0] == "seed" and header[-2:] == [f"class={c}" for c in TWO]
+    assert len(header) == 1 + 18 + config_lib.get_preset("test").model_b.decoder.num_layers + len(TWO)
+
+
+def test_two_classes_end_to_end(finished):
+    """The data of the two classes only, a class per seed, class-conditional training, and the per-class rows and
+    figures of the routed, allocate and report stages."""
+    images = io.read_npz(finished / "data" / "images.npz")
+    np.testing.assert_array_equal(images["train_labels"], np.repeat([0, 1], 24))
+    np.testing.assert_array_equal(images["holdout_labels"], np.repeat([0, 1], 6))
+    seeds = io.read_npz(finished / "seeds" / "seeds.npz")
+    np.testing.assert_array_equal(seeds["labels"], seeds["seeds"] % 2)
+    feats = io.read_npz(finished / "features" / "features.npz")  # the probe features end in the class
+    assert [str(n) for n in feats["names"][-2:]] == [f"class={c}" for c in TWO]
+    np.testing.assert_array_equal(feats["features"][:, -2:], np.eye(2)[seeds["labels"]])
+    run = pipeline.load_run(finished)
+    assert run.cfg.data.num_classes == 2
+    for name in train_stage.MODELS:  # trained class-conditional: each network has its class embedding
+        params = jax.tree_util.tree_flatten_with_path(pipeline.restore_params(run, name))[0]
+        assert any("class" in jax.tree_util.keystr(path).lower() for path, _ in params), name
+    text = (finished / "report" / "report.md").read_text()
+    section = text[text.index("## Per class"):]
+    for name in (*TWO, "all"):
+        assert f"| {name} |" in section, name
+    assert (finished / "report" / "allocation_by_class.png").exists()
+    assert (finished / "report" / "cost_quality_by_class.png").exists()
+    by_class = io.read_json(finished / "routed" / "cost.json")["curves"]["by_class"]
+    assert set(by_class) == set(TWO) and all({"router", "random", "oracle"} <= {p["strategy"] for p in pts}
+                                               for pts in by_class.values())
+    allocation_rows = section[section.index("Allocation per class"):]
+    for name in TWO:
+        assert f"| {name} |" in allocation_rows, name
+    points = io.read_json(finished / "allocate" / "results.json")["points"]
+    assert all(set(p["per_class"]) == set(TWO) for p in points)
 
 
 def test_the_early_exit_is_judged_out_of_sample_beside_its_baselines(finished):
@@ -124,8 +192,7 @@ def test_the_distilled_samplers_are_trained_judged_and_offered_as_options(finish
     workdir = tmp_path / "distilled"
     shutil.copytree(finished, workdir)
     log_before = (workdir / "run.log").read_text()
-    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", "ar_corrector.halvings=1",
-                         "blockwise.halvings=1"]) == 0
+    assert _main(workdir, "--set", "ar_corrector.halvings=1", "blockwise.halvings=1") == 0
     assert _stages_run(workdir, log_before) == ["distill", "allocate", "report"]
     run = pipeline.load_run(workdir)
     results = io.read_json(workdir / "report" / "premise.json")["distillations"]
@@ -178,7 +245,7 @@ def test_learning_curves_have_every_snapshot_and_end_at_the_trained_models(finis
     b = pair[1]
     again = generators.generate((b,), {b.model: train_stage.restore_option_params(run, b.model)}, seeds,
                                 np.zeros(len(seeds), int), base_seed=cfg.seeds.base_seed,
-                                batch_size=cfg.seeds.batch_size)
+                                batch_size=cfg.seeds.batch_size, num_classes=cfg.data.num_classes)
     np.testing.assert_allclose(again, seeds_stage.load(run)["images_b"][: len(seeds)], atol=1e-5)
 
 
@@ -197,7 +264,7 @@ def test_allocate_takes_the_brief_options_seconds_from_the_routed_stage(finished
 
 def test_rerun_recomputes_nothing(finished):
     before = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file() and p.name != "run.log"}
-    assert run_cli.main(["--preset", "test", "--workdir", str(finished)]) == 0
+    assert _main(finished) == 0
     after = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file() and p.name != "run.log"}
     assert after == before
     assert "done already, skipped" in (finished / "run.log").read_text()
@@ -205,7 +272,7 @@ def test_rerun_recomputes_nothing(finished):
 
 def test_workdir_of_another_config_is_refused(finished):
     with pytest.raises(pipeline.RunDirError, match="model_a.steps_per_block"):
-        pipeline.open_run(config_lib.override(config_lib.get_preset("test"), "model_a.steps_per_block", "5"),
+        pipeline.open_run(config_lib.override(pipeline.load_run(finished).cfg, "model_a.steps_per_block", "5"),
                           finished)
 
 
@@ -229,9 +296,10 @@ def test_retune_changes_only_the_dependent_stages_fingerprints(finished, change)
     """Which stages a changed field re-runs, read off the stage fingerprints (`pipeline.pending`, which
     `run_stages` follows; one real rerun below), with nothing written."""
     before = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
-    cfg = config_lib.apply_overrides(config_lib.get_preset("test"), [change])
+    base = pipeline.load_run(finished).cfg
+    cfg = config_lib.apply_overrides(base, [change])
     assert pipeline.pending(pipeline.Run(cfg, finished)) == RETUNES[change]
-    assert pipeline.pending(pipeline.Run(config_lib.get_preset("test"), finished)) == []
+    assert pipeline.pending(pipeline.Run(base, finished)) == []
     assert {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()} == before
 
 
@@ -243,9 +311,9 @@ def test_retune_reruns_the_stages_its_fingerprints_name_and_no_model(finished, t
     shutil.copytree(finished, workdir)
     log_before = (workdir / "run.log").read_text()
     models = {p: p.stat().st_mtime_ns for m in ("model_a", "model_b", "corrector") for p in (workdir / m).rglob("*")}
-    cfg = config_lib.apply_overrides(config_lib.get_preset("test"), [change])
+    cfg = config_lib.apply_overrides(pipeline.load_run(workdir).cfg, [change])
     predicted = pipeline.pending(pipeline.Run(cfg, workdir))
-    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", change]) == 0
+    assert _main(workdir, "--set", change) == 0
     assert _stages_run(workdir, log_before) == predicted == RETUNES[change]
     assert {p: p.stat().st_mtime_ns for p in models} == models  # no trained model touched
     assert pipeline.load_run(workdir).cfg == cfg
@@ -305,7 +373,7 @@ def test_kill_then_resume_gives_the_same_results(finished, tmp_path, point):
     first, through, triggers, resumed, same = KILL_POINTS[point]
     workdir = tmp_path / "killed"
     _copy_before(finished, workdir, first)
-    cli = _cli(workdir, "--stages", through)
+    cli = _cli(workdir, *_flags(workdir), "--stages", through)
     proc = subprocess.Popen(cli, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -401,7 +469,7 @@ def test_seeds_stage_in_two_processes_matches_one(finished, tmp_path):
     shutil.copytree(finished, workdir)
     shutil.rmtree(workdir / "seeds")
     procs = start_two(lambda address, i: ["-m", "experiments.run", "--preset", "test", "--workdir", str(workdir),
-                                          "--stages", "seeds", "--devices", "2", *two_process_flags(address, i)])
+                                          *_flags(workdir), "--stages", "seeds", "--devices", "2", *two_process_flags(address, i)])
     for i, p in enumerate(procs):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, f"process {i}:\n{err[-3000:]}"
@@ -429,8 +497,7 @@ def test_human_labels_are_imported_used_by_the_router_and_compared(finished, tmp
     human = {s: ("cheap_ok" if s % 3 else "A_needed") for s in seeds}
     answers = {s: {"answer": "same" if s % 3 else "left", "left": "A"} for s in seeds}
     labels_lib.write_labels(tmp_path / "human.csv", human, answers)
-    assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--labels", str(tmp_path / "human.csv"),
-                         "--stages", "labels,router"]) == 0
+    assert _main(workdir, "--labels", str(tmp_path / "human.csv"), "--stages", "labels,router") == 0
     # the imported file keeps the labeling page's columns (answer, left) next to the labels
     assert labels_lib.read_labels_table(workdir / "labels" / "human.csv") == (human, answers)
     summary = io.read_json(workdir / "labels" / "done.json")["summary"]
@@ -445,12 +512,13 @@ def test_models_restored_in_a_fresh_process_reproduce_the_stored_images(finished
     out = tmp_path / "out.npz"
     script = (
         "import numpy as np\n"
-        "from hybrid_jax import pipeline, routing\n"
+        "from hybrid_jax import generators, pipeline, routing\n"
         f"run = pipeline.load_run({str(finished)!r})\n"
         "sa, sb = pipeline.samplers(run.cfg)\n"
         f"ka, kb = routing.seed_keys(range({n}), run.cfg.seeds.base_seed)\n"
-        "a = sa.sample_keys(pipeline.restore_params(run, 'model_a'), ka)\n"
-        "b = sb.sample_keys(pipeline.restore_model_b(run), kb)\n"
+        f"labels = generators.seed_labels(range({n}), run.cfg.data.num_classes)\n"
+        "a = sa.sample_keys(pipeline.restore_params(run, 'model_a'), ka, labels)\n"
+        "b = sb.sample_keys(pipeline.restore_model_b(run), kb, labels)\n"
         f"np.savez({str(out)!r}, a=np.asarray(a), b=np.asarray(b))\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -514,7 +582,7 @@ def test_people_s_option_labels_reach_the_allocate_stage(finished, tmp_path):
     rows = {(int(s), o): "A_needed" for s in seeds.seeds for o in seeds.candidates}
     labels_lib.write_keyed_labels(workdir / labeling.OPTIONS_FILE, rows, key=labels_lib.OPTION_KEY)
     log_before = (workdir / "run.log").read_text()
-    assert run_cli.main(["--preset", "test", "--workdir", str(workdir)]) == 0
+    assert _main(workdir) == 0
     assert _stages_run(workdir, log_before) == ["allocate", "report"]
     out = io.read_json(workdir / "allocate" / "results.json")
     assert out["human"]["n"] == len(rows) and out["acceptable_share"][1:] == [0.0] * (len(names) - 1)
