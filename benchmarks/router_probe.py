@@ -18,7 +18,7 @@ import numpy as np
 from benchmarks.samplers import perturbed
 from benchmarks.timing import Table, compile_jax, ms, time_many
 from hybrid_jax import features, model_b, xla
-from hybrid_jax import router as router_lib
+from hybrid_jax.routing import router as router_lib
 from hybrid_jax.config import get_preset
 
 PAPER_BIG_BATCH_REPEATS = 3  # a paper batch-256 probe takes seconds per call on a 2-core CPU

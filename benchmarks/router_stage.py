@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.timing import Table, num_cores
-from hybrid_jax import crossfit, features
+from hybrid_jax import features
+from hybrid_jax.routing import crossfit
 from hybrid_jax.config import get_preset
 
 CHEAP_OK_SHARE = 0.328  # the brief's label balance

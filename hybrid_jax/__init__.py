@@ -1,9 +1,10 @@
 """hybrid_jax: adaptive routing between two hybrid AR/diffusion image generators, in pure JAX.
 
 Modules: `config` (presets), `data`, `diffusion`, `models` (U-Net, causal decoder), `model_a`
-(blockwise DDPM), `model_b` (KV-cached AR + corrector), `train`, `checkpoint`, `features`,
-`labels`, `labeler`, `router`, `routing` (the routed sampler), `cost`, `timing`, `sharding`,
-`pipeline` (the resumable study), `report`, `labeling` (the labeling page).
+(blockwise DDPM), `model_b` (KV-cached AR + corrector), `generators` (the families and their options), `train`,
+`checkpoint`, `features`, `labels`, `labeler`, `quality`, `routing` (router, cross-fitting, allocation and policy,
+early exit, evaluation, and the routed sampler), `cost`, `timing`, `sharding`, `pipeline` (the resumable study),
+`stages`, `labeling` (the labeling page).
 """
 
 __version__ = "0.1.0"

@@ -338,7 +338,7 @@ class LabelerConfig:
 class RouterConfig:
     """Gradient-boosting router read off B's first `prefix_steps` AR steps.
 
-    The router study (`hybrid_jax.crossfit.run_study`) runs the whole recipe (leave-one-out
+    The router study (`hybrid_jax.routing.crossfit.run_study`) runs the whole recipe (leave-one-out
     ablation -> final fit) inside every CV fold, every random split and once on all seeds,
     so no reported number saw its test seeds during feature selection. The ablation of one
     recipe screens F + 1 column sets (all, then each leave-one-out set; plus the kept set)
@@ -445,7 +445,7 @@ class ARCorrectorOptions:
 @dataclass(frozen=True)
 class AllocationConfig:
     """Per-seed compute allocation among the families' options (`hybrid_jax.generators`; each family's own config
-    section says which: `blockwise`, `ar_corrector`). The deployed policy (`hybrid_jax.policy`, saved in
+    section says which: `blockwise`, `ar_corrector`). The deployed policy (`hybrid_jax.routing.policy`, saved in
     allocate/policy/): the cascade fitted on every seed, taking an option where P(acceptable) >= threshold."""
 
     threshold: float = 0.8
@@ -456,7 +456,7 @@ class AllocationConfig:
 
 @dataclass(frozen=True)
 class EarlyExitConfig:
-    """Early exit (`hybrid_jax.early_exit`, Fast-ARDiff's pre-filter): decide after `k_early` AR steps of B where
+    """Early exit (`hybrid_jax.routing.early_exit`, Fast-ARDiff's pre-filter): decide after `k_early` AR steps of B where
     the layer-1 attention entropy lies in a tail whose decisions were right at least `min_accuracy` of the time on
     the training folds, else the router at k = router.prefix_steps."""
 

@@ -1,4 +1,4 @@
-"""A fitted tree ensemble as arrays and its one JAX traversal, shared by the router (`hybrid_jax.router`, which
+"""A fitted tree ensemble as arrays and its one JAX traversal, shared by the router (`hybrid_jax.routing.router`, which
 routes in-graph) and the labeler's degradation discriminator (`hybrid_jax.quality.trees`)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class TreeEnsemble:
 
     Trees are padded to `max_nodes`; leaves and padding loop to themselves, so `depth`
     traversal steps from the root always end on a leaf. `threshold` is in RAW feature units
-    (the router's z-scoring folded in, `hybrid_jax.router`); `mean`/`scale` are the scaler's statistics.
+    (the router's z-scoring folded in, `hybrid_jax.routing.router`); `mean`/`scale` are the scaler's statistics.
     """
 
     mean: jax.Array  # f32 [F]
@@ -57,7 +57,7 @@ ENSEMBLE_ARRAYS = (*ARRAYS, "depth")  # what `ensemble_from_arrays` reads
 
 
 def ensemble_from_arrays(arrays: Mapping[str, np.ndarray], feature_names: Sequence[str]) -> TreeEnsemble:
-    """A TreeEnsemble from NumPy arrays (`hybrid_jax.router.export_arrays`) (e.g. read back from an .npz)."""
+    """A TreeEnsemble from NumPy arrays (`hybrid_jax.routing.router.export_arrays`) (e.g. read back from an .npz)."""
     return TreeEnsemble(**{k: jnp.asarray(arrays[k]) for k in ARRAYS}, feature_names=tuple(feature_names),
                         depth=int(arrays["depth"]))
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybrid_jax import allocation, evaluation, stats
+from hybrid_jax import stats
+from hybrid_jax.routing import allocation, evaluation
 
 NAMES = ("A/200", "A/50", "B/30", "B/0")
 COST = np.array([[800, 8e12, 4.0], [200, 2e12, 1.0], [46, 3e11, 0.2], [16, 1e11, 0.05]], float)

@@ -15,8 +15,8 @@ import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from hybrid_jax import crossfit as C
-from hybrid_jax import router as R
+from hybrid_jax.routing import crossfit as C
+from hybrid_jax.routing import router as R
 from hybrid_jax import trees
 from hybrid_jax.config import ConfigError, RouterConfig
 
@@ -217,7 +217,8 @@ def test_n_jobs_does_not_change_results():
 STUDY_SCRIPT = """
 import json, sys
 import numpy as np
-from hybrid_jax import crossfit, trees
+from hybrid_jax import trees
+from hybrid_jax.routing import crossfit
 from hybrid_jax.config import RouterConfig
 d = sys.argv[1]
 X, y = np.load(d + "/X.npy"), np.load(d + "/y.npy")

@@ -1,4 +1,4 @@
-"""The early-exit policy (`hybrid_jax.early_exit`): thresholds from the training folds only, compute that counts the
+"""The early-exit policy (`hybrid_jax.routing.early_exit`): thresholds from the training folds only, compute that counts the
 steps each seed ran, the entropy read off the short probe, and its figures beside its baselines."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import early_exit, features, stats
+from hybrid_jax import features, stats
+from hybrid_jax.routing import early_exit
 
 UNITS = {"A": {"passes": 80, "flops": 8.0e9, "seconds": 0.4}, "B": {"passes": 46, "flops": 1.0e9, "seconds": 0.05},
          "B_finish": {"passes": 34, "flops": 0.8e9, "seconds": 0.04}, "probe": {"passes": 13, "flops": 0.2e9,

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from hybrid_jax import evaluation as ev
+from hybrid_jax.routing import evaluation as ev
 from hybrid_jax import stats
 
 COSTS = {"A": {"passes": 800, "flops": 8e12, "seconds": 4.0},

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from hybrid_jax import allocation, policy, router, xla
+from hybrid_jax import xla
+from hybrid_jax.routing import allocation, policy, router
 from test_allocation import _cascade_case, _opts, _synthetic
 
 GB = {"n_estimators": 30, "max_depth": 2, "learning_rate": 0.2}

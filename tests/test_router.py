@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from hybrid_jax import router as R
+from hybrid_jax.routing import router as R
 from hybrid_jax.config import RouterConfig
 
 SMALL = RouterConfig(n_estimators=30, max_depth=2, cv_folds=3, n_splits=4, seed=0)
@@ -87,7 +87,7 @@ def test_save_load_in_fresh_process(tmp_path):
     np.save(tmp_path / "x.npy", Xq)
     code = textwrap.dedent(f"""
         import jax, numpy as np
-        from hybrid_jax.router import load_router, jax_predict_proba, jax_route
+        from hybrid_jax.routing.router import load_router, jax_predict_proba, jax_route
         ens, meta = load_router({str(out)!r})
         x = np.load({str(tmp_path / 'x.npy')!r})
         np.save({str(tmp_path / 'p.npy')!r}, np.asarray(jax.jit(jax_predict_proba)(ens, x)))

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_jax import allocation, cost, generators, io, labeling, model_a, policy, progress, stats, timing
+from hybrid_jax import cost, generators, io, labeling, model_a, progress, stats, timing
+from hybrid_jax.routing import allocation, policy
 from hybrid_jax import labels as labels_lib
 from hybrid_jax import features as features_lib
 from hybrid_jax.data import fixed_batches

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import evaluation, figures, io, premise, sanity, stats
+from hybrid_jax import figures, io, premise, sanity, stats
+from hybrid_jax.routing import evaluation
 from hybrid_jax.rundir import Run, summary
 from hybrid_jax.stages import allocate as allocate_stage
 from hybrid_jax.stages import curves as curves_stage

@@ -12,7 +12,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from hybrid_jax import cost, early_exit, evaluation, generators, io, routing, stats
+from hybrid_jax import cost, generators, io, routing, stats
+from hybrid_jax.routing import early_exit, evaluation
 from hybrid_jax.data import fixed_batches
 from hybrid_jax.rundir import Run, Stage
 from hybrid_jax.stages import features as features_stage
@@ -57,7 +58,7 @@ def _timings(run: Run, routed, pa, pb, decisions: dict[str, np.ndarray], seeds: 
 
 def _early_exit(run: Run, routed, pb, seeds: np.ndarray, oof: dict, scores: dict, X: np.ndarray, names: list[str],
                 units: dict, flops: dict) -> dict:
-    """The early-exit policy (`hybrid_jax.early_exit`) on every seed, out of sample, with its two extra units of
+    """The early-exit policy (`hybrid_jax.routing.early_exit`) on every seed, out of sample, with its two extra units of
     work timed on the cost sample (on one device, in batches of cost.batch_size)."""
     cfg, ec = run.cfg, run.cfg.early_exit
     probe = early_exit.make_probe(routed.sampler_b, ec.k_early)
@@ -130,7 +131,7 @@ def load(run: Run) -> dict:
 # With several classes the curves are also drawn per class (a fingerprint change for those runs only)
 # version 1: each network's FLOPs per pass in cost.json ("pass_flops"), which the allocate stage reads; 2: one
 # compiling call per program before the timed rounds (timing["first_call"]) instead of a whole compiling round; 3:
-# the early-exit policy (cost.json "early_exit", `hybrid_jax.early_exit`); 4: the oracle's seconds composed from the
+# the early-exit policy (cost.json "early_exit", `hybrid_jax.routing.early_exit`); 4: the oracle's seconds composed from the
 # fixed rows, not timed again; the routed sampler checked on the timed seeds; 5: the entropy's AUC with its interval
 STAGE = Stage("routed", run_stage, config=lambda cfg: (cfg.cost, cfg.early_exit)
               + (("curves per class",) if cfg.data.num_classes > 1 else ()), after=("router", "labels", "seeds"),

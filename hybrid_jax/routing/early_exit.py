@@ -20,7 +20,8 @@ import jax
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from hybrid_jax import evaluation, stats, xla
+from hybrid_jax import stats, xla
+from hybrid_jax.routing import evaluation
 from hybrid_jax.features import attention_entropy
 from hybrid_jax.model_b import Prefix
 

@@ -35,10 +35,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils.validation import check_is_fitted
 
-from hybrid_jax import io, progress, router
+from hybrid_jax import io, progress
+from hybrid_jax.routing import router
 from hybrid_jax.config import ConfigError, RouterConfig
 
-log = logging.getLogger("hybrid_jax.crossfit")
+log = logging.getLogger("hybrid_jax.routing.crossfit")
 
 CACHE_FORMAT = 1  # part of every cache key: bump when a cached result changes meaning
 LOG_EVERY_S = progress.LOG_EVERY_S  # at most one progress log line per this many seconds

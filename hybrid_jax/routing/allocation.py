@@ -22,7 +22,8 @@ import chex
 import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier
 
-from hybrid_jax import evaluation, stats
+from hybrid_jax import stats
+from hybrid_jax.routing import evaluation
 
 COST_FIELDS = evaluation.COST_FIELDS
 

@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from hybrid_jax import allocation, io
-from hybrid_jax import router as router_lib
+from hybrid_jax import io
+from hybrid_jax.routing import allocation
+from hybrid_jax.routing import router as router_lib
 
 FORMAT_VERSION = 1
 TREES_FILE = "policy_trees.npz"

@@ -243,7 +243,7 @@ def best_of_splits(X, y, cfg: RouterConfig, feature_names: Sequence[str] | None 
 
 
 # The leave-one-out ablation in pieces, so that `ablation` below (serial, on the rows given)
-# and the cross-fitted recipe (`hybrid_jax.crossfit`, parallel and cached) share every decision.
+# and the cross-fitted recipe (`hybrid_jax.routing.crossfit`, parallel and cached) share every decision.
 
 def ablation_folds(y, cfg: RouterConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     """The ablation's fixed inner folds over the rows of `y`: stratified, cfg.ablation_folds, shuffled with cfg.seed."""
@@ -303,7 +303,7 @@ def ablation(X, y, feature_names: Sequence[str], cfg: RouterConfig) -> dict:
     every feature set: pooling is steadier than a mean of per-fold precisions, which are
     undefined on folds that send nothing to B. Screening fits use cfg.screen_estimators
     trees (see RouterConfig). Decisions: `ablation_kept`. Runs serially on the rows given;
-    `hybrid_jax.crossfit.RouterRecipe` runs the same ablation on each recipe's training rows.
+    `hybrid_jax.routing.crossfit.RouterRecipe` runs the same ablation on each recipe's training rows.
     """
     X, y = _check_xy(X, y)
     names = _check_names(feature_names, X.shape[1])
