@@ -23,8 +23,8 @@ from pathlib import Path
 
 from benchmarks.timing import Table
 from hybrid_jax import io
-from hybrid_jax.pipeline import STAGE_NAMES
-from hybrid_jax.stages import train
+from hybrid_jax.study.pipeline import STAGE_NAMES
+from hybrid_jax.study.stages import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = (*train.MODELS, "distill")  # stages that train (the distillation's students among them)

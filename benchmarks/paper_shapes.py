@@ -20,7 +20,7 @@ import jax
 
 from benchmarks.timing import Table
 from hybrid_jax import io
-from hybrid_jax.pipeline import STAGE_NAMES
+from hybrid_jax.study.pipeline import STAGE_NAMES
 
 PRESET = "paper-shapes"
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from benchmarks.timing import Table, ms, time_many, xla_flops
 from hybrid_jax import timing as timing_lib
 from hybrid_jax import train as train_lib
 from hybrid_jax.config import Preset, get_preset
-from hybrid_jax.stages.train import model_specs
+from hybrid_jax.study.stages.train import model_specs
 
 
 def measure(preset: Preset, repeats: int, table: Table) -> None:

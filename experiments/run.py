@@ -12,7 +12,7 @@ from pathlib import Path
 from hybrid_jax import config as config_lib
 
 DEFAULT_PRESET = "quick"
-# `hybrid_jax.pipeline.STAGE_NAMES`, spelled out so that --help needs no JAX (tests/test_cli.py checks it).
+# `hybrid_jax.study.pipeline.STAGE_NAMES`, spelled out so that --help needs no JAX (tests/test_cli.py checks it).
 STAGE_NAMES = ("data", "model_a", "model_b", "corrector", "distill", "seeds", "features", "labels", "curves", "router",
                "routed", "allocate", "report")
 
@@ -113,7 +113,8 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from hybrid_jax import data as data_lib  # after arg parsing: --help stays fast
-    from hybrid_jax import pipeline, rundir, runlog, sharding
+    from hybrid_jax import sharding
+    from hybrid_jax.study import pipeline, rundir, runlog
 
     logging_on = False
     try:

@@ -390,7 +390,7 @@ class CostConfig:
     """Timed evaluation of the strategies (brief: N = 50 images on a T4).
 
     Every strategy runs its work in batches of `batch_size` and is charged per real image
-    (see `hybrid_jax.cost`); seconds are the median of `repeats` interleaved rounds.
+    (see `hybrid_jax.study.cost`); seconds are the median of `repeats` interleaved rounds.
     """
 
     num_images: int = 96  # seeds timed (the first ones); passes, FLOPs and quality use every seed

@@ -23,7 +23,8 @@ import sys
 import jax
 import numpy as np
 
-from hybrid_jax import cost, io, pipeline, routing, sharding
+from hybrid_jax import io, routing, sharding
+from hybrid_jax.study import cost, pipeline
 
 TOL_A, TOL_B = 1e-3, 1e-4
 

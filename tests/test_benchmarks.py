@@ -64,7 +64,7 @@ def test_train_step_measure_fills_a_row_per_network():
 def test_paper_shapes_table_reads_each_stage_and_marks_the_rest(tmp_path):
     from benchmarks import paper_shapes
     from hybrid_jax import io
-    from hybrid_jax.pipeline import STAGE_NAMES
+    from hybrid_jax.study.pipeline import STAGE_NAMES
 
     for name, seconds, rss in (("data", 1.5, 300.0), ("model_a", 10.0, 900.0)):
         io.write_json(tmp_path / name / "done.json", {"summary": {"stage_seconds": seconds, "peak_rss_mib": rss}})

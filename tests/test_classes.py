@@ -111,9 +111,9 @@ def test_seed_classes_are_balanced_and_from_the_seed_alone():
 
 
 def test_stand_in_with_several_classes_is_refused(tmp_path):
-    from hybrid_jax import rundir
+    from hybrid_jax.study import rundir
     from hybrid_jax.config import get_preset
-    from hybrid_jax.stages import data as data_stage
+    from hybrid_jax.study.stages import data as data_stage
 
     cfg = get_preset("test")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, class_name="dog,cat", path=data.STAND_IN))

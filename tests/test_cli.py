@@ -65,7 +65,7 @@ def test_stages_are_checked_when_parsed(capsys):
 
 
 def test_stage_names_match_the_pipeline():
-    from hybrid_jax import pipeline
+    from hybrid_jax.study import pipeline
 
     assert run_cli.STAGE_NAMES == pipeline.STAGE_NAMES
 
@@ -119,7 +119,7 @@ def no_stage_may_run(monkeypatch):
     """Every stage of the pipeline replaced by one that fails the test if it starts."""
     import dataclasses
 
-    from hybrid_jax import pipeline
+    from hybrid_jax.study import pipeline
 
     def ran(run):
         raise AssertionError("a stage ran before the inputs were checked")
@@ -167,7 +167,7 @@ def test_a_bad_input_is_refused_before_any_stage_and_writes_nothing(name, tmp_pa
 
 def test_a_work_dir_of_another_config_or_an_unwritable_one_is_refused_and_left_as_it_was(tmp_path, capsys,
                                                                                        no_stage_may_run):
-    from hybrid_jax import pipeline
+    from hybrid_jax.study import pipeline
 
     workdir = tmp_path / "run"
     pipeline.open_run(config_lib.override(config_lib.get_preset("test"), "model_a.steps_per_block", "5"), workdir)
@@ -185,8 +185,8 @@ def test_a_work_dir_of_another_config_or_an_unwritable_one_is_refused_and_left_a
 def test_the_labels_file_is_checked_again_when_the_labels_stage_reads_it(tmp_path):
     """A file that passed the check before the run may change before the labels stage imports it."""
     from hybrid_jax import labels as labels_lib
-    from hybrid_jax import pipeline
-    from hybrid_jax.stages import labels as labels_stage
+    from hybrid_jax.study import pipeline
+    from hybrid_jax.study.stages import labels as labels_stage
 
     csv = _bad_labels(tmp_path, "seed,label\n0,cheap_ok\n")
     run = pipeline.Run(config_lib.get_preset("test"), tmp_path / "run", labels_csv=str(csv))

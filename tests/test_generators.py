@@ -135,7 +135,7 @@ def test_options_continue_the_probes_already_run_and_give_the_same_images(cfg, t
 def test_every_unit_an_option_counts_has_the_flops_of_one_pass_from_its_family(cfg, trained):
     """`cost.pass_flops` is the union of the families' own counts (`Family.pass_flops`): every unit an option's pass
     counts name is there, so an option's FLOPs never miss a network, and each is a real count."""
-    from hybrid_jax import cost
+    from hybrid_jax.study import cost
     f = cost.pass_flops(cfg, trained)
     units = {u for g in generators.options(cfg) + generators.probed_options(cfg) for u in g.pass_counts}
     assert units <= set(f) and all(v > 0 for v in f.values()), f

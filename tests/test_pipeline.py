@@ -17,9 +17,10 @@ import pytest
 
 from experiments import run as run_cli
 from hybrid_jax import config as config_lib
-from hybrid_jax import io, pipeline
-from hybrid_jax.stages import seeds as seeds_stage
-from hybrid_jax.stages import train as train_stage
+from hybrid_jax import io
+from hybrid_jax.study import pipeline
+from hybrid_jax.study.stages import seeds as seeds_stage
+from hybrid_jax.study.stages import train as train_stage
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = {  # stage -> files it must leave behind
@@ -187,7 +188,7 @@ def test_the_distilled_samplers_are_trained_judged_and_offered_as_options(finish
     (Rounds after the first, whose teacher predicts v: `test_distill.py`.)"""
     import shutil
 
-    from hybrid_jax.stages import distill as distill_stage
+    from hybrid_jax.study.stages import distill as distill_stage
 
     workdir = tmp_path / "distilled"
     shutil.copytree(finished, workdir)
@@ -512,7 +513,8 @@ def test_models_restored_in_a_fresh_process_reproduce_the_stored_images(finished
     out = tmp_path / "out.npz"
     script = (
         "import numpy as np\n"
-        "from hybrid_jax import generators, pipeline, routing\n"
+        "from hybrid_jax import generators, routing\n"
+        "from hybrid_jax.study import pipeline\n"
         f"run = pipeline.load_run({str(finished)!r})\n"
         "sa, sb = pipeline.samplers(run.cfg)\n"
         f"ka, kb = routing.seed_keys(range({n}), run.cfg.seeds.base_seed)\n"
@@ -531,7 +533,7 @@ def test_a_dead_runs_lock_is_taken_over(tmp_path):
     import json
     import socket
 
-    from hybrid_jax import rundir
+    from hybrid_jax.study import rundir
 
     workdir = tmp_path / "stale"
     workdir.mkdir()
@@ -546,7 +548,7 @@ def test_a_dead_runs_lock_is_taken_over(tmp_path):
 def test_a_stage_version_bump_reruns_it_and_version_0_keeps_old_fingerprints():
     import types
 
-    from hybrid_jax import rundir
+    from hybrid_jax.study import rundir
 
     run = types.SimpleNamespace(cfg=config_lib.get_preset("test"))
     old = rundir.Stage("labels", lambda r: {}, after=("seeds",))

@@ -87,7 +87,7 @@ def test_errors_say_what_is_missing(tmp_path):
                                                   ((0.4, (0.35, 0.45)), (0.6, (0.55, 0.65)), "is worse"),
                                                   ((0.5, (0.4, 0.6)), (0.45, (0.35, 0.55)), "does not beat it")])
 def test_report_sets_the_deployed_policy_beside_the_best_fixed_option_at_no_more_flops(mine, fixed, verdict):
-    from hybrid_jax.stages import report_md as report
+    from hybrid_jax.study.stages import report_md as report
 
     pt = lambda name, param, q, flops: {"policy": name, "param": param, "quality": q[0], "quality_ci": list(q[1]),
                                         "flops_per_image": flops, "flops_savings": 0.5}

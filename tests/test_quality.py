@@ -23,7 +23,8 @@ from sklearn.preprocessing import PowerTransformer
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
-from hybrid_jax import io, pipeline
+from hybrid_jax import io
+from hybrid_jax.study import pipeline
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.quality import build, classifier, degradations, imagestats, inception, rule, trees, validation
 from hybrid_jax.quality import score as score_lib
@@ -320,7 +321,7 @@ def small_run(tmp_path_factory, crops):
 
 
 def test_labels_stage_writes_scores_labels_validation_and_agreement(small_run):
-    from hybrid_jax.stages import labels as labels_stage
+    from hybrid_jax.study.stages import labels as labels_stage
     run, summary, human = small_run
     scores = labels_stage.load_scores(run)
     for key, n in (("score_a", 10), ("score_b", 10), ("score_real", 12)):
@@ -349,7 +350,7 @@ def test_labels_stage_writes_scores_labels_validation_and_agreement(small_run):
 
 
 def test_score_images_reads_the_stage_model_back(small_run):
-    from hybrid_jax.stages import labels as labels_stage
+    from hybrid_jax.study.stages import labels as labels_stage
     run, _, _ = small_run
     seeds = io.read_npz(run.path("seeds", "seeds.npz"))
     quality, feats = labels_stage.score_images(run, seeds["images_a"])
@@ -364,7 +365,7 @@ def test_score_images_reads_the_stage_model_back(small_run):
 
 def test_premise_spaces_add_a_judge_of_another_architecture_trained_apart_from_the_labeler(small_run):
     from hybrid_jax import premise
-    from hybrid_jax.stages import labels as labels_stage
+    from hybrid_jax.study.stages import labels as labels_stage
     run, summary, _ = small_run
     jc = run.cfg.judge
     assert summary["judge"]["steps"] > 0 and 0.0 <= summary["judge"]["accuracy_held_out"] <= 1.0
@@ -385,7 +386,7 @@ def test_premise_spaces_add_a_judge_of_another_architecture_trained_apart_from_t
 
 def test_labels_stage_rerun_resumes_the_classifier_and_gives_the_same_scores(small_run, tmp_path):
     import shutil
-    from hybrid_jax.stages import labels as labels_stage
+    from hybrid_jax.study.stages import labels as labels_stage
     run, summary, _ = small_run
     copy = tmp_path / "again"
     shutil.copytree(run.workdir, copy)
@@ -399,7 +400,7 @@ def test_labels_stage_rerun_resumes_the_classifier_and_gives_the_same_scores(sma
 
 
 def test_report_labels_section_shows_the_table_histogram_agreement_and_strip(small_run):
-    from hybrid_jax.stages import report_md as report
+    from hybrid_jax.study.stages import report_md as report
     run, summary, _ = small_run
     lines = report._labels_section(run, {"label_source": "human"})
     text = "\n".join(lines)
@@ -458,7 +459,7 @@ DEV_CLASSIFIER = Path(__file__).parent / "data" / "labeler_dev_classifier.msgpac
 def _dev_classifier_key(cfg, images: list[np.ndarray]) -> str:
     import hashlib
 
-    from hybrid_jax.rundir import fingerprint
+    from hybrid_jax.study.rundir import fingerprint
 
     digest = hashlib.sha256()
     for x in images:

@@ -1,6 +1,6 @@
 """The labeler end to end, on arrays: train the classifier, fit the score, validate it.
 
-The labels stage (`hybrid_jax.stages.labels`) runs exactly this on a work dir; the tests and
+The labels stage (`hybrid_jax.study.stages.labels`) runs exactly this on a work dir; the tests and
 `benchmarks/labeler.py` run it on the development CIFAR-10 copy.
 
     others = other_classes(...)                       # nine other classes, split train / held out

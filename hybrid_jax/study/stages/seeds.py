@@ -11,8 +11,8 @@ from hybrid_jax import features as features_lib
 from hybrid_jax import generators, io, model_a, model_b, progress, routing, sharding
 from hybrid_jax.config import Preset
 from hybrid_jax.data import fixed_batches
-from hybrid_jax.rundir import Run, Stage, done_record, fingerprint
-from hybrid_jax.stages import train
+from hybrid_jax.study.rundir import Run, Stage, done_record, fingerprint
+from hybrid_jax.study.stages import train
 
 log = logging.getLogger("hybrid_jax.stages.seeds")
 

@@ -30,9 +30,9 @@ from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.quality import build, degradations, rule, validation
 from hybrid_jax.quality import classifier as clf_lib
 from hybrid_jax.quality import score as score_lib
-from hybrid_jax.rundir import Run, Stage, done_record, file_hash, fingerprint
-from hybrid_jax.stages import data as data_stage
-from hybrid_jax.stages import seeds as seeds_stage
+from hybrid_jax.study.rundir import Run, Stage, done_record, file_hash, fingerprint
+from hybrid_jax.study.stages import data as data_stage
+from hybrid_jax.study.stages import seeds as seeds_stage
 
 log = logging.getLogger("hybrid_jax.stages.labels")
 

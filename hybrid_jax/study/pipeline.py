@@ -1,6 +1,6 @@
 """The study as resumable stages over one work directory.
 
-`STAGES` lists the stages (`hybrid_jax.stages`, one module each) in dependency order. Each
+`STAGES` lists the stages (`hybrid_jax.study.stages`, one module each) in dependency order. Each
 writes its outputs atomically under `<workdir>/<stage>/` and, last, a `done.json` holding a
 fingerprint of what it depends on: the config values it reads, the fingerprints of the stages
 it reads from, and outside files (the human labels). A stage whose `done.json` matches is
@@ -15,9 +15,9 @@ import logging
 import time
 
 from hybrid_jax import io, sharding, tensorboard, timing
-from hybrid_jax.rundir import (Run, RunDirError, Stage, check_workdir, is_done, load_run, mark_done, open_run,
+from hybrid_jax.study.rundir import (Run, RunDirError, Stage, check_workdir, is_done, load_run, mark_done, open_run,
                                preset_from_dict)
-from hybrid_jax.stages import allocate, curves, data, distill, features, labels, report, routed, router, seeds, train
+from hybrid_jax.study.stages import allocate, curves, data, distill, features, labels, report, routed, router, seeds, train
 
 __all__ = ["Run", "RunDirError", "STAGES", "STAGE_NAMES", "check_inputs", "fingerprints", "load_policy", "load_run",
            "make_routed_sampler", "open_run", "pending", "preset_from_dict", "restore_model_b", "restore_params",

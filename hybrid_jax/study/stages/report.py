@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from hybrid_jax import generators, io, labeling, premise, stats
-from hybrid_jax.rundir import Run, Stage
-from hybrid_jax.stages import curves as curves_stage
-from hybrid_jax.stages import data as data_stage
-from hybrid_jax.stages import distill as distill_stage
-from hybrid_jax.stages import labels as labels_stage
+from hybrid_jax.study.rundir import Run, Stage
+from hybrid_jax.study.stages import curves as curves_stage
+from hybrid_jax.study.stages import data as data_stage
+from hybrid_jax.study.stages import distill as distill_stage
+from hybrid_jax.study.stages import labels as labels_stage
 
 PREMISE_RESAMPLES = 200  # bootstrap resamples of each FD / KID / median interval of the premise
 
@@ -40,7 +40,7 @@ def premise_figures(run: Run) -> dict:
 
 
 def run_stage(run: Run) -> dict:
-    from hybrid_jax.stages import report_md as report  # matplotlib only when a report is written
+    from hybrid_jax.study.stages import report_md as report  # matplotlib only when a report is written
     figures = premise_figures(run)
     io.write_json(run.path("report", "premise.json"), figures)
     return {"report": str(report.write_report(run)), "premise": figures["verdict"]}

@@ -14,9 +14,9 @@ import numpy as np
 
 from hybrid_jax import io, labels as labels_lib
 from hybrid_jax.routing import crossfit, router as router_lib
-from hybrid_jax.rundir import Run, Stage
-from hybrid_jax.stages import features as features_stage
-from hybrid_jax.stages import labels as labels_stage
+from hybrid_jax.study.rundir import Run, Stage
+from hybrid_jax.study.stages import features as features_stage
+from hybrid_jax.study.stages import labels as labels_stage
 
 
 def run_stage(run: Run) -> dict:

@@ -17,9 +17,9 @@ from hybrid_jax import distill, generators, io, stats, tensorboard
 from hybrid_jax import train as train_lib
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.generators import Distillation
-from hybrid_jax.rundir import Run, Stage, done_record, fingerprint
-from hybrid_jax.stages import data as data_stage
-from hybrid_jax.stages import train
+from hybrid_jax.study.rundir import Run, Stage, done_record, fingerprint
+from hybrid_jax.study.stages import data as data_stage
+from hybrid_jax.study.stages import train
 
 STAGE_NAME = "distill"
 

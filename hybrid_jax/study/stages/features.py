@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from hybrid_jax import io
-from hybrid_jax.rundir import Run, Stage
-from hybrid_jax.stages import seeds as seeds_stage
+from hybrid_jax.study.rundir import Run, Stage
+from hybrid_jax.study.stages import seeds as seeds_stage
 
 
 def run_stage(run: Run) -> dict:

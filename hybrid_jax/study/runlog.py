@@ -7,7 +7,8 @@ from pathlib import Path
 
 import jax
 
-from hybrid_jax import checkpoint, config, data, io, labels, pipeline, sharding, train
+from hybrid_jax import checkpoint, config, data, io, labels, sharding, train
+from hybrid_jax.study import pipeline
 from hybrid_jax.routing import router
 
 USER_ERRORS = (config.ConfigError, data.DataError, checkpoint.CheckpointMismatch, pipeline.RunDirError,

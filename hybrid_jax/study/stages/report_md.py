@@ -1,5 +1,5 @@
 """`report.md`, from what the stages recorded (read through each stage's readers); its figures are drawn by
-`hybrid_jax.figures`.
+`hybrid_jax.study.figures`.
 
 The report opens with what a reader must know before any number (stand-in data, forced labels,
 in-sample figures), then the cost-quality curve. Every figure is out of sample unless its row
@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import figures, io, premise, sanity, stats
+from hybrid_jax import io, premise, sanity, stats
+from hybrid_jax.study import figures
 from hybrid_jax.routing import evaluation
-from hybrid_jax.rundir import Run, summary
-from hybrid_jax.stages import allocate as allocate_stage
-from hybrid_jax.stages import curves as curves_stage
-from hybrid_jax.stages import routed as routed_stage
-from hybrid_jax.stages import router as router_stage
-from hybrid_jax.stages import seeds as seeds_stage
-from hybrid_jax.stages import train
+from hybrid_jax.study.rundir import Run, summary
+from hybrid_jax.study.stages import allocate as allocate_stage
+from hybrid_jax.study.stages import curves as curves_stage
+from hybrid_jax.study.stages import routed as routed_stage
+from hybrid_jax.study.stages import router as router_stage
+from hybrid_jax.study.stages import seeds as seeds_stage
+from hybrid_jax.study.stages import train
 
 BRIEF = {  # the brief's numbers (T4 GPU, human labels, 600 seeds)
     "cv": {"accuracy": (0.653, 0.038), "precision": (0.444, 0.113), "recall": (0.281, 0.082)},
@@ -362,7 +363,7 @@ def _router_section(router: dict, out: Path) -> list[str]:
 
 
 def _labels_section(run: Run, router: dict) -> list[str]:
-    from hybrid_jax.stages import labels as labels_stage
+    from hybrid_jax.study.stages import labels as labels_stage
 
     labels = summary(run, "labels")
     n = labels["n"]
@@ -467,7 +468,7 @@ def _training_section(run: Run, out: Path) -> list[str]:
 
 def _class_section(run: Run) -> list[str]:
     """Per-class rows of the main quality and routing numbers and of the allocation (out of sample), then all seeds."""
-    from hybrid_jax.stages import labels as labels_stage
+    from hybrid_jax.study.stages import labels as labels_stage
 
     decisions, scores = io.read_npz(run.path("routed", "decisions.npz")), labels_stage.load_scores(run)
     rows = evaluation.per_class(run.cfg.data.classes, seeds_stage.load(run)["labels"], decisions["to_a"],

@@ -17,10 +17,10 @@ import re
 import numpy as np
 
 from hybrid_jax import generators, io, premise, progress, tensorboard
-from hybrid_jax.rundir import Run, Stage, done_record, fingerprint, summary
-from hybrid_jax.stages import labels as labels_stage
-from hybrid_jax.stages import seeds as seeds_stage
-from hybrid_jax.stages import train
+from hybrid_jax.study.rundir import Run, Stage, done_record, fingerprint, summary
+from hybrid_jax.study.stages import labels as labels_stage
+from hybrid_jax.study.stages import seeds as seeds_stage
+from hybrid_jax.study.stages import train
 
 log = logging.getLogger("hybrid_jax.stages.curves")
 

@@ -15,8 +15,8 @@ from hybrid_jax import train as train_lib
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.config import Preset
 from hybrid_jax.generators import registry
-from hybrid_jax.rundir import Run, Stage, done_record
-from hybrid_jax.stages import data as data_stage
+from hybrid_jax.study.rundir import Run, Stage, done_record
+from hybrid_jax.study.stages import data as data_stage
 
 MODELS = tuple(n.name for n in registry.NETWORKS)  # one training stage per network of every family
 # a family (`Generator.model`) -> the training stages whose params its options sample with

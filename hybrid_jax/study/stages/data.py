@@ -8,7 +8,7 @@ import numpy as np
 
 from hybrid_jax import data as data_lib
 from hybrid_jax import io
-from hybrid_jax.rundir import Run, Stage
+from hybrid_jax.study.rundir import Run, Stage
 
 log = logging.getLogger("hybrid_jax.stages.data")
 

@@ -2,7 +2,7 @@
 
 Decisions are the cross-fitted ones of the router stage (no seed is decided by a router that
 trained or selected features on it). Seconds are measured under one batching policy for every
-strategy (`hybrid_jax.cost`) on the first `cost.num_images` seeds; passes, FLOPs and quality
+strategy (`hybrid_jax.study.cost`) on the first `cost.num_images` seeds; passes, FLOPs and quality
 use every seed. The deployed router runs the real routed sampler once, to check that a routed
 image equals its generator's own image.
 """
@@ -12,15 +12,16 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from hybrid_jax import cost, generators, io, routing, stats
+from hybrid_jax import generators, io, routing, stats
+from hybrid_jax.study import cost
 from hybrid_jax.routing import early_exit, evaluation
 from hybrid_jax.data import fixed_batches
-from hybrid_jax.rundir import Run, Stage
-from hybrid_jax.stages import features as features_stage
-from hybrid_jax.stages import labels as labels_stage
-from hybrid_jax.stages import router as router_stage
-from hybrid_jax.stages import seeds as seeds_stage
-from hybrid_jax.stages import train
+from hybrid_jax.study.rundir import Run, Stage
+from hybrid_jax.study.stages import features as features_stage
+from hybrid_jax.study.stages import labels as labels_stage
+from hybrid_jax.study.stages import router as router_stage
+from hybrid_jax.study.stages import seeds as seeds_stage
+from hybrid_jax.study.stages import train
 
 
 def make_routed_sampler(run: Run) -> routing.RoutedSampler:

@@ -16,19 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_jax import cost, generators, io, labeling, model_a, progress, stats, timing
+from hybrid_jax import generators, io, labeling, model_a, progress, stats, timing
+from hybrid_jax.study import cost
 from hybrid_jax.routing import allocation, policy
 from hybrid_jax import labels as labels_lib
 from hybrid_jax import features as features_lib
 from hybrid_jax.data import fixed_batches
-from hybrid_jax.rundir import Run, Stage, done_record, file_hash
-from hybrid_jax.stages import distill as distill_stage
-from hybrid_jax.stages import features as features_stage
-from hybrid_jax.stages import labels as labels_stage
-from hybrid_jax.stages import routed as routed_stage
-from hybrid_jax.stages import router as router_stage
-from hybrid_jax.stages import seeds as seeds_stage
-from hybrid_jax.stages import train
+from hybrid_jax.study.rundir import Run, Stage, done_record, file_hash
+from hybrid_jax.study.stages import distill as distill_stage
+from hybrid_jax.study.stages import features as features_stage
+from hybrid_jax.study.stages import labels as labels_stage
+from hybrid_jax.study.stages import routed as routed_stage
+from hybrid_jax.study.stages import router as router_stage
+from hybrid_jax.study.stages import seeds as seeds_stage
+from hybrid_jax.study.stages import train
 
 log = logging.getLogger("hybrid_jax.stages.allocate")
 
@@ -106,7 +107,7 @@ def _each_seed(run: Run, g: generators.Generator, params, seeds: np.ndarray, pro
 
 def _per_image(batch_seconds: np.ndarray, batch_size: int) -> float:
     """Seconds per image from generation batches: the median batch after the first (which compiles) over the
-    batch size (a padded batch costs what a full one does, as every strategy is charged; `hybrid_jax.cost`)."""
+    batch size (a padded batch costs what a full one does, as every strategy is charged; `hybrid_jax.study.cost`)."""
     return float(np.median(batch_seconds[1:] if len(batch_seconds) > 1 else batch_seconds)) / batch_size
 
 
