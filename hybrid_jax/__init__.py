@@ -2,7 +2,7 @@
 
 Modules: `config` (presets), `data`, `diffusion`, `models` (U-Net, causal decoder), `model_a`
 (blockwise DDPM), `model_b` (KV-cached AR + corrector), `generators` (the families and their options), `train`,
-`checkpoint`, `features`, `labels`, `labeler`, `quality`, `routing` (router, cross-fitting, allocation and policy,
+`checkpoint`, `features`, `labeler`, `quality` (the labeler and the labels), `routing` (router, cross-fitting, allocation and policy,
 early exit, evaluation, and the routed sampler), `timing`, `sharding`, `study` (the resumable pipeline and its
 stages, the cost of every strategy, the report's figures; nothing else imports it), `labeling` (the labeling page).
 """

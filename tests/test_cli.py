@@ -184,7 +184,7 @@ def test_a_work_dir_of_another_config_or_an_unwritable_one_is_refused_and_left_a
 
 def test_the_labels_file_is_checked_again_when_the_labels_stage_reads_it(tmp_path):
     """A file that passed the check before the run may change before the labels stage imports it."""
-    from hybrid_jax import labels as labels_lib
+    from hybrid_jax.quality import labels as labels_lib
     from hybrid_jax.study import pipeline
     from hybrid_jax.study.stages import labels as labels_stage
 

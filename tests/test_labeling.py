@@ -20,7 +20,7 @@ pytest.importorskip("flask", reason="the labeling page needs flask (pip install 
 from hybrid_jax import io as hio  # noqa: E402
 from hybrid_jax import labeling as lab  # noqa: E402
 from hybrid_jax.labeling import guard  # noqa: E402
-from hybrid_jax.labels import parse_seed, read_labels  # noqa: E402
+from hybrid_jax.quality.labels import parse_seed, read_labels  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -32,7 +32,7 @@ pytest.importorskip("flask", reason="the labeling page needs flask")
 from werkzeug.serving import make_server  # noqa: E402
 
 from hybrid_jax import labeling as lab  # noqa: E402
-from hybrid_jax.labels import read_labels  # noqa: E402
+from hybrid_jax.quality.labels import read_labels  # noqa: E402
 
 RUN_SEED = 0
 
@@ -201,7 +201,7 @@ def test_the_options_page_labels_each_option_beside_the_reference(tmp_path, brow
     """--compare options: each pair names its option; the keys label (seed, option) rows."""
     from test_labeling_options import OPTIONS, SEEDS as OPTION_SEEDS, make_workdir
 
-    from hybrid_jax import labels as labels_lib
+    from hybrid_jax.quality import labels as labels_lib
 
     workdir = make_workdir(tmp_path / "run")
     srv = make_server("127.0.0.1", 0, lab.create_app(workdir, seed=RUN_SEED, source=lab.OPTIONS), threaded=True)

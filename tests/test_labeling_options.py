@@ -12,7 +12,7 @@ pytest.importorskip("flask", reason="the labeling page needs flask (pip install 
 
 from hybrid_jax import io as hio  # noqa: E402
 from hybrid_jax import labeling as lab  # noqa: E402
-from hybrid_jax import labels as labels_lib  # noqa: E402
+from hybrid_jax.quality import labels as labels_lib  # noqa: E402
 
 SEEDS = [7, 3, 12, 0, 5]
 OPTIONS = ("A/8 steps", "A/4 steps", "B/corrector 2", "B/corrector 0")  # the reference first

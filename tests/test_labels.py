@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from hybrid_jax import labels as L
+from hybrid_jax.quality import labels as L
 
 
 def _write(tmp_path, text: str):

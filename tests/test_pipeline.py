@@ -162,7 +162,7 @@ def test_report_has_every_section(finished):
 
 
 def test_premise_json_has_every_option_both_spaces_and_the_verdict_of_its_rule(finished):
-    from hybrid_jax import premise
+    from hybrid_jax.study import premise
 
     p = io.read_json(finished / "report" / "premise.json")
     names = io.read_json(finished / "allocate" / "results.json")["options"]
@@ -489,7 +489,7 @@ def test_seeds_stage_in_two_processes_matches_one(finished, tmp_path):
 def test_human_labels_are_imported_used_by_the_router_and_compared(finished, tmp_path):
     import shutil
 
-    from hybrid_jax import labels as labels_lib
+    from hybrid_jax.quality import labels as labels_lib
 
     workdir = tmp_path / "human"
     shutil.copytree(finished, workdir)
@@ -563,7 +563,8 @@ def test_people_s_option_labels_reach_the_allocate_stage(finished, tmp_path):
     keyed by (seed, option), re-run the allocate stage (and the report) only, which then follows them."""
     import shutil
 
-    from hybrid_jax import labeling, labels as labels_lib
+    from hybrid_jax import labeling
+    from hybrid_jax.quality import labels as labels_lib
 
     workdir = tmp_path / "labeled"
     shutil.copytree(finished, workdir)

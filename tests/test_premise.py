@@ -1,4 +1,4 @@
-"""The premise figures (`hybrid_jax.premise`) against direct computations on tiny arrays, and the verdict's rule."""
+"""The premise figures (`hybrid_jax.study.premise`) against direct computations on tiny arrays, and the verdict's rule."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import copy
 import numpy as np
 import pytest
 
-from hybrid_jax import premise, stats
+from hybrid_jax import stats
+from hybrid_jax.study import premise
 
 
 def test_kid_is_the_unbiased_polynomial_mmd():

@@ -313,7 +313,7 @@ def small_run(tmp_path_factory, crops):
     b[5:] = a[5:]  # five seeds where B is as good as A
     io.write_npz(run.path("seeds", "seeds.npz"), seeds=np.arange(10), labels=np.zeros(10, int), images_a=a, images_b=b)
     human = {s: ("A_needed" if s < 4 else "cheap_ok") for s in range(10)}
-    from hybrid_jax import labels as labels_lib
+    from hybrid_jax.quality import labels as labels_lib
     labels_lib.write_labels(root / "human.csv", human)
     run = pipeline.open_run(cfg, root / "run", labels_csv=str(root / "human.csv"))
     summary = pipeline.run_stages(run, ("labels",))["labels"]
@@ -339,7 +339,7 @@ def test_labels_stage_writes_scores_labels_validation_and_agreement(small_run):
     ag = summary["agreement"]
     auto = labels_stage.router_labels(run)[0]
     assert labels_stage.router_labels(run)[1] == "human"
-    from hybrid_jax import labels as labels_lib
+    from hybrid_jax.quality import labels as labels_lib
     auto = labels_lib.read_labels(run.path("labels", "auto.csv"))
     assert ag["accuracy"] == pytest.approx(np.mean([auto[s] == human[s] for s in human]))
     assert [d["seed"] for d in ag["disagree"]] == [s for s in sorted(human) if auto[s] != human[s]]
@@ -364,7 +364,7 @@ def test_score_images_reads_the_stage_model_back(small_run):
 
 
 def test_premise_spaces_add_a_judge_of_another_architecture_trained_apart_from_the_labeler(small_run):
-    from hybrid_jax import premise
+    from hybrid_jax.study import premise
     from hybrid_jax.study.stages import labels as labels_stage
     run, summary, _ = small_run
     jc = run.cfg.judge

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from hybrid_jax import sanity
+from hybrid_jax.study import sanity
 
 
 def test_ranges_are_data_with_the_documented_bounds():

@@ -17,7 +17,7 @@ import numpy as np
 
 from hybrid_jax import io
 from hybrid_jax.labeling.errors import ApiError
-from hybrid_jax.labels import OPTION_KEY, SEED_KEY
+from hybrid_jax.quality.labels import OPTION_KEY, SEED_KEY
 
 MODELS = ("A", "B")  # the binary page's (reference, candidate): the seeds file's images_a, images_b
 RERUN = "Re-run the pipeline's seeds stage."

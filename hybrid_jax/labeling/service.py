@@ -32,7 +32,7 @@ import numpy as np
 from hybrid_jax import io
 from hybrid_jax.labeling.errors import ApiError
 from hybrid_jax.labeling.pairs import BINARY, MODELS, Seeds, Source, run_class_names
-from hybrid_jax.labels import SEED_KEY, LabelError, parse_seed, read_keyed_labels, write_keyed_labels
+from hybrid_jax.quality.labels import SEED_KEY, LabelError, parse_seed, read_keyed_labels, write_keyed_labels
 
 log = logging.getLogger(__name__)
 

@@ -5,5 +5,6 @@
 - `degradations`, `validation`: fifteen failure families at three strengths, ROC AUC, the pass rule;
 - `imagestats`, `classifier`, `inception`, `trees`: the parts;
 - `rule`: the A/B label rule, tau calibrated on real images, the Frechet distance;
-- `realism`: the previous score (k-NN realism on eleven statistics), kept as the baseline.
+- `realism`: the previous score (k-NN realism on eleven statistics), kept as the baseline;
+- `labels`: the per-seed labels CSV (read, validated, written, compared with people's).
 """

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import jax
 
-from hybrid_jax import checkpoint, config, data, io, labels, sharding, train
+from hybrid_jax import checkpoint, config, data, io, sharding, train
+from hybrid_jax.quality import labels
 from hybrid_jax.study import pipeline
 from hybrid_jax.routing import router
 

@@ -16,7 +16,8 @@ import re
 
 import numpy as np
 
-from hybrid_jax import generators, io, premise, progress, tensorboard
+from hybrid_jax import generators, io, progress, tensorboard
+from hybrid_jax.study import premise
 from hybrid_jax.study.rundir import Run, Stage, done_record, fingerprint, summary
 from hybrid_jax.study.stages import labels as labels_stage
 from hybrid_jax.study.stages import seeds as seeds_stage

@@ -24,8 +24,9 @@ from sklearn.metrics import confusion_matrix
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
-from hybrid_jax import io, premise, sharding, stats
-from hybrid_jax import labels as labels_lib
+from hybrid_jax import io, sharding, stats
+from hybrid_jax.study import premise
+from hybrid_jax.quality import labels as labels_lib
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.quality import build, degradations, rule, validation
 from hybrid_jax.quality import classifier as clf_lib

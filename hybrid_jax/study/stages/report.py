@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hybrid_jax import generators, io, labeling, premise, stats
+from hybrid_jax import generators, io, labeling, stats
+from hybrid_jax.study import premise
 from hybrid_jax.study.rundir import Run, Stage
 from hybrid_jax.study.stages import curves as curves_stage
 from hybrid_jax.study.stages import data as data_stage

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import io, premise, sanity, stats
+from hybrid_jax import io, stats
+from hybrid_jax.study import premise, sanity
 from hybrid_jax.study import figures
 from hybrid_jax.routing import evaluation
 from hybrid_jax.study.rundir import Run, summary
@@ -194,7 +195,7 @@ def _premise_section(p: dict) -> list[str]:
                f"**Premise fails**; every routing figure below tests the machinery, not the idea: "
                + "; ".join(p["failed"]) + ".")
     return ["## Premise", verdict,
-            f"Rule (`hybrid_jax.premise.verdict`, `report/premise.json`): A's FD below B's with non-overlapping 95 % "
+            f"Rule (`hybrid_jax.study.premise.verdict`, `report/premise.json`): A's FD below B's with non-overlapping 95 % "
             f"intervals in every space ({', '.join(spaces)}: the pixel PCA is fitted on the {p['n_train']} training "
             f"images' pixels{_JUDGE_NOTE if premise.JUDGE_SPACE in spaces else ''}, each independently of the "
             f"labeler), A's median quality above B's, the calibrated (never "

@@ -12,7 +12,8 @@ import dataclasses
 
 import numpy as np
 
-from hybrid_jax import io, labels as labels_lib
+from hybrid_jax import io
+from hybrid_jax.quality import labels as labels_lib
 from hybrid_jax.routing import crossfit, router as router_lib
 from hybrid_jax.study.rundir import Run, Stage
 from hybrid_jax.study.stages import features as features_stage
