@@ -17,8 +17,8 @@ from benchmarks.router_probe import fit_random_router
 from benchmarks.samplers import perturbed
 from benchmarks.timing import Table, ms, time_many
 from hybrid_jax import features, model_a, model_b, routing
-from hybrid_jax.routing import router as router_lib
 from hybrid_jax.config import get_preset
+from hybrid_jax.routing import router as router_lib
 
 BATCH = 32
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from benchmarks.timing import Table, num_cores
 from hybrid_jax import features
-from hybrid_jax.routing import crossfit
 from hybrid_jax.config import get_preset
+from hybrid_jax.routing import crossfit
 
 CHEAP_OK_SHARE = 0.328  # the brief's label balance
 SIGNAL = 6  # informative columns (shifted by 0.6 sd when cheap_ok)

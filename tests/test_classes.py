@@ -111,8 +111,8 @@ def test_seed_classes_are_balanced_and_from_the_seed_alone():
 
 
 def test_stand_in_with_several_classes_is_refused(tmp_path):
-    from hybrid_jax.study import rundir
     from hybrid_jax.config import get_preset
+    from hybrid_jax.study import rundir
     from hybrid_jax.study.stages import data as data_stage
 
     cfg = get_preset("test")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from hybrid_jax import features, routing, timing
-from hybrid_jax.study import cost
-from hybrid_jax.routing import evaluation, router as router_lib
 from hybrid_jax.config import RouterConfig
+from hybrid_jax.routing import evaluation, router as router_lib
+from hybrid_jax.study import cost
 
 
 @pytest.fixture(scope="module")

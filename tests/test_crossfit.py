@@ -15,10 +15,10 @@ import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from hybrid_jax.routing import crossfit as C
-from hybrid_jax.routing import router as R
 from hybrid_jax import trees
 from hybrid_jax.config import ConfigError, RouterConfig
+from hybrid_jax.routing import crossfit as C
+from hybrid_jax.routing import router as R
 
 # Few, shallow trees with a large learning rate: real routing in milliseconds per fit.
 CFG = RouterConfig(n_estimators=30, max_depth=2, learning_rate=0.2, threshold=0.55, cv_folds=3, n_splits=3,
@@ -218,8 +218,8 @@ STUDY_SCRIPT = """
 import json, sys
 import numpy as np
 from hybrid_jax import trees
-from hybrid_jax.routing import crossfit
 from hybrid_jax.config import RouterConfig
+from hybrid_jax.routing import crossfit
 d = sys.argv[1]
 X, y = np.load(d + "/X.npy"), np.load(d + "/y.npy")
 res, ens = crossfit.run_study(X, y, {names!r}, {cfg!r}, d + "/cache", n_jobs=1)

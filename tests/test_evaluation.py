@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from hybrid_jax.routing import evaluation as ev
 from hybrid_jax import stats
+from hybrid_jax.routing import evaluation as ev
 
 COSTS = {"A": {"passes": 800, "flops": 8e12, "seconds": 4.0},
          "B": {"passes": 46, "flops": 4e11, "seconds": 0.3},

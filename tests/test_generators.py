@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from hybrid_jax import generators, model_b, routing
-from hybrid_jax.generators import ar_corrector, blockwise
 from hybrid_jax.config import ConfigError, override
+from hybrid_jax.generators import ar_corrector, blockwise
 
 
 @pytest.fixture(scope="module")

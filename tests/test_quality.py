@@ -24,10 +24,10 @@ from sklearn.preprocessing import PowerTransformer
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
 from hybrid_jax import io
-from hybrid_jax.study import pipeline
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.quality import build, classifier, degradations, imagestats, inception, rule, trees, validation
 from hybrid_jax.quality import score as score_lib
+from hybrid_jax.study import pipeline
 
 DEV_DATA = Path(os.environ.get("HYBRID_JAX_DEV_DATA",
                                Path(__file__).resolve().parents[2] / "shared/data/cifar-10-batches-py"))

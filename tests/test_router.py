@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from hybrid_jax.routing import router as R
 from hybrid_jax.config import RouterConfig
+from hybrid_jax.routing import router as R
 
 SMALL = RouterConfig(n_estimators=30, max_depth=2, cv_folds=3, n_splits=4, seed=0)
 NAMES = ("signal", "noise_a", "noise_b", "noise_c")

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax import distill, model_b, timing
-from hybrid_jax.models.decoder import init_cache
 from hybrid_jax.config import Preset
 from hybrid_jax.generators.base import Distillation, Family, Generator, Network, distilled_option
+from hybrid_jax.models.decoder import init_cache
 
 NAME = "model_b"
 STREAM = 2

@@ -26,9 +26,9 @@ import numpy as np
 
 from hybrid_jax import train as train_lib
 from hybrid_jax import xla
-from hybrid_jax.quality import imagestats
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.config import Geometry, TrainConfig
+from hybrid_jax.quality import imagestats
 
 NUM_CLASSES = 10
 

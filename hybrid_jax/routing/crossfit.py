@@ -36,8 +36,8 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils.validation import check_is_fitted
 
 from hybrid_jax import io, progress
-from hybrid_jax.routing import router
 from hybrid_jax.config import ConfigError, RouterConfig
+from hybrid_jax.routing import router
 
 log = logging.getLogger("hybrid_jax.routing.crossfit")
 

@@ -21,9 +21,9 @@ import numpy as np
 
 from hybrid_jax import features as features_lib
 from hybrid_jax import generators, model_a, model_b, sharding, xla
-from hybrid_jax.routing import router as router_lib
 from hybrid_jax.config import Geometry
 from hybrid_jax.models import class_labels
+from hybrid_jax.routing import router as router_lib
 
 
 def seed_keys(seeds: Sequence[int], base_seed: int = 0) -> tuple[jax.Array, jax.Array]:

@@ -9,8 +9,8 @@ import jax
 
 from hybrid_jax import checkpoint, config, data, io, sharding, train
 from hybrid_jax.quality import labels
-from hybrid_jax.study import pipeline
 from hybrid_jax.routing import router
+from hybrid_jax.study import pipeline
 
 USER_ERRORS = (config.ConfigError, data.DataError, checkpoint.CheckpointMismatch, pipeline.RunDirError,
                labels.LabelError, router.RouterError, io.WriteError, train.TrainingDiverged, sharding.MeshError,

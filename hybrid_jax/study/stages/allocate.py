@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_jax import generators, io, labeling, model_a, progress, stats, timing
-from hybrid_jax.study import cost
-from hybrid_jax.routing import allocation, policy
-from hybrid_jax.quality import labels as labels_lib
 from hybrid_jax import features as features_lib
 from hybrid_jax.data import fixed_batches
+from hybrid_jax.quality import labels as labels_lib
+from hybrid_jax.routing import allocation, policy
+from hybrid_jax.study import cost
 from hybrid_jax.study.rundir import Run, Stage, done_record, file_hash
 from hybrid_jax.study.stages import distill as distill_stage
 from hybrid_jax.study.stages import features as features_stage

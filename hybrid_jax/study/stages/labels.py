@@ -25,12 +25,12 @@ from sklearn.metrics import confusion_matrix
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
 from hybrid_jax import io, sharding, stats
-from hybrid_jax.study import premise
-from hybrid_jax.quality import labels as labels_lib
 from hybrid_jax.checkpoint import Checkpointer
+from hybrid_jax.quality import labels as labels_lib
 from hybrid_jax.quality import build, degradations, rule, validation
 from hybrid_jax.quality import classifier as clf_lib
 from hybrid_jax.quality import score as score_lib
+from hybrid_jax.study import premise
 from hybrid_jax.study.rundir import Run, Stage, done_record, file_hash, fingerprint
 from hybrid_jax.study.stages import data as data_stage
 from hybrid_jax.study.stages import seeds as seeds_stage

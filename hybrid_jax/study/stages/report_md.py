@@ -16,9 +16,9 @@ import numpy as np
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import io, stats
+from hybrid_jax.routing import evaluation
 from hybrid_jax.study import premise, sanity
 from hybrid_jax.study import figures
-from hybrid_jax.routing import evaluation
 from hybrid_jax.study.rundir import Run, summary
 from hybrid_jax.study.stages import allocate as allocate_stage
 from hybrid_jax.study.stages import curves as curves_stage

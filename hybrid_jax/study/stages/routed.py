@@ -13,9 +13,9 @@ import jax
 import numpy as np
 
 from hybrid_jax import generators, io, routing, stats
-from hybrid_jax.study import cost
-from hybrid_jax.routing import early_exit, evaluation
 from hybrid_jax.data import fixed_batches
+from hybrid_jax.routing import early_exit, evaluation
+from hybrid_jax.study import cost
 from hybrid_jax.study.rundir import Run, Stage
 from hybrid_jax.study.stages import features as features_stage
 from hybrid_jax.study.stages import labels as labels_stage
