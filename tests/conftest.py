@@ -37,16 +37,6 @@ from hybrid_jax import data, model_a, model_b  # noqa: E402
 from hybrid_jax.config import Preset, get_preset  # noqa: E402
 
 
-# The longest module (its finished run and the subprocess tests on copies of it) is collected first, so that under
-# `--dist loadscope` one worker starts it at once while the other runs every other module beside it, instead of
-# starting it last and running it alone at the end.
-LONGEST_FIRST = ("test_pipeline.py",)
-
-
-def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: each module's own order is kept
-
-
 def pytest_unconfigure(config):
     if _OWN_CACHE and not hasattr(config, "workerinput"):  # the process that made the cache (not an xdist worker)
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
