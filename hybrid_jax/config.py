@@ -456,9 +456,9 @@ class AllocationConfig:
 
 @dataclass(frozen=True)
 class EarlyExitConfig:
-    """Early exit (`hybrid_jax.routing.early_exit`, Fast-ARDiff's pre-filter): decide after `k_early` AR steps of B where
-    the layer-1 attention entropy lies in a tail whose decisions were right at least `min_accuracy` of the time on
-    the training folds, else the router at k = router.prefix_steps."""
+    """Early exit (`hybrid_jax.routing.early_exit`, Fast-ARDiff's pre-filter): decide after `k_early` AR steps of B
+    where the layer-1 attention entropy lies in a tail whose decisions were right at least `min_accuracy` of the time
+    on the training folds, else the router at k = router.prefix_steps."""
 
     k_early: int = 4
     min_accuracy: float = 0.8

@@ -64,7 +64,8 @@ def main(workdir: str, n_dev: int) -> None:
     assert is_sharded(prefix.attn) and is_sharded(prefix.state.cache.k)
     to_a = np.zeros(n, bool)
     to_a[[1, 4, 7]] = True
-    split = routing.generate_split(routed.sampler_a, routed.sampler_b, pa, pb, keys_a, keys_b, to_a, prefix, mesh, labels)
+    split = routing.generate_split(routed.sampler_a, routed.sampler_b, pa, pb, keys_a, keys_b, to_a, prefix, mesh,
+                                   labels)
     reference = np.where(to_a[:, None, None, None], seeds["images_a"][:n], seeds["images_b"][:n])
     diff = np.abs(split - reference).max(axis=(1, 2, 3))
     print(f"forced split: max |{N_DEV} devices - 1 device| A {diff[to_a].max():.2e}, B {diff[~to_a].max():.2e}")

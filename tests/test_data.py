@@ -19,6 +19,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _cifar import write_batch
 from PIL import Image
 
 from hybrid_jax import data
@@ -60,9 +61,7 @@ def folder(tmp_path) -> Path:
     root = tmp_path / "cifar-10-batches-py"
     root.mkdir()
     for name, labels in LABELS.items():
-        flat = _pixels(name).transpose(0, 3, 1, 2).reshape(len(labels), 3072)  # channel-major rows
-        _write_pickle(root / name, {b"batch_label": name.encode(), b"labels": labels, b"data": flat,
-                                    b"filenames": [f"{i}.png".encode() for i in range(len(labels))]})
+        write_batch(root / name, _pixels(name), labels)
     _write_pickle(root / "batches.meta", {b"label_names": [c.encode() for c in data.CIFAR10_CLASSES],
                                           b"num_cases_per_batch": 6, b"num_vis": 3072})
     return root

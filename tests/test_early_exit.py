@@ -1,5 +1,5 @@
-"""The early-exit policy (`hybrid_jax.routing.early_exit`): thresholds from the training folds only, compute that counts the
-steps each seed ran, the entropy read off the short probe, and its figures beside its baselines."""
+"""The early-exit policy (`hybrid_jax.routing.early_exit`): thresholds from the training folds only, compute that counts
+the steps each seed ran, the entropy read off the short probe, and its figures beside its baselines."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 from pathlib import Path
 
 import jax
@@ -19,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
+from _cifar import to_pixels, write_batch
 from sklearn.preprocessing import PowerTransformer
 
 from hybrid_jax import config as config_lib
@@ -287,11 +287,7 @@ def _write_cifar_folder(root: Path, crops: np.ndarray, per_class: int = 40) -> P
     folder.mkdir(parents=True)
     x, y = _colour_classes(per_class, crops)
     order = np.random.default_rng(0).permutation(len(y))
-    pixels = np.round((x[order] + 1) * 127.5).astype(np.uint8)
-    flat = pixels.transpose(0, 3, 1, 2).reshape(len(y), 3072)
-    (folder / "data_batch_1").write_bytes(pickle.dumps(
-        {b"batch_label": b"data_batch_1", b"labels": y[order].tolist(), b"data": flat,
-         b"filenames": [f"{i}.png".encode() for i in range(len(y))]}, protocol=2))
+    write_batch(folder / "data_batch_1", to_pixels(x[order]), y[order])
     return folder
 
 

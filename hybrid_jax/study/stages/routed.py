@@ -132,8 +132,8 @@ def load(run: Run) -> dict:
 # With several classes the curves are also drawn per class (a fingerprint change for those runs only)
 # version 1: each network's FLOPs per pass in cost.json ("pass_flops"), which the allocate stage reads; 2: one
 # compiling call per program before the timed rounds (timing["first_call"]) instead of a whole compiling round; 3:
-# the early-exit policy (cost.json "early_exit", `hybrid_jax.routing.early_exit`); 4: the oracle's seconds composed from the
-# fixed rows, not timed again; the routed sampler checked on the timed seeds; 5: the entropy's AUC with its interval
+# the early-exit policy (cost.json "early_exit", `hybrid_jax.routing.early_exit`); 4: the oracle's seconds composed from
+# the fixed rows, not timed again; the routed sampler checked on the timed seeds; 5: the entropy's AUC with its interval
 STAGE = Stage("routed", run_stage, config=lambda cfg: (cfg.cost, cfg.early_exit)
               + (("curves per class",) if cfg.data.num_classes > 1 else ()), after=("router", "labels", "seeds"),
               version=5)
