@@ -366,6 +366,7 @@ class RouterConfig:
     ablation_estimators: int = 50  # trees per screening fit, capped at n_estimators; 0 = n_estimators (cost: docstring)
     n_jobs: int = 0  # worker processes for the study's fits; 0 = every core this process may use
     seed: int = 0
+    continuations: int = 4  # fresh finishes of each seed's prefix for the probe's ceiling (`routing.ceiling`); 0 = off
 
     @property
     def screen_estimators(self) -> int:
@@ -374,6 +375,7 @@ class RouterConfig:
 
     def __post_init__(self):
         _check(self.prefix_steps >= 1, f"router.prefix_steps must be >= 1, got {self.prefix_steps}")
+        _check(self.continuations >= 0, f"router.continuations must be >= 0, got {self.continuations}")
         _check(0.0 <= self.threshold <= 1.0, f"router.threshold must be in [0, 1], got {self.threshold}")
         _check(all(0.0 <= t <= 1.0 for t in self.sweep), f"router.sweep values must be in [0, 1], got {self.sweep}")
         _check(0.0 < self.test_fraction < 1.0, f"router.test_fraction must be in (0, 1), got {self.test_fraction}")
@@ -618,8 +620,8 @@ PRESETS: dict[str, Preset] = {
         labeler=LabelerConfig(k=2, a_needed_share=0.5, classifier_widths=(4, 8), embed_dim=8, images_per_class=24,
                               other_holdout=8, train=TrainConfig(epochs=1, batch_size=16, ckpt_every=100, log_every=5),
                               negatives_per_cell=6, trees=20, tree_depth=2, calibration_folds=2),
-        router=RouterConfig(n_estimators=10, max_depth=2, n_splits=3, cv_folds=3,
-                            sweep=(0.4, 0.55, 0.7), n_jobs=1),  # ~300 tiny fits: 2 s, less than starting workers
+        router=RouterConfig(n_estimators=10, max_depth=2, n_splits=3, cv_folds=3,  # ~300 tiny fits: 2 s, less
+                            sweep=(0.4, 0.55, 0.7), n_jobs=1, continuations=2),  # than starting workers
         cost=CostConfig(num_images=8, batch_size=4, repeats=1, bootstrap=200),
         # distillation off: the pipeline tests not about it skip it; tests/test_pipeline.py's distillation test
         # switches one round of each family on in a copy (--set ar_corrector.halvings=1 blockwise.halvings=1)

@@ -17,7 +17,8 @@ import pytest
 
 from experiments import run as run_cli
 from hybrid_jax import config as config_lib
-from hybrid_jax import io
+from hybrid_jax import io, stats
+from hybrid_jax.routing import ceiling
 from hybrid_jax.study import pipeline
 from hybrid_jax.study.stages import seeds as seeds_stage
 from hybrid_jax.study.stages import train as train_stage
@@ -33,7 +34,7 @@ OUTPUTS = {  # stage -> files it must leave behind
     "features": ["features.csv", "features.npz"],
     "labels": ["auto.csv", "scores.npz"],
     "curves": ["curves.json"],
-    "router": ["router.json", "router_trees.npz", "results.json", "oof.npz"],
+    "router": ["router.json", "router_trees.npz", "results.json", "oof.npz", "continuations.npz"],
     "routed": ["cost.json", "decisions.npz"],
     "allocate": ["results.json", "policy/policy.json", "policy/policy_trees.npz"],
     "report": ["report.md", "premise.json", "learning_curves.png", "cost_quality.png", "allocation_pareto.png", "training_curves.png", "samples_a_vs_b.png", "threshold_sweep.png"],
@@ -149,10 +150,28 @@ def test_the_early_exit_is_judged_out_of_sample_beside_its_baselines(finished):
     assert all(np.isfinite(flops)) and max(flops) <= units["A"]["flops"] + units["probe"]["flops"] + 1e-6
 
 
+def test_the_probes_ceiling_finishes_every_seeds_prefix_again_beside_its_own_image(finished):
+    """The router stage's ceiling: row 0 is the labels stage's score of B's own image, the fresh finishes differ
+    from it, and its AUCs are those of `routing.ceiling` on the stored scores and out-of-fold decisions."""
+    cfg = pipeline.load_run(finished).cfg
+    kept = np.load(finished / "router" / "continuations.npz")
+    scores, oof = kept["scores"], np.load(finished / "router" / "oof.npz")
+    assert scores.shape == (1 + cfg.router.continuations, cfg.seeds.num_seeds)
+    np.testing.assert_array_equal(scores[0], np.load(finished / "labels" / "scores.npz")["score_b"])
+    assert np.isfinite(scores).all() and 0 <= scores.min() <= scores.max() <= 1  # (the test preset's tiny scorer
+    # rates every image alike: that the finishes redraw B's image is tests/test_ceiling.py's)
+    c = io.read_json(finished / "router" / "results.json")["ceiling"]
+    assert c["draws"] == cfg.router.continuations and c["n"] == len(oof["y"])
+    for name, score in (("router", oof["p_cheap"]), ("prefix_oracle", scores[1:].mean(0)), ("image_oracle", scores[0])):
+        assert c[name]["auc"] == pytest.approx(float(stats.auc(oof["y"], score)))
+        assert c[name]["ci"][0] <= c[name]["auc"] <= c[name]["ci"][1] or np.isnan(c[name]["ci"]).all()
+    assert c["icc"]["value"] == pytest.approx(float(ceiling.icc(scores)), nan_ok=True)
+
+
 def test_report_has_every_section(finished):
     text = (finished / "report" / "report.md").read_text()
     for section in ("### Learning curves", "## Training", "## Samples", "## Labels", "## Router", "## Cost",
-                    "## Cost and quality", "### Early exit", "## Config"):
+                    "## Cost and quality", "### Early exit", "### What a probe of B's prefix can know", "## Config"):
         assert section in text
     assert text.index("## Premise") < text.index("## Cost and quality")  # the premise first
     for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):

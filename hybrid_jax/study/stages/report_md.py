@@ -363,6 +363,26 @@ def _router_section(router: dict, out: Path) -> list[str]:
     return s
 
 
+def _ceiling_section(c: dict) -> list[str]:
+    """The router's AUC beside what any probe of B's prefix, and any judge of B's image blind to A, could reach."""
+    rows = [["router (cross-fit, out of sample)", _ci(c["router"]["auc"], c["router"]["ci"], "auc")],
+            [f"prefix oracle: mean quality of {c['draws']} fresh finishes of the seed's prefix (nothing fitted)",
+             _ci(c["prefix_oracle"]["auc"], c["prefix_oracle"]["ci"], "auc")],
+            ["image oracle: quality of the seed's own B image (nothing fitted)",
+             _ci(c["image_oracle"]["auc"], c["image_oracle"]["ci"], "auc")],
+            ["no skill", "0.500"]]
+    sd = c["quality_sd"]
+    return ["### What a probe of B's prefix can know",
+            f"Every seed's first k AR steps of B finished {c['draws']} more times with fresh keys (the remaining AR "
+            "steps' and the corrector's noise drawn again) and scored by the labels' scorer. The prefix fixes "
+            f"{_ci(c['icc']['value'], c['icc']['ci'], 'icc')} of the variance of B's final quality (intraclass "
+            f"correlation; quality sd {sd['total']:.3f} in all, {sd['within_prefix']:.3f} between finishes of one "
+            "prefix). ROC AUC for cheap_ok, 95 % bootstrap intervals over seeds; the prefix oracle estimates the "
+            "ceiling of any router that reads the prefix (from finitely many finishes, so below it), the image "
+            "oracle that of any judge of B's finished image that cannot see A:",
+            _table(["rule", "ROC AUC (cheap_ok) [95 % CI]"], rows)]
+
+
 def _labels_section(run: Run, router: dict) -> list[str]:
     from hybrid_jax.study.stages import labels as labels_stage
 
@@ -546,6 +566,7 @@ def write_report(run: Run) -> Path:
             + _headline(cost) + (_early_exit_section(cost["early_exit"]) if "early_exit" in cost else [])
             + _distill_section(premise)
             + _cost_section(cost) + _router_section(router, out)
+            + (_ceiling_section(router["ceiling"]) if "ceiling" in router else [])
             + _allocation_section(allocate_stage.load(run), out)
             + _class_section(run) + _labels_section(run, router) + _training_section(run, out)
             + ["## Config", "```json\n" + json.dumps(config_lib.to_dict(run.cfg), indent=1) + "\n```"])
