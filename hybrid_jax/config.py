@@ -367,6 +367,9 @@ class RouterConfig:
     n_jobs: int = 0  # worker processes for the study's fits; 0 = every core this process may use
     seed: int = 0
     continuations: int = 4  # fresh finishes of each seed's prefix for the probe's ceiling (`routing.ceiling`); 0 = off
+    # fit on the mean quality of those finishes (binarised at the training rows' cheap_ok share), not on the labels:
+    # ours, not the brief's (`crossfit.denoised_targets`); evaluated on the labels all the same
+    denoise: bool = False
 
     @property
     def screen_estimators(self) -> int:
@@ -376,6 +379,8 @@ class RouterConfig:
     def __post_init__(self):
         _check(self.prefix_steps >= 1, f"router.prefix_steps must be >= 1, got {self.prefix_steps}")
         _check(self.continuations >= 0, f"router.continuations must be >= 0, got {self.continuations}")
+        _check(not self.denoise or self.continuations >= 1,
+               "router.denoise needs router.continuations >= 1 (the finishes whose mean quality it learns)")
         _check(0.0 <= self.threshold <= 1.0, f"router.threshold must be in [0, 1], got {self.threshold}")
         _check(all(0.0 <= t <= 1.0 for t in self.sweep), f"router.sweep values must be in [0, 1], got {self.sweep}")
         _check(0.0 < self.test_fraction < 1.0, f"router.test_fraction must be in (0, 1), got {self.test_fraction}")

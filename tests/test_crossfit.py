@@ -183,6 +183,40 @@ def test_noise_features_invent_no_signal():
     assert lo <= y.mean() <= hi, (lo, y.mean(), hi)
 
 
+def test_denoised_targets_keep_each_training_sets_share_and_take_the_best_quality():
+    y = np.array([1, 0, 0, 1, 0, 1, 0, 0])
+    q = np.array([0.1, 0.9, 0.5, 0.2, 0.5, 0.3, 0.0, 0.8])
+    targets = C.denoised_targets(y, q)
+    np.testing.assert_array_equal(targets(np.arange(8)), [0, 1, 1, 0, 0, 0, 0, 1])  # 3 of 8, the tie in row order
+    rows = np.array([0, 3, 6, 7])  # 2 of 4 cheap_ok under the labels
+    np.testing.assert_array_equal(targets(rows), [0, 1, 0, 1])
+    np.testing.assert_array_equal(C.label_targets(y)(rows), y[rows])
+
+
+def test_a_study_on_the_labels_own_quality_is_the_label_study(signal_study):
+    """Quality that ranks exactly as the labels makes the denoised targets the labels: the same study, bitwise."""
+    X, y, res, ens = signal_study
+    res_q, ens_q = C.run_study(X, y, NAMES, CFG, cache_dir=None, n_jobs=1, quality=y + 0.0)
+    assert _without_fits(res_q) == _without_fits(res)
+    _assert_same_router(ens_q, ens)
+
+
+def test_a_denoised_study_learns_the_quality_and_is_judged_on_the_labels():
+    """Labels that are the quality plus noise after the probe: the fits learn the quality (its signal column
+    kept), and every figure is on the labels (the out-of-fold metrics are the labels' at the stored P)."""
+    rng = np.random.default_rng(3)
+    n = 200
+    X = rng.normal(size=(n, len(NAMES)))
+    quality = X[:, 0] + 0.3 * rng.normal(size=n)
+    y = ((quality + 1.5 * rng.normal(size=n)) > 0).astype(np.int64)
+    res, _ = C.run_study(X, y, NAMES, CFG, cache_dir=None, n_jobs=1, quality=quality)
+    p = np.asarray(res["oof"]["p_cheap"])
+    assert res["oof"]["metrics"] == R.metrics(y, p, CFG.threshold)
+    assert "signal" in res["kept"]
+    plain, _ = C.run_study(X, y, NAMES, CFG, cache_dir=None, n_jobs=1)
+    assert plain["oof"]["p_cheap"] != res["oof"]["p_cheap"]
+
+
 def test_rerun_fits_only_what_is_missing(tmp_path, monkeypatch):
     X, y = _data(seed=2)
     cache = tmp_path / "cache"

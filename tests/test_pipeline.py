@@ -3,6 +3,7 @@ examples."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -166,6 +167,34 @@ def test_the_probes_ceiling_finishes_every_seeds_prefix_again_beside_its_own_ima
         assert c[name]["auc"] == pytest.approx(float(stats.auc(oof["y"], score)))
         assert c[name]["ci"][0] <= c[name]["auc"] <= c[name]["ci"][1] or np.isnan(c[name]["ci"]).all()
     assert c["icc"]["value"] == pytest.approx(float(ceiling.icc(scores)), nan_ok=True)
+    assert set(c["learned"]) == set(ceiling.LEARNED_TARGETS) and all(0 <= v["auc"] <= 1 for v in c["learned"].values())
+    assert c["learned"]["label"]["minus_label"] == 0
+
+
+def test_a_denoised_router_learns_the_finishes_mean_quality_and_is_judged_on_the_labels(finished, tmp_path):
+    """The router stage with `router.denoise` on a copy: the same seeds, folds and labels, the fits learn
+    `crossfit.denoised_targets` of the finishes' mean quality, and the report says so."""
+    import shutil
+
+    from hybrid_jax.routing import crossfit
+    from hybrid_jax.study.stages import router as router_stage
+    from hybrid_jax.study.stages import report_md
+
+    workdir = tmp_path / "denoised"
+    shutil.copytree(finished, workdir)
+    run = pipeline.Run(config_lib.apply_overrides(pipeline.load_run(finished).cfg, ["router.denoise=true"]), workdir)
+    router_stage.run_stage(run)
+    before, after = (io.read_json(w / "router" / "results.json") for w in (finished, workdir))
+    assert after["denoised"] and not before["denoised"]
+    assert after["oof"]["fold"] == before["oof"]["fold"] and after["n_cheap_ok"] == before["n_cheap_ok"]
+    oof = np.load(workdir / "router" / "oof.npz")
+    np.testing.assert_array_equal(oof["y"], np.load(finished / "router" / "oof.npz")["y"])
+    quality = np.load(workdir / "router" / "continuations.npz")["scores"].mean(0)
+    _, X, names = router_stage.features_stage.load(run)
+    cfg = dataclasses.replace(run.cfg.router, n_jobs=1)
+    again, _ = crossfit.run_study(X, oof["y"], names, cfg, cache_dir=None, quality=quality)
+    assert again["oof"]["p_cheap"] == after["oof"]["p_cheap"]
+    assert "Every fit learned the mean quality" in "\n".join(report_md._router_section(after, tmp_path))
 
 
 def test_report_has_every_section(finished):

@@ -7,12 +7,16 @@ fixes (the intraclass correlation over draws), and two ceilings on the router's 
 to anything (so out of sample by construction):
 
 - *prefix oracle*: the mean quality of the fresh continuations, an estimate of what the prefix implies
-  about B's image (finitely many draws: it sits below the ceiling it estimates);
+  about B's image (finitely many draws: it sits below the ceiling it estimates, and a learner that pools
+  what similar prefixes did can come out above it);
 - *image oracle*: the quality of the seed's own B image, what a judge of B's finished image that
   cannot see A would reach.
 
 A router whose AUC is near the prefix oracle's has little left to learn from the prefix; a large gap
-says better probe features could help; a low prefix oracle says the label is decided after the probe.
+says better probe features or a better target could help; a low prefix oracle says the label is decided
+after the probe. `learned_scores` measures one such target: the router's learner (its trees, depth and
+rate, every candidate feature, the router's cross-fit folds) trained on the label, on B's own quality, and on the mean
+quality of all finishes of the prefix (a target from which the noise after the probe is averaged out).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from typing import Callable
 
 import jax
 import numpy as np
+from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 
 from hybrid_jax import stats
+from hybrid_jax.config import RouterConfig
 
 CONTINUATION_STREAM = 1_000  # fold_in offset of the fresh continuation keys: far from the samplers' own folds (0, 1)
 
@@ -54,11 +60,36 @@ def icc(scores: np.ndarray, axis: int = -1) -> np.ndarray:
         return (msb - msw) / (msb + (k - 1) * msw)
 
 
-def summarize(scores: np.ndarray, y: np.ndarray, p_cheap: np.ndarray, *, seed: int = 0,
+LEARNED_TARGETS = ("label", "quality of B's own image", "mean quality of every finish of the prefix")
+
+
+def learned_scores(X: np.ndarray, scores: np.ndarray, y: np.ndarray, folds: np.ndarray, cfg: RouterConfig
+            ) -> dict[str, np.ndarray]:
+    """Out-of-fold predictions [n] of the router's learner for each of `LEARNED_TARGETS`: a gradient-boosting
+    classifier of `y` (P(cheap_ok)) and regressors of `scores[0]` and of `scores.mean(0)`, each fitted on the other
+    folds only, with `cfg`'s trees, depth, rate and seed, on every column of `X` (no ablation)."""
+    kw = dict(n_estimators=cfg.n_estimators, max_depth=cfg.max_depth, learning_rate=cfg.learning_rate,
+              random_state=cfg.seed)
+    fits = {LEARNED_TARGETS[0]: (y, lambda: GradientBoostingClassifier(**kw), lambda m, x: m.predict_proba(x)[:, 1]),
+            LEARNED_TARGETS[1]: (scores[0], lambda: GradientBoostingRegressor(**kw), lambda m, x: m.predict(x)),
+            LEARNED_TARGETS[2]: (scores.mean(0), lambda: GradientBoostingRegressor(**kw), lambda m, x: m.predict(x))}
+    out = {}
+    for name, (target, make, predict) in fits.items():
+        out[name] = np.zeros(len(y))
+        for f in np.unique(folds):
+            test = folds == f
+            out[name][test] = predict(make().fit(X[~test], target[~test]), X[test])
+    return out
+
+
+def summarize(scores: np.ndarray, y: np.ndarray, p_cheap: np.ndarray, *,
+              learned: dict[str, np.ndarray] | None = None, seed: int = 0,
               boot: stats.BootstrapConfig = stats.BootstrapConfig()) -> dict:
     """The ceilings beside the router: `scores` [1 + draws, n] B's quality of each seed's own image (row 0) and of
-    its fresh continuations, `y` [n] 1 = cheap_ok, `p_cheap` [n] the router's out-of-sample P(cheap_ok). Each figure
-    with a 95 % bootstrap interval over seeds (a seed's draws resampled together); 0.5 is a rule with no skill."""
+    its fresh continuations, `y` [n] 1 = cheap_ok, `p_cheap` [n] the router's out-of-sample P(cheap_ok),
+    `learned` other out-of-sample scores of cheap_ok by name (`learned_scores`, the label's first: each other one's
+    AUC also as a paired difference to it). Each figure with a 95 % bootstrap
+    interval over seeds (a seed's draws resampled together); 0.5 is a rule with no skill."""
     scores, y, p_cheap = np.asarray(scores, np.float64), np.asarray(y), np.asarray(p_cheap, np.float64)
     if scores.ndim != 2 or scores.shape[0] < 2 or scores.shape[1] != len(y) or len(p_cheap) != len(y):
         raise ValueError(f"scores must be [1 + draws, n] with draws >= 1 and n = len(y) = len(p_cheap); got scores "
@@ -69,8 +100,17 @@ def summarize(scores: np.ndarray, y: np.ndarray, p_cheap: np.ndarray, *, seed: i
     def auc(score):
         return {"auc": float(stats.auc(y, score)), "ci": stats.bootstrap_ci((y, score), stats.auc, rng, boot)}
 
+    def gain(score, base):  # the paired AUC difference to the learner on the label, with its interval
+        diff = lambda y_, a, b, axis=-1: stats.auc(y_, a, axis) - stats.auc(y_, b, axis)
+        return {"minus_label": float(diff(y, score, base)),
+                "minus_label_ci": stats.bootstrap_ci((y, score, base), diff, rng, boot)}
+
+    learned = dict(learned or {})
+    first = next(iter(learned.values()), None)
+
     return {"n": len(y), "draws": scores.shape[0] - 1,
             "router": auc(p_cheap), "prefix_oracle": auc(prefix), "image_oracle": auc(scores[0]),
+            "learned": {name: {**auc(p), **gain(p, first)} for name, p in learned.items()},
             "icc": {"value": float(icc(scores)),
                     "ci": stats.bootstrap_ci((scores,), lambda s, axis: icc(s, axis), rng, boot)},
             "quality_sd": {"total": float(scores.std()), "within_prefix": float(np.sqrt(scores.var(0).mean()))}}

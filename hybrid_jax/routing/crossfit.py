@@ -67,17 +67,37 @@ class FitTask:
     export: bool = False
 
 
-def _inputs(X: np.ndarray, y: np.ndarray, task: FitTask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Targets = Callable[[np.ndarray], np.ndarray]  # training rows -> the labels a fit on them learns
+
+
+def label_targets(y: np.ndarray) -> Targets:
+    """The brief's training labels: the labels themselves."""
+    return lambda rows: y[rows]
+
+
+def denoised_targets(y: np.ndarray, quality: np.ndarray) -> Targets:
+    """Training labels read off `quality` [n] instead of the labels: the mean quality of each seed's prefix finishes
+    (`hybrid_jax.routing.ceiling`), from which the noise after the probe is averaged out. On any training rows the
+    round(share x rows) seeds of highest quality are cheap_ok, `share` being those rows' cheap_ok share under the
+    labels (ties in row order), so a fit learns the same prior; everything is still evaluated on the labels."""
+    def targets(rows: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(rows), np.int64)
+        out[np.argsort(-quality[rows], kind="stable")[: round(float(y[rows].mean()) * len(rows))]] = 1
+        return out
+    return targets
+
+
+def _inputs(X: np.ndarray, targets: Targets, task: FitTask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cols = list(task.cols)
-    return X[task.train][:, cols], y[task.train], X[task.evaluate][:, cols]
+    return X[task.train][:, cols], targets(task.train), X[task.evaluate][:, cols]
 
 
-def fit_key(X: np.ndarray, y: np.ndarray, task: FitTask) -> str:
+def fit_key(X: np.ndarray, targets: Targets, task: FitTask) -> str:
     """SHA-256 of everything the task's result depends on: its rows' values, labels, columns, GB parameters."""
     head = {"format": CACHE_FORMAT, "sklearn": sklearn.__version__, "cols": list(task.cols),
             "export": task.export, **{f: getattr(task.cfg, f) for f in _GB_FIELDS}}
     h = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
-    for a in _inputs(X, y, task):
+    for a in _inputs(X, targets, task):
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
@@ -110,10 +130,11 @@ def _progress(items: Iterable, total: int, desc: str) -> Iterator:
 
 @dataclass
 class _Fits:
-    """Runs FitTasks on one (X, y): deduplicated by content key, read from / written to the cache, in parallel."""
+    """Runs FitTasks on one (X, targets): deduplicated by content key, read from / written to the cache, in
+    parallel."""
 
     X: np.ndarray
-    y: np.ndarray
+    targets: Targets
     cache_dir: Path | None
     n_jobs: int
     desc: str
@@ -135,7 +156,7 @@ class _Fits:
 
     def run(self, tasks: Sequence[FitTask], what: str) -> dict[FitTask, dict[str, np.ndarray]]:
         """Results of `tasks` (by task): from this run, from the cache, or fitted now (costliest first)."""
-        keys = {t: fit_key(self.X, self.y, t) for t in tasks}
+        keys = {t: fit_key(self.X, self.targets, t) for t in tasks}
         todo: dict[str, FitTask] = {}
         for t, key in keys.items():
             if key in self.done or key in todo:
@@ -149,7 +170,8 @@ class _Fits:
         log.info("%s: %d fits, %d to run", desc, len(set(keys.values())), len(todo))
         if todo:
             order = sorted(todo, key=lambda k: -todo[k].cfg.n_estimators * len(todo[k].train))
-            jobs = (delayed(_fit)(k, *_inputs(self.X, self.y, todo[k]), todo[k].cfg, todo[k].export, self._path(k))
+            jobs = (delayed(_fit)(k, *_inputs(self.X, self.targets, todo[k]), todo[k].cfg, todo[k].export,
+                                  self._path(k))
                     for k in order)
             parallel = Parallel(n_jobs=min(self.n_jobs, len(todo)), return_as="generator_unordered")
             for key, out in _progress(parallel(jobs), len(todo), desc):
@@ -250,7 +272,7 @@ class RouterRecipe(ClassifierMixin, BaseEstimator):
         cfg = self.config()
         X, y = router._check_xy(X, y)
         names = router._check_names(self.feature_names, X.shape[1])
-        fits = _Fits(X, y, _cache(self.cache_dir), 1, "router recipe")
+        fits = _Fits(X, label_targets(y), _cache(self.cache_dir), 1, "router recipe")
         kept, reports, _ = _ablate([_plan(np.arange(len(y)), y, X.shape[1], cfg)], fits, y, names, cfg,
                                    lambda kept: [])
         self.kept_idx_ = np.asarray(kept[0], np.int64)
@@ -292,8 +314,12 @@ def _support_warning(test: dict, n_positive: int) -> str | None:
 
 
 def run_study(X, y, names: Sequence[str], cfg: RouterConfig, cache_dir: Path | None, n_jobs: int | None = None,
-              desc: str = "router") -> tuple[dict, router.Router | router.TreeEnsemble]:
+              desc: str = "router", quality: np.ndarray | None = None
+              ) -> tuple[dict, router.Router | router.TreeEnsemble]:
     """The router study of the brief with the whole recipe (ablation -> fit) cross-fitted.
+
+    With `quality` [n] every fit learns `denoised_targets(y, quality)` instead of the labels (what is
+    evaluated, and how folds are stratified, stays the labels).
 
     Recipes: one per cfg.cv_folds stratified fold (shuffled with cfg.seed), one per
     cfg.n_splits stratified split (test share cfg.test_fraction), one on all seeds (deployed).
@@ -310,7 +336,8 @@ def run_study(X, y, names: Sequence[str], cfg: RouterConfig, cache_dir: Path | N
     splits = list(StratifiedShuffleSplit(cfg.n_splits, test_size=cfg.test_fraction,
                                          random_state=cfg.seed).split(np.zeros(n), y))
     recipes = [_plan(train, y, len(names), cfg) for train, _ in cv + splits] + [_plan(everything, y, len(names), cfg)]
-    fits = _Fits(X, y, _cache(cache_dir), _jobs(cfg.n_jobs if n_jobs is None else n_jobs), desc)
+    targets = label_targets(y) if quality is None else denoised_targets(y, np.asarray(quality, np.float64))
+    fits = _Fits(X, targets, _cache(cache_dir), _jobs(cfg.n_jobs if n_jobs is None else n_jobs), desc)
     kept, reports, outs = _ablate(
         recipes, fits, y, names, cfg,
         lambda kept: [FitTask(r.rows, everything, k, cfg, export=i == len(recipes) - 1)

@@ -17,6 +17,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "recall": (0.0, 1.0),
     "accuracy": (0.0, 1.0),
     "auc": (0.0, 1.0),
+    "auc_gap": (-1.0, 1.0),  # a difference of two ROC AUCs
     "icc": (-1.0, 1.0),  # intraclass correlation: its estimate dips below 0 when the share between seeds is ~0
     "savings": (-1.0, 1.0),  # 1 - cost / cost of always A: below -1 would mean over twice A's cost
     "quality": (0.0, 1.0),  # the labeler's bounded realism score

@@ -5,7 +5,8 @@ so each seed's decision comes from a router whose training and feature selection
 The deployed router (saved here, used by `pipeline.make_routed_sampler`) is the same recipe
 fit on all seeds: the tables evaluate the recipe, not that file. Beside it, the ceiling of any probe
 of B's prefix (`hybrid_jax.routing.ceiling`): every seed's prefix finished `router.continuations` more
-times with fresh keys and scored by the labels stage's scorer.
+times with fresh keys and scored by the labels stage's scorer. With `router.denoise` every fit of the
+recipe learns the mean quality of those finishes (`crossfit.denoised_targets`) instead of the labels.
 """
 
 from __future__ import annotations
@@ -50,16 +51,18 @@ def run_stage(run: Run) -> dict:
     seeds, X, names = features_stage.load(run)
     labels, source = labels_stage.router_labels(run)
     y = labels_lib.to_targets(labels, seeds.tolist())
-    study, deployed = crossfit.run_study(X, y, names, cfg, run.path("router", "fits"),
-                                         n_jobs=cfg.n_jobs or None)
+    scores = continuation_scores(run, seeds) if cfg.continuations else None
+    study, deployed = crossfit.run_study(X, y, names, cfg, run.path("router", "fits"), n_jobs=cfg.n_jobs or None,
+                                         quality=scores.mean(0) if cfg.denoise else None)
     router_lib.save_router(deployed, run.path("router"), cfg, candidate_features=names)
     results = {"label_source": source, "n": len(y), "n_cheap_ok": int(y.sum()), "seeds": seeds.tolist(),
-               "prior": router_lib.class_prior_baseline(y), **study}
-    if cfg.continuations:
-        scores = continuation_scores(run, seeds)
+               "prior": router_lib.class_prior_baseline(y), "denoised": cfg.denoise, **study}
+    if scores is not None:
         io.write_npz(run.path("router", "continuations.npz"), seeds=seeds, scores=scores)
-        results["ceiling"] = ceiling.summarize(scores, y, np.asarray(study["oof"]["p_cheap"]), seed=cfg.seed,
-                                               boot=stats.BootstrapConfig(n_resamples=run.cfg.cost.bootstrap))
+        folds = np.asarray(study["oof"]["fold"])
+        results["ceiling"] = ceiling.summarize(
+            scores, y, np.asarray(study["oof"]["p_cheap"]), learned=ceiling.learned_scores(X, scores, y, folds, cfg),
+            seed=cfg.seed, boot=stats.BootstrapConfig(n_resamples=run.cfg.cost.bootstrap))
     io.write_json(run.path("router", "results.json"), results)
     io.write_npz(run.path("router", "oof.npz"), seeds=seeds, p_cheap=np.asarray(study["oof"]["p_cheap"]),
                  fold=np.asarray(study["oof"]["fold"]), y=y)
@@ -83,7 +86,8 @@ def load_deployed(run: Run):
     return ens, [meta["candidate_features"].index(n) for n in ens.feature_names]
 
 
-# n_jobs changes no result, so it does not invalidate the stage. Version 1: the probe's ceiling (`ceiling`)
+# n_jobs changes no result, so it does not invalidate the stage. Version 1: the probe's ceiling (`ceiling`); 2: with
+# the router's learner on other targets
 STAGE = Stage("router", run_stage, config=lambda cfg: (dataclasses.replace(cfg.router, n_jobs=0),
                                                         cfg.cost.bootstrap),
-              after=("features", "labels"), version=1)
+              after=("features", "labels"), version=2)
