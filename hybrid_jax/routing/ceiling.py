@@ -63,8 +63,8 @@ def icc(scores: np.ndarray, axis: int = -1) -> np.ndarray:
 LEARNED_TARGETS = ("label", "quality of B's own image", "mean quality of every finish of the prefix")
 
 
-def learned_scores(X: np.ndarray, scores: np.ndarray, y: np.ndarray, folds: np.ndarray, cfg: RouterConfig
-            ) -> dict[str, np.ndarray]:
+def learned_scores(X: np.ndarray, scores: np.ndarray, y: np.ndarray, folds: np.ndarray,
+                   cfg: RouterConfig) -> dict[str, np.ndarray]:
     """Out-of-fold predictions [n] of the router's learner for each of `LEARNED_TARGETS`: a gradient-boosting
     classifier of `y` (P(cheap_ok)) and regressors of `scores[0]` and of `scores.mean(0)`, each fitted on the other
     folds only, with `cfg`'s trees, depth, rate and seed, on every column of `X` (no ablation)."""
@@ -87,9 +87,9 @@ def summarize(scores: np.ndarray, y: np.ndarray, p_cheap: np.ndarray, *,
               boot: stats.BootstrapConfig = stats.BootstrapConfig()) -> dict:
     """The ceilings beside the router: `scores` [1 + draws, n] B's quality of each seed's own image (row 0) and of
     its fresh continuations, `y` [n] 1 = cheap_ok, `p_cheap` [n] the router's out-of-sample P(cheap_ok),
-    `learned` other out-of-sample scores of cheap_ok by name (`learned_scores`, the label's first: each other one's
-    AUC also as a paired difference to it). Each figure with a 95 % bootstrap
-    interval over seeds (a seed's draws resampled together); 0.5 is a rule with no skill."""
+    `learned` other out-of-sample scores of cheap_ok by name (`learned_scores`, the label's first: each one's AUC
+    also as a paired difference to it). Each figure with a 95 % bootstrap interval over seeds (a seed's draws
+    resampled together); 0.5 is a rule with no skill."""
     scores, y, p_cheap = np.asarray(scores, np.float64), np.asarray(y), np.asarray(p_cheap, np.float64)
     if scores.ndim != 2 or scores.shape[0] < 2 or scores.shape[1] != len(y) or len(p_cheap) != len(y):
         raise ValueError(f"scores must be [1 + draws, n] with draws >= 1 and n = len(y) = len(p_cheap); got scores "
@@ -107,7 +107,6 @@ def summarize(scores: np.ndarray, y: np.ndarray, p_cheap: np.ndarray, *,
 
     learned = dict(learned or {})
     first = next(iter(learned.values()), None)
-
     return {"n": len(y), "draws": scores.shape[0] - 1,
             "router": auc(p_cheap), "prefix_oracle": auc(prefix), "image_oracle": auc(scores[0]),
             "learned": {name: {**auc(p), **gain(p, first)} for name, p in learned.items()},
