@@ -18,7 +18,8 @@ import jax.numpy as jnp
 
 from benchmarks.samplers import perturbed
 from benchmarks.timing import Table, compile_jax, ms, time_many, xla_flops
-from hybrid_jax import diffusion, model_b, xla
+from hybrid_jax import diffusion, xla
+from hybrid_jax.generators import model_b
 from hybrid_jax.config import get_preset
 
 POSITIONS = (1, 4, 8, 12, 15)  # not 0: there the output ignores the input (start token) and XLA hoists it

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.timing import Table, gflop, ms, time_many, xla_flops
-from hybrid_jax import model_a, model_b, xla
+from hybrid_jax import xla
+from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import Preset, get_preset
 
 TARGET_OVERHEAD = 1.03

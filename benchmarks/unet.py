@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.timing import Table, gflop, ms, num_cores, time_many, xla_flops
-from hybrid_jax import model_a, xla
+from hybrid_jax import xla
+from hybrid_jax.generators import model_a
 from hybrid_jax.config import UNetConfig, get_preset
 
 IMAGE = 32

@@ -17,7 +17,7 @@ import numpy as np
 
 from hybrid_jax import geometry as geometry_lib
 from hybrid_jax.config import Geometry
-from hybrid_jax.model_b import Prefix
+from hybrid_jax.generators.model_b import Prefix
 
 AR_DYNAMICS = ("mse_consec_mean", "mse_consec_std", "mse_consec_max", "spatial_var", "autocorr",
                "attn_entropy", "attn_entropy_trend", "attn_focus", "hf_energy", "pred_energy")

@@ -19,7 +19,8 @@ import numpy as np
 import optax
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import data, model_b, sharding, train
+from hybrid_jax import data, sharding, train
+from hybrid_jax.generators import model_b
 
 
 def main(out: str, coordinator: str | None = None, process_id: str | None = None) -> None:

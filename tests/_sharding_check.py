@@ -25,7 +25,8 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import data, model_a, model_b, sharding, train
+from hybrid_jax import data, sharding, train
+from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.checkpoint import Checkpointer
 
 N_DEV = 8

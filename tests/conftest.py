@@ -33,7 +33,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from hybrid_jax import data, model_a, model_b  # noqa: E402
+from hybrid_jax import data  # noqa: E402
+from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import Preset, get_preset  # noqa: E402
 
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybrid_jax import model_a, model_b
+from hybrid_jax.generators import model_a, model_b
 
 MEAN_ABS_TOL = 0.02  # 1 % of the image range [-1, 1]
 SEED_DISTANCE_FRACTION = 0.05

@@ -75,7 +75,7 @@ def test_summarize_names_a_wrong_shape():
 def test_fresh_finishes_keep_the_prefix_and_redraw_the_rest(preset, model_b_params):
     """With the corrector off (depth 0) an image is its AR patches: the first k rows of patches equal the seed's
     own image in every finish, the rest differ; the finishes are deterministic and independent of the batch."""
-    from hybrid_jax import model_b
+    from hybrid_jax.generators import model_b
 
     sampler = model_b.make_sampler(preset.model_b, preset.corrector, 0, geometry=preset.geometry)
     keys = jax.random.split(jax.random.key(5), 3)

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybrid_jax import data, generators, model_a, model_b
+from hybrid_jax import data, generators
+from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import ConfigError, DataConfig
 from tests.conftest import perturb_params
 

@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from hybrid_jax import diffusion, distill, model_a, model_b
+from hybrid_jax import diffusion, distill
+from hybrid_jax.generators import model_a, model_b
 
 T = 100  # the corrector's chain length in the paper preset
 S2 = 0.25  # variance of the Gaussian data

@@ -98,7 +98,8 @@ def test_the_short_probes_entropy_is_the_first_steps_of_the_routers_probe():
     k_early steps of the router's 12-step prefix (same keys), so the early exit never reruns work."""
     import jax
 
-    from hybrid_jax import generators, model_b
+    from hybrid_jax import generators
+    from hybrid_jax.generators import model_b
 
     cfg = config_lib.get_preset("test")
     params = model_b.init_params(cfg.model_b, cfg.corrector, jax.random.key(0), geometry=cfg.geometry)

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from hybrid_jax import generators, model_b, routing
+from hybrid_jax import generators, routing
+from hybrid_jax.generators import model_b
 from hybrid_jax.config import ConfigError, override
 from hybrid_jax.generators import ar_corrector, blockwise
 

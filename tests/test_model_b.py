@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from hybrid_jax import diffusion, model_b
+from hybrid_jax import diffusion
+from hybrid_jax.generators import model_b
 from hybrid_jax import geometry as geometry_lib
 from hybrid_jax.config import Geometry
 from hybrid_jax.models.decoder import init_cache, shift_right

@@ -50,7 +50,8 @@ def test_paper_shapes_end_to_end_within_30_minutes(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU")
 def test_paper_model_a_bf16_meets_25_ms_per_image():
-    from hybrid_jax import model_a, timing
+    from hybrid_jax import timing
+    from hybrid_jax.generators import model_a
     from hybrid_jax.config import get_preset
 
     cfg = get_preset("paper").model_a

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import model_b, train
+from hybrid_jax import train
+from hybrid_jax.generators import model_b
 from hybrid_jax.checkpoint import Checkpointer, CheckpointMismatch
 
 TESTS = Path(__file__).parent
@@ -103,7 +104,8 @@ def test_resumed_training_equals_an_uninterrupted_run(preset, model_b_params, st
 _RESTORE_AND_SAMPLE = textwrap.dedent("""
     import sys
     import jax, numpy as np
-    from hybrid_jax import config, model_a
+    from hybrid_jax import config
+    from hybrid_jax.generators import model_a
     from hybrid_jax.checkpoint import Checkpointer
     cfg = config.get_preset("test").model_a
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from hybrid_jax import model_a, xla
+from hybrid_jax import xla
+from hybrid_jax.generators import model_a
 from hybrid_jax.config import get_preset
 
 YNN = "xla_cpu_experimental_ynn_fusion_type"

@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from hybrid_jax import stats, xla
 from hybrid_jax.features import attention_entropy
-from hybrid_jax.model_b import Prefix
+from hybrid_jax.generators.model_b import Prefix
 from hybrid_jax.routing import evaluation
 
 TAILS = (0.0, 0.05, 0.1, 0.2, 0.3)  # tail shares of the training folds' entropy searched for lo and for hi

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 
 from hybrid_jax import features as features_lib
-from hybrid_jax import generators, io, model_a, model_b, progress, routing, sharding
+from hybrid_jax import generators, io, progress, routing, sharding
+from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import Preset
 from hybrid_jax.data import fixed_batches
 from hybrid_jax.study.rundir import Run, Stage, done_record, fingerprint
