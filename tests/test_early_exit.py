@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from hybrid_jax import config as config_lib
-from hybrid_jax import features, stats
+from hybrid_jax import stats
+from hybrid_jax.probe import features
 from hybrid_jax.routing import early_exit
 
 UNITS = {"A": {"passes": 80, "flops": 8.0e9, "seconds": 0.4}, "B": {"passes": 46, "flops": 1.0e9, "seconds": 0.05},

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybrid_jax import features, routing
+from hybrid_jax import routing
+from hybrid_jax.probe import features
 from hybrid_jax.config import Geometry
 from hybrid_jax.geometry import visible_mask
 

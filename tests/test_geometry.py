@@ -110,7 +110,8 @@ def big_preset():
 def test_samplers_and_probe_features_at_64(big_preset):
     """Model A over 16 blocks, Model B over 64 AR steps (prefix + finish = one run), the probe's features and
     the cost table's pass counts, all from the geometry."""
-    from hybrid_jax import features, routing
+    from hybrid_jax import routing
+    from hybrid_jax.probe import features
     from hybrid_jax.generators import model_a, model_b
     from hybrid_jax.study import cost
 

@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from hybrid_jax import diffusion, features, geometry
+from hybrid_jax import diffusion, geometry
+from hybrid_jax.probe import features
 from hybrid_jax.generators import model_a
 from hybrid_jax.config import get_preset
 from hybrid_jax.models import build

@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from hybrid_jax import stats, xla
-from hybrid_jax.features import attention_entropy
+from hybrid_jax.probe.features import attention_entropy
 from hybrid_jax.generators.model_b import Prefix
 from hybrid_jax.routing import evaluation
 

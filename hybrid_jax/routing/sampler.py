@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import features as features_lib
+from hybrid_jax.probe import features as features_lib
 from hybrid_jax import generators, sharding, xla
 from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import Geometry

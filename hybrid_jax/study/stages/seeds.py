@@ -7,7 +7,7 @@ import logging
 import jax
 import numpy as np
 
-from hybrid_jax import features as features_lib
+from hybrid_jax.probe import features as features_lib
 from hybrid_jax import generators, io, progress, routing, sharding
 from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import Preset

@@ -11,13 +11,17 @@ length (>= 2) and the image is laid out by the configured `Geometry`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax import geometry as geometry_lib
 from hybrid_jax.config import Geometry
-from hybrid_jax.generators.model_b import Prefix
+
+if TYPE_CHECKING:  # for the annotation only: the generators read these features, so no import back at run time
+    from hybrid_jax.generators.model_b import Prefix
 
 AR_DYNAMICS = ("mse_consec_mean", "mse_consec_std", "mse_consec_max", "spatial_var", "autocorr",
                "attn_entropy", "attn_entropy_trend", "attn_focus", "hf_energy", "pred_energy")
