@@ -11,7 +11,7 @@ length (>= 2) and the image is laid out by the configured `Geometry`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +20,16 @@ import numpy as np
 from hybrid_jax import geometry as geometry_lib
 from hybrid_jax.config import Geometry
 
-if TYPE_CHECKING:  # for the annotation only: the generators read these features, so no import back at run time
-    from hybrid_jax.generators.model_b import Prefix
+
+class Prefix(Protocol):
+    """What the features read off a family's AR prefix (B's `generators.model_b.Prefix` is one): a structural type,
+    so the generators that read these features are not imported back."""
+
+    state: Any  # .patches [b, N, P]: the sampled patches, zeros beyond the prefix
+    attn: jax.Array  # [k, layers, b, heads, N]
+    means: jax.Array  # [k, b, P]
+    tf_means: jax.Array  # [b, k, P]
+    labels: jax.Array  # [b]
 
 AR_DYNAMICS = ("mse_consec_mean", "mse_consec_std", "mse_consec_max", "spatial_var", "autocorr",
                "attn_entropy", "attn_entropy_trend", "attn_focus", "hf_energy", "pred_energy")
