@@ -19,8 +19,8 @@ import jax.numpy as jnp
 from benchmarks.samplers import perturbed
 from benchmarks.timing import Table, compile_jax, ms, time_many, xla_flops
 from hybrid_jax import diffusion, xla
-from hybrid_jax.generators import model_b
 from hybrid_jax.config import get_preset
+from hybrid_jax.generators import model_b
 
 POSITIONS = (1, 4, 8, 12, 15)  # not 0: there the output ignores the input (start token) and XLA hoists it
 STEP_REPEATS = 16  # steps per timed call in the per-position table (amortises the dispatch of one call)

@@ -17,9 +17,9 @@ from benchmarks.router_probe import fit_random_router
 from benchmarks.samplers import perturbed
 from benchmarks.timing import Table, ms, time_many
 from hybrid_jax import routing
-from hybrid_jax.probe import features
-from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import get_preset
+from hybrid_jax.generators import model_a, model_b
+from hybrid_jax.probe import features
 from hybrid_jax.routing import router as router_lib
 
 BATCH = 32

@@ -18,9 +18,9 @@ import numpy as np
 from benchmarks.samplers import perturbed
 from benchmarks.timing import Table, compile_jax, ms, time_many
 from hybrid_jax import xla
-from hybrid_jax.probe import features
-from hybrid_jax.generators import model_b
 from hybrid_jax.config import get_preset
+from hybrid_jax.generators import model_b
+from hybrid_jax.probe import features
 from hybrid_jax.routing import router as router_lib
 
 PAPER_BIG_BATCH_REPEATS = 3  # a paper batch-256 probe takes seconds per call on a 2-core CPU

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.timing import Table, num_cores
-from hybrid_jax.probe import features
 from hybrid_jax.config import get_preset
+from hybrid_jax.probe import features
 from hybrid_jax.routing import crossfit
 
 CHEAP_OK_SHARE = 0.328  # the brief's label balance

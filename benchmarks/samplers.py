@@ -19,8 +19,8 @@ import numpy as np
 
 from benchmarks.timing import Table, gflop, ms, time_many, xla_flops
 from hybrid_jax import xla
-from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import Preset, get_preset
+from hybrid_jax.generators import model_a, model_b
 
 TARGET_OVERHEAD = 1.03
 

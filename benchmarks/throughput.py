@@ -16,8 +16,8 @@ import jax
 
 from benchmarks.samplers import perturbed
 from benchmarks.timing import Table, gflop, ms, time_many
-from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import Preset, apply_overrides, get_preset
+from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.study import cost
 
 BATCH = 256

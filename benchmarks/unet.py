@@ -17,8 +17,8 @@ import numpy as np
 
 from benchmarks.timing import Table, gflop, ms, num_cores, time_many, xla_flops
 from hybrid_jax import xla
-from hybrid_jax.generators import model_a
 from hybrid_jax.config import UNetConfig, get_preset
+from hybrid_jax.generators import model_a
 
 IMAGE = 32
 IN_CHANNELS = 3 + model_a.COND_CHANNELS  # Model A's U-Net input: noisy block + conditioning

@@ -26,8 +26,8 @@ from jax.sharding import PartitionSpec as P
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import data, sharding, train
-from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.checkpoint import Checkpointer
+from hybrid_jax.generators import model_a, model_b
 
 N_DEV = 8
 # Sharded sampling runs each device's share of the batch (here one key) as its own program, which

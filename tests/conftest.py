@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from hybrid_jax import data  # noqa: E402
-from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import Preset, get_preset  # noqa: E402
+from hybrid_jax.generators import model_a, model_b
 
 
 def pytest_unconfigure(config):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from hybrid_jax import data, generators
-from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import ConfigError, DataConfig
+from hybrid_jax.generators import model_a, model_b
 from tests.conftest import perturb_params
 
 

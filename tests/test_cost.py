@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from hybrid_jax import routing, timing
-from hybrid_jax.probe import features
 from hybrid_jax.config import RouterConfig
+from hybrid_jax.probe import features
 from hybrid_jax.routing import evaluation, router as router_lib
 from hybrid_jax.study import cost
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from hybrid_jax import routing
-from hybrid_jax.probe import features
 from hybrid_jax.config import Geometry
 from hybrid_jax.geometry import visible_mask
+from hybrid_jax.probe import features
 
 K = 12
 GEOMETRY = Geometry()  # the brief's: 8x8 patches of 32x32 images

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from hybrid_jax import generators, routing
-from hybrid_jax.generators import model_b
 from hybrid_jax.config import ConfigError, override
+from hybrid_jax.generators import model_b
 from hybrid_jax.generators import ar_corrector, blockwise
 
 

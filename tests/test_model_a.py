@@ -11,11 +11,11 @@ import optax
 import pytest
 
 from hybrid_jax import diffusion, geometry
-from hybrid_jax.probe import features
-from hybrid_jax.generators import model_a
 from hybrid_jax.config import get_preset
+from hybrid_jax.generators import model_a
 from hybrid_jax.models import build
 from hybrid_jax.models.unet import UNet
+from hybrid_jax.probe import features
 
 
 def count_params(tree) -> int:

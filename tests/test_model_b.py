@@ -9,9 +9,9 @@ import optax
 import pytest
 
 from hybrid_jax import diffusion
-from hybrid_jax.generators import model_b
 from hybrid_jax import geometry as geometry_lib
 from hybrid_jax.config import Geometry
+from hybrid_jax.generators import model_b
 from hybrid_jax.models.decoder import init_cache, shift_right
 
 GEOMETRY = Geometry()  # the test preset's, the brief's: 16 patches of 192 values

@@ -18,8 +18,8 @@ import pytest
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import train
-from hybrid_jax.generators import model_b
 from hybrid_jax.checkpoint import Checkpointer, CheckpointMismatch
+from hybrid_jax.generators import model_b
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent

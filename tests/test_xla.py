@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import pytest
 
 from hybrid_jax import xla
-from hybrid_jax.generators import model_a
 from hybrid_jax.config import get_preset
+from hybrid_jax.generators import model_a
 
 YNN = "xla_cpu_experimental_ynn_fusion_type"
 needs_cpu = pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU compiler options")

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax import distill, timing
-from hybrid_jax.generators import model_b
 from hybrid_jax.config import Preset
+from hybrid_jax.generators import model_b
 from hybrid_jax.generators.base import Distillation, Family, Generator, Network, distilled_option
 from hybrid_jax.models.decoder import init_cache
 

@@ -10,10 +10,10 @@ from typing import Callable
 import jax.numpy as jnp
 
 from hybrid_jax import diffusion, distill, geometry, timing, xla
-from hybrid_jax.probe import features
-from hybrid_jax.generators import model_a
 from hybrid_jax.config import Preset
+from hybrid_jax.generators import model_a
 from hybrid_jax.generators.base import Distillation, Family, Generator, Network, distilled_option
+from hybrid_jax.probe import features
 
 NAME = "model_a"
 STREAM = 1

@@ -31,6 +31,7 @@ class Prefix(Protocol):
     tf_means: jax.Array  # [b, k, P]
     labels: jax.Array  # [b]
 
+
 AR_DYNAMICS = ("mse_consec_mean", "mse_consec_std", "mse_consec_max", "spatial_var", "autocorr",
                "attn_entropy", "attn_entropy_trend", "attn_focus", "hf_energy", "pred_energy")
 IMAGE_LEVEL = ("pixel_std", "dynamic_range", "edge_energy", "symmetry_error", "clip_fraction", "colorfulness")

@@ -15,8 +15,9 @@ to anything (so out of sample by construction):
 A router whose AUC is near the prefix oracle's has little left to learn from the prefix; a large gap
 says better probe features or a better target could help; a low prefix oracle says the label is decided
 after the probe. `learned_scores` measures one such target: the router's learner (its trees, depth and
-rate, every candidate feature, the router's cross-fit folds) trained on the label, on B's own quality, and on the mean
-quality of all finishes of the prefix (a target from which the noise after the probe is averaged out).
+rate, every candidate feature, the router's cross-fit folds) trained on the label, on B's own quality,
+and on the mean quality of all finishes of the prefix (a target from which the noise after the probe is
+averaged out).
 """
 
 from __future__ import annotations
@@ -70,15 +71,14 @@ def learned_scores(X: np.ndarray, scores: np.ndarray, y: np.ndarray, folds: np.n
     folds only, with `cfg`'s trees, depth, rate and seed, on every column of `X` (no ablation)."""
     kw = dict(n_estimators=cfg.n_estimators, max_depth=cfg.max_depth, learning_rate=cfg.learning_rate,
               random_state=cfg.seed)
-    fits = {LEARNED_TARGETS[0]: (y, lambda: GradientBoostingClassifier(**kw), lambda m, x: m.predict_proba(x)[:, 1]),
-            LEARNED_TARGETS[1]: (scores[0], lambda: GradientBoostingRegressor(**kw), lambda m, x: m.predict(x)),
-            LEARNED_TARGETS[2]: (scores.mean(0), lambda: GradientBoostingRegressor(**kw), lambda m, x: m.predict(x))}
-    out = {}
-    for name, (target, make, predict) in fits.items():
-        out[name] = np.zeros(len(y))
+    classify = lambda t, x: GradientBoostingClassifier(**kw).fit(x[0], t).predict_proba(x[1])[:, 1]
+    regress = lambda t, x: GradientBoostingRegressor(**kw).fit(x[0], t).predict(x[1])
+    targets = zip(LEARNED_TARGETS, (y, scores[0], scores.mean(0)), (classify, regress, regress))
+    out = {name: np.zeros(len(y)) for name in LEARNED_TARGETS}
+    for name, target, fit_predict in targets:
         for f in np.unique(folds):
             test = folds == f
-            out[name][test] = predict(make().fit(X[~test], target[~test]), X[test])
+            out[name][test] = fit_predict(target[~test], (X[~test], X[test]))
     return out
 
 

@@ -21,8 +21,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from hybrid_jax import stats, xla
-from hybrid_jax.probe.features import attention_entropy
 from hybrid_jax.generators.model_b import Prefix
+from hybrid_jax.probe.features import attention_entropy
 from hybrid_jax.routing import evaluation
 
 TAILS = (0.0, 0.05, 0.1, 0.2, 0.3)  # tail shares of the training folds' entropy searched for lo and for hi
@@ -130,7 +130,8 @@ def evaluate(entropy: np.ndarray, y: np.ndarray, folds: np.ndarray, p_cheap: np.
     mean = lambda x, axis=-1: np.mean(x, axis=axis)
     point = lambda q, share_to_a, flops: {"share_to_a": float(share_to_a), "quality": float(q.mean()),
                                           "quality_ci": stats.bootstrap_ci((q,), mean, rng, boot),
-                                          "flops_per_image": float(flops), "flops_savings": float(1.0 - flops / always_a)}
+                                          "flops_per_image": float(flops),
+                                          "flops_savings": float(1.0 - flops / always_a)}
     for name, (mask, cost) in rows.items():
         out["points"][name] = point(quality(mask), mask.mean(), cost[:, 1].mean())
         out["points"][name].update({f"{f}_per_image": float(cost[:, i].mean())

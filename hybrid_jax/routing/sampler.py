@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax.probe import features as features_lib
 from hybrid_jax import generators, sharding, xla
-from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import Geometry
+from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.models import class_labels
+from hybrid_jax.probe import features as features_lib
 from hybrid_jax.routing import router as router_lib
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_jax import generators, io, labeling, progress, stats, timing
+from hybrid_jax.data import fixed_batches
 from hybrid_jax.generators import model_a
 from hybrid_jax.probe import features as features_lib
-from hybrid_jax.data import fixed_batches
 from hybrid_jax.quality import labels as labels_lib
 from hybrid_jax.routing import allocation, policy
 from hybrid_jax.study import cost

@@ -368,15 +368,14 @@ def _router_section(router: dict, out: Path) -> list[str]:
 
 def _ceiling_section(c: dict) -> list[str]:
     """The router's AUC beside what any probe of B's prefix, and any judge of B's image blind to A, could reach."""
-    rows = [["router (cross-fit, out of sample)", _ci(c["router"]["auc"], c["router"]["ci"], "auc")],
+    auc = lambda v: _ci(v["auc"], v["ci"], "auc")
+    rows = [["router (cross-fit, out of sample)", auc(c["router"]), "–"],
             [f"prefix oracle: mean quality of {c['draws']} fresh finishes of the seed's prefix (nothing fitted)",
-             _ci(c["prefix_oracle"]["auc"], c["prefix_oracle"]["ci"], "auc")],
-            ["image oracle: quality of the seed's own B image (nothing fitted)",
-             _ci(c["image_oracle"]["auc"], c["image_oracle"]["ci"], "auc")],
-            *[[f"the router's learner (every feature) trained on the {name} (cross-fit, out of sample)",
-               _ci(v["auc"], v["ci"], "auc"), _ci(v["minus_label"], v["minus_label_ci"], "auc_gap")]
-              for name, v in c.get("learned", {}).items()],
-            ["no skill", "0.500"]]
+             auc(c["prefix_oracle"]), "–"],
+            ["image oracle: quality of the seed's own B image (nothing fitted)", auc(c["image_oracle"]), "–"],
+            *[[f"the router's learner (every feature) trained on the {name} (cross-fit, out of sample)", auc(v),
+               _ci(v["minus_label"], v["minus_label_ci"], "auc_gap")] for name, v in c.get("learned", {}).items()],
+            ["no skill", "0.500", "–"]]
     sd = c["quality_sd"]
     return ["### What a probe of B's prefix can know",
             f"Every seed's first k AR steps of B finished {c['draws']} more times with fresh keys (the remaining AR "
@@ -385,10 +384,9 @@ def _ceiling_section(c: dict) -> list[str]:
             f"correlation; quality sd {sd['total']:.3f} in all, {sd['within_prefix']:.3f} between finishes of one "
             "prefix). ROC AUC for cheap_ok, 95 % bootstrap intervals over seeds; the prefix oracle estimates the "
             "ceiling of any router that reads the prefix (from finitely many finishes, so below it: a learner that "
-            "pools seeds can come out above the estimate), the image "
-            "oracle that of any judge of B's finished image that cannot see A:",
-            _table(["rule", "ROC AUC (cheap_ok) [95 % CI]", "minus the same learner on the label [95 % CI]"],
-                   [r + ["–"] * (3 - len(r)) for r in rows])]
+            "pools seeds can come out above the estimate), the image oracle that of any judge of B's finished image "
+            "that cannot see A:",
+            _table(["rule", "ROC AUC (cheap_ok) [95 % CI]", "minus the same learner on the label [95 % CI]"], rows)]
 
 
 def _labels_section(run: Run, router: dict) -> list[str]:

@@ -7,11 +7,11 @@ import logging
 import jax
 import numpy as np
 
-from hybrid_jax.probe import features as features_lib
 from hybrid_jax import generators, io, progress, routing, sharding
-from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.config import Preset
 from hybrid_jax.data import fixed_batches
+from hybrid_jax.generators import model_a, model_b
+from hybrid_jax.probe import features as features_lib
 from hybrid_jax.study.rundir import Run, Stage, done_record, fingerprint
 from hybrid_jax.study.stages import train
 
