@@ -23,11 +23,16 @@ from pathlib import Path
 
 from benchmarks.timing import Table
 from hybrid_jax import io
-from hybrid_jax.study.pipeline import STAGE_NAMES
+from hybrid_jax.config import get_preset
+from hybrid_jax.study.pipeline import stage_names
 from hybrid_jax.study.stages import train
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING = (*train.MODELS, "distill")  # stages that train (the distillation's students among them)
+
+
+def _training(preset: str) -> tuple[str, ...]:
+    """The preset's stages that train (the distillation's students among them)."""
+    return (*train.models(get_preset(preset)), "distill")
 
 
 def _run(tree: Path, workdir: Path, preset: str) -> float:
@@ -41,28 +46,28 @@ def _run(tree: Path, workdir: Path, preset: str) -> float:
     return time.perf_counter() - t0
 
 
-def _stage_seconds(workdir: Path, since: float) -> dict[str, tuple[float, bool]]:
+def _stage_seconds(workdir: Path, since: float, preset: str) -> dict[str, tuple[float, bool]]:
     """stage -> (its seconds, whether this run made it (else reused from the run before))."""
     out = {}
-    for name in STAGE_NAMES:
+    for name in stage_names(get_preset(preset)):
         done = workdir / name / "done.json"
         if done.exists():
             out[name] = (io.read_json(done)["summary"]["stage_seconds"], done.stat().st_mtime >= since)
     return out
 
 
-def _totals(seconds: dict[str, tuple[float, bool]]) -> tuple[float, float]:
-    training = sum(s for name, (s, _) in seconds.items() if name in TRAINING)
-    evaluation = sum(s for name, (s, _) in seconds.items() if name not in TRAINING and name != "data")
+def _totals(seconds: dict[str, tuple[float, bool]], training_stages: tuple[str, ...]) -> tuple[float, float]:
+    training = sum(s for name, (s, _) in seconds.items() if name in training_stages)
+    evaluation = sum(s for name, (s, _) in seconds.items() if name not in training_stages and name != "data")
     return training, evaluation
 
 
-def _copy_trained(src: Path, dst: Path) -> None:
+def _copy_trained(src: Path, dst: Path, training_stages: tuple[str, ...]) -> None:
     """`dst` as `src` was when training ended: its config, data and trained models, nothing judged yet and no
     compile cache, so the baseline generates, judges and compiles everything itself, as the first column did."""
     dst.mkdir(parents=True)
     shutil.copy(src / "run.json", dst / "run.json")
-    for name in ("data", *TRAINING):
+    for name in ("data", *training_stages):
         shutil.copytree(src / name, dst / name)
 
 
@@ -74,26 +79,26 @@ def run(presets: list[str], repeats: int = 1, baseline: str | None = None) -> li
             columns = {}
             start = time.time()
             _run(ROOT, tmp / "this", preset)
-            columns["this tree"] = _stage_seconds(tmp / "this", start)
+            columns["this tree"] = _stage_seconds(tmp / "this", start, preset)
             if baseline:
                 tree = tmp / "baseline-tree"
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), baseline],
                                check=True, capture_output=True)
                 try:
-                    _copy_trained(tmp / "this", tmp / "baseline")
+                    _copy_trained(tmp / "this", tmp / "baseline", _training(preset))
                     start = time.time()
                     _run(tree, tmp / "baseline", preset)
-                    columns[f"baseline {baseline}"] = _stage_seconds(tmp / "baseline", start)
+                    columns[f"baseline {baseline}"] = _stage_seconds(tmp / "baseline", start, preset)
                 finally:
                     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                                    capture_output=True)
         table = Table(f"Stage seconds, preset {preset}: training vs evaluation",
                       ["stage", *(f"{c} s" for c in columns)])
-        for name in STAGE_NAMES:
+        for name in stage_names(get_preset(preset)):
             table.add(name, *(f"{cols[name][0]:.1f}" + ("" if cols[name][1] else " (reused)") if name in cols
                               else "–" for cols in columns.values()))
-        totals = {c: _totals(cols) for c, cols in columns.items()}
-        table.add(f"training ({' + '.join(TRAINING)})", *(f"{t:.1f}" for t, _ in totals.values()))
+        totals = {c: _totals(cols, _training(preset)) for c, cols in columns.items()}
+        table.add(f"training ({' + '.join(_training(preset))})", *(f"{t:.1f}" for t, _ in totals.values()))
         table.add("evaluation (every stage after training)", *(f"{e:.1f}" for _, e in totals.values()))
         table.add("evaluation / training", *(f"{e / t:.2f}" for t, e in totals.values()))
         table.notes.append("Each stage's own seconds from its done.json, one `experiments.run` per column in a fresh "

@@ -20,7 +20,8 @@ import jax
 
 from benchmarks.timing import Table
 from hybrid_jax import io
-from hybrid_jax.study.pipeline import STAGE_NAMES
+from hybrid_jax.config import get_preset
+from hybrid_jax.study.pipeline import stage_names
 
 PRESET = "paper-shapes"
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def stage_table(workdir: Path, title: str) -> Table:
     """Seconds and peak memory of every finished stage of `workdir`, in pipeline order."""
     table = Table(title, ["stage", "seconds", "peak host RSS MiB", "peak device MiB"])
     total = 0.0
-    for name in STAGE_NAMES:
+    for name in stage_names(get_preset(PRESET)):
         done = Path(workdir) / name / "done.json"
         if not done.exists():
             table.add(name, "not run", "", "")

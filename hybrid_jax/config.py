@@ -12,6 +12,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -538,6 +539,9 @@ class Preset:
     judge: JudgeConfig = JudgeConfig()
     early_exit: EarlyExitConfig = EarlyExitConfig()
     distill: DistillConfig = DistillConfig()
+    # generator families beyond the study's own (`generators.registry.BUILTIN`), as values (`generators.Family`):
+    # each carries its settings (`Family.config`) and is trained, sampled, allocated and costed like the others
+    families: tuple[Any, ...] = ()
     version: int = 1  # bump when a change makes old work dirs incompatible
 
     def __post_init__(self):
@@ -703,6 +707,8 @@ def get_preset(name: str) -> Preset:
 
 def _coerce(tp, text: str):
     """Parse `text` as a value of the annotated type `tp`."""
+    if tp is Any:
+        raise ConfigError("this field holds values made in code (a preset's `families`), not text")
     origin = typing.get_origin(tp)
     if origin is tuple:
         (elem, *_), = [typing.get_args(tp)]
@@ -759,7 +765,8 @@ def apply_overrides(cfg, assignments: list[str]):
 
 
 def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config's data as nested dicts (JSON-ready): the code a value holds (a family's functions) is left out."""
+    return dataclasses.asdict(cfg, dict_factory=lambda items: {k: v for k, v in items if not callable(v)})
 
 
 def to_json(cfg) -> str:

@@ -64,12 +64,13 @@ def test_train_step_measure_fills_a_row_per_network():
 def test_paper_shapes_table_reads_each_stage_and_marks_the_rest(tmp_path):
     from benchmarks import paper_shapes
     from hybrid_jax import io
-    from hybrid_jax.study.pipeline import STAGE_NAMES
+    from hybrid_jax.config import get_preset
+    from hybrid_jax.study.pipeline import stage_names
 
     for name, seconds, rss in (("data", 1.5, 300.0), ("model_a", 10.0, 900.0)):
         io.write_json(tmp_path / name / "done.json", {"summary": {"stage_seconds": seconds, "peak_rss_mib": rss}})
     table = paper_shapes.stage_table(tmp_path, "t")
-    assert [r[0] for r in table.rows] == [*STAGE_NAMES, "all stages"]
+    assert [r[0] for r in table.rows] == [*stage_names(get_preset(paper_shapes.PRESET)), "all stages"]
     assert table.rows[0][1:3] == ["1.500", "300.0"] and table.rows[1][1:3] == ["10.0", "900.0"]
     assert all(r[1] == "not run" for r in table.rows[2:-1])
     assert table.rows[-1][1] == "11.5"
@@ -85,6 +86,6 @@ def test_evaluation_cost_splits_training_from_evaluation_and_marks_reused_stages
     for name, s in seconds.items():
         io.write_json(tmp_path / name / "done.json", {"summary": {"stage_seconds": s}})
     os.utime(tmp_path / "routed" / "done.json", (2e9, 2e9))  # made by this run; the rest before it
-    got = evaluation_cost._stage_seconds(tmp_path, since=1.9e9)
+    got = evaluation_cost._stage_seconds(tmp_path, since=1.9e9, preset="test")
     assert got["routed"] == (6.0, True) and got["seeds"] == (4.0, False) and "labels" not in got
-    assert evaluation_cost._totals(got) == (20.0, 10.0)  # data is neither
+    assert evaluation_cost._totals(got, evaluation_cost._training("test")) == (20.0, 10.0)  # data is neither

@@ -143,3 +143,41 @@ def test_every_unit_an_option_counts_has_the_flops_of_one_pass_from_its_family(c
     assert units <= set(f) and all(v > 0 for v in f.values()), f
     assert f["b_teacher_forcing"] > cfg.router.prefix_steps * f["b_ar_step"] / 2  # 16 positions against one
     assert f["a_unet"] > f["corrector_unet"]  # the same tiny U-Net, A's with five more input channels
+
+
+def test_a_preset_adds_families_as_values_after_the_studys_own(preset):
+    """`Preset.families` appends families (their options, networks and stages follow); its JSON holds their data, not
+    their code; text cannot set them."""
+    import _toy_family as toy
+
+    from hybrid_jax import config as config_lib
+    from hybrid_jax.generators import registry
+
+    cfg = dataclasses.replace(preset, families=(toy.family(),))
+    assert [f.name for f in generators.families(cfg)] == ["model_a", "model_b", "toy"]
+    assert [n.name for n in registry.networks(cfg)] == ["model_a", "model_b", "corrector", "toy"]
+    assert [g.name for g in generators.options(cfg)][-2:] == ["toy/4 steps", "toy/2 steps"]
+    assert [g.name for g in generators.binary(cfg)] == [g.name for g in generators.binary(preset)]
+    (added,) = config_lib.to_dict(cfg)["families"]
+    assert added == {"name": "toy", "stream": 7, "networks": ({"name": "toy"},),
+                     "config": config_lib.to_dict(toy.ToyConfig())}
+    with pytest.raises(ConfigError, match="holds values made in code"):
+        override(preset, "families", "toy")
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(stream=2), r"seed-key stream: \[2\] used twice"),
+    (dict(name="model_b"), r"name: \['model_b'\] used twice"),
+    (dict(network="corrector"), r"network name: \['corrector'\] used twice"),
+    (dict(network="seeds"), r"network\(s\) \['seeds'\] named as a stage"),
+])
+def test_families_that_would_collide_are_config_errors(preset, change, message):
+    import _toy_family as toy
+
+    f = toy.family(name=change.get("network", change.get("name", "toy")), stream=change.get("stream", 7))
+    if "name" in change and "network" not in change:
+        f = dataclasses.replace(f, networks=tuple(dataclasses.replace(n, name="toy") for n in f.networks))
+    with pytest.raises(ConfigError, match=message):
+        generators.families(dataclasses.replace(preset, families=(f,)))
+    with pytest.raises(ConfigError, match="must be generators.Family values"):
+        generators.families(dataclasses.replace(preset, families=("toy",)))

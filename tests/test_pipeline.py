@@ -25,6 +25,7 @@ from hybrid_jax.study.stages import seeds as seeds_stage
 from hybrid_jax.study.stages import train as train_stage
 
 REPO = Path(__file__).resolve().parents[1]
+STAGE_NAMES = pipeline.stage_names(config_lib.get_preset("test"))
 OUTPUTS = {  # stage -> files it must leave behind
     "data": ["images.npz"],
     "model_a": ["params/config.json", "losses.npz"],
@@ -227,22 +228,66 @@ def test_premise_json_has_every_option_both_spaces_and_the_verdict_of_its_rule(f
     assert io.read_json(finished / "report" / "done.json")["summary"]["premise"] == p["verdict"]
 
 
-def test_the_distilled_samplers_are_trained_judged_and_offered_as_options(finished, tmp_path):
-    """One round of each family's distillation (B's corrector, A per block) switched on in a copy of the finished run
-    re-runs distill, allocate and report alone: each round trained (its loss recorded), offered to the allocation
-    beside its teacher, judged by the report per seed against naive DDIM at its steps and reported; the stage run again
-    reads the finished rounds back (no step trained) to the students it saved.
+def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged_and_offered(finished, tmp_path):
+    """A family defined in tests/ (`_toy_family`: one U-Net, DDIM at two budgets) added through `Preset.families`
+    alone, and one round of each family's distillation (B's corrector, A per block) switched on, in a copy of the
+    finished run (one allocation serves both): the family's network is trained as its own stage, its options' images
+    of every seed are kept and are its samplers' own, and it is allocated, costed, plotted and offered on the options
+    labeling page; the work-dir guard pins its network's config (not its budgets). Each distillation round is
+    trained (its loss recorded), offered to the allocation beside its teacher, judged by the report per seed against
+    naive DDIM at its steps and reported; the distill stage run again reads the finished rounds back.
     (Rounds after the first, whose teacher predicts v: `test_distill.py`.)"""
     import shutil
 
+    import _toy_family as toy
+
+    from hybrid_jax import generators, labeling
     from hybrid_jax.study.stages import distill as distill_stage
 
-    workdir = tmp_path / "distilled"
+    workdir = tmp_path / "added"
     shutil.copytree(finished, workdir)
-    log_before = (workdir / "run.log").read_text()
-    assert _main(workdir, "--set", "ar_corrector.halvings=1", "blockwise.halvings=1") == 0
-    assert _stages_run(workdir, log_before) == ["distill", "allocate", "report"]
-    run = pipeline.load_run(workdir)
+    family = toy.family()
+    cfg = dataclasses.replace(config_lib.apply_overrides(pipeline.load_run(finished).cfg, [
+        "ar_corrector.halvings=1", "blockwise.halvings=1"]), families=(family,))
+    run = pipeline.open_run(cfg, workdir)
+    assert pipeline.pending(run) == ["toy", "distill", "allocate", "report"]
+    pipeline.run_stages(run)
+    assert pipeline.pending(run) == []
+
+    # the family: its own training stage, its images of every seed, in the allocation, its cost and the labeling page
+    assert pipeline.stage_names(cfg)[:5] == ("data", "model_a", "model_b", "corrector", "toy")
+    assert io.read_json(workdir / "toy" / "done.json")["summary"]["steps"] > 0
+    names = io.read_json(workdir / "allocate" / "results.json")["options"]
+    toys = [i for i, n in enumerate(names) if n.startswith("toy/")]  # after the study's own families' options,
+    assert [names[i] for i in toys] == ["toy/4 steps", "toy/2 steps"]  # most expensive first
+    assert toys[0] > max(i for i, n in enumerate(names) if n.startswith("B/"))
+    params = pipeline.restore_params(run, "toy")
+    seeds = seeds_stage.load_seed_ids(run)
+    shown = labeling.load_options(workdir, cfg.data.classes)
+    assert {"toy/4 steps", "toy/2 steps"} <= set(shown.candidates)
+    for g in family.options(cfg):  # the images kept and shown are the family's samplers' own, seed by seed
+        own = g.sample_keys(params, generators.stream_keys(seeds[:3], cfg.seeds.base_seed, g.stream),
+                            generators.seed_labels(seeds[:3], cfg.data.num_classes))
+        np.testing.assert_allclose([shown.image(int(s), g.name) for s in seeds[:3]], own, atol=1e-5, err_msg=g.name)
+        point = next(p for p in io.read_json(workdir / "allocate" / "results.json")["points"]
+                     if p["policy"] == f"fixed: {g.name}")
+        assert 0 < point["flops_savings"] < 1, point  # fewer FLOPs than A at its full budget, from its pass count
+    report = (workdir / "report" / "report.md").read_text()
+    assert "| fixed: toy/4 steps |" in report and "| toy/2 steps |" in report  # allocation and premise tables
+    assert (workdir / "report" / "allocation_pareto.png").stat().st_size > 0
+
+    # the guard: the family's network config is pinned, its budgets are not; reopening needs the family again
+    retrained = toy.family(dataclasses.replace(toy.ToyConfig(), network=dataclasses.replace(
+        toy.ToyNetwork(), num_timesteps=30)))
+    with pytest.raises(pipeline.RunDirError, match=r"toy\.num_timesteps: 20 != 30"):
+        pipeline.open_run(dataclasses.replace(cfg, families=(retrained,)), workdir)
+    rebudgeted = dataclasses.replace(cfg, families=(toy.family(toy.ToyConfig(budgets=(3,))),))
+    assert pipeline.pending(pipeline.Run(rebudgeted, workdir)) == ["allocate", "report"]
+    with pytest.raises(pipeline.RunDirError, match="added generator families"):
+        pipeline.load_run(workdir)
+    run = pipeline.load_run(workdir, families=(family,))
+
+    # the distillations
     results = io.read_json(workdir / "report" / "premise.json")["distillations"]
     assert [(d["network"], [r["student_steps"] for r in d["rounds"]]) for d in results] == [("model_a", [2]),
                                                                                               ("corrector", [2])]
@@ -252,10 +297,8 @@ def test_the_distilled_samplers_are_trained_judged_and_offered_as_options(finish
         (j,) = d["judged"]
         assert j["n"] == run.cfg.seeds.num_seeds and j["student"]["ci"][0] <= j["student"]["mean"] <= j["student"]["ci"][1]
         assert j["student - naive"]["mean"] == pytest.approx(j["student"]["mean"] - j["naive DDIM"]["mean"])
-    names = io.read_json(workdir / "allocate" / "results.json")["options"]
     assert {"B/corrector distilled 2", "B/corrector DDIM 2", "B/corrector DDIM 3", "A/distilled 2 steps",
             "A/DDIM 2 steps", "A/DDIM 4 steps"} <= set(names)
-    report = (workdir / "report" / "report.md").read_text()
     assert "### Distilled corrector" in report and "### Distilled model_a" in report
     saved = jax.tree.leaves(distill_stage.trained_params(run))
     (workdir / "distill" / "done.json").unlink()
@@ -374,7 +417,7 @@ def _copy_before(finished: Path, workdir: Path, stage: str) -> None:
 
     workdir.mkdir(parents=True)
     shutil.copy(finished / "run.json", workdir / "run.json")
-    for name in pipeline.STAGE_NAMES[: pipeline.STAGE_NAMES.index(stage)]:
+    for name in STAGE_NAMES[: STAGE_NAMES.index(stage)]:
         shutil.copytree(finished / name, workdir / name)
 
 
@@ -401,12 +444,12 @@ def _same_seed_outputs(ours: Path, ref: Path) -> None:
             np.testing.assert_array_equal(got[key], want[key], err_msg=f"{stage}/{name}:{key}")
 
 
-TRAINING = ",".join(pipeline.STAGE_NAMES[: pipeline.STAGE_NAMES.index("corrector") + 1])
+TRAINING = ",".join(STAGE_NAMES[: STAGE_NAMES.index("corrector") + 1])
 KILL_POINTS = {  # name -> (first stage run, the stages run, files whose appearance triggers the kill, what the
     # restarted run must log, what it must equal the uninterrupted run in)
     "training": ("model_a", TRAINING, ["model_a/ckpt/4", "model_b/ckpt/4", "corrector/ckpt/4"],
                  r"resumed from checkpoint step [1-9]", _same_trained_models),
-    "seeds": ("seeds", ",".join(pipeline.STAGE_NAMES[: pipeline.STAGE_NAMES.index(COMPARED[-1][0]) + 1]),
+    "seeds": ("seeds", ",".join(STAGE_NAMES[: STAGE_NAMES.index(COMPARED[-1][0]) + 1]),
               ["seeds/parts/*/part_000000.npz"],
               r"stage corrector done already, skipped", _same_seed_outputs),
 }

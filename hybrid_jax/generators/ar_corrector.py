@@ -88,14 +88,15 @@ def _init(cfg: Preset, key) -> dict:
 
 
 NETWORKS = (
-    Network("model_b", lambda cfg: model_b.make_ar_loss(cfg.model_b, geometry=cfg.geometry,
-                                                        num_classes=cfg.data.num_classes),
+    Network("model_b", lambda cfg: cfg.model_b,
+            lambda cfg: model_b.make_ar_loss(cfg.model_b, geometry=cfg.geometry, num_classes=cfg.data.num_classes),
             lambda cfg, key: _init(cfg, key)["ar"]),
-    Network("corrector", lambda cfg: model_b.make_corrector_loss(cfg.corrector, num_classes=cfg.data.num_classes),
+    Network("corrector", lambda cfg: cfg.corrector,
+            lambda cfg: model_b.make_corrector_loss(cfg.corrector, num_classes=cfg.data.num_classes),
             lambda cfg, key: _init(cfg, key)["corrector"]),
 )
 
-FAMILY = Family(NAME, "ar_corrector", STREAM, NETWORKS,
+FAMILY = Family(NAME, STREAM, NETWORKS, settings=lambda cfg: cfg.ar_corrector,
                 assemble=lambda p: {"ar": p["model_b"], "corrector": p["corrector"]}, options=options,
                 brief=lambda cfg: option(cfg, cfg.corrector.start_step), pass_flops=pass_flops,
                 distillations=distillations)

@@ -4,7 +4,8 @@
 Model A at each step budget and Model B at each corrector depth are options of one type, so routing, cost and
 quality iterate over a tuple of them instead of naming A and B; a family lists its networks, so training stages,
 the work-dir guard and parameter restore iterate over families. The brief's binary routing is the two-option case
-(`registry.BRIEF_PAIR`). A new hybrid family is a new module and a registry entry, not a branch.
+(`registry.BRIEF_PAIR`). A new hybrid family is a new module and a registry entry, or a value added to a preset
+(`Preset.families`), not a branch.
 """
 
 from __future__ import annotations
@@ -85,30 +86,35 @@ class Distillation:
 
 @dataclasses.dataclass(frozen=True)
 class Network:
-    """One trained network of a family: its training stage, named as its config section (`getattr(cfg, name)`,
-    pinned by the work-dir guard), its loss and its initial params."""
+    """One trained network of a family: its training stage (`name`), its config section (`section(cfg)`: `.train`
+    and `.snapshots`, pinned by the work-dir guard), its loss and its initial params."""
 
     name: str
+    section: Callable[[Preset], Any]  # cfg -> its config section, e.g. `cfg.model_a`
     loss: Callable[[Preset], Callable]  # cfg -> loss(params, batch, key) -> scalar
     init: Callable[[Preset, jax.Array], Any]  # (cfg, key) -> params
 
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """A generator family: the networks it trains, its config section of option settings, the seed-key stream its
+    """A generator family: the networks it trains, its settings of options (`settings(cfg)`), the seed-key stream its
     options draw from, how its networks' params make the params its options sample with, its options, its brief
     option (the one the binary study names), the FLOPs of one pass of each unit its options' pass counts name, and
-    the samplers it distills."""
+    the samplers it distills.
+
+    The study's own families read their sections from the preset's fields (`cfg.blockwise`); a family added as a
+    value (`Preset.families`) carries its settings in `config`, which the preset's JSON and the fingerprints hold."""
 
     name: str  # Generator.model of its options
-    section: str  # its config section of option settings (budgets, depths, probe length): `getattr(cfg, section)`
     stream: int
     networks: tuple[Network, ...]
+    settings: Callable[[Preset], Any]  # cfg -> its option settings (budgets, depths, probe length)
     assemble: Callable[[dict[str, Any]], Any]  # {network name: params} -> the params its options sample with
     options: Callable[[Preset], tuple[Generator, ...]]  # every option of the allocation, most expensive first
     brief: Callable[[Preset], Generator]  # its option in the brief's binary study
     pass_flops: Callable[[Preset, Any], dict[str, float]]  # (cfg, its params) -> FLOPs of one pass per unit it names
     distillations: Callable[[Preset], tuple[Distillation, ...]] = lambda cfg: ()  # its samplers distilled (may be none)
+    config: Any = None  # a family added as a value: its settings, networks' sections included (frozen dataclass)
 
 
 def generate(opts, params: dict, seeds, choice, *, base_seed: int, batch_size: int, num_classes: int = 1,

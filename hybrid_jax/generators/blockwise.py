@@ -109,7 +109,7 @@ def _init(cfg: Preset, key):
     return model_a.init_params(cfg.model_a, key, geometry=cfg.geometry, num_classes=cfg.data.num_classes)
 
 
-FAMILY = Family(NAME, "blockwise", STREAM, (Network("model_a", _loss, _init),),
-                assemble=lambda p: p["model_a"], options=options,
+FAMILY = Family(NAME, STREAM, (Network("model_a", lambda cfg: cfg.model_a, _loss, _init),),
+                settings=lambda cfg: cfg.blockwise, assemble=lambda p: p["model_a"], options=options,
                 brief=lambda cfg: option(cfg, cfg.model_a.steps_per_block), pass_flops=pass_flops,
                 distillations=distillations)

@@ -33,9 +33,10 @@ UNITS = ("A", "B", "B_finish", "probe")  # per-image work every strategy is made
 
 
 def pass_flops(cfg: Preset, trained: dict) -> dict[str, float]:
-    """FLOPs of one pass of each unit of every family's networks at batch 1, at the preset's geometry
-    (`Family.pass_flops`); `trained`: {family name: the params its options sample with}."""
-    return {unit: f for fam in generators.FAMILIES for unit, f in fam.pass_flops(cfg, trained[fam.name]).items()}
+    """FLOPs of one pass of each unit of the networks of the families in `trained` ({family name: the params its
+    options sample with}) at batch 1, at the preset's geometry (`Family.pass_flops`)."""
+    return {unit: f for fam in generators.families(cfg) if fam.name in trained
+            for unit, f in fam.pass_flops(cfg, trained[fam.name]).items()}
 
 
 def image_flops(cfg: Preset, f: dict[str, float]) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """A work directory: the config it was made with, and the stage records (`done.json`) inside it.
 
-`run.json` pins what the trained models depend on (the preset version and the `geometry`,
-`data`, `model_a`, `model_b` and `corrector` sections). A work dir made under other values of those
+`run.json` pins what the trained models depend on (the preset version, the `geometry` and `data`
+sections and each trained network's section: `model_a`, `model_b`, `corrector`, and those of the
+families a preset adds). A work dir made under other values of those
 is refused instead of mixed: retraining is hours at paper scale. Every other field (seeds,
 labeler, router, cost) may change between runs: `run.json` is updated and the stages that
 depend on the changed fields re-run, nothing else (see `pipeline.run_stages`).
@@ -27,8 +28,6 @@ from hybrid_jax.generators import registry
 
 log = logging.getLogger("hybrid_jax.rundir")
 
-# sections that trained models depend on: the geometry, the data and each network's own (one per training stage)
-PINNED = ("geometry", "data", *(n.name for n in registry.NETWORKS))
 
 
 class RunDirError(ValueError):
@@ -50,8 +49,21 @@ class Run:
         return self.workdir.joinpath(*parts)
 
 
-def _pinned(config: dict) -> dict:
-    return {k: config[k] for k in PINNED}
+def _sections(cfg: Preset, networks) -> dict:
+    return {"geometry": config_lib.to_dict(cfg.geometry), "data": config_lib.to_dict(cfg.data),
+            **{n.name: config_lib.to_dict(n.section(cfg)) for n in networks}}
+
+
+def pinned(cfg: Preset) -> dict:
+    """What trained models depend on: the geometry, the data and each network's section (one per training stage)."""
+    return _sections(cfg, registry.networks(cfg))
+
+
+def _stored_pinned(stored: dict) -> dict:
+    """The pinned sections of a work dir's `run.json`: the study's own networks' read off its config (fields added
+    since take their defaults), the added families' networks' as written."""
+    own = _sections(preset_from_dict(stored["config"]), (n for f in registry.BUILTIN for n in f.networks))
+    return {**stored.get("pinned", {}), **own}
 
 
 def check_workdir(cfg: Preset, workdir) -> list[str]:
@@ -66,17 +78,18 @@ def check_workdir(cfg: Preset, workdir) -> list[str]:
                                 "Choose a writable --workdir.")
         return []
     stored = io.read_json(path)
-    stored["config"] = config_lib.to_dict(preset_from_dict(stored["config"]))  # fields added since: defaults
-    ours = config_lib.to_dict(cfg)
-    pinned = config_lib.diff(_pinned(stored["config"]), _pinned(ours))
+    theirs, ours = _stored_pinned(stored), pinned(cfg)
+    common = [k for k in ours if k in theirs]  # a network of one config only: trained in one work dir, not mixed
+    differ = config_lib.diff({k: theirs[k] for k in common}, {k: ours[k] for k in common})
     if stored.get("version") != cfg.version:
-        pinned.insert(0, f"version: {stored.get('version')!r} != {cfg.version!r}")
-    if pinned:
+        differ.insert(0, f"version: {stored.get('version')!r} != {cfg.version!r}")
+    if differ:
         raise RunDirError(f"{workdir} was made by preset {stored['preset']!r} (version {stored.get('version')}) "
                           f"whose trained models differ from this config; differing fields: "
-                          f"{'; '.join(pinned[:8])}. Use another --workdir (or delete this one) instead of "
+                          f"{'; '.join(differ[:8])}. Use another --workdir (or delete this one) instead of "
                           "mixing results.")
-    return config_lib.diff(stored["config"], ours)
+    # fields added since the work dir was written: their defaults
+    return config_lib.diff(config_lib.to_dict(preset_from_dict(stored["config"])), config_lib.to_dict(cfg))
 
 
 def open_run(cfg: Preset, workdir, labels_csv: str | None = None, **kw) -> Run:
@@ -89,14 +102,19 @@ def open_run(cfg: Preset, workdir, labels_csv: str | None = None, **kw) -> Run:
                  "; ".join(changed[:8]))
     if new or changed:
         io.write_json(workdir / "run.json", {"preset": cfg.name, "version": cfg.version,
-                                             "config": config_lib.to_dict(cfg)})
+                                             "config": config_lib.to_dict(cfg), "pinned": pinned(cfg)})
     return Run(cfg, workdir, labels_csv, **kw)
 
 
-def load_run(workdir) -> Run:
-    """Reopen a finished or partial work dir with the config of its last run."""
+def load_run(workdir, families: tuple = ()) -> Run:
+    """Reopen a finished or partial work dir with the config of its last run. Families its preset added as values
+    (`Preset.families`) are code, which `run.json` does not hold: pass the same ones again as `families`."""
     stored = io.read_json(Path(workdir) / "run.json")
-    return Run(preset_from_dict(stored["config"]), Path(workdir))
+    added = [f["name"] for f in stored["config"].get("families", [])]
+    if added != [f.name for f in families]:
+        raise RunDirError(f"{workdir} was made with the added generator families {added}; pass those Family values "
+                          f"as `families` (got {[f.name for f in families]})")
+    return Run(dataclasses.replace(preset_from_dict(stored["config"]), families=tuple(families)), Path(workdir))
 
 
 def preset_from_dict(d: dict) -> Preset:

@@ -151,8 +151,10 @@ def _seconds(run: Run, opts, generated: dict[str, np.ndarray | None], trained, s
     return np.array([known[g.name] for g in opts])
 
 
-def _options(run: Run, opts, seconds: np.ndarray, timing: dict) -> allocation.Options:
-    f = timing["pass_flops"]  # XLA's count of one pass of each network, made once by the routed stage
+def _options(run: Run, opts, seconds: np.ndarray, timing: dict, trained: dict) -> allocation.Options:
+    # XLA's count of one pass of each network: the brief's pair's made once by the routed stage, others' here
+    f = {**cost.pass_flops(run.cfg, {k: v for k, v in trained.items() if k not in generators.BRIEF_PAIR}),
+         **timing["pass_flops"]}
     k = run.cfg.router.prefix_steps
     scratch = np.array([[g.passes, g.flops(f), 0.0] for g in opts])
     scratch[:, 2] = seconds
@@ -166,7 +168,7 @@ def _options(run: Run, opts, seconds: np.ndarray, timing: dict) -> allocation.Op
 def run_stage(run: Run) -> dict:
     cfg = run.cfg
     opts = generators.options(cfg) + generators.probed_options(cfg)
-    trained = {f.name: train.restore_option_params(run, f.name) for f in generators.FAMILIES}
+    trained = {f.name: train.restore_option_params(run, f.name) for f in generators.families(cfg)}
     trained.update(distill_stage.trained_params(run))
     seeds = seeds_stage.load_seed_ids(run)
     made = _made_by_seeds_stage(run)
@@ -183,7 +185,7 @@ def run_stage(run: Run) -> dict:
     a, b = (next(i for i, g in enumerate(opts) if g.name == name) for name in made)  # the brief's pair, A first
     routed, tau = routed_stage.load(run), labels_stage.tau(run)
     options = _options(run, opts, _seconds(run, opts, generated, trained, seeds, a_probe_seconds, routed, made),
-                       routed)
+                       routed, trained)
     t = cfg.allocation.threshold
     result = allocation.evaluate(
         quality, options, X, oof["fold"], tau, binary=(a, b),
@@ -221,7 +223,11 @@ def load_policy(run: Run) -> policy.Policy:
 # networks' FLOPs per pass from the routed stage; 6: each option timed by its own generation batches, the "after
 # probe" options continuing A's one probe (whose features the cascade reads); 7: B's few-step options (the distilled
 # correctors, naive DDIM at their steps and on the whole grid); 8: A's distilled options too
-STAGE = Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size,
-                                                          *(getattr(cfg, f.section) for f in generators.FAMILIES)),
-              after=("seeds", "labels", "router", "routed", "distill"), version=8,
-              inputs=lambda run: (file_hash(run.path(labeling.OPTIONS_FILE)),))
+def stage(cfg) -> Stage:
+    """The stage, after the training stages of the families a preset adds (the brief's pair's reach it through the
+    seeds stage)."""
+    added = tuple(m for m in train.models(cfg) if m not in train.MODELS)
+    return Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size,
+                                                            *(f.settings(cfg) for f in generators.families(cfg))),
+                 after=("seeds", "labels", "router", "routed", "distill", *added), version=8,
+                 inputs=lambda run: (file_hash(run.path(labeling.OPTIONS_FILE)),))

@@ -35,10 +35,9 @@ def _seconds_per_step(trained: dict) -> float:
     return trained["seconds"] / max(trained["steps"] - (trained.get("resumed_from") or 0), 1)
 
 
-def _points(trained: dict[str, dict], model: str) -> list[dict[str, int]]:
-    """Per curve point of an option of `model`: training stage -> its snapshot step (index k of each), read off
-    the training stages' summaries (`trained`); without snapshots, the end of training alone."""
-    stages = train.TRAINED_BY[model]
+def _points(trained: dict[str, dict], stages: tuple[str, ...]) -> list[dict[str, int]]:
+    """Per curve point of an option sampling with the networks of training `stages`: training stage -> its snapshot
+    step (index k of each), read off their summaries (`trained`); without snapshots, the end of training alone."""
     steps = {name: trained[name]["snapshots"] or [trained[name]["steps"]] for name in stages}
     return [{name: steps[name][k] for name in stages} for k in range(len(steps[stages[0]]))]
 
@@ -58,7 +57,7 @@ def run_stage(run: Run) -> dict:
                                                                            for s in ("seeds", "labels")]))
     points = []
     for g, key in zip(generators.binary(cfg), SEED_IMAGES):
-        steps_of = _points(trained, g.model)
+        steps_of = _points(trained, train.trained_by(cfg, g.model))
         write = tensorboard.scalar_writer(run.path("tb", "curves", _slug(g.name)))
         for k, steps in enumerate(progress.track(steps_of, len(steps_of), f"curves {g.name}", "point", log)):
             path = parts / f"{_slug(g.name)}_{k}.json"

@@ -480,12 +480,12 @@ def _label_agreement(ag: dict, strip: list[str]) -> list[str]:
 
 
 def _training_section(run: Run, out: Path) -> list[str]:
-    done = {m: summary(run, m) for m in train.MODELS}
+    done = {m: summary(run, m) for m in train.models(run.cfg)}
     data = summary(run, "data")
     return ["## Training",
             f"Data: {data['source']} ({data['n_train']} training images; {data['n_holdout']} held out from "
             f"{data['holdout_from']}).",
-            f"![training curves]({figures.training_curves({m: train.load_losses(run, m) for m in train.MODELS}, out)})",
+            f"![training curves]({figures.training_curves({m: train.load_losses(run, m) for m in done}, out)})",
             _table(["model", "steps", "first loss", "final loss (mean of last 10)", "seconds", "resumed from"],
                    [[m, d["steps"], d["first_loss"], d["final_loss"], d["seconds"], d["resumed_from"]]
                     for m, d in done.items()]),

@@ -1,6 +1,6 @@
-"""One training stage per network of every generator family (`generators.registry.NETWORKS`: `model_a`,
-`model_b`, `corrector`): each trains resumably from the data stage's images (class-conditional when
-data.class_name names several classes)."""
+"""One training stage per network of every generator family (`generators.registry.networks(cfg)`: `model_a`,
+`model_b`, `corrector`, then the networks of the families a preset adds): each trains resumably from the data
+stage's images (class-conditional when data.class_name names several classes)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,22 @@ from hybrid_jax.generators import registry
 from hybrid_jax.study.rundir import Run, Stage, done_record
 from hybrid_jax.study.stages import data as data_stage
 
-MODELS = tuple(n.name for n in registry.NETWORKS)  # one training stage per network of every family
-# a family (`Generator.model`) -> the training stages whose params its options sample with
-TRAINED_BY = {f.name: tuple(n.name for n in f.networks) for f in registry.FAMILIES}
+MODELS = registry.BRIEF_NETWORKS  # the training stages of the brief's pair (the seeds stage samples with them)
+
+
+def models(cfg: Preset) -> tuple[str, ...]:
+    """Every training stage of the preset: one per network of every family."""
+    return tuple(n.name for n in registry.networks(cfg))
+
+
+def trained_by(cfg: Preset, model: str) -> tuple[str, ...]:
+    """The training stages whose params the options of `model` (`Generator.model`) sample with."""
+    return tuple(n.name for n in registry.by_name(cfg, model).networks)
 
 
 def model_specs(cfg: Preset) -> dict[str, tuple[object, Callable, Callable]]:
     """network name -> (its config section, loss_fn, init(key) -> params)."""
-    return {n.name: (getattr(cfg, n.name), n.loss(cfg), lambda key, n=n: n.init(cfg, key)) for n in registry.NETWORKS}
+    return {n.name: (n.section(cfg), n.loss(cfg), lambda key, n=n: n.init(cfg, key)) for n in registry.networks(cfg)}
 
 
 def _guard(run: Run, section) -> dict:
@@ -82,8 +90,8 @@ def restore_option_params(run: Run, model: str, steps: dict[str, int] | None = N
     """The params an option of `model` (`Generator.model`) samples with: A's U-Net, or B's {"ar", "corrector"};
     `steps` (training stage -> snapshot step) picks snapshots instead of the trained params."""
     steps = steps or {}
-    return registry.BY_NAME[model].assemble({name: restore_params(run, name, steps.get(name))
-                                             for name in TRAINED_BY[model]})
+    return registry.by_name(run.cfg, model).assemble({name: restore_params(run, name, steps.get(name))
+                                                      for name in trained_by(run.cfg, model)})
 
 
 def restore_model_b(run: Run) -> dict:
@@ -103,5 +111,7 @@ def load_losses(run: Run, name: str) -> np.ndarray:
     return io.read_npz(run.path(name, "losses.npz"))["losses"]
 
 
-STAGES = tuple(Stage(name, _stage_fn(name), config=lambda cfg, n=name: (getattr(cfg, n),), after=("data",))
-               for name in MODELS)
+def stages(cfg: Preset) -> tuple[Stage, ...]:
+    """One training stage per network of the preset's families, fingerprinted by the network's config section."""
+    return tuple(Stage(n.name, _stage_fn(n.name), config=lambda cfg, n=n: (n.section(cfg),), after=("data",))
+                 for n in registry.networks(cfg))
