@@ -22,8 +22,8 @@ from hybrid_jax.models.unet import UNet
 class ToyNetwork:
     """Its network's section: what training reads (`train`, `snapshots`) and the work-dir guard pins."""
 
-    unet: UNetConfig = UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(),
-                                  dropout=0.0, num_groups=4)
+    unet: UNetConfig = UNetConfig(base_channels=8, channel_mults=(1,), num_res_blocks=1, attn_resolutions=(),
+                                  dropout=0.0, num_groups=4)  # one level: the cheapest U-Net to compile
     num_timesteps: int = 20
     train: TrainConfig = TrainConfig(epochs=1, batch_size=16, ckpt_every=100, log_every=2)
     snapshots: int = 0

@@ -9,8 +9,8 @@ network). `load_images` reads one class of it, fitted to the image size asked fo
 holds deterministic, resumable batching; the patch and block layout is `hybrid_jax.geometry`.
 """
 
-from hybrid_jax.data.batching import (batch_at, batches, fixed_batches, holdout_split, images_and_labels, num_examples,
-                                     steps_per_epoch)
+from hybrid_jax.data.batching import (batch_at, batches, bucket_size, fixed_batches, holdout_split, images_and_labels,
+                                     num_examples, option_batches, steps_per_epoch)
 from hybrid_jax.data.download import (CIFAR10_MD5, CIFAR10_URL, NetworkUnreachable, cached_cifar10,
                                       default_cache_dir, download_cifar10)
 from hybrid_jax.data.images import IMAGE_SHAPE, IMAGE_SIZE, DataError, Images, check_images
@@ -20,9 +20,9 @@ from hybrid_jax.data.sources import (CIFAR10_CLASSES, ENV_VAR, OFFLINE_ENV_VAR, 
 
 __all__ = ["CIFAR10_CLASSES", "CIFAR10_MD5", "CIFAR10_URL", "ENV_VAR", "IMAGE_SHAPE", "IMAGE_SIZE",
            "OFFLINE_ENV_VAR", "SPLITS", "STAND_IN", "TFDS_PREFIX", "DataError", "Images",
-           "NetworkUnreachable", "batch_at", "batches", "cached_cifar10", "check_images",
+           "NetworkUnreachable", "batch_at", "batches", "bucket_size", "cached_cifar10", "check_images",
            "default_cache_dir", "download_cifar10", "fixed_batches", "holdout_split", "images_and_labels",
            "resolve_all_classes",
            "tfds_label_names",
-           "is_offline", "load_images", "num_examples",
+           "is_offline", "load_images", "num_examples", "option_batches",
            "resolve_source", "steps_per_epoch"]

@@ -73,3 +73,27 @@ def fixed_batches(items: np.ndarray, batch_size: int) -> Iterator[tuple[int, np.
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         yield start, chunk, np.resize(chunk, batch_size)
+
+
+def bucket_size(n: int, cap: int) -> int:
+    """Smallest 2^j or 3 x 2^j that is >= n, at most max(cap, n) (0 stays 0)."""
+    if n <= 0:
+        return 0
+    p = 1 << (n - 1).bit_length()  # smallest power of two >= n
+    return min(3 * p // 4 if 3 * p // 4 >= n else p, max(cap, n))
+
+
+def option_batches(choice: np.ndarray, batch_size: int | None = None, multiple: int = 1
+                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(option, rows, rows padded) over the rows of `choice` ([n]: each row's option index), option by option: each
+    option's rows in batches of exactly `batch_size` (`fixed_batches`), or, with None, in one batch padded to its
+    bucket size (`bucket_size`: 2^j or 3 x 2^j, so a mix of n compiles about 2 log2(n) shapes per option) rounded up
+    to a multiple of `multiple` (a mesh's size). Padding repeats the rows; results keep their first len(rows) rows,
+    and work is charged per real row. The routed pipeline, the allocation and the cost stage all batch by it."""
+    choice = np.asarray(choice)
+    for k in np.unique(choice):
+        idx = np.flatnonzero(choice == k)
+        if batch_size is not None:
+            yield from ((int(k), part, padded) for _, part, padded in fixed_batches(idx, batch_size))
+        else:
+            yield int(k), idx, np.resize(idx, -(-bucket_size(len(idx), len(choice)) // multiple) * multiple)

@@ -20,7 +20,7 @@ import numpy as np
 
 from hybrid_jax import timing, xla
 from hybrid_jax.config import Preset
-from hybrid_jax.data import fixed_batches
+from hybrid_jax.data import option_batches
 
 @dataclasses.dataclass(frozen=True)
 class Generator:
@@ -120,8 +120,9 @@ class Family:
 def generate(opts, params: dict, seeds, choice, *, base_seed: int, batch_size: int, num_classes: int = 1,
              probes: dict | None = None) -> np.ndarray:
     """Each seed's image from the option it was allocated (`choice` [n] indexes `opts`): seeds grouped by
-    option, each group run in batches of exactly `batch_size` (the last padded), so every option compiles one
-    shape whatever the mix, and a seed's image is its option's own image for it, alone or in any mix.
+    option, each group run in batches of exactly `batch_size` (the last padded; `data.option_batches`), so every
+    option compiles one shape whatever the mix, and a seed's image is its option's own image for it, alone or in
+    any mix.
 
     `probes` ({"B": model_b.Prefix, "A": model_a.Probe}, each over every seed in `seeds` order, on their seed
     streams): the probes already run for the allocation; an option that continues one (`Generator.probe`)
@@ -130,12 +131,11 @@ def generate(opts, params: dict, seeds, choice, *, base_seed: int, batch_size: i
     chex.assert_equal_shape((seeds, choice))
     probes = probes or {}
     out = None
-    for k in np.unique(choice):
+    for k, part, padded in option_batches(choice, batch_size):
         g = opts[k]
-        for part, images, _ in batches(g, params[g.model], seeds, np.flatnonzero(choice == k), base_seed=base_seed,
-                                       batch_size=batch_size, num_classes=num_classes, probe=probes.get(g.probe)):
-            out = np.zeros((len(seeds), *images.shape[1:]), images.dtype) if out is None else out
-            out[part] = images
+        images, _ = _run(g, params[g.model], seeds, padded, base_seed, num_classes, probes.get(g.probe))
+        out = np.zeros((len(seeds), *images.shape[1:]), np.asarray(images).dtype) if out is None else out
+        out[part] = np.asarray(images)[: len(part)]
     return out
 
 
@@ -145,13 +145,18 @@ def batches(g: Generator, params, seeds, idx, *, base_seed: int, batch_size: int
     exactly `batch_size` (the last padded): `part` indexes `seeds`; `seconds` is the batch's wall time, blocked
     until ready (the first call of a shape compiles). With `probe` (the state of the probe `g` continues, over
     every seed in `seeds` order) `g` finishes from it instead of starting over (the same image)."""
-    seeds = np.asarray(seeds)
-    for _, part, padded in fixed_batches(np.asarray(idx), batch_size):
-        images, seconds = timing.timed(*(
-            (g.finish, params, probe.take(padded)) if probe is not None and g.finish is not None
-            else (g.sample_keys, params, stream_keys(seeds[padded], base_seed, g.stream),
-                  seed_labels(seeds[padded], num_classes))))
-        yield part, np.asarray(images)[: len(part)], seconds
+    idx = np.asarray(idx)
+    for _, rows, padded in option_batches(np.zeros(len(idx), int), batch_size):
+        images, seconds = _run(g, params, np.asarray(seeds), idx[padded], base_seed, num_classes, probe)
+        yield idx[rows], np.asarray(images)[: len(rows)], seconds
+
+
+def _run(g: Generator, params, seeds: np.ndarray, padded: np.ndarray, base_seed: int, num_classes: int, probe):
+    """(option `g`'s images of seeds[padded], seconds): finished from `probe`'s state where `g` continues it."""
+    if probe is not None and g.finish is not None:
+        return timing.timed(g.finish, params, probe.take(padded))
+    return timing.timed(g.sample_keys, params, stream_keys(seeds[padded], base_seed, g.stream),
+                        seed_labels(seeds[padded], num_classes))
 
 
 def seed_labels(seeds, num_classes: int) -> jax.Array:

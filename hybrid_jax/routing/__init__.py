@@ -7,8 +7,9 @@ baselines) and `sampler` (the routed sampler that probes, decides in-graph and f
 re-exported here (`routing.seed_keys`, `routing.make_routed_sampler`, ...).
 """
 
-from hybrid_jax.routing.sampler import (RoutedOutput, RoutedSampler, bucket_size, generate_split, make_decide,
-                                        make_probe, make_routed_sampler, seed_keys)
+from hybrid_jax.data import bucket_size  # the routed pipeline's batch shapes (`data.option_batches`)
+from hybrid_jax.routing.sampler import (RoutedOutput, RoutedSampler, generate_split, make_decide, make_probe,
+                                        make_routed_sampler, seed_keys)
 
 __all__ = ["RoutedOutput", "RoutedSampler", "bucket_size", "generate_split", "make_decide", "make_probe",
            "make_routed_sampler", "seed_keys"]

@@ -5,9 +5,9 @@ Seed keys (documented, stable): seed s under base seed b has key `fold_in(key(b)
 Model A draws from `fold_in(that, 1)`, Model B from `fold_in(that, 2)`. So an integer seed
 fully determines both images, at any batch size or batch composition.
 
-Subsets are padded to the next size of the form 2^j or 3 x 2^j (1, 2, 3, 4, 6, 8, 12, ...), so
-a batch of n compiles at most about 2 log2(n) shapes of each half however the router splits
-it, and padding adds less than half to a half's work.
+Subsets are padded to the next size of the form 2^j or 3 x 2^j (1, 2, 3, 4, 6, 8, 12, ...;
+`data.option_batches`), so a batch of n compiles at most about 2 log2(n) shapes of each half
+however the router splits it, and padding adds less than half to a half's work.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 
 from hybrid_jax import generators, sharding, xla
 from hybrid_jax.config import Geometry
+from hybrid_jax.data import option_batches
 from hybrid_jax.generators import model_a, model_b
 from hybrid_jax.models import class_labels
 from hybrid_jax.probe import features as features_lib
@@ -30,20 +31,6 @@ from hybrid_jax.routing import router as router_lib
 def seed_keys(seeds: Sequence[int], base_seed: int = 0) -> tuple[jax.Array, jax.Array]:
     """Per-seed keys (keys_a, keys_b), each [n]."""
     return tuple(generators.seed_stream(seeds, base_seed, m) for m in generators.BRIEF_PAIR)
-
-
-def bucket_size(n: int, cap: int) -> int:
-    """Smallest 2^j or 3 x 2^j that is >= n, at most max(cap, n) (0 stays 0)."""
-    if n <= 0:
-        return 0
-    p = 1 << (n - 1).bit_length()  # smallest power of two >= n
-    return min(3 * p // 4 if 3 * p // 4 >= n else p, max(cap, n))
-
-
-def _padded(idx: np.ndarray, cap: int, multiple: int = 1) -> np.ndarray:
-    """idx padded (with its first entry) to its bucket size, rounded up to a multiple of the mesh size."""
-    size = -(-bucket_size(len(idx), cap) // multiple) * multiple
-    return np.concatenate([idx, np.full(size - len(idx), idx[0])])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,12 +92,9 @@ def generate_split(sampler_a: model_a.Sampler, sampler_b: model_b.Sampler, param
     finish_b = ((lambda i: sampler_b.finish(params_b, on_mesh(prefix.take(i), prefix.batch_axes())))
                 if prefix is not None else lambda i: sampler_b.sample_keys(params_b, *on_mesh((keys_b[i], labels[i]))))
     images = np.zeros((n, *sampler_b.geometry.image_shape), np.float32)
-    multiple = 1 if mesh is None else mesh.size
-    make_a = lambda i: sampler_a.sample_keys(params_a, *on_mesh((keys_a[i], labels[i])))
-    for mask, make in ((~to_a, finish_b), (to_a, make_a)):
-        idx = np.flatnonzero(mask)
-        if idx.size:
-            images[idx] = sharding.to_host(make(jnp.asarray(_padded(idx, n, multiple))))[: idx.size]
+    make = (finish_b, lambda i: sampler_a.sample_keys(params_a, *on_mesh((keys_a[i], labels[i]))))  # by to_a
+    for k, idx, padded in option_batches(np.asarray(to_a, int), multiple=1 if mesh is None else mesh.size):
+        images[idx] = sharding.to_host(make[k](jnp.asarray(padded)))[: idx.size]
     return images
 
 

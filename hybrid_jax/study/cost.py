@@ -24,7 +24,7 @@ import numpy as np
 
 from hybrid_jax import generators, progress, routing, sharding, timing, xla
 from hybrid_jax.config import Preset
-from hybrid_jax.data import fixed_batches
+from hybrid_jax.data import fixed_batches, option_batches
 from hybrid_jax.models import class_labels
 
 log = logging.getLogger("hybrid_jax.cost")
@@ -99,16 +99,17 @@ def charged_seconds(fn, keys, sel: np.ndarray, b: int, labels=None) -> float:
 
 
 def _routed(work: Work, keys_a, keys_b, to_a: np.ndarray, b: int, labels=None) -> float:
-    """Seconds charged for the routed pipeline: probe each batch, finish its B seeds from the prefix, A the rest."""
+    """Seconds charged for the routed pipeline: probe each batch, finish its B seeds from the prefix, A the rest
+    (each side of the batch padded to b by `data.option_batches`, charged per real seed)."""
     total = 0.0
     for _, idx, padded in fixed_batches(np.arange(len(to_a)), b):
         (prefix, *_), dt = timing.timed(work.probe, *_take(keys_b, labels, padded))
         total += dt * len(idx) / b
-        local_b, seeds_a = np.flatnonzero(~to_a[idx]), idx[to_a[idx]]
-        if local_b.size:
-            total += timing.timed(work.finish, prefix, jnp.asarray(np.resize(local_b, b)))[1] * local_b.size / b
-        if seeds_a.size:
-            total += timing.timed(work.a, *_take(keys_a, labels, np.resize(seeds_a, b)))[1] * seeds_a.size / b
+        sides = ((work.finish, lambda rows: (prefix, jnp.asarray(rows))),  # by to_a: B from the batch's prefix,
+                 (work.a, lambda rows: _take(keys_a, labels, idx[rows])))  # A from scratch
+        for k, rows, rows_padded in option_batches(np.asarray(to_a[idx], int), b):
+            fn, args = sides[k]
+            total += timing.timed(fn, *args(rows_padded))[1] * len(rows) / b
     return total
 
 
