@@ -156,6 +156,26 @@ class DecoderConfig:
         _check(self.dtype in ("float32", "bfloat16"), f"decoder.dtype must be float32 or bfloat16, got {self.dtype}")
 
 
+@dataclass(frozen=True)
+class MADFormerConfig:
+    """Fields of `hybrid_jax.models.madformer.MADFormer`: `num_layers` layers, the last `diffusion_layers` of them
+    run at every diffusion step of a block, the others once per block (AR over blocks)."""
+
+    num_layers: int = 12
+    diffusion_layers: int = 6
+    width: int = 384
+    num_heads: int = 6
+    mlp_ratio: int = 4
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        _check(0 < self.diffusion_layers < self.num_layers,
+               f"madformer.diffusion_layers={self.diffusion_layers} must be in [1, num_layers={self.num_layers})")
+        _check(self.width % self.num_heads == 0,
+               f"madformer.width={self.width} must be divisible by num_heads={self.num_heads}")
+        _check(self.dtype in ("float32", "bfloat16"), f"madformer.dtype must be float32 or bfloat16, got {self.dtype}")
+
+
 LR_DECAYS = ("constant", "cosine")  # train.decay: the learning rate after warmup (`hybrid_jax.train.learning_rate`)
 
 
