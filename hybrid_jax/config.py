@@ -471,6 +471,35 @@ class ARCorrectorOptions:
 
 
 @dataclass(frozen=True)
+class MADNetworkConfig:
+    """MADFormer's trained network (stage `madformer`, pinned by the work-dir guard): the transformer, its patch side
+    (tokens per block: (block_size / patch_size)^2), its trained chain and the AR guess's loss weight (the source's
+    0.1), trained with the same recipe fields as the others."""
+
+    model: MADFormerConfig = MADFormerConfig()
+    patch_size: int = 2
+    num_timesteps: int = 1000
+    ar_weight: float = 0.1
+    train: TrainConfig = TrainConfig(epochs=250)
+    snapshots: int = 0
+
+
+@dataclass(frozen=True)
+class MADFormerOptions:
+    """MADFormer's family (`generators.madformer`): its network and its options, one per diffusion step count per
+    block (0: the decoded AR guess)."""
+
+    network: MADNetworkConfig = MADNetworkConfig()
+    steps: tuple[int, ...] = (50, 20, 10, 0)
+
+    def __post_init__(self):
+        n = self.network
+        _check(all(0 <= s <= n.num_timesteps for s in self.steps),
+               f"madformer.steps {self.steps} must be in [0, madformer.network.num_timesteps={n.num_timesteps}]")
+        _check(len(self.steps) > 0, "madformer.steps must name at least one option")
+
+
+@dataclass(frozen=True)
 class AllocationConfig:
     """Per-seed compute allocation among the families' options (`hybrid_jax.generators`; each family's own config
     section says which: `blockwise`, `ar_corrector`). The deployed policy (`hybrid_jax.routing.policy`, saved in
@@ -559,6 +588,7 @@ class Preset:
     judge: JudgeConfig = JudgeConfig()
     early_exit: EarlyExitConfig = EarlyExitConfig()
     distill: DistillConfig = DistillConfig()
+    madformer: MADFormerOptions | None = None  # MADFormer's family (`generators.madformer`); None: not in the study
     # generator families beyond the study's own (`generators.registry.BUILTIN`), as values (`generators.Family`):
     # each carries its settings (`Family.config`) and is trained, sampled, allocated and costed like the others
     families: tuple[Any, ...] = ()
@@ -591,6 +621,8 @@ class Preset:
         _check(self.blockwise.halvings == 0 or self.blockwise.distill_steps <= self.model_a.timesteps,
                f"blockwise.distill_steps={self.blockwise.distill_steps} exceeds model_a's trained chain "
                f"({self.model_a.timesteps} timesteps)")
+        _check(self.madformer is None or self.geometry.block_size % self.madformer.network.patch_size == 0,
+               f"madformer.network.patch_size must divide geometry.block_size={self.geometry.block_size}")
         _check(max(self.ar_corrector.depths, default=0) <= self.corrector.num_timesteps,
                f"ar_corrector.depths {self.ar_corrector.depths} exceed corrector.num_timesteps="
                f"{self.corrector.num_timesteps}")
@@ -602,9 +634,9 @@ _QUICK_UNET = UNetConfig(base_channels=32, channel_mults=(1, 2, 2), num_res_bloc
                          dropout=0.0, num_groups=8)
 
 PRESETS: dict[str, Preset] = {
-    # Every number of the brief.
+    # Every number of the brief; MADFormer (not in the brief) at the design's paper-like size (FAMILIES.md).
     "paper": Preset(name="paper", model_a=ModelAConfig(snapshots=5), model_b=ModelBConfig(snapshots=5),
-                    corrector=CorrectorConfig(snapshots=5)),
+                    corrector=CorrectorConfig(snapshots=5), madformer=MADFormerOptions()),
     # Whole pipeline on a 2-core CPU in about a quarter of an hour.
     "quick": Preset(
         name="quick",
@@ -632,6 +664,11 @@ PRESETS: dict[str, Preset] = {
         ar_corrector=ARCorrectorOptions(depths=(0, 10, 30, 60)),
         curves=CurvesConfig(num_seeds=50),
         distill=DistillConfig(train=TrainConfig(epochs=6, batch_size=32, lr=1e-4, ckpt_every=50, log_every=20)),
+        madformer=MADFormerOptions(
+            network=MADNetworkConfig(model=MADFormerConfig(num_layers=6, diffusion_layers=3, width=128, num_heads=4),
+                                     patch_size=4, num_timesteps=100,
+                                     train=TrainConfig(epochs=20, batch_size=32, lr=1e-3, ckpt_every=100, log_every=20)),
+            steps=(20, 10, 5, 0)),
     ),
     # Tiny: the whole pipeline in seconds, for tests.
     "test": Preset(
@@ -684,6 +721,8 @@ PRESETS["paper-shapes"] = dataclasses.replace(
     ar_corrector=ARCorrectorOptions(depths=(0, 30), halvings=1),
     curves=CurvesConfig(num_seeds=8, resamples=50),
     distill=DistillConfig(train=dataclasses.replace(_PAPER.distill.train, **_ONE_EPOCH)),
+    madformer=dataclasses.replace(_PAPER.madformer, steps=(50, 0), network=dataclasses.replace(
+        _PAPER.madformer.network, train=dataclasses.replace(_PAPER.madformer.network.train, **_ONE_EPOCH))),
 )
 
 # The premise at CPU scale (README "Measured"): the quick models with the training recipe (warmup, cosine decay,
@@ -706,6 +745,9 @@ PRESETS["cpu"] = dataclasses.replace(
     labeler=dataclasses.replace(_QUICK.labeler, a_needed_share=0.0),
     curves=CurvesConfig(num_seeds=80),
     distill=dataclasses.replace(_QUICK.distill, train=dataclasses.replace(_QUICK.distill.train, epochs=20)),
+    madformer=dataclasses.replace(_QUICK.madformer, network=dataclasses.replace(
+        _QUICK.madformer.network, train=dataclasses.replace(_QUICK.madformer.network.train, warmup_steps=40,
+                                                            **_RECIPE))),
 )
 
 # One line per preset, for `--help` (tests/test_cli.py checks that every preset has one).
@@ -723,6 +765,15 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def section_type(tp) -> type | None:
+    """The config dataclass an annotation names (itself, or inside `X | None`), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), None)
+    return None
 
 
 def _coerce(tp, text: str):
@@ -764,7 +815,11 @@ def set_fields(cfg, values: dict[str, str], _path: str = ""):
     new = {}
     for head, sub in groups.items():
         if "" not in sub:
-            new[head] = set_fields(getattr(cfg, head), sub, f"{_path}{head}.")
+            section = getattr(cfg, head)
+            if section is None:
+                raise ConfigError(f"{_path}{head} is off in this config (None): a preset switches it on with a value; "
+                                  f"there are no {_path}{head}.* fields to set")
+            new[head] = set_fields(section, sub, f"{_path}{head}.")
             continue
         try:
             new[head] = _coerce(hints[head], sub[""])

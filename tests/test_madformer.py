@@ -119,3 +119,31 @@ def test_a_wrong_split_or_patch_is_refused():
         MADFormerConfig(num_layers=3, diffusion_layers=3)
     with pytest.raises(ValueError, match="patch size 5 must divide the block size 16"):
         mad.make_model(CFG, GEOMETRY, 5)
+
+
+def test_the_family_is_in_a_study_when_its_section_is_set_with_an_option_per_step_count(preset, params, model):
+    """`Preset.madformer` None (the test preset): no MADFormer; set: its network is a training stage, an option per
+    step count (most steps first) whose passes are blocks AR passes + blocks x S diffusion steps, and FLOPs = per-call
+    XLA cost x calls."""
+    import dataclasses
+
+    from hybrid_jax import config as config_lib
+    from hybrid_jax import generators
+    from hybrid_jax.generators import registry
+    from hybrid_jax.study import rundir
+
+    assert "madformer" not in [f.name for f in generators.families(preset)]
+    on = dataclasses.replace(preset, madformer=config_lib.MADFormerOptions(
+        network=config_lib.MADNetworkConfig(model=CFG, patch_size=PATCH, num_timesteps=T), steps=(0, 3)))
+    assert [n.name for n in registry.networks(on)][-1] == "madformer"
+    opts = generators.families(on)[-1].options(on)
+    assert [g.name for g in opts] == ["MAD/3 steps", "MAD/0 steps"]
+    assert [g.pass_counts for g in opts] == [{"mad_ar": 4, "mad_diffusion": 12}, {"mad_ar": 4, "mad_diffusion": 0}]
+    one_class = mad.init_params(mad.make_model(CFG, GEOMETRY, PATCH), jax.random.key(0))
+    f = mad.pass_flops(on, one_class)
+    assert f["mad_ar"] > 0 and f["mad_diffusion"] > 0
+    assert opts[0].flops(f) == pytest.approx(4 * f["mad_ar"] + 12 * f["mad_diffusion"])
+    assert opts[1].flops(f) == pytest.approx(4 * f["mad_ar"])
+    assert rundir.preset_from_dict(config_lib.to_dict(on)) == on  # a work dir's config gives it back
+    with pytest.raises(ConfigError, match="madformer is off in this config"):
+        config_lib.override(preset, "madformer.steps", "3")

@@ -228,12 +228,21 @@ def test_premise_json_has_every_option_both_spaces_and_the_verdict_of_its_rule(f
     assert io.read_json(finished / "report" / "done.json")["summary"]["premise"] == p["verdict"]
 
 
+MAD_TEST = config_lib.MADFormerOptions(  # MADFormer at test size (FAMILIES.md's test row)
+    network=config_lib.MADNetworkConfig(
+        model=config_lib.MADFormerConfig(num_layers=2, diffusion_layers=1, width=32, num_heads=2, mlp_ratio=2),
+        patch_size=8, num_timesteps=20, train=config_lib.TrainConfig(epochs=1, batch_size=16, ckpt_every=100,
+                                                                     log_every=2)),
+    steps=(3, 0))
+
+
 def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged_and_offered(finished, tmp_path):
     """A family defined in tests/ (`_toy_family`: one U-Net, DDIM at two budgets) added through `Preset.families`
-    alone, and one round of each family's distillation (B's corrector, A per block) switched on, in a copy of the
-    finished run (one allocation serves both): the family's network is trained as its own stage, its options' images
-    of every seed are kept and are its samplers' own, and it is allocated, costed, plotted and offered on the options
-    labeling page; the work-dir guard pins its network's config (not its budgets). Each distillation round is
+    alone, the library's MADFormer family switched on (`Preset.madformer`, test size), and one round of each family's
+    distillation (B's corrector, A per block), in a copy of the finished run (one allocation serves all): each
+    added family's network is trained as its own stage, its options' images of every seed are kept and are its
+    samplers' own, and it is allocated, costed, plotted and offered on the options labeling page; the work-dir
+    guard pins the toy's network config (not its budgets). Each distillation round is
     trained (its loss recorded), offered to the allocation beside its teacher, judged by the report per seed against
     naive DDIM at its steps and reported; the distill stage run again reads the finished rounds back.
     (Rounds after the first, whose teacher predicts v: `test_distill.py`.)"""
@@ -248,32 +257,35 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
     shutil.copytree(finished, workdir)
     family = toy.family()
     cfg = dataclasses.replace(config_lib.apply_overrides(pipeline.load_run(finished).cfg, [
-        "ar_corrector.halvings=1", "blockwise.halvings=1"]), families=(family,))
+        "ar_corrector.halvings=1", "blockwise.halvings=1"]), families=(family,), madformer=MAD_TEST)
     run = pipeline.open_run(cfg, workdir)
-    assert pipeline.pending(run) == ["toy", "distill", "allocate", "report"]
+    assert pipeline.pending(run) == ["madformer", "toy", "distill", "allocate", "report"]
     pipeline.run_stages(run)
     assert pipeline.pending(run) == []
 
-    # the family: its own training stage, its images of every seed, in the allocation, its cost and the labeling page
-    assert pipeline.stage_names(cfg)[:5] == ("data", "model_a", "model_b", "corrector", "toy")
-    assert io.read_json(workdir / "toy" / "done.json")["summary"]["steps"] > 0
+    # the families: own training stages, images of every seed, in the allocation, costed and on the labeling page
+    assert pipeline.stage_names(cfg)[:6] == ("data", "model_a", "model_b", "corrector", "madformer", "toy")
     names = io.read_json(workdir / "allocate" / "results.json")["options"]
-    toys = [i for i, n in enumerate(names) if n.startswith("toy/")]  # after the study's own families' options,
-    assert [names[i] for i in toys] == ["toy/4 steps", "toy/2 steps"]  # most expensive first
-    assert toys[0] > max(i for i, n in enumerate(names) if n.startswith("B/"))
-    params = pipeline.restore_params(run, "toy")
+    added = [n for n in names if n.startswith(("MAD/", "toy/"))]  # after the brief's families' options, family by
+    assert added == ["MAD/3 steps", "MAD/0 steps", "toy/4 steps", "toy/2 steps"]  # family, most expensive first
+    assert names.index(added[0]) > max(i for i, n in enumerate(names) if n.startswith("B/"))
     seeds = seeds_stage.load_seed_ids(run)
     shown = labeling.load_options(workdir, cfg.data.classes)
-    assert {"toy/4 steps", "toy/2 steps"} <= set(shown.candidates)
-    for g in family.options(cfg):  # the images kept and shown are the family's samplers' own, seed by seed
-        own = g.sample_keys(params, generators.stream_keys(seeds[:3], cfg.seeds.base_seed, g.stream),
-                            generators.seed_labels(seeds[:3], cfg.data.num_classes))
-        np.testing.assert_allclose([shown.image(int(s), g.name) for s in seeds[:3]], own, atol=1e-5, err_msg=g.name)
-        point = next(p for p in io.read_json(workdir / "allocate" / "results.json")["points"]
-                     if p["policy"] == f"fixed: {g.name}")
-        assert 0 < point["flops_savings"] < 1, point  # fewer FLOPs than A at its full budget, from its pass count
+    assert set(added) <= set(shown.candidates)
+    points = {p["policy"]: p for p in io.read_json(workdir / "allocate" / "results.json")["points"]}
+    for fam in generators.families(cfg)[2:]:
+        assert io.read_json(workdir / fam.name / "done.json")["summary"]["steps"] > 0
+        params = pipeline.restore_params(run, fam.networks[0].name)
+        for g in fam.options(cfg):  # the images kept and shown are the family's samplers' own, seed by seed
+            own = g.sample_keys(params, generators.stream_keys(seeds[:3], cfg.seeds.base_seed, g.stream),
+                                generators.seed_labels(seeds[:3], cfg.data.num_classes))
+            np.testing.assert_allclose([shown.image(int(s), g.name) for s in seeds[:3]], own, atol=1e-5,
+                                       err_msg=g.name)
+        savings = [points[f"fixed: {g.name}"]["flops_savings"] for g in fam.options(cfg)]
+        assert 0 < savings[0] < savings[1] < 1, savings  # fewer FLOPs than A's full budget, fewer with fewer steps
     report = (workdir / "report" / "report.md").read_text()
-    assert "| fixed: toy/4 steps |" in report and "| toy/2 steps |" in report  # allocation and premise tables
+    for name in added:  # the allocation's table and the premise's
+        assert f"| fixed: {name} |" in report and f"| {name} |" in report
     assert (workdir / "report" / "allocation_pareto.png").stat().st_size > 0
 
     # the guard: the family's network config is pinned, its budgets are not; reopening needs the family again

@@ -18,9 +18,10 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from hybrid_jax import diffusion, xla
-from hybrid_jax.config import Geometry, MADFormerConfig
+from hybrid_jax import diffusion, timing, xla
+from hybrid_jax.config import Geometry, MADFormerConfig, Preset
 from hybrid_jax.data import images_and_labels
+from hybrid_jax.generators.base import Family, Generator, Network
 from hybrid_jax.models import build, class_labels
 from hybrid_jax.models.madformer import Cache, MADFormer, block_tokens, init_cache, unblock_tokens
 
@@ -128,3 +129,51 @@ def make_sampler(model: MADFormer, geometry: Geometry, patch: int, num_timesteps
 
     return Sampler(sample_keys=xla.jit(sample_keys), prefix=xla.jit(prefix), finish=xla.jit(finish),
                    passes={"mad_ar": model.num_blocks, "mad_diffusion": model.num_blocks * steps})
+
+
+# ----------------------------------------------------------------------------- the family (`Preset.madformer`)
+
+NAME = "madformer"
+STREAM = 3
+
+
+def _model(cfg: Preset) -> MADFormer:
+    n = cfg.madformer.network
+    return make_model(n.model, cfg.geometry, n.patch_size, cfg.data.num_classes)
+
+
+def option(cfg: Preset, steps: int) -> Generator:
+    """MADFormer with `steps` DDIM steps per block on its trained chain (0: the decoded AR guess)."""
+    n = cfg.madformer.network
+    s = make_sampler(_model(cfg), cfg.geometry, n.patch_size, n.num_timesteps, steps, cfg.data.num_classes)
+    return Generator(f"MAD/{steps} steps", NAME, s.sample_keys, s.passes, stream=STREAM)
+
+
+def options(cfg: Preset) -> tuple[Generator, ...]:
+    """An option per step count of `madformer.steps`, most expensive first."""
+    return tuple(option(cfg, s) for s in sorted(set(cfg.madformer.steps), reverse=True))
+
+
+def pass_flops(cfg: Preset, params) -> dict[str, float]:
+    """FLOPs at batch 1 (XLA's cost analysis) of one clean-stream pass over a block (all layers, writing the cache)
+    and one diffusion step on a block (the last layers, reading it): the units its options' pass counts name."""
+    model = _model(cfg)
+    block = jnp.zeros((1, model.block_len, model.token_dim))
+    cache = init_cache(1, model.num_layers, model.width, model.num_heads, model.num_blocks * model.block_len)
+    cond = jnp.zeros((1, model.block_len, model.width))
+    t = jnp.zeros((1, model.block_len), jnp.int32)
+    clean = lambda p, x, c: model.apply({"params": p}, x, 1, c, method=MADFormer.clean)
+    denoise = lambda p, x, s, h, c: model.apply({"params": p}, x, s, h, c, 1, method=MADFormer.denoise)
+    return {"mad_ar": timing.flops(clean, params, block, cache),
+            "mad_diffusion": timing.flops(denoise, params, block, t, cond, cache)}
+
+
+def _loss(cfg: Preset):
+    n = cfg.madformer.network
+    return make_loss(_model(cfg), cfg.geometry, n.patch_size, n.num_timesteps, n.ar_weight)
+
+
+FAMILY = Family(NAME, STREAM, (Network(NAME, lambda cfg: cfg.madformer.network, _loss,
+                                       lambda cfg, key: init_params(_model(cfg), key)),),
+                settings=lambda cfg: cfg.madformer, assemble=lambda p: p[NAME], options=options,
+                brief=lambda cfg: options(cfg)[0], pass_flops=pass_flops)

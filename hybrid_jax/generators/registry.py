@@ -1,14 +1,15 @@
-"""The generator families of a study: the study's own (`BUILTIN`), then those a preset adds as values
-(`Preset.families`). The training stages, the work-dir guard's pinned sections, the stage list, the allocation's
+"""The generator families of a study: the study's own (`BUILTIN`, those whose settings section the preset sets),
+then those a preset adds as values (`Preset.families`). The training stages, the work-dir guard's pinned sections, the stage list, the allocation's
 options and the cost units all iterate over `families(cfg)`; the brief's binary pair is two of the study's own."""
 
 from __future__ import annotations
 
 from hybrid_jax.config import ConfigError, Preset
-from hybrid_jax.generators import ar_corrector, blockwise
+from hybrid_jax.generators import ar_corrector, blockwise, madformer
 from hybrid_jax.generators.base import Family, Network
 
-BUILTIN: tuple[Family, ...] = (blockwise.FAMILY, ar_corrector.FAMILY)
+# the study's own families; one whose settings section is None in a preset (`Preset.madformer`) is not in its study
+BUILTIN: tuple[Family, ...] = (blockwise.FAMILY, ar_corrector.FAMILY, madformer.FAMILY)
 BRIEF_PAIR: tuple[str, str] = (blockwise.NAME, ar_corrector.NAME)  # the binary study: reference, then candidate
 STREAMS: dict[str, int] = {f.name: f.stream for f in BUILTIN}
 # stage names a network's training stage may not take (`hybrid_jax.study.pipeline`)
@@ -19,7 +20,7 @@ RESERVED = ("data", "distill", "seeds", "features", "labels", "curves", "router"
 def families(cfg: Preset) -> tuple[Family, ...]:
     """The study's own families, then the preset's; a ConfigError when two share a name, a seed-key stream or a
     network name, or a network is named as a stage."""
-    out = (*BUILTIN, *cfg.families)
+    out = (*(f for f in BUILTIN if f.settings(cfg) is not None), *cfg.families)
     bad = [f for f in cfg.families if not isinstance(f, Family)]
     if bad:
         raise ConfigError(f"families must be generators.Family values, got {bad[0]!r}")

@@ -62,7 +62,8 @@ def pinned(cfg: Preset) -> dict:
 def _stored_pinned(stored: dict) -> dict:
     """The pinned sections of a work dir's `run.json`: the study's own networks' read off its config (fields added
     since take their defaults), the added families' networks' as written."""
-    own = _sections(preset_from_dict(stored["config"]), (n for f in registry.BUILTIN for n in f.networks))
+    old = preset_from_dict(stored["config"])
+    own = _sections(old, (n for f in registry.BUILTIN if f.settings(old) is not None for n in f.networks))
     return {**stored.get("pinned", {}), **own}
 
 
@@ -121,15 +122,14 @@ def preset_from_dict(d: dict) -> Preset:
     """The Preset a config dict describes; fields it lacks (added since it was written) take the
     values of the preset of the same name, else the defaults."""
     def build(cls, values, default):
-        kwargs = {}
+        kwargs, hints = {}, typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.name not in values:
                 if default is not None:
                     kwargs[f.name] = getattr(default, f.name)
                 continue
-            v = values[f.name]
-            if dataclasses.is_dataclass(f.default) or (f.default_factory is not dataclasses.MISSING):
-                sub = type(f.default) if dataclasses.is_dataclass(f.default) else f.default_factory
+            v, sub = values[f.name], config_lib.section_type(hints[f.name])
+            if sub is not None and isinstance(v, dict):  # a section (also an optional one that is set)
                 kwargs[f.name] = build(sub, v, None if default is None else getattr(default, f.name))
             else:
                 kwargs[f.name] = tuple(v) if isinstance(v, list) else v
