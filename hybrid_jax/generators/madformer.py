@@ -87,7 +87,7 @@ class Sampler:
 
 def make_sampler(model: MADFormer, geometry: Geometry, patch: int, num_timesteps: int, steps: int,
                  num_classes: int = 1) -> Sampler:
-    chain = diffusion.ddim_chain(num_timesteps, diffusion.respace(num_timesteps, steps)) if steps else None
+    chain = diffusion.ddpm_chain(num_timesteps, diffusion.respace(num_timesteps, steps)) if steps else None
     bl, d = model.block_len, model.token_dim
 
     def block(params, state: State, j) -> State:
@@ -143,7 +143,8 @@ def _model(cfg: Preset) -> MADFormer:
 
 
 def option(cfg: Preset, steps: int) -> Generator:
-    """MADFormer with `steps` DDIM steps per block on its trained chain (0: the decoded AR guess)."""
+    """MADFormer with `steps` ancestral (respaced DDPM) steps per block on its trained chain, as A's options (0: the
+    decoded AR guess)."""
     n = cfg.madformer.network
     s = make_sampler(_model(cfg), cfg.geometry, n.patch_size, n.num_timesteps, steps, cfg.data.num_classes)
     return Generator(f"MAD/{steps} steps", NAME, s.sample_keys, s.passes, stream=STREAM)
