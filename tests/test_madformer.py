@@ -72,11 +72,12 @@ def test_prefix_then_finish_is_the_one_shot_sampler_and_an_image_is_its_seeds_al
     keys, labels = jax.random.split(jax.random.key(3), 3), jnp.array([0, 1, 1])
     images = s.sample_keys(params, keys, labels)
     assert images.shape == (3, *GEOMETRY.image_shape) and np.isfinite(np.asarray(images)).all()
+    # other programs and batches: XLA's rounding, which the ancestral steps carry (A's tests allow 1e-3)
     probed = s.prefix(params, keys, labels)
-    np.testing.assert_allclose(s.finish(params, probed), images, atol=1e-5)  # other programs: XLA's rounding
-    np.testing.assert_allclose(s.finish(params, probed.take(np.array([2, 0]))), images[np.array([2, 0])], atol=1e-5)
+    np.testing.assert_allclose(s.finish(params, probed), images, atol=1e-4)
+    np.testing.assert_allclose(s.finish(params, probed.take(np.array([2, 0]))), images[np.array([2, 0])], atol=1e-4)
     alone = s.sample_keys(params, keys[1:2], labels[1:2])
-    np.testing.assert_allclose(alone, images[1:2], atol=1e-5)
+    np.testing.assert_allclose(alone, images[1:2], atol=1e-4)
     assert s.passes == {"mad_ar": 4, "mad_diffusion": 4 * steps}
     assert np.abs(np.asarray(images[0] - images[1])).max() > 1e-3  # other seeds, other classes: other images
 
