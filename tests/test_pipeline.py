@@ -279,8 +279,8 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
         for g in fam.options(cfg):  # the images kept and shown are the family's samplers' own, seed by seed
             own = g.sample_keys(params, generators.stream_keys(seeds[:3], cfg.seeds.base_seed, g.stream),
                                 generators.seed_labels(seeds[:3], cfg.data.num_classes))
-            np.testing.assert_allclose([shown.image(int(s), g.name) for s in seeds[:3]], own, atol=1e-5,
-                                       err_msg=g.name)
+            np.testing.assert_allclose([shown.image(int(s), g.name) for s in seeds[:3]], own, atol=1e-4,
+                                       err_msg=g.name)  # another batch: XLA's rounding (ancestral steps carry it)
         savings = [points[f"fixed: {g.name}"]["flops_savings"] for g in fam.options(cfg)]
         assert 0 < savings[0] < savings[1] < 1, savings  # fewer FLOPs than A's full budget, fewer with fewer steps
     report = (workdir / "report" / "report.md").read_text()
