@@ -636,7 +636,8 @@ _QUICK_UNET = UNetConfig(base_channels=32, channel_mults=(1, 2, 2), num_res_bloc
 PRESETS: dict[str, Preset] = {
     # Every number of the brief; MADFormer (not in the brief) at the design's paper-like size (FAMILIES.md).
     "paper": Preset(name="paper", model_a=ModelAConfig(snapshots=5), model_b=ModelBConfig(snapshots=5),
-                    corrector=CorrectorConfig(snapshots=5), madformer=MADFormerOptions()),
+                    corrector=CorrectorConfig(snapshots=5),
+                    madformer=MADFormerOptions(network=MADNetworkConfig(snapshots=5))),
     # Whole pipeline on a 2-core CPU in about a quarter of an hour.
     "quick": Preset(
         name="quick",
@@ -667,7 +668,8 @@ PRESETS: dict[str, Preset] = {
         madformer=MADFormerOptions(
             network=MADNetworkConfig(model=MADFormerConfig(num_layers=6, diffusion_layers=3, width=128, num_heads=4),
                                      patch_size=4, num_timesteps=100,
-                                     train=TrainConfig(epochs=20, batch_size=32, lr=1e-3, ckpt_every=100, log_every=20)),
+                                     train=TrainConfig(epochs=20, batch_size=32, lr=1e-3, ckpt_every=100, log_every=20),
+                                     snapshots=3),
             steps=(20, 10, 5, 0)),
     ),
     # Tiny: the whole pipeline in seconds, for tests.

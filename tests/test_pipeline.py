@@ -259,7 +259,7 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
     cfg = dataclasses.replace(config_lib.apply_overrides(pipeline.load_run(finished).cfg, [
         "ar_corrector.halvings=1", "blockwise.halvings=1"]), families=(family,), madformer=MAD_TEST)
     run = pipeline.open_run(cfg, workdir)
-    assert pipeline.pending(run) == ["madformer", "toy", "distill", "allocate", "report"]
+    assert pipeline.pending(run) == ["madformer", "toy", "distill", "curves", "allocate", "report"]
     pipeline.run_stages(run)
     assert pipeline.pending(run) == []
 
@@ -273,6 +273,8 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
     shown = labeling.load_options(workdir, cfg.data.classes)
     assert set(added) <= set(shown.candidates)
     points = {p["policy"]: p for p in io.read_json(workdir / "allocate" / "results.json")["points"]}
+    curves = io.read_json(workdir / "curves" / "curves.json")["points"]  # each family's brief option, per snapshot
+    assert [(p["option"], p["snapshot"]) for p in curves][-2:] == [("MAD/3 steps", 0), ("toy/4 steps", 0)]
     for fam in generators.families(cfg)[2:]:
         assert io.read_json(workdir / fam.name / "done.json")["summary"]["steps"] > 0
         params = pipeline.restore_params(run, fam.networks[0].name)
@@ -294,7 +296,7 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
     with pytest.raises(pipeline.RunDirError, match=r"toy\.num_timesteps: 20 != 30"):
         pipeline.open_run(dataclasses.replace(cfg, families=(retrained,)), workdir)
     rebudgeted = dataclasses.replace(cfg, families=(toy.family(toy.ToyConfig(budgets=(3,))),))
-    assert pipeline.pending(pipeline.Run(rebudgeted, workdir)) == ["allocate", "report"]
+    assert pipeline.pending(pipeline.Run(rebudgeted, workdir)) == ["curves", "allocate", "report"]  # another brief
     with pytest.raises(pipeline.RunDirError, match="added generator families"):
         pipeline.load_run(workdir)
     run = pipeline.load_run(workdir, families=(family,))

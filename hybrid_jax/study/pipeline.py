@@ -31,7 +31,7 @@ log = logging.getLogger("hybrid_jax.pipeline")
 def stages(cfg) -> tuple[Stage, ...]:
     """The preset's stages in dependency order (the training stages and what follows them from its families)."""
     return (data.STAGE, *train.stages(cfg), distill.stage(cfg), seeds.STAGE, features.STAGE, labels.STAGE,
-            curves.STAGE, router.STAGE, routed.STAGE, allocate.stage(cfg), report.STAGE)
+            curves.stage(cfg), router.STAGE, routed.STAGE, allocate.stage(cfg), report.STAGE)
 
 
 def stage_names(cfg) -> tuple[str, ...]:

@@ -1,12 +1,12 @@
-"""Stage `curves`: each option of the brief's pair judged at every training snapshot, so a model is read by its
-learning curve, not one final number.
+"""Stage `curves`: each family's brief option (the brief's pair, then the other families' most expensive option)
+judged at every training snapshot, so a model is read by its learning curve, not one final number.
 
 At each snapshot (`<model>.snapshots` evenly spaced steps, the last the end of training) the option samples the
 first `curves.num_seeds` seeds with its real sampler and the snapshot's params; the images are scored on held-out
 real images like the premise (FD and KID in every premise space, median quality, each with a
 95 % bootstrap interval over the images) and placed against the training FLOPs (XLA's cost of one training step x
 steps) and seconds (the stage's measured seconds per step x steps) spent to reach it. The last snapshot is the
-trained model, whose images the seeds stage already made for these seeds: they are reused, not sampled again.
+trained model, whose images the seeds stage already made for the brief's pair: they are reused, not sampled again.
 """
 
 from __future__ import annotations
@@ -27,6 +27,12 @@ log = logging.getLogger("hybrid_jax.stages.curves")
 
 VERSION = 1  # 1: FD/KID intervals corrected for the resamples' bias (`premise.distance_estimates`)
 SEED_IMAGES = ("images_a", "images_b")  # the seeds stage's images of the brief's pair, in `generators.binary` order
+
+
+def _curve_options(cfg) -> list[tuple[generators.Generator, str | None]]:
+    """Each family's brief option and the seeds stage's array of its trained images (None: sampled here)."""
+    made = dict(zip((g.name for g in generators.binary(cfg)), SEED_IMAGES))
+    return [(g, made.get(g.name)) for g in (f.brief(cfg) for f in generators.families(cfg))]
 
 
 def _seconds_per_step(trained: dict) -> float:
@@ -51,23 +57,27 @@ def run_stage(run: Run) -> dict:
     seeds = np.arange(cfg.curves.num_seeds)
     spaces, judge = labels_stage.premise_spaces(run)
     final = seeds_stage.load(run)
-    trained = {name: summary(run, name) for name in train.MODELS}
+    trained = {name: summary(run, name) for name in train.models(cfg)}
     flops = {}  # training stage -> FLOPs of one step, compiled only for a point still to be made
     parts = run.path("curves", "points", fingerprint(cfg.curves, VERSION, [done_record(run, s)["fingerprint"]
                                                                            for s in ("seeds", "labels")]))
     points = []
-    for g, key in zip(generators.binary(cfg), SEED_IMAGES):
-        steps_of = _points(trained, train.trained_by(cfg, g.model))
+    for g, key in _curve_options(cfg):
+        networks = train.trained_by(cfg, g.model)
+        steps_of = _points(trained, networks)
         write = tensorboard.scalar_writer(run.path("tb", "curves", _slug(g.name)))
+        # the parts folder is keyed by the seeds stage, so by the brief pair's training; others' points by their own
+        trained_as = "".join(f"_{done_record(run, n)['fingerprint']}" for n in networks if n not in train.MODELS)
         for k, steps in enumerate(progress.track(steps_of, len(steps_of), f"curves {g.name}", "point", log)):
-            path = parts / f"{_slug(g.name)}_{k}.json"
+            path = parts / f"{_slug(g.name)}_{k}{trained_as}.json"
             if path.exists():
                 point = io.read_json(path)
             else:
-                if k == len(steps_of) - 1:  # the trained model: the seeds stage made these images
+                last = k == len(steps_of) - 1  # the trained model (the brief pair's: the seeds stage made its images)
+                if last and key is not None:
                     images = final[key][: len(seeds)]
                 else:
-                    params = {g.model: train.restore_option_params(run, g.model, steps)}
+                    params = {g.model: train.restore_option_params(run, g.model, None if last else steps)}
                     images = generators.generate((g,), params, seeds, np.zeros(len(seeds), int),
                                                  base_seed=cfg.seeds.base_seed, batch_size=cfg.seeds.batch_size,
                                                  num_classes=cfg.data.num_classes)
@@ -96,5 +106,9 @@ def load(run: Run) -> dict:
     return io.read_json(run.path("curves", "curves.json"))
 
 
-STAGE = Stage("curves", run_stage, config=lambda cfg: (cfg.curves, cfg.seeds.base_seed, cfg.seeds.batch_size),
-              after=("data", *train.MODELS, "seeds", "labels"), version=VERSION)
+def stage(cfg) -> Stage:
+    """The stage, after every training stage of the preset's families."""
+    added = tuple(m for m in train.models(cfg) if m not in train.MODELS)
+    return Stage("curves", run_stage, config=lambda cfg: (cfg.curves, cfg.seeds.base_seed, cfg.seeds.batch_size,
+                                                          *(f.brief(cfg).name for f in generators.families(cfg)[2:])),
+                 after=("data", *train.MODELS, "seeds", "labels", *added), version=VERSION)
