@@ -1,6 +1,7 @@
 """The generator families of a study: the study's own (`BUILTIN`, those whose settings section the preset sets),
-then those a preset adds as values (`Preset.families`). The training stages, the work-dir guard's pinned sections, the stage list, the allocation's
-options and the cost units all iterate over `families(cfg)`; the brief's binary pair is two of the study's own."""
+then those a preset adds as values (`Preset.families`). The training stages, the work-dir guard's pinned sections,
+the stage list, the allocation's options and the cost units all iterate over `families(cfg)`; the brief's binary
+pair is two of the study's own."""
 
 from __future__ import annotations
 

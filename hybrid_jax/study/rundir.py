@@ -29,7 +29,6 @@ from hybrid_jax.generators import registry
 log = logging.getLogger("hybrid_jax.rundir")
 
 
-
 class RunDirError(ValueError):
     """The work dir belongs to another config or preset version."""
 
@@ -59,10 +58,9 @@ def pinned(cfg: Preset) -> dict:
     return _sections(cfg, registry.networks(cfg))
 
 
-def _stored_pinned(stored: dict) -> dict:
-    """The pinned sections of a work dir's `run.json`: the study's own networks' read off its config (fields added
-    since take their defaults), the added families' networks' as written."""
-    old = preset_from_dict(stored["config"])
+def _stored_pinned(stored: dict, old: Preset) -> dict:
+    """The pinned sections of a work dir's `run.json` (`old`: its config as a Preset, fields added since at their
+    defaults): the study's own networks' read off `old`, the added families' networks' as written."""
     own = _sections(old, (n for f in registry.BUILTIN if f.settings(old) is not None for n in f.networks))
     return {**stored.get("pinned", {}), **own}
 
@@ -79,7 +77,8 @@ def check_workdir(cfg: Preset, workdir) -> list[str]:
                                 "Choose a writable --workdir.")
         return []
     stored = io.read_json(path)
-    theirs, ours = _stored_pinned(stored), pinned(cfg)
+    old = preset_from_dict(stored["config"])
+    theirs, ours = _stored_pinned(stored, old), pinned(cfg)
     common = [k for k in ours if k in theirs]  # a network of one config only: trained in one work dir, not mixed
     differ = config_lib.diff({k: theirs[k] for k in common}, {k: ours[k] for k in common})
     if stored.get("version") != cfg.version:
@@ -89,8 +88,7 @@ def check_workdir(cfg: Preset, workdir) -> list[str]:
                           f"whose trained models differ from this config; differing fields: "
                           f"{'; '.join(differ[:8])}. Use another --workdir (or delete this one) instead of "
                           "mixing results.")
-    # fields added since the work dir was written: their defaults
-    return config_lib.diff(config_lib.to_dict(preset_from_dict(stored["config"])), config_lib.to_dict(cfg))
+    return config_lib.diff(config_lib.to_dict(old), config_lib.to_dict(cfg))
 
 
 def open_run(cfg: Preset, workdir, labels_csv: str | None = None, **kw) -> Run:

@@ -130,5 +130,5 @@ def _plan(cfg) -> tuple:
 # version 2: every family's distillations; 3: judged by the report on the allocation's images, not here
 def stage(cfg) -> Stage:
     """The stage, after every training stage of the preset's families (whose networks it may distill)."""
-    return Stage(STAGE_NAME, run_stage, config=lambda cfg: (cfg.distill, _plan(cfg)), after=("data", *train.models(cfg)),
-                 version=3)
+    return Stage(STAGE_NAME, run_stage, config=lambda cfg: (cfg.distill, _plan(cfg)),
+                 after=("data", *train.models(cfg)), version=3)
