@@ -138,6 +138,12 @@ class UNetConfig:
         _check(self.dtype in ("float32", "bfloat16"), f"unet.dtype must be float32 or bfloat16, got {self.dtype}")
 
 
+def _check_transformer(name: str, cfg) -> None:
+    """A transformer section's shared fields: heads divide the width, a known compute dtype."""
+    _check(cfg.width % cfg.num_heads == 0, f"{name}.width={cfg.width} must be divisible by num_heads={cfg.num_heads}")
+    _check(cfg.dtype in ("float32", "bfloat16"), f"{name}.dtype must be float32 or bfloat16, got {cfg.dtype}")
+
+
 @dataclass(frozen=True)
 class DecoderConfig:
     """Fields of `hybrid_jax.models.decoder.Decoder` (causal patch transformer)."""
@@ -151,9 +157,7 @@ class DecoderConfig:
 
     def __post_init__(self):
         _check(self.num_layers > 0, "decoder.num_layers must be > 0")
-        _check(self.width % self.num_heads == 0,
-               f"decoder.width={self.width} must be divisible by num_heads={self.num_heads}")
-        _check(self.dtype in ("float32", "bfloat16"), f"decoder.dtype must be float32 or bfloat16, got {self.dtype}")
+        _check_transformer("decoder", self)
 
 
 @dataclass(frozen=True)
@@ -171,9 +175,7 @@ class MADFormerConfig:
     def __post_init__(self):
         _check(0 < self.diffusion_layers < self.num_layers,
                f"madformer.diffusion_layers={self.diffusion_layers} must be in [1, num_layers={self.num_layers})")
-        _check(self.width % self.num_heads == 0,
-               f"madformer.width={self.width} must be divisible by num_heads={self.num_heads}")
-        _check(self.dtype in ("float32", "bfloat16"), f"madformer.dtype must be float32 or bfloat16, got {self.dtype}")
+        _check_transformer("madformer", self)
 
 
 LR_DECAYS = ("constant", "cosine")  # train.decay: the learning rate after warmup (`hybrid_jax.train.learning_rate`)

@@ -20,7 +20,7 @@ import numpy as np
 
 from hybrid_jax import timing, xla
 from hybrid_jax.config import Preset
-from hybrid_jax.data import option_batches
+from hybrid_jax.data import fixed_batches, option_batches
 
 @dataclasses.dataclass(frozen=True)
 class Generator:
@@ -145,10 +145,9 @@ def batches(g: Generator, params, seeds, idx, *, base_seed: int, batch_size: int
     exactly `batch_size` (the last padded): `part` indexes `seeds`; `seconds` is the batch's wall time, blocked
     until ready (the first call of a shape compiles). With `probe` (the state of the probe `g` continues, over
     every seed in `seeds` order) `g` finishes from it instead of starting over (the same image)."""
-    idx = np.asarray(idx)
-    for _, rows, padded in option_batches(np.zeros(len(idx), int), batch_size):
-        images, seconds = _run(g, params, np.asarray(seeds), idx[padded], base_seed, num_classes, probe)
-        yield idx[rows], np.asarray(images)[: len(rows)], seconds
+    for _, part, padded in fixed_batches(np.asarray(idx), batch_size):  # `option_batches` of one option
+        images, seconds = _run(g, params, np.asarray(seeds), padded, base_seed, num_classes, probe)
+        yield part, np.asarray(images)[: len(part)], seconds
 
 
 def _run(g: Generator, params, seeds: np.ndarray, padded: np.ndarray, base_seed: int, num_classes: int, probe):

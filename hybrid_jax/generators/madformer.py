@@ -4,8 +4,8 @@ the clean stream over the block before it (KV-cached) and then S diffusion steps
 A block's noise is keyed on the seed's key folded with the block index (and, per step, the step's timestep), so an
 image depends on its seed alone, never on its batch. `prefix` runs block 0 (the probe's state); `finish` continues
 it; `sample_keys` runs every block in one scan and equals `finish(prefix(...))` to XLA's rounding (separately
-compiled programs; 1e-5 in the tests). S = 0 takes the clean
-stream's decoded guess of each block (no diffusion step).
+compiled programs, which the ancestral steps carry; 1e-4 in the tests). S = 0 takes the clean stream's decoded
+guess of each block (no diffusion step).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ sampler go through the same attention code (`clean`, `denoise`), so they agree t
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax
 import flax.linen as nn
 import jax
@@ -24,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax.config import Geometry
+from hybrid_jax.geometry import patchify, unpatchify
 from hybrid_jax.models.unet import timestep_embedding
 
 
@@ -40,22 +43,25 @@ def init_cache(batch: int, num_layers: int, width: int, num_heads: int, tokens: 
     return Cache(jnp.zeros(shape), jnp.zeros(shape))
 
 
+def _block_order(geometry: Geometry) -> np.ndarray:
+    """The raster patch index (`geometry.patchify`'s order) of each token in block order: blocks in raster order,
+    raster within each (a stable sort by block)."""
+    rows, cols = np.divmod(np.arange(geometry.num_patches), geometry.patches_per_side)
+    per_block = geometry.block_size // geometry.patch_size
+    return np.argsort((rows // per_block) * geometry.blocks_per_side + cols // per_block, kind="stable")
+
+
 def block_tokens(x: jax.Array, geometry: Geometry, patch: int) -> jax.Array:
     """[b, S, S, C] -> [b, blocks * per_block, patch * patch * C]: patches of side `patch`, block by block (raster
     order of blocks), raster within each block."""
-    g = geometry
-    b, n, m = x.shape[0], g.blocks_per_side, g.block_size // patch
-    y = x.reshape(b, n, m, patch, n, m, patch, g.channels)  # [b, By, py, ry, Bx, px, rx, C]
-    y = y.transpose(0, 1, 4, 2, 5, 3, 6, 7)  # [b, By, Bx, py, px, ry, rx, C]
-    return y.reshape(b, g.num_blocks * m * m, patch * patch * g.channels)
+    g = dataclasses.replace(geometry, patch_size=patch)
+    return patchify(x, g)[:, _block_order(g)]
 
 
 def unblock_tokens(tokens: jax.Array, geometry: Geometry, patch: int) -> jax.Array:
     """Exact inverse of `block_tokens`."""
-    g = geometry
-    b, n, m = tokens.shape[0], g.blocks_per_side, g.block_size // patch
-    y = tokens.reshape(b, n, n, m, m, patch, patch, g.channels).transpose(0, 1, 3, 5, 2, 4, 6, 7)
-    return y.reshape(b, *g.image_shape)
+    g = dataclasses.replace(geometry, patch_size=patch)
+    return unpatchify(tokens[:, np.argsort(_block_order(g))], g)
 
 
 def _attend(q, k, v, visible):

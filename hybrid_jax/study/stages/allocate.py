@@ -226,8 +226,7 @@ def load_policy(run: Run) -> policy.Policy:
 def stage(cfg) -> Stage:
     """The stage, after the training stages of the families a preset adds (the brief's pair's reach it through the
     seeds stage)."""
-    added = tuple(m for m in train.models(cfg) if m not in train.MODELS)
     return Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size,
                                                             *(f.settings(cfg) for f in generators.families(cfg))),
-                 after=("seeds", "labels", "router", "routed", "distill", *added), version=8,
+                 after=("seeds", "labels", "router", "routed", "distill", *train.added_models(cfg)), version=8,
                  inputs=lambda run: (file_hash(run.path(labeling.OPTIONS_FILE)),))

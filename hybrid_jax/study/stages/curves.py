@@ -108,7 +108,7 @@ def load(run: Run) -> dict:
 
 def stage(cfg) -> Stage:
     """The stage, after every training stage of the preset's families."""
-    added = tuple(m for m in train.models(cfg) if m not in train.MODELS)
     return Stage("curves", run_stage, config=lambda cfg: (cfg.curves, cfg.seeds.base_seed, cfg.seeds.batch_size,
-                                                          *(f.brief(cfg).name for f in generators.families(cfg)[2:])),
-                 after=("data", *train.MODELS, "seeds", "labels", *added), version=VERSION)
+                                                          *(f.brief(cfg).name for f in generators.families(cfg)
+                                                            if f.name not in generators.BRIEF_PAIR)),
+                 after=("data", *train.MODELS, "seeds", "labels", *train.added_models(cfg)), version=VERSION)

@@ -26,6 +26,12 @@ def models(cfg: Preset) -> tuple[str, ...]:
     return tuple(n.name for n in registry.networks(cfg))
 
 
+def added_models(cfg: Preset) -> tuple[str, ...]:
+    """The training stages beyond the brief's pair's (`MODELS`): a stage that reads every family lists these after it
+    (the pair's reach it through the seeds stage)."""
+    return tuple(m for m in models(cfg) if m not in MODELS)
+
+
 def trained_by(cfg: Preset, model: str) -> tuple[str, ...]:
     """The training stages whose params the options of `model` (`Generator.model`) sample with."""
     return tuple(n.name for n in registry.by_name(cfg, model).networks)
