@@ -493,9 +493,13 @@ class MADFormerOptions:
 
     network: MADNetworkConfig = MADNetworkConfig()
     steps: tuple[int, ...] = (50, 20, 10, 0)
+    probe_steps: int | None = None  # its own probe: block 0 drawn with this many steps and read; None: no probe
 
     def __post_init__(self):
         n = self.network
+        _check(self.probe_steps is None or 0 <= self.probe_steps <= n.num_timesteps,
+               f"madformer.probe_steps={self.probe_steps} must be in [0, madformer.network.num_timesteps="
+               f"{n.num_timesteps}]")
         _check(all(0 <= s <= n.num_timesteps for s in self.steps),
                f"madformer.steps {self.steps} must be in [0, madformer.network.num_timesteps={n.num_timesteps}]")
         _check(len(self.steps) > 0, "madformer.steps must name at least one option")
@@ -639,7 +643,7 @@ PRESETS: dict[str, Preset] = {
     # Every number of the brief; MADFormer (not in the brief) at the design's paper-like size (FAMILIES.md).
     "paper": Preset(name="paper", model_a=ModelAConfig(snapshots=5), model_b=ModelBConfig(snapshots=5),
                     corrector=CorrectorConfig(snapshots=5),
-                    madformer=MADFormerOptions(network=MADNetworkConfig(snapshots=5))),
+                    madformer=MADFormerOptions(network=MADNetworkConfig(snapshots=5), probe_steps=10)),
     # Whole pipeline on a 2-core CPU in about a quarter of an hour.
     "quick": Preset(
         name="quick",
@@ -672,7 +676,7 @@ PRESETS: dict[str, Preset] = {
                                      patch_size=4, num_timesteps=100,
                                      train=TrainConfig(epochs=20, batch_size=32, lr=1e-3, ckpt_every=100, log_every=20),
                                      snapshots=3),
-            steps=(20, 10, 5, 0)),
+            steps=(20, 10, 5, 0), probe_steps=5),
     ),
     # Tiny: the whole pipeline in seconds, for tests.
     "test": Preset(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hybrid_jax import stats
-from hybrid_jax.routing import allocation, evaluation
+from hybrid_jax.routing import allocation, evaluation, policy
 
 NAMES = ("A/200", "A/50", "B/30", "B/0")
 COST = np.array([[800, 8e12, 4.0], [200, 2e12, 1.0], [46, 3e11, 0.2], [16, 1e11, 0.05]], float)
@@ -104,7 +104,7 @@ def test_the_cascade_reads_bs_probe_then_as_probe_and_pays_both():
     quality, X, X_a, opts, best = _cascade_case()
     n = len(X)
     out = allocation.evaluate(quality, opts, X, np.arange(n) % 5, tau=0.05, binary=(0, 2), p_cheap=np.full(n, 0.6),
-                              router_threshold=0.55, boot=BOOT, X_a=X_a,
+                              router_threshold=0.55, boot=BOOT, probes={"A": X_a},
                               gb={"n_estimators": 30, "max_depth": 2, "learning_rate": 0.2})
     pts = out["points"]
     cascade = max((p for p in pts if p["policy"] == "cascade"), key=lambda p: p["quality"])
@@ -122,6 +122,39 @@ def test_the_cascade_reads_bs_probe_then_as_probe_and_pays_both():
     learned = max((p for p in pts if p["policy"] == "learned allocation"), key=lambda p: p["quality"])
     assert not any(k.endswith("after probe") and v > 0 for k, v in learned["mix"].items())
     assert any(p["policy"] == "random (cascade's mix)" for p in pts)
+
+
+def test_each_family_probe_has_its_probe_allocation_and_its_cascade():
+    """A second family probe ("C", whose features alone reveal which of its two budgets suffices) beside A's: each
+    gets its own probe allocation over its own options and a cascade through it (B's probe first), paying its own
+    probe; the first family's cascade keeps its name, the policy deploys it."""
+    quality, X, X_a, opts, best = _cascade_case()
+    n, rng = len(X), np.random.default_rng(5)
+    cls_c = rng.integers(0, 2, n)
+    good = lambda m: np.where(m, 0.8, 0.2) + rng.normal(0, 0.005, n)
+    quality = np.column_stack([quality, good(np.ones(n, bool)), good(cls_c == 0)])
+    X_c = np.column_stack([cls_c + rng.normal(0, 0.1, n), rng.normal(size=n)])
+    probed = opts.cost[4:6] + np.array([1, 1e10, 0.005])  # C's probe is cheaper than A's
+    opts = allocation.Options(opts.names + ("C/200 after probe", "C/50 after probe"), np.vstack([opts.cost, probed]),
+                              np.vstack([opts.cost_probed, probed + PROBE]), probe=opts.probe + ("C", "C"))
+    out = allocation.evaluate(quality, opts, X, np.arange(n) % 5, tau=0.05, binary=(0, 2), p_cheap=np.full(n, 0.6),
+                              router_threshold=0.55, boot=BOOT, probes={"A": X_a, "C": X_c},
+                              gb={"n_estimators": 30, "max_depth": 2, "learning_rate": 0.2})
+    names = {p["policy"] for p in out["points"]}
+    assert {"A probe allocation", "cascade", "random (cascade's mix)", "C probe allocation", "cascade via C",
+            "random (cascade via C's mix)", "oracle (all options)"} <= names
+    best_of = lambda name: max((p for p in out["points"] if p["policy"] == name), key=lambda p: p["quality"])
+    by_c = best_of("C probe allocation")
+    assert {k for k, v in by_c["mix"].items() if v > 0} <= {"C/200 after probe", "C/50 after probe"}
+    assert by_c["mix"]["C/50 after probe"] == pytest.approx(np.mean(cls_c == 0), abs=0.05)
+    via_c = best_of("cascade via C")
+    ideal = np.where(best <= 3, best, np.where(cls_c == 0, 7, 6))  # B where B's probe says so, else C's budget
+    assert np.abs(np.array(list(via_c["mix"].values())) - np.bincount(ideal, minlength=8) / n).sum() < 0.1
+    assert via_c["flops_per_image"] == pytest.approx(opts.cost_probed[ideal, 1].mean(), rel=0.05)
+    assert not any(k.startswith("A/") and "after" in k and v > 0 for k, v in via_c["mix"].items())
+    deployed = policy.fit({"B": X, "A": X_a, "C": X_c}, {p: ("f0", "f1") for p in "BAC"}, quality, opts, tau=0.05,
+                          threshold=0.7, gb={"n_estimators": 10, "max_depth": 2, "learning_rate": 0.2})
+    assert [s.probe for s in deployed.stages] == ["B", "A"]
 
 
 def test_per_class_rows_add_up_to_the_whole():

@@ -86,8 +86,15 @@ def test_seed_streams_are_routings_seed_keys():
     np.testing.assert_array_equal(data(kb), data(generators.seed_stream([3, 8], 5, "model_b")))
 
 
+def _a_probe(cfg) -> generators.Probe:
+    """A's own probe, the one family probe of the test preset."""
+    (fam, probe), = generators.probes(cfg)
+    assert (fam.name, probe.name) == ("model_a", "A")
+    return probe
+
+
 def test_mixed_budget_generation_gives_each_seed_its_options_image_with_one_shape_per_option(cfg, trained):
-    opts = generators.options(cfg) + generators.probed_options(cfg)[-1:]
+    opts = generators.options(cfg) + _a_probe(cfg).options[-1:]
     seeds = np.arange(len(opts) + 3)
     gen = lambda s, c: generators.generate(opts, trained, s, c, base_seed=0, batch_size=4)
     mixed = np.random.default_rng(1).permutation(np.arange(len(seeds)) % len(opts))  # every option, one seed or two
@@ -112,12 +119,12 @@ def test_options_continue_the_probes_already_run_and_give_the_same_images(cfg, t
     """probe -> allocate -> sample: with B's prefix and A's probe passed in, the options that continue them finish
     from their states (never starting over) and give the same images as from scratch."""
     every = generators.options(cfg)
-    opts = (every[0], every[-1], generators.probed_options(cfg)[-1])  # A from scratch, B, A after its probe
+    opts = (every[0], every[-1], _a_probe(cfg).options[-1])  # A from scratch, B, A after its probe
     seeds = np.arange(7)
     choice = np.arange(len(seeds)) % len(opts)
     ar = model_b.make_sampler(cfg.model_b, cfg.corrector, geometry=cfg.geometry)
     prefix = ar.ar_prefix(trained["model_b"], generators.seed_stream(seeds, 0, "model_b"), cfg.router.prefix_steps)
-    probe_a, feats_a = generators.a_probe(cfg)(trained["model_a"], generators.seed_stream(seeds, 0, "model_a"))
+    probe_a, feats_a = _a_probe(cfg).run(trained["model_a"], generators.seed_stream(seeds, 0, "model_a"))
     assert feats_a.shape[0] == len(seeds) and np.isfinite(np.asarray(feats_a)).all()
     gen = lambda opts, **kw: generators.generate(opts, trained, seeds, choice, base_seed=0, batch_size=2, **kw)
     scratch = gen(opts)
@@ -139,7 +146,7 @@ def test_every_unit_an_option_counts_has_the_flops_of_one_pass_from_its_family(c
     counts name is there, so an option's FLOPs never miss a network, and each is a real count."""
     from hybrid_jax.study import cost
     f = cost.pass_flops(cfg, trained)
-    units = {u for g in generators.options(cfg) + generators.probed_options(cfg) for u in g.pass_counts}
+    units = {u for g in generators.options(cfg) + _a_probe(cfg).options for u in g.pass_counts}
     assert units <= set(f) and all(v > 0 for v in f.values()), f
     assert f["b_teacher_forcing"] > cfg.router.prefix_steps * f["b_ar_step"] / 2  # 16 positions against one
     assert f["a_unet"] > f["corrector_unet"]  # the same tiny U-Net, A's with five more input channels

@@ -148,3 +148,51 @@ def test_the_family_is_in_a_study_when_its_section_is_set_with_an_option_per_ste
     assert rundir.preset_from_dict(config_lib.to_dict(on)) == on  # a work dir's config gives it back
     with pytest.raises(ConfigError, match="madformer is off in this config"):
         config_lib.override(preset, "madformer.steps", "3")
+
+
+@pytest.mark.parametrize("probe_steps", [0, 2])
+def test_the_probe_reads_block_0_and_its_options_continue_it(preset, params, model, probe_steps):
+    """MADFormer's own probe (`madformer.probe_steps`): its state is `prefix`'s at that step count (1e-5), each
+    "after probe" option's finish continuing it is that option's one-shot image (1e-4: other programs), passes
+    are block 0 at the probe's steps + the later blocks at the option's; the features are A's probe statistics of
+    block 0's predicted clean block plus the gap to the decoded guess (computed here directly), all 0 drift and gap
+    where block 0 is the guess (0 steps)."""
+    import dataclasses
+
+    from hybrid_jax import config as config_lib
+    from hybrid_jax import generators
+
+    on = dataclasses.replace(preset, data=dataclasses.replace(preset.data, class_name="dog,cat"),
+                             madformer=config_lib.MADFormerOptions(network=config_lib.MADNetworkConfig(
+                                 model=CFG, patch_size=PATCH, num_timesteps=T), steps=(3, 0), probe_steps=probe_steps))
+    fam, probe = generators.probes(on)[-1]
+    assert (fam.name, probe.name, probe.feature_names) == ("madformer", "MAD", mad.PROBE_FEATURES)
+    assert [g.name for g in probe.options] == ["MAD/3 steps after probe", "MAD/0 steps after probe"]
+    assert [g.pass_counts for g in probe.options] == [{"mad_ar": 4, "mad_diffusion": probe_steps + 9},
+                                                      {"mad_ar": 4, "mad_diffusion": probe_steps}]
+    keys, labels = jax.random.split(jax.random.key(4), 3), jnp.array([0, 1, 1])
+    state, feats = probe.run(params, keys, labels)
+    assert feats.shape == (3, len(mad.PROBE_FEATURES)) and np.isfinite(np.asarray(feats)).all()
+    prefix = mad.make_sampler(model, GEOMETRY, PATCH, T, probe_steps, num_classes=2).prefix(params, keys, labels)
+    np.testing.assert_allclose(state.tokens, prefix.tokens, atol=1e-5)
+    for g in probe.options:
+        np.testing.assert_allclose(g.finish(params, state), g.sample_keys(params, keys, labels), atol=1e-4,
+                                   err_msg=g.name)
+    v = {"params": params}
+    cond, _ = model.apply(v, jnp.zeros((3, 4, model.token_dim)), 0, init_cache(3, CFG.num_layers, CFG.width,
+                                                                               CFG.num_heads, 16), labels,
+                          method=MADFormer.clean)
+    guess = model.apply(v, cond, method=MADFormer.decode)
+    gap = np.mean(np.square(np.asarray(state.tokens[:, :4]) - np.asarray(guess)), axis=(1, 2))
+    np.testing.assert_allclose(feats[:, -1], gap, rtol=1e-4, atol=1e-7)
+    drift = np.asarray(feats[:, mad.PROBE_FEATURES.index("mad_x0_drift")])
+    if probe_steps == 0:
+        np.testing.assert_array_equal(feats[:, -1], 0.0)
+        np.testing.assert_array_equal(drift, 0.0)
+    else:
+        assert (feats[:, -1] > 0).all() and (drift > 0).all()
+    both = type(state).concatenate([state.take(np.array([2])), state.take(np.array([0, 1]))])
+    np.testing.assert_array_equal(both.tokens, state.tokens[np.array([2, 0, 1])])
+    np.testing.assert_array_equal(both.cache.k, state.cache.k[:, np.array([2, 0, 1])])
+    with pytest.raises(ConfigError, match="probe_steps=30 must be in"):
+        dataclasses.replace(on.madformer, probe_steps=30)

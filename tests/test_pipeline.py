@@ -233,7 +233,7 @@ MAD_TEST = config_lib.MADFormerOptions(  # MADFormer at test size (FAMILIES.md's
         model=config_lib.MADFormerConfig(num_layers=2, diffusion_layers=1, width=32, num_heads=2, mlp_ratio=2),
         patch_size=8, num_timesteps=20, train=config_lib.TrainConfig(epochs=1, batch_size=16, ckpt_every=100,
                                                                      log_every=2)),
-    steps=(3, 0))
+    steps=(3, 0), probe_steps=2)
 
 
 def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged_and_offered(finished, tmp_path):
@@ -267,8 +267,10 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
     assert pipeline.stage_names(cfg)[:6] == ("data", "model_a", "model_b", "corrector", "madformer", "toy")
     names = io.read_json(workdir / "allocate" / "results.json")["options"]
     added = [n for n in names if n.startswith(("MAD/", "toy/"))]  # after the brief's families' options, family by
-    assert added == ["MAD/3 steps", "MAD/0 steps", "toy/4 steps", "toy/2 steps"]  # family, most expensive first
+    assert added == ["MAD/3 steps", "MAD/0 steps", "toy/4 steps", "toy/2 steps",  # family, most expensive first;
+                     "MAD/3 steps after probe", "MAD/0 steps after probe"]  # then each family probe's options
     assert names.index(added[0]) > max(i for i, n in enumerate(names) if n.startswith("B/"))
+    assert names.index(added[-2]) > max(i for i, n in enumerate(names) if n.startswith("A/") and "after" in n)
     seeds = seeds_stage.load_seed_ids(run)
     shown = labeling.load_options(workdir, cfg.data.classes)
     assert set(added) <= set(shown.candidates)
@@ -285,6 +287,16 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
                                        err_msg=g.name)  # another batch: XLA's rounding (ancestral steps carry it)
         savings = [points[f"fixed: {g.name}"]["flops_savings"] for g in fam.options(cfg)]
         assert 0 < savings[0] < savings[1] < 1, savings  # fewer FLOPs than A's full budget, fewer with fewer steps
+    # MADFormer's own probe: run once per seed, continued by its "after probe" options (the images kept are theirs),
+    # its probe allocation and the cascade through it among the policies, on the Pareto figure and in the report
+    (_, mad_probe), = [(f, p) for f, p in generators.probes(cfg) if p.name == "MAD"]
+    params = pipeline.restore_params(run, "madformer")
+    for g in mad_probe.options:
+        own = g.sample_keys(params, generators.stream_keys(seeds[:3], cfg.seeds.base_seed, g.stream),
+                            generators.seed_labels(seeds[:3], cfg.data.num_classes))
+        np.testing.assert_allclose([shown.image(int(s), g.name) for s in seeds[:3]], own, atol=1e-4, err_msg=g.name)
+    policies = {p["policy"] for p in io.read_json(workdir / "allocate" / "results.json")["points"]}
+    assert {"MAD probe allocation", "cascade via MAD", "random (cascade via MAD's mix)", "cascade"} <= policies
     report = (workdir / "report" / "report.md").read_text()
     for name in added:  # the allocation's table and the premise's
         assert f"| fixed: {name} |" in report and f"| {name} |" in report

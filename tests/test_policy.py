@@ -70,7 +70,7 @@ def test_save_and_load_give_the_same_choices(tmp_path):
 
 def test_errors_say_what_is_missing(tmp_path):
     quality, X, X_a, opts, _ = _cascade_case(n=100)
-    with pytest.raises(policy.PolicyError, match="A-probe features"):
+    with pytest.raises(policy.PolicyError, match="'A'-probe features"):
         policy.fit({"B": X}, NAMES, quality, opts, tau=0.05, threshold=0.7, gb=GB)
     pol = policy.fit({"B": X, "A": X_a}, NAMES, quality, opts, tau=0.05, threshold=0.7, gb=GB)
     with pytest.raises(policy.PolicyError, match=r"\['A'\] probe features"):

@@ -5,17 +5,14 @@ from __future__ import annotations
 import jax
 
 from hybrid_jax.config import Preset
-from hybrid_jax.generators import blockwise, registry
-from hybrid_jax.generators.base import (Distillation, Family, Generator, Network, batches, generate, seed_labels,
-                                        stream_keys)
+from hybrid_jax.generators import registry
+from hybrid_jax.generators.base import (Distillation, Family, Generator, Network, Probe, batches, generate,
+                                        seed_labels, stream_keys)
 from hybrid_jax.generators.registry import BRIEF_PAIR, BUILTIN, STREAMS, families
 
-a_probe = blockwise.probe
-probed_options = blockwise.probed_options
-
-__all__ = ["BRIEF_PAIR", "BUILTIN", "Distillation", "Family", "Generator", "Network", "STREAMS", "a_probe", "batches",
-           "binary", "distillations", "families", "generate", "options", "probed_options", "seed_labels",
-           "seed_stream", "stream_keys"]
+__all__ = ["BRIEF_PAIR", "BUILTIN", "Distillation", "Family", "Generator", "Network", "Probe", "STREAMS", "batches",
+           "binary", "distillations", "families", "generate", "options", "probes", "seed_labels", "seed_stream",
+           "stream_keys"]
 
 
 def binary(cfg: Preset) -> tuple[Generator, Generator]:
@@ -27,6 +24,12 @@ def options(cfg: Preset) -> tuple[Generator, ...]:
     """Every option of the preset's allocation study (always with the brief's pair among them), family by family
     (`families`: the study's own, then the preset's), each family's most expensive first."""
     return tuple(g for f in families(cfg) for g in f.options(cfg))
+
+
+def probes(cfg: Preset) -> tuple[tuple[Family, Probe], ...]:
+    """Every family's own probe of the preset (those that have one), each with its family: the allocation runs each
+    once per seed and offers the options that continue it."""
+    return tuple((f, p) for f in families(cfg) if (p := f.probe(cfg)) is not None)
 
 
 def seed_stream(seeds, base_seed: int, family: str) -> jax.Array:

@@ -38,7 +38,7 @@ class Generator:
     sample_keys: Callable
     pass_counts: dict[str, int]
     stream: int = 0  # the seed-key stream of its family (`Family.stream`), which `generate` keys seeds on
-    probe: str = ""  # the probe it continues from: "B" (B's AR prefix), "A" (A's own probe), "" (from scratch)
+    probe: str = ""  # the probe it continues from: "B" (B's AR prefix, the router's), a family's `Probe.name`, ""
     finish: Callable | None = None  # (params, that probe's state) -> images: the rest of `sample_keys`'s work
 
     @property
@@ -85,6 +85,18 @@ class Distillation:
 
 
 @dataclasses.dataclass(frozen=True)
+class Probe:
+    """A family's own probe: the first part of its sampling, run once per seed, whose features let a policy choose
+    the family's budget for the rest and whose state the family's "after probe" options continue (never rerun)."""
+
+    name: str  # `Generator.probe` of the options that continue it
+    run: Callable  # jitted (params, keys [n][, labels]) -> (state [n], features [n, F]); the state's type has
+    # `.take(idx)` (the examples at idx) and a static `concatenate(states)` (examples of several, in order)
+    feature_names: tuple[str, ...]
+    options: tuple[Generator, ...]  # the family's options after the probe, most expensive first
+
+
+@dataclasses.dataclass(frozen=True)
 class Network:
     """One trained network of a family: its training stage (`name`), its config section (`section(cfg)`: `.train`
     and `.snapshots`, pinned by the work-dir guard), its loss and its initial params."""
@@ -99,8 +111,8 @@ class Network:
 class Family:
     """A generator family: the networks it trains, its settings of options (`settings(cfg)`), the seed-key stream its
     options draw from, how its networks' params make the params its options sample with, its options, its brief
-    option (the one the binary study names), the FLOPs of one pass of each unit its options' pass counts name, and
-    the samplers it distills.
+    option (the one the binary study names), the FLOPs of one pass of each unit its options' pass counts name, the
+    samplers it distills and its own probe (may be none).
 
     The study's own families read their sections from the preset's fields (`cfg.blockwise`); a family added as a
     value (`Preset.families`) carries its settings in `config`, which the preset's JSON and the fingerprints hold."""
@@ -114,6 +126,7 @@ class Family:
     brief: Callable[[Preset], Generator]  # its option in the brief's binary study
     pass_flops: Callable[[Preset, Any], dict[str, float]]  # (cfg, its params) -> FLOPs of one pass per unit it names
     distillations: Callable[[Preset], tuple[Distillation, ...]] = lambda cfg: ()  # its samplers distilled (may be none)
+    probe: Callable[[Preset], Probe | None] = lambda cfg: None  # its own probe and the options continuing it
     config: Any = None  # a family added as a value: its settings, networks' sections included (frozen dataclass)
 
 
@@ -124,8 +137,8 @@ def generate(opts, params: dict, seeds, choice, *, base_seed: int, batch_size: i
     option compiles one shape whatever the mix, and a seed's image is its option's own image for it, alone or in
     any mix.
 
-    `probes` ({"B": model_b.Prefix, "A": model_a.Probe}, each over every seed in `seeds` order, on their seed
-    streams): the probes already run for the allocation; an option that continues one (`Generator.probe`)
+    `probes` ({probe name: its state}, each over every seed in `seeds` order, on their seed streams): the probes
+    already run for the allocation; an option that continues one (`Generator.probe`)
     finishes from its state instead of starting over, so its image is the same and the probe is not paid twice."""
     seeds, choice = np.asarray(seeds), np.asarray(choice)
     chex.assert_equal_shape((seeds, choice))

@@ -12,11 +12,12 @@ import jax.numpy as jnp
 from hybrid_jax import diffusion, distill, geometry, timing, xla
 from hybrid_jax.config import Preset
 from hybrid_jax.generators import model_a
-from hybrid_jax.generators.base import Distillation, Family, Generator, Network, distilled_option
+from hybrid_jax.generators.base import Distillation, Family, Generator, Network, Probe, distilled_option
 from hybrid_jax.probe import features
 
 NAME = "model_a"
 STREAM = 1
+PROBE = "A"  # its own probe's name (`Generator.probe` of the options continuing it)
 DISTILLED = "model_a/distilled"  # the students' params: {"family": A's U-Net, "students": {steps per block: ..}}
 
 
@@ -30,7 +31,7 @@ def probed_option(cfg: Preset, budget: int) -> Generator:
     a = cfg.blockwise
     s = model_a.make_probed_sampler(cfg.model_a, budget, a.probe_budget, a.probe_steps,
                                     num_classes=cfg.data.num_classes, geometry=cfg.geometry)
-    return Generator(f"A/{budget} steps after probe", NAME, s.sample_keys, {"a_unet": s.passes}, probe="A",
+    return Generator(f"A/{budget} steps after probe", NAME, s.sample_keys, {"a_unet": s.passes}, probe=PROBE,
                      finish=s.finish, stream=STREAM)
 
 
@@ -76,10 +77,10 @@ def probed_options(cfg: Preset) -> tuple[Generator, ...]:
     return tuple(probed_option(cfg, b) for b in budgets(cfg))
 
 
-def probe(cfg: Preset) -> Callable:
-    """jitted (params_a, keys [n][, labels]) -> (model_a.Probe, [n, len(features.A_PROBE)] features): A's own probe
-    on each key, which every "after probe" option continues from (`generate(..., probes={"A": probe})`), and the
-    features read off it."""
+def probe(cfg: Preset) -> Probe:
+    """A's own probe (its first `probe_steps` steps of block 0 at `probe_budget`): jitted (params_a, keys [n][,
+    labels]) -> (model_a.Probe, [n, len(features.A_PROBE)] features read off it), which every "after probe" option
+    continues from."""
     a = cfg.blockwise
     probed = model_a.make_probed_sampler(cfg.model_a, cfg.model_a.steps_per_block, a.probe_budget, a.probe_steps,
                                          num_classes=cfg.data.num_classes, geometry=cfg.geometry)
@@ -89,7 +90,7 @@ def probe(cfg: Preset) -> Callable:
         state = probed.probe(params, keys, labels)
         return state, features.a_probe(state.x0, mask)
 
-    return xla.jit(run)
+    return Probe(PROBE, xla.jit(run), features.A_PROBE, probed_options(cfg))
 
 
 def pass_flops(cfg: Preset, params) -> dict[str, float]:
@@ -112,4 +113,4 @@ def _init(cfg: Preset, key):
 FAMILY = Family(NAME, STREAM, (Network("model_a", lambda cfg: cfg.model_a, _loss, _init),),
                 settings=lambda cfg: cfg.blockwise, assemble=lambda p: p["model_a"], options=options,
                 brief=lambda cfg: option(cfg, cfg.model_a.steps_per_block), pass_flops=pass_flops,
-                distillations=distillations)
+                distillations=distillations, probe=probe)

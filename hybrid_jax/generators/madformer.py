@@ -19,11 +19,13 @@ import jax
 import jax.numpy as jnp
 
 from hybrid_jax import diffusion, timing, xla
+from hybrid_jax import geometry as geometry_lib
 from hybrid_jax.config import Geometry, MADFormerConfig, Preset
 from hybrid_jax.data import images_and_labels
-from hybrid_jax.generators.base import Family, Generator, Network
+from hybrid_jax.generators.base import Family, Generator, Network, Probe
 from hybrid_jax.models import build, class_labels
 from hybrid_jax.models.madformer import Cache, MADFormer, block_tokens, init_cache, unblock_tokens
+from hybrid_jax.probe import features
 
 
 def make_model(cfg: MADFormerConfig, geometry: Geometry, patch: int, num_classes: int = 1) -> MADFormer:
@@ -72,6 +74,13 @@ class State:
         return State(self.tokens[idx], Cache(self.cache.k[:, idx], self.cache.v[:, idx]), self.keys[idx],
                      self.labels[idx])
 
+    @staticmethod
+    def concatenate(states: "list[State]") -> "State":
+        """One state over the examples of `states`, in order."""
+        cat = lambda get, axis=0: jnp.concatenate([get(s) for s in states], axis=axis)
+        return State(cat(lambda s: s.tokens), Cache(cat(lambda s: s.cache.k, 1), cat(lambda s: s.cache.v, 1)),
+                     cat(lambda s: s.keys), cat(lambda s: s.labels))
+
 
 @dataclasses.dataclass(frozen=True)
 class Sampler:
@@ -85,32 +94,41 @@ class Sampler:
     passes: dict[str, int]
 
 
+def _chain(num_timesteps: int, steps: int) -> diffusion.Chain | None:
+    return diffusion.ddpm_chain(num_timesteps, diffusion.respace(num_timesteps, steps)) if steps else None
+
+
+def _start(model: MADFormer, keys, labels, num_classes: int) -> State:
+    chex.assert_rank(keys, 1)
+    n, tokens = keys.shape[0], model.num_blocks * model.block_len
+    return State(jnp.zeros((n, tokens, model.token_dim)),
+                 init_cache(n, model.num_layers, model.width, model.num_heads, tokens), keys,
+                 class_labels(labels, n, num_classes))
+
+
+def _block(model: MADFormer, chain: diffusion.Chain | None, num_timesteps: int, params, state: State, j):
+    """Block j drawn: (the state with it, its AR guess [b, block_len, token_dim], its predicted clean block after
+    each diffusion step [S, b, block_len, token_dim] (S = 0: the guess alone, [1, ...]))."""
+    v, bl, d = {"params": params}, model.block_len, model.token_dim
+    prev = jax.lax.dynamic_slice_in_dim(state.tokens, jnp.maximum(j - 1, 0) * bl, bl, axis=1)
+    cond, cache = model.apply(v, prev, j, state.cache, state.labels, method=MADFormer.clean)
+    guess = model.apply(v, cond, method=MADFormer.decode)
+    if chain is None:
+        x, x0s = guess, guess[None]
+    else:
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, j))(state.keys)
+        eps_fn = lambda p, x, t, _: model.apply(p, x, jnp.broadcast_to(t[:, None], x.shape[:2]), cond, cache, j,
+                                                method=MADFormer.denoise)
+        x_init = diffusion.per_example_normal(keys, num_timesteps, (bl, d))
+        x, x0s = diffusion.sample_chain(eps_fn, v, chain, x_init, keys, trace=True)
+    tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, x.astype(state.tokens.dtype), j * bl, axis=1)
+    return State(tokens, cache, state.keys, state.labels), guess, x0s
+
+
 def make_sampler(model: MADFormer, geometry: Geometry, patch: int, num_timesteps: int, steps: int,
                  num_classes: int = 1) -> Sampler:
-    chain = diffusion.ddpm_chain(num_timesteps, diffusion.respace(num_timesteps, steps)) if steps else None
-    bl, d = model.block_len, model.token_dim
-
-    def block(params, state: State, j) -> State:
-        v = {"params": params}
-        prev = jax.lax.dynamic_slice_in_dim(state.tokens, jnp.maximum(j - 1, 0) * bl, bl, axis=1)
-        cond, cache = model.apply(v, prev, j, state.cache, state.labels, method=MADFormer.clean)
-        if chain is None:
-            x = model.apply(v, cond, method=MADFormer.decode)
-        else:
-            keys = jax.vmap(lambda k: jax.random.fold_in(k, j))(state.keys)
-            eps_fn = lambda p, x, t, _: model.apply(p, x, jnp.broadcast_to(t[:, None], x.shape[:2]), cond, cache, j,
-                                                    method=MADFormer.denoise)
-            x_init = diffusion.per_example_normal(keys, num_timesteps, (bl, d))
-            x = diffusion.sample_chain(eps_fn, v, chain, x_init, keys)
-        tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, x.astype(state.tokens.dtype), j * bl, axis=1)
-        return State(tokens, cache, state.keys, state.labels)
-
-    def start(keys, labels) -> State:
-        chex.assert_rank(keys, 1)
-        n = keys.shape[0]
-        tokens = jnp.zeros((n, model.num_blocks * bl, d))
-        cache = init_cache(n, model.num_layers, model.width, model.num_heads, model.num_blocks * bl)
-        return State(tokens, cache, keys, class_labels(labels, n, num_classes))
+    chain = _chain(num_timesteps, steps)
+    block = lambda params, state, j: _block(model, chain, num_timesteps, params, state, j)[0]
 
     def blocks(params, state: State, first: int) -> State:
         return jax.lax.scan(lambda s, j: (block(params, s, j), None), state, jnp.arange(first, model.num_blocks))[0]
@@ -119,22 +137,45 @@ def make_sampler(model: MADFormer, geometry: Geometry, patch: int, num_timesteps
         return jnp.clip(unblock_tokens(state.tokens, geometry, patch), -1.0, 1.0)
 
     def prefix(params, keys, labels=None) -> State:
-        return block(params, start(keys, labels), 0)
+        return block(params, _start(model, keys, labels, num_classes), 0)
 
     def finish(params, state: State):
         return image(blocks(params, state, 1))
 
     def sample_keys(params, keys, labels=None):
-        return image(blocks(params, start(keys, labels), 0))
+        return image(blocks(params, _start(model, keys, labels, num_classes), 0))
 
     return Sampler(sample_keys=xla.jit(sample_keys), prefix=xla.jit(prefix), finish=xla.jit(finish),
                    passes={"mad_ar": model.num_blocks, "mad_diffusion": model.num_blocks * steps})
+
+
+PROBE_FEATURES = (*("mad_" + n for n in features.A_PROBE), "mad_guess_gap")
+
+
+def make_probe(model: MADFormer, geometry: Geometry, patch: int, num_timesteps: int, steps: int,
+               num_classes: int = 1) -> Callable:
+    """jitted (params, keys [n][, labels]) -> (State after block 0 drawn with `steps` ancestral steps, features [n,
+    len(PROBE_FEATURES)]): A's probe statistics of block 0's predicted clean block after each step (its image
+    statistics, how far it still moves between steps) and the mean squared gap between the drawn block and the
+    clean stream's decoded guess of it. The state is `Sampler.prefix`'s at `steps`: any step count's `finish`
+    continues it."""
+    chain, mask = _chain(num_timesteps, steps), geometry_lib.block_masks(geometry)[0]
+    as_image = jax.vmap(lambda block: unblock_tokens(
+        jnp.pad(block, ((0, 0), (0, (model.num_blocks - 1) * model.block_len), (0, 0))), geometry, patch))
+
+    def run(params, keys, labels=None):
+        state, guess, x0s = _block(model, chain, num_timesteps, params, _start(model, keys, labels, num_classes), 0)
+        gap = jnp.mean(jnp.square(state.tokens[:, : model.block_len] - guess), axis=(1, 2))
+        return state, jnp.concatenate([features.a_probe(as_image(x0s), mask), gap[:, None]], axis=1)
+
+    return xla.jit(run)
 
 
 # ----------------------------------------------------------------------------- the family (`Preset.madformer`)
 
 NAME = "madformer"
 STREAM = 3
+PROBE = "MAD"  # its own probe's name (`Generator.probe` of the options continuing it)
 
 
 def _model(cfg: Preset) -> MADFormer:
@@ -153,6 +194,26 @@ def option(cfg: Preset, steps: int) -> Generator:
 def options(cfg: Preset) -> tuple[Generator, ...]:
     """An option per step count of `madformer.steps`, most expensive first."""
     return tuple(option(cfg, s) for s in sorted(set(cfg.madformer.steps), reverse=True))
+
+
+def probe(cfg: Preset) -> Probe | None:
+    """With `madformer.probe_steps`: block 0 drawn with that many steps and read (`make_probe`), and per step count
+    of `madformer.steps` the option that continues it through blocks 1.. ("MAD/S steps after probe")."""
+    m, n = cfg.madformer, cfg.madformer.network
+    if m.probe_steps is None:
+        return None
+    model, args = _model(cfg), (cfg.geometry, n.patch_size, n.num_timesteps)
+    run = make_probe(model, *args, m.probe_steps, cfg.data.num_classes)
+    blocks = model.num_blocks
+
+    def after(steps: int) -> Generator:
+        finish = make_sampler(model, *args, steps, cfg.data.num_classes).finish
+        sample = xla.jit(lambda params, keys, labels=None: finish(params, run(params, keys, labels)[0]))
+        return Generator(f"MAD/{steps} steps after probe", NAME, sample,
+                         {"mad_ar": blocks, "mad_diffusion": m.probe_steps + (blocks - 1) * steps}, stream=STREAM,
+                         probe=PROBE, finish=finish)
+
+    return Probe(PROBE, run, PROBE_FEATURES, tuple(after(s) for s in sorted(set(m.steps), reverse=True)))
 
 
 def pass_flops(cfg: Preset, params) -> dict[str, float]:
@@ -177,4 +238,4 @@ def _loss(cfg: Preset):
 FAMILY = Family(NAME, STREAM, (Network(NAME, lambda cfg: cfg.madformer.network, _loss,
                                        lambda cfg, key: init_params(_model(cfg), key)),),
                 settings=lambda cfg: cfg.madformer, assemble=lambda p: p[NAME], options=options,
-                brief=lambda cfg: options(cfg)[0], pass_flops=pass_flops)
+                brief=lambda cfg: options(cfg)[0], pass_flops=pass_flops, probe=probe)

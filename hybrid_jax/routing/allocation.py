@@ -8,9 +8,10 @@ fits one gradient-boosting classifier per option, P(option acceptable | probe fe
 cross-fitted over the router's folds, and takes the cheapest option whose probability reaches
 a threshold (swept: a cost-quality curve). Beside it: every fixed option, the brief's binary
 router, random allocation with the learned policy's option mix (equal mean compute), the oracle.
-Policies that read the probe pay for it; B's options then resume from the probe's prefix. With A's
-own probe (options that continue it), two more: A's probe choosing A's step budget, and the cascade
-(B's probe -> a B option or A; if A, A's probe -> A's budget), each paying the probes it ran.
+Policies that read the probe pay for it; B's options then resume from the probe's prefix. Per family
+probe that options continue (A's own first steps; MADFormer's block 0), two more: that probe choosing
+its family's budget, and the cascade through it (B's probe -> a B option, else that probe -> its
+family's budget), each paying the probes it ran.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ COST_FIELDS = evaluation.COST_FIELDS
 
 
 Options = evaluation.Options  # per-option costs, shared with the binary study
+ROUTER_PROBE = evaluation.ROUTER_PROBE
 
 
 def acceptable(quality: np.ndarray, tau: float | np.ndarray, human: np.ndarray | None = None) -> np.ndarray:
@@ -168,22 +170,37 @@ def _random_point(choice: np.ndarray, quality: np.ndarray, opts: Options, feats,
     return p
 
 
+def cascade_name(i: int, probe: str) -> str:
+    """The cascade through the i-th family probe of a study: "cascade" for the first (the reference family's),
+    "cascade via <probe>" for the others."""
+    return "cascade" if i == 0 else f"cascade via {probe}"
+
+
+def family_probes(opts: Options) -> list[str]:
+    """The family probes some option continues (every probe but the router's), in the options' order."""
+    return [p for p in dict.fromkeys(opts.probe) if p not in ("", ROUTER_PROBE)]
+
+
 def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarray, tau: float | np.ndarray, *,
              binary: tuple[int, int], p_cheap: np.ndarray, router_threshold: float,
              thresholds: Sequence[float] = THRESHOLDS, feats: np.ndarray | None = None,
              feats_real: np.ndarray | None = None, gb: dict | None = None, seed: int = 0,
              boot: stats.BootstrapConfig = stats.BootstrapConfig(), n_mc: int = 16,
-             X_a: np.ndarray | None = None, classes: Classes | None = None, human: np.ndarray | None = None) -> dict:
-    """Every policy's cost-quality point on the same seeds (see the module docstring). With A's probe features
-    `X_a` and options that continue A's probe (`opts.probe` "A"): A's probe alone choosing A's budget, and the
-    cascade (B's probe -> a B option, else A's probe -> A's budget; both probes paid where they ran). With
-    `classes`, every point also has per-class rows. With `human` [n, K] (1/0, NaN where nobody labeled), people's
-    verdicts replace the automated acceptability where they exist, and the result says how far they agree."""
+             probes: Mapping[str, np.ndarray] | None = None, classes: Classes | None = None,
+             human: np.ndarray | None = None) -> dict:
+    """Every policy's cost-quality point on the same seeds (see the module docstring). `X` [n, F]: the router's
+    probe features (B's prefix), which decide every option that continues no family probe. With `probes` ({a
+    family probe's name: its features [n, F_p]}) and options that continue it (`opts.probe`): that probe alone
+    choosing its family's budget ("<probe> probe allocation"), and the cascade through it (B's probe -> a B
+    option, else that probe -> its family's budget; both probes paid where they ran). With `classes`, every point
+    also has per-class rows. With `human` [n, K] (1/0, NaN where nobody labeled), people's verdicts replace the
+    automated acceptability where they exist, and the result says how far they agree."""
     rng = np.random.default_rng(seed)
     n, k = quality.shape
     ok = acceptable(quality, tau, human)
     order = opts.cheapest_first
-    base = np.setdiff1d(np.arange(k), opts.columns("A"))  # the options decided from B's probe alone
+    own = [p for p in family_probes(opts) if probes is not None and p in probes]
+    base = np.flatnonzero(~np.isin(np.arange(k), [c for p in family_probes(opts) for c in opts.columns(p)]))
     point = lambda name, param, choice, probed: _point(name, param, choice, probed, quality, opts, feats,
                                                        feats_real, rng, boot, classes)
     random = lambda name, choices: [dict(_random_point(c, quality, opts, feats, feats_real, rng, boot, n_mc, name,
@@ -200,15 +217,18 @@ def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarra
     learned = {t: predicted(p_ok[:, base], base, t, order, base_order[-1]) for t in thresholds}
     points += [point("learned allocation", t, c, True) for t, c in learned.items()]
     points += random("random (same mix)", learned)
-    a_cols, b_cols = opts.columns("A"), opts.columns("B")
-    if X_a is not None and len(a_cols):
-        p_ok[:, a_cols] = fit(X_a, a_cols)
-        costliest_a = order[np.isin(order, a_cols)][-1]
-        by_a = {t: predicted(p_ok[:, a_cols], a_cols, t, order, costliest_a) for t in thresholds}
-        cascade = {t: predicted(p_ok[:, b_cols], b_cols, t, order, by_a[t]) for t in thresholds}
-        points += [point("A probe allocation", t, c, False) for t, c in by_a.items()]
-        points += [point("cascade", t, c, True) for t, c in cascade.items()]
-        points += random("random (cascade's mix)", cascade)
+    b_cols = opts.columns(ROUTER_PROBE)
+    for i, probe in enumerate(own):
+        cols = opts.columns(probe)
+        p_ok[:, cols] = fit(probes[probe], cols)
+        costliest = order[np.isin(order, cols)][-1]
+        by_probe = {t: predicted(p_ok[:, cols], cols, t, order, costliest) for t in thresholds}
+        cascade = {t: predicted(p_ok[:, b_cols], b_cols, t, order, by_probe[t]) for t in thresholds}
+        name = cascade_name(i, probe)
+        points += [point(f"{probe} probe allocation", t, c, False) for t, c in by_probe.items()]
+        points += [point(name, t, c, True) for t, c in cascade.items()]
+        points += random(f"random ({name}'s mix)", cascade)
+    if own:
         points.append(point("oracle (all options)", None, cheapest(ok, order), False))
     exact = [{"threshold": float(t), "exact": float(np.mean(c == oracle))} for t, c in learned.items()]
     taus = np.unique(np.asarray(tau, float))

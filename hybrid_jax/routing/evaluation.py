@@ -46,6 +46,9 @@ VERDICT_WORSE = "worse than random"
 # ----------------------------------------------------------------------------- costs
 
 
+ROUTER_PROBE = "B"  # the router's probe: B's AR prefix, which B's options resume
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     """Cost per image of each option (passes, FLOPs, seconds), from scratch and with the probe paid first: the one
@@ -53,12 +56,13 @@ class Options:
     (`per_image`: a mix of options costs the mix's weighted sum of their rows).
 
     `cost_probed[k]` is the probe plus option k's remaining work: an option that continues the probe's state
-    (`probe[k]`: "B" resumes B's AR prefix, "A" continues A's own probe, "" starts over) pays only the rest."""
+    (`probe[k]`: "B" resumes B's AR prefix, the router's probe; a family probe's name continues that probe, "A"
+    A's own; "" starts over) pays only the rest."""
 
     names: tuple[str, ...]
     cost: np.ndarray  # [K, 3] passes, flops, seconds per image from scratch
     cost_probed: np.ndarray  # [K, 3] the same when the probe ran first (probe + the option's remaining work)
-    probe: tuple[str, ...] = ()  # per option "B", "A" or ""; () = all ""
+    probe: tuple[str, ...] = ()  # per option ROUTER_PROBE, a family probe's name or ""; () = all ""
 
     @classmethod
     def binary(cls, units: "Options | Mapping", names: Sequence[str] = ("A", "B")) -> "Options":
@@ -70,7 +74,7 @@ class Options:
         row = lambda u: np.array([float(units[u][f]) for f in COST_FIELDS])
         probe = row("probe")
         return cls(tuple(names), np.stack([row("A"), row("B")]), np.stack([row("A") + probe, row("B_finish") + probe]),
-                   probe=("", "B"))
+                   probe=("", ROUTER_PROBE))
 
     def columns(self, probe: str) -> np.ndarray:
         """Indices of the options that continue from `probe`."""

@@ -1,12 +1,12 @@
 """The deployed allocation policy: the allocate stage's per-seed policy fitted on every seed, as arrays.
 
 A policy is a list of stages, each reading one probe's features ("B": B's AR prefix, as the router;
-"A": A's own first steps) and holding, per option it may pick (cheapest first), a gradient-boosting
-P(option acceptable | features) exported to `router.TreeEnsemble`. `choose` takes, per seed, the
-cheapest option of the first stage whose probability reaches the threshold; where none does, the next
-stage decides; where no stage does, the fallback option. The cascade is the stages ("B": B's
-options, "A": A's "after probe" budgets, fallback A's costliest); without A-probe options it is the
-learned allocation's single "B" stage over every option. The same rule as `allocation.predicted`,
+a family's own probe, e.g. "A": A's first steps) and holding, per option it may pick (cheapest first),
+a gradient-boosting P(option acceptable | features) exported to `router.TreeEnsemble`. `choose` takes,
+per seed, the cheapest option of the first stage whose probability reaches the threshold; where none
+does, the next stage decides; where no stage does, the fallback option. The cascade is the stages
+("B": B's options, then the first family probe's "after probe" budgets, fallback its costliest);
+without family-probe options it is the learned allocation's single "B" stage over every option. The same rule as `allocation.predicted`,
 in-graph, so probe -> allocate -> sample stays on device. Saved as one npz + one JSON, read without
 sklearn.
 """
@@ -38,7 +38,7 @@ class PolicyError(ValueError):
 class PolicyStage:
     trees: tuple[router_lib.TreeEnsemble, ...]  # per option: P(acceptable | this probe's features)
     options: tuple[int, ...] = struct.field(pytree_node=False)  # option indices, cheapest first
-    probe: str = struct.field(pytree_node=False)  # "B" or "A": whose probe features it reads
+    probe: str = struct.field(pytree_node=False)  # whose probe features it reads ("B", a family probe's name)
 
 
 @struct.dataclass
@@ -61,17 +61,21 @@ def _tree_model(X: np.ndarray, y: np.ndarray, names: Sequence[str], gb: Mapping,
 def fit(features: Mapping[str, np.ndarray], feature_names: Mapping[str, Sequence[str]], quality: np.ndarray,
         opts: allocation.Options, tau: float | np.ndarray, threshold: float, *, gb: Mapping | None = None,
         seed: int = 0, human: np.ndarray | None = None) -> Policy:
-    """The deployed policy on every seed: `features[probe]` [n, F] per probe ("B", and "A" where `opts` has
-    options continuing A's probe), `quality` [n, K] of each option's image, `tau` the acceptability margin (a
-    number, or each seed's [n]), `human` people's verdicts where they exist (`allocation.acceptable`)."""
+    """The deployed policy on every seed: `features[probe]` [n, F] per probe (the router's, "B", and each family
+    probe that options of `opts` continue), `quality` [n, K] of each option's image, `tau` the acceptability margin
+    (a number, or each seed's [n]), `human` people's verdicts where they exist (`allocation.acceptable`). With
+    family probes, the cascade through the first (`allocation.cascade_name(0, ...)`); without, the learned
+    allocation over every option."""
     gb = dict(gb or allocation.DEFAULT_GB)
     ok = allocation.acceptable(quality, tau, human)
     order = opts.cheapest_first
-    a_cols = opts.columns("A")
-    if len(a_cols) and "A" not in features:
-        raise PolicyError("options continue A's probe but no A-probe features were given")
-    plan = ([("B", opts.columns("B")), ("A", a_cols)] if len(a_cols)
-            else [("B", np.arange(len(opts.names)))])
+    own = allocation.family_probes(opts)
+    missing = [p for p in own[:1] if p not in features]
+    if missing:
+        raise PolicyError(f"options continue the {missing[0]!r} probe but no {missing[0]!r}-probe features were given")
+    router = allocation.ROUTER_PROBE
+    plan = ([(router, opts.columns(router)), (own[0], opts.columns(own[0]))] if own
+            else [(router, np.arange(len(opts.names)))])
     stages = []
     for probe, cols in plan:
         cols = order[np.isin(order, cols)]  # cheapest first
@@ -82,8 +86,8 @@ def fit(features: Mapping[str, np.ndarray], feature_names: Mapping[str, Sequence
 
 
 def choose(policy: Policy, features: Mapping[str, jax.Array]) -> jax.Array:
-    """[n] int32 option index per seed from each probe's features (`features["B"]`, and `["A"]` if a stage reads
-    it). Pure and jittable."""
+    """[n] int32 option index per seed from each probe's features (`features["B"]`, and a family probe's where a
+    stage reads it). Pure and jittable."""
     missing = {s.probe for s in policy.stages} - set(features)
     if missing:
         raise PolicyError(f"the policy reads the {sorted(missing)} probe features; pass them as features[...]")

@@ -141,12 +141,13 @@ def _pareto_axis(ax, pts: list[dict], x, y, ci=None) -> None:
     ax.plot([x(p) for p in fixed], [y(p) for p in fixed], "s", color="tab:red", label="fixed options")
     for p in fixed:
         ax.annotate(p["policy"][7:], (x(p), y(p)), fontsize=6)
-    for name, (color, style) in PARETO_STYLES.items():
+    for name in dict.fromkeys(p["policy"] for p in pts if not p["policy"].startswith("fixed")):
+        color, style = PARETO_STYLES.get(name, (None, "x-."))  # a further family probe's policies: the next colour
         line = sorted((p for p in pts if p["policy"] == name), key=x)
-        ax.plot([x(p) for p in line], [y(p) for p in line], style, color=color, label=name)
+        (drawn,) = ax.plot([x(p) for p in line], [y(p) for p in line], style, color=color, label=name)
         if ci is not None and len(line) > 1:
-            ax.fill_between([x(p) for p in line], [ci(p)[0] for p in line], [ci(p)[1] for p in line], color=color,
-                            alpha=0.12)
+            ax.fill_between([x(p) for p in line], [ci(p)[0] for p in line], [ci(p)[1] for p in line],
+                            color=drawn.get_color(), alpha=0.12)
     ax.grid(alpha=0.3)
 
 

@@ -10,6 +10,7 @@ once per seed and continued by every "after probe" option.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -18,8 +19,6 @@ import numpy as np
 
 from hybrid_jax import generators, io, labeling, progress, stats, timing
 from hybrid_jax.data import fixed_batches
-from hybrid_jax.generators import model_a
-from hybrid_jax.probe import features as features_lib
 from hybrid_jax.quality import labels as labels_lib
 from hybrid_jax.routing import allocation, policy
 from hybrid_jax.study import cost
@@ -96,12 +95,13 @@ def _human_verdicts(run: Run, opts, seeds: np.ndarray) -> np.ndarray | None:
 
 def _each_seed(run: Run, g: generators.Generator, params, seeds: np.ndarray, probe=None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Option `g`'s image of every seed in batches of cost.batch_size (continuing A's `probe` where `g` does), and
-    each batch's seconds: the first batch compiles, the others are the option's timing sample (`_per_image`)."""
+    """Option `g`'s image of every seed in batches of cost.batch_size (continuing `probe`'s state, that of the family
+    probe `g` continues, where given), and each batch's seconds: the first batch compiles, the others are the
+    option's timing sample (`_per_image`)."""
     images, seconds = np.zeros((len(seeds), *run.cfg.geometry.image_shape), np.float32), []
     for part, x, dt in generators.batches(g, params, seeds, np.arange(len(seeds)), base_seed=run.cfg.seeds.base_seed,
                                           batch_size=run.cfg.cost.batch_size, num_classes=run.cfg.data.num_classes,
-                                          probe=probe if g.probe == "A" else None):
+                                          probe=probe):
         images[part], seconds = x, [*seconds, dt]
     return images, np.asarray(seconds)
 
@@ -112,33 +112,42 @@ def _per_image(batch_seconds: np.ndarray, batch_size: int) -> float:
     return float(np.median(batch_seconds[1:] if len(batch_seconds) > 1 else batch_seconds)) / batch_size
 
 
-def _a_probe(run: Run, params, seeds: np.ndarray):
-    """A's own probe on every seed in batches of cost.batch_size: (its state, which every "after probe" option
-    continues, [n, len(features.A_PROBE)] its features, each batch's seconds)."""
-    probe, b = generators.a_probe(run.cfg), run.cfg.cost.batch_size
+@dataclasses.dataclass(frozen=True)
+class _Probed:
+    """A family probe run on every seed: its state (which its "after probe" options continue), its features [n, F]
+    and each batch's seconds."""
+
+    state: object
+    features: np.ndarray
+    seconds: np.ndarray
+
+
+def _probe(run: Run, fam: generators.Family, probe: generators.Probe, params, seeds: np.ndarray) -> _Probed:
+    """`probe` on every seed (its family's seed stream) in batches of cost.batch_size."""
+    b = run.cfg.cost.batch_size
     states, feats, seconds = [], [], []
     for _, part, padded in fixed_batches(np.arange(len(seeds)), b):
         (state, f), dt = timing.timed(
-            probe, params, generators.seed_stream(seeds[padded], run.cfg.seeds.base_seed, "model_a"),
+            probe.run, params, generators.stream_keys(seeds[padded], run.cfg.seeds.base_seed, fam.stream),
             generators.seed_labels(seeds[padded], run.cfg.data.num_classes))
         states.append(state.take(np.arange(len(part))))
         feats.append(np.asarray(f)[: len(part)])
         seconds.append(dt)
-    return model_a.Probe.concatenate(states), np.concatenate(feats), np.asarray(seconds)
+    return _Probed(type(states[0]).concatenate(states), np.concatenate(feats), np.asarray(seconds))
 
 
 def _seconds(run: Run, opts, generated: dict[str, np.ndarray | None], trained, seeds: np.ndarray,
-             a_probe_seconds: np.ndarray, routed: dict, made: dict[str, str]) -> np.ndarray:
+             probed: dict[str, _Probed], routed: dict, made: dict[str, str]) -> np.ndarray:
     """Seconds per image of each option from scratch, every one in batches of cost.batch_size, charged per image.
-    The options made here are timed by their own generation batches (an "after probe" option: A's probe plus its
-    finish); the brief's two by the routed stage under this same policy (its "always A/B" rows), or, where the
+    The options made here are timed by their own generation batches (an "after probe" option: its family's probe
+    plus its finish); the brief's two by the routed stage under this same policy (its "always A/B" rows), or, where the
     routed stage timed them at another batch (over a mesh), on its fixed sample here."""
     c = run.cfg.cost
     timing_ = routed["timing"]
     same = run.mesh is None and timing_["batch_size"] == c.batch_size
     known = {name: timing_["rows"][f"always {name}"]["seconds_per_image"] for name in made if same}
     known.update({g.name: _per_image(generated[g.name], c.batch_size)
-                  + (_per_image(a_probe_seconds, c.batch_size) if g.probe == "A" else 0.0)
+                  + (_per_image(probed[g.probe].seconds, c.batch_size) if g.probe in probed else 0.0)
                   for g in opts if generated[g.name] is not None})
     sel = np.arange(min(c.num_images, len(seeds)))
     contenders = {}
@@ -160,22 +169,24 @@ def _options(run: Run, opts, seconds: np.ndarray, timing: dict, trained: dict) -
     scratch[:, 2] = seconds
     probe = np.array([timing["units"]["probe"][u] for u in ("passes", "flops", "seconds")])
     prefix = np.array([k, k * f["b_ar_step"], timing["timing"]["rows"]["AR prefix"]["seconds_per_image"]])
-    resumes = np.array([[g.probe == "B"] for g in opts])  # B's options resume from the probe's prefix
+    resumes = np.array([[g.probe == allocation.ROUTER_PROBE] for g in opts])  # B's resume the router's prefix
     return allocation.Options(tuple(g.name for g in opts), scratch, scratch + probe - resumes * prefix,
                               probe=tuple(g.probe for g in opts))
 
 
 def run_stage(run: Run) -> dict:
     cfg = run.cfg
-    opts = generators.options(cfg) + generators.probed_options(cfg)
+    probes = generators.probes(cfg)
+    opts = generators.options(cfg) + tuple(g for _, p in probes for g in p.options)
     trained = {f.name: train.restore_option_params(run, f.name) for f in generators.families(cfg)}
     trained.update(distill_stage.trained_params(run))
     seeds = seeds_stage.load_seed_ids(run)
     made = _made_by_seeds_stage(run)
-    a_state, X_a, a_probe_seconds = _a_probe(run, trained["model_a"], seeds)
+    probed = {p.name: _probe(run, fam, p, trained[fam.name], seeds) for fam, p in probes}
     scored, generated = [], {}
     for g in progress.track(opts, len(opts), "allocate", "option", log):
-        images, generated[g.name] = _images(run, g, trained[g.model], seeds, made, a_state)
+        state = probed[g.probe].state if g.probe in probed else None
+        images, generated[g.name] = _images(run, g, trained[g.model], seeds, made, state)
         scored.append(labels_stage.score_images(run, images))
     _write_labeling_manifest(run, opts, made)
     human = _human_verdicts(run, opts, seeds)
@@ -184,26 +195,29 @@ def run_stage(run: Run) -> dict:
     _, X, names = features_stage.load(run)
     a, b = (next(i for i, g in enumerate(opts) if g.name == name) for name in made)  # the brief's pair, A first
     routed, tau = routed_stage.load(run), labels_stage.tau(run)
-    options = _options(run, opts, _seconds(run, opts, generated, trained, seeds, a_probe_seconds, routed, made),
+    options = _options(run, opts, _seconds(run, opts, generated, trained, seeds, probed, routed, made),
                        routed, trained)
     t = cfg.allocation.threshold
     result = allocation.evaluate(
         quality, options, X, oof["fold"], tau, binary=(a, b),
         p_cheap=oof["p_cheap"], router_threshold=cfg.router.threshold, feats=feats,
         feats_real=labels_stage.load_scores(run)["feats_real"], seed=cfg.router.seed,
-        boot=stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap), X_a=X_a,
+        boot=stats.BootstrapConfig(n_resamples=cfg.cost.bootstrap),
         thresholds=sorted({*allocation.THRESHOLDS, t}),
         classes=allocation.Classes(seeds_stage.load(run)["labels"], cfg.data.classes) if cfg.data.num_classes > 1
-        else None, human=human)
-    deployed = policy.fit({"B": X, "A": X_a}, {"B": names, "A": features_lib.A_PROBE}, quality, options,
+        else None, human=human, probes={name: p.features for name, p in probed.items()})
+    router = allocation.ROUTER_PROBE
+    deployed = policy.fit({router: X, **{name: p.features for name, p in probed.items()}},
+                          {router: names, **{p.name: p.feature_names for _, p in probes}}, quality, options,
                           tau, t, seed=cfg.router.seed, human=human)
-    name = "cascade" if len(options.columns("A")) else "learned allocation"
+    own = allocation.family_probes(options)
+    name = allocation.cascade_name(0, own[0]) if own else "learned allocation"
     result["deployed"] = {"policy": name, "threshold": t, "fitted_on": "every seed (in sample; its out-of-sample "
                           "figures are the cross-fitted point of the same policy at this threshold)"}
     policy.save(deployed, run.path("allocate", "policy"), policy_name=name)
     io.write_json(run.path("allocate", "results.json"), result)
     best = {policy: max((p for p in result["points"] if p["policy"] == policy), key=lambda p: p["quality"])
-            for policy in ("learned allocation", "cascade")}
+            for policy in dict.fromkeys(("learned allocation", name))}
     return {"options": len(opts), **{f"{_slug(k)}_best_quality": p["quality"] for k, p in best.items()},
             **{f"{_slug(k)}_flops_savings": p["flops_savings"] for k, p in best.items()}}
 
@@ -222,11 +236,12 @@ def load_policy(run: Run) -> policy.Policy:
 # people's verdicts per (seed, option) where given; 5: options generated at the batch they are timed at, the
 # networks' FLOPs per pass from the routed stage; 6: each option timed by its own generation batches, the "after
 # probe" options continuing A's one probe (whose features the cascade reads); 7: B's few-step options (the distilled
-# correctors, naive DDIM at their steps and on the whole grid); 8: A's distilled options too
+# correctors, naive DDIM at their steps and on the whole grid); 8: A's distilled options too; 9: every family's own
+# probe (A's, MADFormer's) with its "after probe" options, its probe allocation and the cascade through it
 def stage(cfg) -> Stage:
     """The stage, after the training stages of the families a preset adds (the brief's pair's reach it through the
     seeds stage)."""
     return Stage("allocate", run_stage, config=lambda cfg: (cfg.allocation, cfg.cost, cfg.seeds.batch_size,
                                                             *(f.settings(cfg) for f in generators.families(cfg))),
-                 after=("seeds", "labels", "router", "routed", "distill", *train.added_models(cfg)), version=8,
+                 after=("seeds", "labels", "router", "routed", "distill", *train.added_models(cfg)), version=9,
                  inputs=lambda run: (file_hash(run.path(labeling.OPTIONS_FILE)),))

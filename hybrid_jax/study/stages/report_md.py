@@ -84,10 +84,11 @@ def _allocation_section(result: dict, out: Path) -> list[str]:
             "from the probe features (gradient boosting, cross-fitted over the router's folds) and takes the "
             "cheapest option that reaches the threshold. Random (same mix) assigns the learned policy's option "
             "mix at random: equal mean compute. Policies reading the probe pay for it (B's options then resume "
-            "from its prefix); seconds are measured per option and composed. Options 'after probe' run A's own "
-            "probe (its first steps of block 0) and continue from it with their budget's remaining steps; A probe "
-            "allocation picks A's budget from that probe's features, and the cascade reads B's probe first (a B "
-            "option, or A) and A's probe only for the seeds it sends to A, paying each probe it ran.",
+            "from its prefix); seconds are measured per option and composed. Options 'after probe' run their "
+            "family's own probe (A: its first steps of block 0; MADFormer: block 0) and continue from it with their "
+            "budget's remaining steps; '<probe> probe allocation' picks that family's budget from its probe's "
+            "features, and the cascade through it ('cascade' for A's) reads B's probe first (a B option, or that "
+            "family) and the family's probe only for the seeds it sends there, paying each probe it ran.",
             f"![allocation]({figures.allocation_pareto(result, out)})",
             _table(["policy", "savings: passes", "FLOPs", "seconds", "mean quality [95 % CI]", "FD", "option mix"],
                    rows),
@@ -529,9 +530,10 @@ def _class_allocation(result: dict, out: Path, classes: tuple[str, ...]) -> list
     if d is None or "per_class" not in pts[0]:
         return []
     mine, best = _deployed_and_best_fixed(result)
-    rand = next(p for p in pts if p["policy"].startswith("random") and p["param"] == d["threshold"]
-                and ("cascade" in p["policy"]) == (d["policy"] == "cascade"))
-    oracle = next(p for p in pts if p["policy"] == ("oracle (all options)" if d["policy"] == "cascade" else "oracle"))
+    cascade = d["policy"] != "learned allocation"
+    rand = next(p for p in pts if p["param"] == d["threshold"]
+                and p["policy"] == (f"random ({d['policy']}'s mix)" if cascade else "random (same mix)"))
+    oracle = next(p for p in pts if p["policy"] == ("oracle (all options)" if cascade else "oracle"))
     shown = [(f"{d['policy']} @ {d['threshold']:.2f}", mine), (rand["policy"], rand)]
     shown += ([(best["policy"], best)] if best else []) + [(oracle["policy"], oracle)]
     q = lambda c: _ci(c["quality"], c["quality_ci"], "quality")
