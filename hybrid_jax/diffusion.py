@@ -204,7 +204,13 @@ def ddpm_chain(num_timesteps: int, timesteps) -> Chain:
     """Ancestral DDPM over the visited timesteps (respaced: the Markov chain on those steps, Nichol &
     Dhariwal 2021). Where consecutive timesteps are visited the trained chain's tables are used as they
     are, so the full budget is bitwise today's sampler."""
-    t, t_prev = _visits(num_timesteps, timesteps)
+    return ddpm_steps(num_timesteps, *_visits(num_timesteps, timesteps))
+
+
+def ddpm_steps(num_timesteps: int, t: np.ndarray, t_prev: np.ndarray) -> Chain:
+    """`ddpm_chain`'s steps from each t[i] to t_prev[i] (-1: the clean image), each on its own: the steps of a
+    hyperschedule's tokens (`hybrid_jax.hyperschedule`)."""
+    t, t_prev = np.asarray(t, np.int64), np.asarray(t_prev, np.int64)
     base = linear_schedule_tables(num_timesteps)
     ac = base["alphas_cumprod"]
     a_t, a_prev = ac[t], np.where(t_prev >= 0, ac[np.maximum(t_prev, 0)], 1.0)
@@ -223,7 +229,12 @@ def ddpm_chain(num_timesteps: int, timesteps) -> Chain:
 def ddim_chain(num_timesteps: int, timesteps, eta: float = 0.0) -> Chain:
     """DDIM (Song et al. 2021) over the visited timesteps; eta = 0 is deterministic, eta = 1 equals
     respaced DDPM's posterior."""
-    t, t_prev = _visits(num_timesteps, timesteps)
+    return ddim_steps(num_timesteps, *_visits(num_timesteps, timesteps), eta)
+
+
+def ddim_steps(num_timesteps: int, t: np.ndarray, t_prev: np.ndarray, eta: float = 0.0) -> Chain:
+    """`ddim_chain`'s steps from each t[i] to t_prev[i] (-1: the clean image), each on its own."""
+    t, t_prev = np.asarray(t, np.int64), np.asarray(t_prev, np.int64)
     base = linear_schedule_tables(num_timesteps)
     ac = base["alphas_cumprod"]
     a_t, a_prev = ac[t], np.where(t_prev >= 0, ac[np.maximum(t_prev, 0)], 1.0)

@@ -1,0 +1,170 @@
+"""Hyperschedules (arXiv 2504.06416, text only): a table of noise levels per token and step, in which plain
+diffusion, blockwise diffusion (Model A) and an AR loop (Model B's) are special cases.
+
+A table `levels` [S + 1, K] holds each token's level before the first step (row 0) and after each step: `tau` is
+pure noise, 0 the clean (settled) token, levels in between are the `tau`-step respaced chain's timesteps
+(`timesteps`). A token whose level does not change in a step is left exactly as it is (a no-op step), so padding
+rows cost nothing but a shape, and one compiled sampler runs every table of that shape. `chain` turns a table into
+`diffusion`'s per-token `Chain` (fields [S, K]) whose steps go, per token, from its level's timestep to the next
+level's (DDPM, or DDIM with eta), with an optional terminal temperature (noise added where a token lands on clean:
+B's AR sampling). `diffusion.sample_chain` with a token map then samples it, each token's noise keyed on its own
+timestep: a flat table is the respaced sampler.
+
+Builders (`flat`, `blockwise`, `ar`, `slide`) stagger groups of tokens in a unit order that is data (raster for
+B's patches, quadrant-major for A's blocks). ACS, the source's adaptive correction, and the family's network are
+not here yet; what ACS would be for Gaussian diffusion is our extrapolation from a text-only source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from hybrid_jax import diffusion
+from hybrid_jax.config import ConfigError
+
+
+def check_levels(levels: np.ndarray, tau: int) -> None:
+    """A ConfigError naming the first problem of a level table: its shape or type, a level outside [0, tau], a level
+    that rises, or a token that never reaches 0 (a token may start below tau: partly noised, as B's corrector)."""
+    levels = np.asarray(levels)
+    if levels.ndim != 2 or levels.shape[0] < 2 or levels.shape[1] < 1:
+        raise ConfigError(f"a hyperschedule is [steps + 1, tokens] levels with at least one step and one token, "
+                          f"got shape {levels.shape}")
+    if not np.issubdtype(levels.dtype, np.integer):
+        raise ConfigError(f"hyperschedule levels must be integers, got {levels.dtype}")
+    if tau < 1:
+        raise ConfigError(f"a hyperschedule needs tau >= 1 noise levels, got {tau}")
+    if (bad := np.argwhere((levels < 0) | (levels > tau))).size:
+        s, k = bad[0]
+        raise ConfigError(f"hyperschedule level {levels[s, k]} at step {s}, token {k} is outside [0, tau={tau}]")
+    if (bad := np.argwhere(np.diff(levels, axis=0) > 0)).size:
+        s, k = bad[0]
+        raise ConfigError(f"hyperschedule level of token {k} rises from {levels[s, k]} to {levels[s + 1, k]} at step "
+                          f"{s + 1}: levels may only fall")
+    if (bad := np.flatnonzero(levels[-1] != 0)).size:
+        raise ConfigError(f"hyperschedule token {bad[0]} ends at level {levels[-1, bad[0]]}, not 0: every token must "
+                          "reach the clean level")
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A checked level table (`check_levels`): levels [S + 1, K] from `tau` (pure noise) down to 0 (clean)."""
+
+    levels: np.ndarray  # int32 [S + 1, K]
+    tau: int
+
+    def __post_init__(self):
+        check_levels(self.levels, self.tau)
+        object.__setattr__(self, "levels", np.asarray(self.levels, np.int32))
+
+    @property
+    def num_steps(self) -> int:
+        return self.levels.shape[0] - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return self.levels.shape[1]
+
+    @property
+    def active(self) -> np.ndarray:
+        """[S, K] bool: token k's level changes in step s (the network's output is used for it)."""
+        return self.levels[1:] != self.levels[:-1]
+
+    @property
+    def passes(self) -> int:
+        """Network passes of a sampler that skips no-op rows: the steps where some token is active."""
+        return int(self.active.any(axis=1).sum())
+
+    @property
+    def token_passes(self) -> int:
+        """Active (token, step) pairs: a windowed sampler's work in per-token units."""
+        return int(self.active.sum())
+
+    def padded(self, num_steps: int) -> "Table":
+        """The same schedule with no-op rows appended up to `num_steps` steps (one compiled shape for several)."""
+        if num_steps < self.num_steps:
+            raise ConfigError(f"cannot pad a {self.num_steps}-step hyperschedule to {num_steps} steps")
+        pad = np.repeat(self.levels[-1:], num_steps - self.num_steps, axis=0)
+        return Table(np.concatenate([self.levels, pad]), self.tau)
+
+
+def staggered(num_tokens: int, tau: int, group: int, delay: int, order: Sequence[int] | None = None) -> Table:
+    """Tokens in groups of `group` consecutive units of `order` (a permutation of the tokens; None: 0..K-1); group g
+    starts falling at step g x `delay` and falls one level per step from `tau` to 0."""
+    order = np.arange(num_tokens) if order is None else np.asarray(order)
+    if sorted(order.tolist()) != list(range(num_tokens)):
+        raise ConfigError(f"a unit order must be a permutation of 0..{num_tokens - 1}, got {order.tolist()}")
+    if group < 1 or num_tokens % group:
+        raise ConfigError(f"a hyperschedule group of {group} tokens must divide the {num_tokens} tokens")
+    if delay < 0:
+        raise ConfigError(f"a hyperschedule delay must be >= 0, got {delay}")
+    start = np.empty(num_tokens, np.int64)
+    start[order] = (np.arange(num_tokens) // group) * delay  # each token's first step, by its position in `order`
+    steps = int(start.max()) + tau
+    s = np.arange(steps + 1)[:, None]
+    return Table(np.clip(tau - (s - start[None]), 0, tau).astype(np.int32), tau)
+
+
+def flat(num_tokens: int, tau: int) -> Table:
+    """Plain diffusion: every token on the same `tau`-step chain."""
+    return staggered(num_tokens, tau, num_tokens, 0)
+
+
+def blockwise(num_tokens: int, tau: int, block: int, order: Sequence[int] | None = None) -> Table:
+    """Blocks of `block` units of `order` one after another, each on its own `tau`-step chain (Model A's schedule
+    with A's quadrant-major order)."""
+    return staggered(num_tokens, tau, block, tau, order)
+
+
+def ar(num_tokens: int, width: int = 1, tau: int = 1, order: Sequence[int] | None = None) -> Table:
+    """AR: `width` units at a time, each from pure noise to clean in `tau` steps before the next start (tau = 1: one
+    jump, the conditional mean, to which a terminal temperature adds noise: B's AR loop)."""
+    return staggered(num_tokens, tau, width, tau, order)
+
+
+def slide(num_tokens: int, tau: int, delay: int, order: Sequence[int] | None = None) -> Table:
+    """Sliding diagonal ramp: unit i starts falling `delay` steps after unit i - 1 (0 < delay < tau: overlapping)."""
+    return staggered(num_tokens, tau, 1, delay, order)
+
+
+def timesteps(tau: int, num_timesteps: int) -> np.ndarray:
+    """int32 [tau + 1]: the network timestep of each level; level 0 (clean) is -1, level tau is T - 1 (pure noise),
+    levels between are `diffusion.respace(T, tau)`'s."""
+    return np.concatenate([[-1], diffusion.respace(num_timesteps, tau)[::-1]]).astype(np.int32)
+
+
+def chain(table: Table, num_timesteps: int, *, eta: float | None = None,
+          temperature: float | Sequence[float] = 0.0) -> diffusion.Chain:
+    """The per-token chain (fields [S, K]) of `table` on a `num_timesteps` schedule: step s of token k goes from its
+    level's timestep to the next level's with the coefficients of `diffusion.ddpm_steps` (eta None) or
+    `ddim_steps(eta)`, those of `ddpm_chain`/`ddim_chain`'s step between the same two timesteps; a no-op where its level does not change (x kept bitwise). `t` is each
+    token's current timestep (-1: clean). `temperature` (one per token, or one for all): the standard deviation of
+    noise added where a token lands on clean (no noise is added there otherwise)."""
+    ts = timesteps(table.tau, num_timesteps)
+    temp = np.broadcast_to(np.asarray(temperature, np.float64), (table.num_tokens,))
+    fields = ("sqrt_recip_ac", "sqrt_recipm1_ac", "c_x0", "c_xt", "log_var", "noisy")
+    noop = dict(sqrt_recip_ac=1.0, sqrt_recipm1_ac=0.0, c_x0=0.0, c_xt=1.0, log_var=0.0, noisy=0.0)
+    pairs: dict[tuple[int, int], dict[str, float]] = {}
+    out = {f: np.zeros((table.num_steps, table.num_tokens)) for f in fields}
+    for s in range(table.num_steps):
+        for k in range(table.num_tokens):
+            now, nxt = table.levels[s, k], table.levels[s + 1, k]
+            if now == nxt:
+                values = noop
+            else:
+                key = (int(ts[now]), int(ts[nxt]))
+                if key not in pairs:
+                    c = (diffusion.ddpm_steps(num_timesteps, [key[0]], [key[1]]) if eta is None
+                         else diffusion.ddim_steps(num_timesteps, [key[0]], [key[1]], eta))
+                    pairs[key] = {f: float(np.asarray(getattr(c, f))[0]) for f in fields}
+                values = dict(pairs[key])
+                if nxt == 0 and temp[k] > 0:
+                    values.update(noisy=1.0, log_var=2.0 * np.log(temp[k]))
+            for f in fields:
+                out[f][s, k] = values[f]
+    return diffusion.Chain(t=jnp.asarray(ts[table.levels[:-1]], jnp.int32),
+                           **{f: jnp.asarray(out[f], jnp.float32) for f in fields})
