@@ -8,7 +8,7 @@ rows cost nothing but a shape, and one compiled sampler runs every table of that
 `diffusion`'s per-token `Chain` (fields [S, K]) whose steps go, per token, from its level's timestep to the next
 level's (DDPM, or DDIM with eta), with an optional terminal temperature (noise added where a token lands on clean:
 B's AR sampling). `diffusion.sample_chain` with a token map then samples it, each token's noise keyed on its own
-timestep: a flat table is the respaced sampler.
+timestep (`sample`: per (example, token, step), `token_noise`): a flat table is the respaced sampler.
 
 Builders (`flat`, `blockwise`, `ar`, `slide`) stagger groups of tokens in a unit order that is data (raster for
 B's patches, quadrant-major for A's blocks). ACS, the source's adaptive correction, and the family's network are
@@ -18,8 +18,9 @@ not here yet; what ACS would be for Gaussian diffusion is our extrapolation from
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -168,3 +169,33 @@ def chain(table: Table, num_timesteps: int, *, eta: float | None = None,
                 out[f][s, k] = values[f]
     return diffusion.Chain(t=jnp.asarray(ts[table.levels[:-1]], jnp.int32),
                            **{f: jnp.asarray(out[f], jnp.float32) for f in fields})
+
+
+def token_noise(tokens: np.ndarray) -> Callable:
+    """Noise keyed per (example, token, step) for `diffusion.sample_chain(noise_fn=...)`: token k of an example at
+    timestep t draws from fold_in(fold_in(its key, k), t), over the pixels `tokens` [*shape[:-1], 1] maps to k.
+    With quadrant tokens this is Model A's key order (a block's noise from its block key), so a blockwise table
+    replays A's sampler; a token's noise depends on its own level alone, never on the other tokens' schedules."""
+    tokens = np.asarray(tokens)
+    num_tokens = int(tokens.max()) + 1
+
+    def noise(keys: jax.Array, t: jax.Array, shape) -> jax.Array:
+        def draw(k, tk):
+            return diffusion.per_example_normal(jax.vmap(lambda key: jax.random.fold_in(key, k))(keys), tk, shape)
+
+        draws = jax.vmap(draw, in_axes=(0, 1), out_axes=1)(jnp.arange(num_tokens), t)  # [b, K, *shape]
+        idx = jnp.broadcast_to(jnp.asarray(tokens)[None, None], (draws.shape[0], 1, *shape))
+        return jnp.take_along_axis(draws, idx, axis=1)[:, 0]
+
+    return noise
+
+
+def sample(eps_fn: diffusion.EpsFn, params, table_chain: diffusion.Chain, x_init: jax.Array, keys: jax.Array,
+           tokens: np.ndarray, *, cond: Any = None, clip_x0: bool = True, trace: bool = False,
+           noise_fn: Callable | None = None):
+    """Every row of a hyperschedule (`chain(table, ...)`) from x_init (each token at its row-0 level; a token at
+    pure noise holds `token_noise`'s draw at timestep T): one `lax.scan` in which eps_fn sees each token's timestep
+    [b, K] (-1: clean), and each token steps from its level to the next or is left as it is. Noise keyed per
+    (example, token, step) (`token_noise`) unless `noise_fn` replays another key order."""
+    return diffusion.sample_chain(eps_fn, params, table_chain, x_init, keys, cond=cond, clip_x0=clip_x0,
+                                  tokens=tokens, trace=trace, noise_fn=noise_fn or token_noise(tokens))

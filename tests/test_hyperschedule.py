@@ -190,3 +190,69 @@ def test_ar_with_the_conditional_std_as_temperature_is_exact_and_without_it_give
     mean_only = _sample_cov(hs.ar(4), 0.0)
     assert np.abs(mean_only).max() < 1e-3  # one jump with no temperature: the conditional mean of nothing, 0
 
+
+
+def test_a_quadrant_table_with_an_adapter_around_as_unet_gives_as_images(preset, model_a_params, perturb):
+    """Four block tokens one after another, each on A's respaced chain (`blockwise`, tau = A's budget), the noise
+    keyed per (example, token, step) (`token_noise`: A's block keys), and an eps adapter that shows A's U-Net the
+    first unsettled block as its target and the settled ones as its context: A's own images, at A's pass count.
+    Tolerance 1e-3, not the design's 1e-5: the first step's inputs, eps and coefficients are bitwise A's, but
+    x0 = 359 x - 359 eps (the top of a 20-step chain) cancels, XLA contracts it differently with per-pixel
+    coefficients, and the perturbed U-Net carries that to 1.5e-4 by the last block (7e-4 at 5 steps, 0.03 on the
+    test preset's 4-step chain, whose alpha_bar reaches 1e-9); another seed's noise differs by O(1)."""
+    import dataclasses
+
+    from hybrid_jax.generators import model_a
+
+    cfg, g = dataclasses.replace(preset.model_a, num_timesteps=20), preset.geometry
+    params = perturb(model_a_params, 0, 0.02)
+    budget = 10
+    keys = jax.random.split(jax.random.key(5), 2)
+    want = model_a.make_sampler(cfg, budget, geometry=g).sample_keys(params, keys)
+    table = hs.blockwise(g.num_blocks, budget, 1)
+    assert table.passes == model_a.make_sampler(cfg, budget, geometry=g).passes
+    tokens = diffusion.tile_tokens(g.image_size, g.image_size, g.block_size)
+    unet = model_a.make_eps_fn(cfg)
+
+    def adapter(p, x, t, cond):
+        block = jnp.argmax(t[0] >= 0)  # blocks before it are settled (-1), it and those after are not
+        channels = model_a.block_condition(x, jnp.full((x.shape[0],), block), g)
+        return unet(p, x, t[:, block], (channels, None))
+
+    x_init = hs.token_noise(tokens)(keys, jnp.full((2, g.num_blocks), cfg.timesteps), g.image_shape)
+    got = hs.sample(adapter, params, hs.chain(table, cfg.timesteps), x_init, keys, tokens)
+    np.testing.assert_allclose(jnp.clip(got, -1, 1), want, atol=1e-3)
+
+
+def test_a_width_1_table_with_bs_temperature_and_an_adapter_around_bs_decoder_gives_bs_ar_patches(
+        preset, model_b_params, perturb):
+    """One jump per patch in raster order (`ar`, tau 1) with B's temperature as terminal noise, replaying B's AR key
+    order, and an adapter that turns the decoder's predicted mean of each patch (teacher forcing on the settled
+    ones) into the eps whose x0 it is: B's AR patches (1e-5), one pass per patch as B's AR loop."""
+    from hybrid_jax.generators import model_b
+
+    cfg, g = preset.model_b, preset.geometry
+    params = perturb(model_b_params, 1)
+    keys = jax.random.split(jax.random.key(6), 2)
+    sampler = model_b.make_sampler(cfg, preset.corrector, geometry=g)
+    want = sampler.ar_prefix(params, keys, g.num_patches).state.patches  # [b, N, P]
+    table = hs.ar(g.num_patches)
+    assert table.passes == g.num_patches
+    decoder = model_b.make_decoder(cfg, geometry=g)
+    sched = diffusion.linear_schedule(preset.corrector.num_timesteps)  # any T: one jump from T - 1 to clean
+    T = sched.num_timesteps
+
+    def adapter(p, x, t, cond):  # x [b, N, P]: settled patches, zeros where not yet drawn
+        means = model_b.teacher_forcing(decoder, p["ar"], x)
+        tt = jnp.maximum(t, 0)[..., None]
+        return (sched.sqrt_recip_alphas_cumprod[tt] * x - means) / sched.sqrt_recipm1_alphas_cumprod[tt]
+
+    def b_noise(keys_, t, shape):  # B's AR key order: patch i's noise from fold_in(fold_in(key, 0), i)
+        ar_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys_)
+        return jax.vmap(lambda i: diffusion.per_example_normal(ar_keys, i, shape[1:]), out_axes=1)(
+            jnp.arange(shape[0]))
+
+    x_init = jnp.zeros((2, g.num_patches, g.patch_dim))
+    got = hs.sample(adapter, params, hs.chain(table, T, temperature=cfg.temperature), x_init, keys,
+                    np.arange(g.num_patches)[:, None], clip_x0=False, noise_fn=b_noise)
+    np.testing.assert_allclose(got, want, atol=1e-5)
