@@ -11,8 +11,9 @@ B's AR sampling). `diffusion.sample_chain` with a token map then samples it, eac
 timestep (`sample`: per (example, token, step), `token_noise`): a flat table is the respaced sampler.
 
 Builders (`flat`, `blockwise`, `ar`, `slide`) stagger groups of tokens in a unit order that is data (raster for
-B's patches, quadrant-major for A's blocks). ACS, the source's adaptive correction, and the family's network are
-not here yet; what ACS would be for Gaussian diffusion is our extrapolation from a text-only source.
+B's patches, quadrant-major for A's blocks). `sample` runs a table in one `lax.scan` with an optional adaptive
+correction (`ACS`): the source corrects discrete tokens and is text only, so its Gaussian version here (re-noise
+the uncommitted tokens, re-read them, replace the k furthest from their re-read) is our extrapolation.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Sequence
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,12 +192,96 @@ def token_noise(tokens: np.ndarray) -> Callable:
     return noise
 
 
-def sample(eps_fn: diffusion.EpsFn, params, table_chain: diffusion.Chain, x_init: jax.Array, keys: jax.Array,
-           tokens: np.ndarray, *, cond: Any = None, clip_x0: bool = True, trace: bool = False,
-           noise_fn: Callable | None = None):
-    """Every row of a hyperschedule (`chain(table, ...)`) from x_init (each token at its row-0 level; a token at
-    pure noise holds `token_noise`'s draw at timestep T): one `lax.scan` in which eps_fn sees each token's timestep
-    [b, K] (-1: clean), and each token steps from its level to the next or is left as it is. Noise keyed per
-    (example, token, step) (`token_noise`) unless `noise_fn` replays another key order."""
-    return diffusion.sample_chain(eps_fn, params, table_chain, x_init, keys, cond=cond, clip_x0=clip_x0,
-                                  tokens=tokens, trace=trace, noise_fn=noise_fn or token_noise(tokens))
+@dataclasses.dataclass(frozen=True)
+class ACS:
+    """Adaptive correction, Gaussian version (our extrapolation: the source is text-only and corrects discrete
+    tokens). After each row, the tokens settled in the last `window` rows (not yet committed: a KV cache would take
+    them one window later, so a correction never invalidates it) are re-noised to `level` and re-read in one
+    network pass; the `k` whose re-read clean estimate lies furthest from them (mean squared gap) take that estimate
+    (denoised from `level` in one step). k = 0 changes nothing, bitwise."""
+
+    k: int
+    level: int  # the re-noising level (1..tau of the table)
+    window: int = 1
+
+    def __post_init__(self):
+        if self.k < 0 or self.window < 1 or self.level < 1:
+            raise ConfigError(f"ACS needs k >= 0, window >= 1 and level >= 1, got k={self.k}, window={self.window}, "
+                              f"level={self.level}")
+
+    def candidates(self, table: Table) -> np.ndarray:
+        """[S, K] bool: token k may be corrected after row s (it reached level 0 within the last `window` rows)."""
+        if self.level > table.tau:
+            raise ConfigError(f"ACS level {self.level} is above the table's tau={table.tau}")
+        settled = np.argmax(table.levels[1:] == 0, axis=0)  # the row after which each token is clean
+        s = np.arange(table.num_steps)[:, None]
+        return (settled[None] <= s) & (s < settled[None] + self.window)
+
+    def passes(self, table: Table) -> int:
+        """Extra network passes: one per row with a token to re-read (none when k = 0)."""
+        return int(self.candidates(table).any(axis=1).sum()) if self.k else 0
+
+
+@flax.struct.dataclass
+class Row:
+    """What the sampler scans over, one entry per table row (static data from the table)."""
+
+    index: jax.Array  # [] int32 the row
+    t_after: jax.Array  # [K] int32 each token's timestep after the row (-1: clean)
+    candidates: jax.Array  # [K] bool tokens ACS may correct after the row
+    any_candidate: jax.Array  # [] bool
+
+
+def _per_pixel(v: jax.Array, tokens: np.ndarray) -> jax.Array:
+    """[b, K] per-token values -> [b, *tokens.shape] per pixel."""
+    return jnp.take(v, jnp.asarray(tokens)[..., 0], axis=1)[..., None]
+
+
+def _token_mean(v: jax.Array, tokens: np.ndarray, num_tokens: int) -> jax.Array:
+    """[b, *shape] -> [b, K] mean of each token's pixels (and channels)."""
+    onehot = jax.nn.one_hot(jnp.asarray(tokens)[..., 0], num_tokens)  # [*spatial, K]
+    total = jnp.einsum("b...c,...k->bk", v, onehot)
+    return total / (onehot.sum(axis=tuple(range(onehot.ndim - 1))) * v.shape[-1])
+
+
+def sample(eps_fn: diffusion.EpsFn, params, table: Table, num_timesteps: int, x_init: jax.Array, keys: jax.Array,
+           tokens: np.ndarray, *, eta: float | None = None, temperature: float | Sequence[float] = 0.0,
+           acs: ACS | None = None, cond: Any = None, clip_x0: bool = True, noise_fn: Callable | None = None
+           ) -> jax.Array:
+    """Every row of `table` from x_init (each token at its row-0 level; a token at pure noise holds `token_noise`'s
+    draw at timestep T) in one `lax.scan`: eps_fn sees each token's timestep [b, K] (-1: clean), each token steps
+    from its level to the next or is left as it is (`chain`), then `acs` corrects. Noise keyed per (example, token,
+    step) (`token_noise`; an ACS re-noising of row s at step T + 1 + s) unless `noise_fn` replays another order."""
+    c = chain(table, num_timesteps, eta=eta, temperature=temperature)
+    noise_fn = noise_fn or token_noise(tokens)
+    acs = acs or ACS(0, 1)
+    ac = diffusion.linear_schedule(num_timesteps)
+    t_c = int(timesteps(table.tau, num_timesteps)[acs.level]) if acs.level <= table.tau else 0
+    ts = timesteps(table.tau, num_timesteps)
+    cand = acs.candidates(table) if acs.k else np.zeros((table.num_steps, table.num_tokens), bool)
+    rows = Row(jnp.arange(table.num_steps), jnp.asarray(ts[table.levels[1:]], jnp.int32), jnp.asarray(cand),
+               jnp.asarray(cand.any(axis=1)))
+    b, K = x_init.shape[0], table.num_tokens
+
+    def correct(x, row: Row):
+        t_eval = jnp.broadcast_to(jnp.where(row.candidates, t_c, row.t_after), (b, K))
+        z = noise_fn(keys, jnp.full((b, K), num_timesteps + 1, jnp.int32) + row.index, x.shape[1:])
+        picked = _per_pixel(jnp.broadcast_to(row.candidates, (b, K)), tokens)
+        x_c = jnp.where(picked, jnp.sqrt(ac.alphas_cumprod[t_c]) * x + jnp.sqrt(1.0 - ac.alphas_cumprod[t_c]) * z, x)
+        eps = eps_fn(params, x_c, t_eval, cond).astype(jnp.float32)
+        x0 = diffusion.predict_x0(ac, x_c, jnp.full((b,), t_c), eps)
+        x0 = jnp.clip(x0, -1.0, 1.0) if clip_x0 else x0
+        gap = jnp.where(row.candidates, _token_mean(jnp.square(x0 - x), tokens, K), -jnp.inf)  # [b, K]
+        kth = jax.lax.top_k(gap, acs.k)[0][:, -1:] if acs.k else jnp.full((b, 1), jnp.inf)
+        chosen = (gap >= kth) & jnp.isfinite(gap)
+        return jnp.where(_per_pixel(chosen, tokens), x0, x)
+
+    def step(x, row: Row):
+        t = jnp.broadcast_to(c.t[row.index], (b, K))
+        eps = eps_fn(params, x, t, cond).astype(jnp.float32)
+        x, _ = diffusion.chain_step(c, row.index, x, eps, noise_fn(keys, t, x.shape[1:]), clip_x0, tokens)
+        if acs.k:
+            x = jax.lax.cond(row.any_candidate, correct, lambda x, _: x, x, row)
+        return x, None
+
+    return jax.lax.scan(step, x_init.astype(jnp.float32), rows)[0]

@@ -102,28 +102,34 @@ def _random_table(rng, num_steps: int, num_tokens: int, tau: int) -> hs.Table:
     return hs.Table(levels, tau)
 
 
+def _reference_row(tau: int, now: np.ndarray, nxt: np.ndarray, num_timesteps: int, eps: np.ndarray, x: np.ndarray,
+                   noise: np.ndarray, tokens: np.ndarray, temperature: float) -> np.ndarray:
+    """One row of per-token ancestral DDPM in float64 from levels `now` to `nxt` [K]: the respaced posterior between
+    each token's two timesteps, a token left alone where its level does not change, `temperature` noise where it
+    lands on clean."""
+    ac = diffusion.linear_schedule_tables(num_timesteps)["alphas_cumprod"]
+    ts = hs.timesteps(tau, num_timesteps)
+    tok, new = tokens[..., 0], x.copy()
+    for k in np.flatnonzero(now != nxt):
+        t, t_prev = ts[now[k]], ts[nxt[k]]
+        a_t, a_prev = ac[t], (ac[t_prev] if t_prev >= 0 else 1.0)
+        beta = 1.0 - a_t / a_prev
+        pix = (slice(None), tok == k)
+        x0 = np.clip(x[pix] / np.sqrt(a_t) - np.sqrt(1.0 / a_t - 1.0) * eps[pix], -1, 1)
+        mean = beta * np.sqrt(a_prev) / (1 - a_t) * x0 + (1 - a_prev) * np.sqrt(1 - beta) / (1 - a_t) * x[pix]
+        sd = np.sqrt(beta * (1 - a_prev) / (1 - a_t)) if t_prev >= 0 else temperature
+        new[pix] = mean + sd * noise[pix]
+    return new
+
+
 def _reference(table: hs.Table, num_timesteps: int, eps_np, x_init: np.ndarray, noises: list[np.ndarray],
                tokens: np.ndarray, temperature: float) -> np.ndarray:
-    """Per-token ancestral DDPM straight from the level table in float64: the respaced posterior between each token's
-    two timesteps, a token left alone where its level does not change, `temperature` noise where it lands on clean."""
-    ac = diffusion.linear_schedule_tables(num_timesteps)["alphas_cumprod"]
+    """Per-token ancestral DDPM straight from the level table in float64, row by row (`_reference_row`)."""
     ts = hs.timesteps(table.tau, num_timesteps)
     x = np.asarray(x_init, np.float64)
-    tok = tokens[..., 0]
     for s in range(table.num_steps):
-        t_now = ts[table.levels[s]]
-        eps = eps_np(x, t_now)
-        new = x.copy()
-        for k in np.flatnonzero(table.active[s]):
-            now, nxt = ts[table.levels[s, k]], ts[table.levels[s + 1, k]]
-            a_t, a_prev = ac[now], (ac[nxt] if nxt >= 0 else 1.0)
-            beta = 1.0 - a_t / a_prev
-            pix = (slice(None), tok == k)
-            x0 = np.clip(x[pix] / np.sqrt(a_t) - np.sqrt(1.0 / a_t - 1.0) * eps[pix], -1, 1)
-            mean = beta * np.sqrt(a_prev) / (1 - a_t) * x0 + (1 - a_prev) * np.sqrt(1 - beta) / (1 - a_t) * x[pix]
-            sd = np.sqrt(beta * (1 - a_prev) / (1 - a_t)) if nxt >= 0 else temperature
-            new[pix] = mean + sd * noises[s][pix]
-        x = new
+        x = _reference_row(table.tau, table.levels[s], table.levels[s + 1], num_timesteps,
+                           eps_np(x, ts[table.levels[s]]), x, noises[s], tokens, temperature)
     return x
 
 
@@ -220,7 +226,7 @@ def test_a_quadrant_table_with_an_adapter_around_as_unet_gives_as_images(preset,
         return unet(p, x, t[:, block], (channels, None))
 
     x_init = hs.token_noise(tokens)(keys, jnp.full((2, g.num_blocks), cfg.timesteps), g.image_shape)
-    got = hs.sample(adapter, params, hs.chain(table, cfg.timesteps), x_init, keys, tokens)
+    got = hs.sample(adapter, params, table, cfg.timesteps, x_init, keys, tokens)
     np.testing.assert_allclose(jnp.clip(got, -1, 1), want, atol=1e-3)
 
 
@@ -253,6 +259,86 @@ def test_a_width_1_table_with_bs_temperature_and_an_adapter_around_bs_decoder_gi
             jnp.arange(shape[0]))
 
     x_init = jnp.zeros((2, g.num_patches, g.patch_dim))
-    got = hs.sample(adapter, params, hs.chain(table, T, temperature=cfg.temperature), x_init, keys,
-                    np.arange(g.num_patches)[:, None], clip_x0=False, noise_fn=b_noise)
+    got = hs.sample(adapter, params, table, T, x_init, keys, np.arange(g.num_patches)[:, None],
+                    temperature=cfg.temperature, clip_x0=False, noise_fn=b_noise)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_the_table_sampler_is_the_per_token_chain_sampler_and_acs_with_k_0_changes_nothing():
+    """`sample`'s own scan over rows = `diffusion.sample_chain` on the table's chain with the same noise, bitwise;
+    ACS with k = 0 (any window and level) is that sampler, bitwise, and costs no pass."""
+    rng = np.random.default_rng(1)
+    table = _random_table(rng, 10, 4, 5)
+    keys = jax.random.split(jax.random.key(8), 2)
+    x_init = jax.random.normal(jax.random.key(9), (2, 8, 8, 2))
+    params = jnp.linspace(0.5, 1.5, 2)
+    eps = _tokens_eps(_eps)
+    want = diffusion.sample_chain(eps, params, hs.chain(table, 50), x_init, keys, tokens=TOKENS,
+                                  noise_fn=hs.token_noise(TOKENS))
+    np.testing.assert_array_equal(hs.sample(eps, params, table, 50, x_init, keys, TOKENS), want)
+    acs0 = hs.ACS(0, level=3, window=4)
+    np.testing.assert_array_equal(hs.sample(eps, params, table, 50, x_init, keys, TOKENS, acs=acs0), want)
+    assert acs0.passes(table) == 0 and hs.ACS(1, 3, 4).passes(table) > 0
+
+
+def test_acs_re_noises_the_uncommitted_tokens_and_replaces_the_k_worst_by_their_re_read():
+    """ACS against a NumPy reference of its rule on a random table: after each row, the tokens settled within the
+    window are re-noised to the ACS level's timestep (noise keyed at step T + 1 + row), re-read in one pass (the
+    others at their timesteps after the row), and the k with the largest mean squared gap between re-read clean
+    estimate and value take that estimate; the candidates follow the window; one pass per row with a candidate."""
+    table = hs.ar(4, tau=2)
+    acs = hs.ACS(2, level=2, window=2)
+    np.testing.assert_array_equal(acs.candidates(table), np.array(
+        [[0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1]],
+        bool))
+    assert acs.passes(table) == 7 and hs.ACS(1, 2, window=3).passes(table) == 7
+    rng = np.random.default_rng(3)
+    table = _random_table(rng, 10, 4, 4)
+    for acs in (hs.ACS(1, level=3, window=2), hs.ACS(2, level=4, window=3)):
+        params = jnp.linspace(0.5, 1.5, 2)
+        per_token = lambda p, x, t, c: jnp.tanh(p * x + 0.003 * _per_pixel_t(t).astype(jnp.float32))
+        keys = jax.random.split(jax.random.key(12), 2)
+        x_init = jax.random.normal(jax.random.key(13), (2, 8, 8, 2))
+        got = hs.sample(per_token, params, table, 50, x_init, keys, TOKENS, acs=acs)
+        eps_np = lambda x, t: np.asarray(per_token(params, jnp.asarray(x, jnp.float32), jnp.asarray(t), None),
+                                         np.float64)
+        want = _reference_acs(table, acs, 50, eps_np, np.asarray(x_init), keys)
+        np.testing.assert_allclose(got, want, atol=2e-4)
+        plain = hs.sample(per_token, params, table, 50, x_init, keys, TOKENS)
+        assert np.abs(np.asarray(got) - np.asarray(plain)).max() > 1e-2  # it corrected something
+
+
+def _per_pixel_t(t):
+    """Per-token timesteps [b, K] -> [b, 8, 8, 1] on TOKENS' pixels."""
+    return jnp.take(t, jnp.asarray(TOKENS)[..., 0], axis=1)[..., None]
+
+
+def _reference_acs(table: hs.Table, acs: hs.ACS, T: int, eps_np, x_init: np.ndarray, keys) -> np.ndarray:
+    """The sampler with ACS in float64, row by row: the plain per-token step (`_reference`'s rule, token_noise
+    replayed), then ACS's rule written out."""
+    ac = diffusion.linear_schedule_tables(T)["alphas_cumprod"]
+    ts = hs.timesteps(table.tau, T)
+    noise = hs.token_noise(TOKENS)
+    tok, b = TOKENS[..., 0], x_init.shape[0]
+    cand = acs.candidates(table)
+    x = np.asarray(x_init, np.float64)
+    for s in range(table.num_steps):
+        t_now = np.broadcast_to(ts[table.levels[s]], (b, 4))
+        z = np.asarray(noise(keys, jnp.asarray(t_now), x.shape[1:]), np.float64)
+        x = _reference_row(table.tau, table.levels[s], table.levels[s + 1], T, eps_np(x, t_now), x, z, TOKENS, 0.0)
+        if not cand[s].any():
+            continue
+        t_c = ts[acs.level]
+        z = np.asarray(noise(keys, jnp.full((b, 4), T + 1 + s), x.shape[1:]), np.float64)
+        pix = cand[s][tok]  # [8, 8]
+        x_c = np.where(pix[None, ..., None], np.sqrt(ac[t_c]) * x + np.sqrt(1 - ac[t_c]) * z, x)
+        t_eval = np.broadcast_to(np.where(cand[s], t_c, ts[table.levels[s + 1]]), (b, 4))
+        x0 = np.clip(x_c / np.sqrt(ac[t_c]) - np.sqrt(1 / ac[t_c] - 1) * eps_np(x_c, t_eval), -1, 1)
+        gap = np.stack([((x0 - x) ** 2)[:, tok == k].mean(axis=(1, 2)) for k in range(4)], 1)
+        gap = np.where(cand[s], gap, -np.inf)
+        for i in range(b):
+            worst = np.argsort(-gap[i], kind="stable")[: acs.k]
+            for k in worst:
+                if np.isfinite(gap[i, k]):
+                    x[i][tok == k] = x0[i][tok == k]
+    return x
