@@ -506,6 +506,96 @@ class MADFormerOptions:
 
 
 @dataclass(frozen=True)
+class TokenTransformerConfig:
+    """Fields of `hybrid_jax.models.token_transformer.TokenTransformer` (a timestep per token)."""
+
+    num_layers: int = 12
+    width: int = 384
+    num_heads: int = 6
+    mlp_ratio: int = 4
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        _check(self.num_layers > 0, "hyperschedule.network.model.num_layers must be > 0")
+        _check_transformer("hyperschedule.network.model", self)
+
+
+UNIT_ORDERS = ("raster", "blocks")  # a schedule's unit order: B's raster patches, or A's quadrants one after another
+
+
+@dataclass(frozen=True)
+class HSSchedule:
+    """One hyperschedule (`hybrid_jax.hyperschedule.staggered`): the geometry's patch tokens in groups of `group`
+    units of `order`, group g falling one level per step from `tau` to clean from step g x `delay` (flat: group =
+    every patch, delay 0; A's blockwise: group = patches per block, delay = tau, order "blocks"; B's AR: group 1,
+    delay = tau = 1; a sliding ramp: group 1, 0 < delay < tau)."""
+
+    name: str
+    group: int
+    delay: int
+    tau: int
+    order: str = "raster"
+    temperature: float = 0.0  # sampling: noise sd added where a token lands clean (B's AR: 0.25; 0: the mean)
+
+    def __post_init__(self):
+        _check(self.temperature >= 0.0, f"hyperschedule schedule {self.name!r}: temperature must be >= 0")
+        _check(self.order in UNIT_ORDERS, f"hyperschedule schedule {self.name!r}: order must be one of {UNIT_ORDERS}, "
+                                          f"got {self.order!r}")
+        _check(self.group > 0 and self.delay >= 0 and self.tau > 0,
+               f"hyperschedule schedule {self.name!r}: group > 0, delay >= 0 and tau > 0, got group={self.group}, "
+               f"delay={self.delay}, tau={self.tau}")
+
+
+@dataclass(frozen=True)
+class HSNetworkConfig:
+    """The hyperschedule family's trained network (stage `hyperschedule`, pinned by the work-dir guard): the
+    transformer, its trained chain, the schedules it is trained on (a training example reads one schedule's levels
+    at a random row; `random_share` of them a random timestep per token instead), context noising (with
+    probability `context_noise` the settled tokens are presented at a small timestep <= `context_level`), and the
+    same recipe fields as the others."""
+
+    model: TokenTransformerConfig = TokenTransformerConfig()
+    num_timesteps: int = 1000
+    schedules: tuple[HSSchedule, ...] = (HSSchedule("flat", 16, 0, 50), HSSchedule("blocks", 4, 50, 50, "blocks"),
+                                         HSSchedule("AR", 1, 1, 1, temperature=0.25), HSSchedule("slide", 1, 4, 20))
+    random_share: float = 0.25
+    context_noise: float = 0.1
+    context_level: int = 20
+    train: TrainConfig = TrainConfig(epochs=250)
+    snapshots: int = 0
+
+    def __post_init__(self):
+        _check(len(self.schedules) > 0, "hyperschedule.network.schedules must name at least one schedule")
+        names = [s.name for s in self.schedules]
+        _check(len(set(names)) == len(names), f"hyperschedule.network.schedules names {names} must differ")
+        _check(all(s.tau <= self.num_timesteps for s in self.schedules),
+               f"hyperschedule schedules' tau must be <= network.num_timesteps={self.num_timesteps}")
+        _check(0.0 <= self.random_share <= 1.0 and 0.0 <= self.context_noise <= 1.0,
+               "hyperschedule.network.random_share and context_noise are probabilities in [0, 1]")
+        _check(0 <= self.context_level < self.num_timesteps,
+               f"hyperschedule.network.context_level must be in [0, {self.num_timesteps})")
+
+
+@dataclass(frozen=True)
+class HyperscheduleOptions:
+    """The hyperschedule family (`generators.hyperschedule`): its network and its options, one per trained schedule
+    and ACS k (`hybrid_jax.hyperschedule.ACS`: k tokens re-read per row at level `acs_level` (None: the schedule's
+    tau), within `acs_window` rows; k = 0 the plain sampler)."""
+
+    network: HSNetworkConfig = HSNetworkConfig()
+    acs_k: tuple[int, ...] = (0, 1)
+    acs_level: int | None = None
+    acs_window: int = 1
+
+    def __post_init__(self):
+        _check(len(self.acs_k) > 0 and all(k >= 0 for k in self.acs_k), f"hyperschedule.acs_k {self.acs_k} must be "
+                                                                           "one or more counts >= 0")
+        _check(self.acs_window >= 1, "hyperschedule.acs_window must be >= 1")
+        _check(self.acs_level is None or all(1 <= self.acs_level <= s.tau for s in self.network.schedules),
+               f"hyperschedule.acs_level={self.acs_level} must be in [1, tau] of every schedule")
+
+
+@dataclass(frozen=True)
 class AllocationConfig:
     """Per-seed compute allocation among the families' options (`hybrid_jax.generators`; each family's own config
     section says which: `blockwise`, `ar_corrector`). The deployed policy (`hybrid_jax.routing.policy`, saved in
@@ -595,6 +685,7 @@ class Preset:
     early_exit: EarlyExitConfig = EarlyExitConfig()
     distill: DistillConfig = DistillConfig()
     madformer: MADFormerOptions | None = None  # MADFormer's family (`generators.madformer`); None: not in the study
+    hyperschedule: HyperscheduleOptions | None = None  # per-token schedules (`generators.hyperschedule`); None: off
     # generator families beyond the study's own (`generators.registry.BUILTIN`), as values (`generators.Family`):
     # each carries its settings (`Family.config`) and is trained, sampled, allocated and costed like the others
     families: tuple[Any, ...] = ()
@@ -629,6 +720,9 @@ class Preset:
                f"({self.model_a.timesteps} timesteps)")
         _check(self.madformer is None or self.geometry.block_size % self.madformer.network.patch_size == 0,
                f"madformer.network.patch_size must divide geometry.block_size={self.geometry.block_size}")
+        _check(self.hyperschedule is None or all(g.num_patches % s.group == 0
+                                                 for s in self.hyperschedule.network.schedules),
+               f"every hyperschedule group must divide the geometry's {self.geometry.num_patches} patches")
         _check(max(self.ar_corrector.depths, default=0) <= self.corrector.num_timesteps,
                f"ar_corrector.depths {self.ar_corrector.depths} exceed corrector.num_timesteps="
                f"{self.corrector.num_timesteps}")
@@ -643,7 +737,8 @@ PRESETS: dict[str, Preset] = {
     # Every number of the brief; MADFormer (not in the brief) at the design's paper-like size (FAMILIES.md).
     "paper": Preset(name="paper", model_a=ModelAConfig(snapshots=5), model_b=ModelBConfig(snapshots=5),
                     corrector=CorrectorConfig(snapshots=5),
-                    madformer=MADFormerOptions(network=MADNetworkConfig(snapshots=5), probe_steps=10)),
+                    madformer=MADFormerOptions(network=MADNetworkConfig(snapshots=5), probe_steps=10),
+                    hyperschedule=HyperscheduleOptions(network=HSNetworkConfig(snapshots=5))),
     # Whole pipeline on a 2-core CPU in about a quarter of an hour.
     "quick": Preset(
         name="quick",
@@ -677,6 +772,12 @@ PRESETS: dict[str, Preset] = {
                                      train=TrainConfig(epochs=20, batch_size=32, lr=1e-3, ckpt_every=100, log_every=20),
                                      snapshots=3),
             steps=(20, 10, 5, 0), probe_steps=5),
+        hyperschedule=HyperscheduleOptions(network=HSNetworkConfig(
+            model=TokenTransformerConfig(num_layers=4, width=128, num_heads=4), num_timesteps=100,
+            schedules=(HSSchedule("flat", 16, 0, 20), HSSchedule("blocks", 4, 5, 5, "blocks"),
+                       HSSchedule("AR", 1, 1, 1, temperature=0.25), HSSchedule("slide", 1, 2, 10)),
+            context_level=5, train=TrainConfig(epochs=30, batch_size=32, lr=1e-3, ckpt_every=100, log_every=20),
+            snapshots=3)),
     ),
     # Tiny: the whole pipeline in seconds, for tests.
     "test": Preset(
@@ -731,6 +832,8 @@ PRESETS["paper-shapes"] = dataclasses.replace(
     distill=DistillConfig(train=dataclasses.replace(_PAPER.distill.train, **_ONE_EPOCH)),
     madformer=dataclasses.replace(_PAPER.madformer, steps=(50, 0), network=dataclasses.replace(
         _PAPER.madformer.network, train=dataclasses.replace(_PAPER.madformer.network.train, **_ONE_EPOCH))),
+    hyperschedule=dataclasses.replace(_PAPER.hyperschedule, acs_k=(0,), network=dataclasses.replace(
+        _PAPER.hyperschedule.network, train=dataclasses.replace(_PAPER.hyperschedule.network.train, **_ONE_EPOCH))),
 )
 
 # The premise at CPU scale (README "Measured"): the quick models with the training recipe (warmup, cosine decay,
@@ -791,6 +894,8 @@ def _coerce(tp, text: str):
     origin = typing.get_origin(tp)
     if origin is tuple:
         (elem, *_), = [typing.get_args(tp)]
+        if dataclasses.is_dataclass(elem):
+            raise ConfigError(f"this field holds {elem.__name__} sections, which a preset sets, not text")
         parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
         return tuple(_coerce(elem, p.strip()) for p in parts)
     if origin in (typing.Union, types.UnionType):

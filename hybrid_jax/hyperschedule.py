@@ -161,9 +161,10 @@ def chain(table: Table, num_timesteps: int, *, eta: float | None = None,
             else:
                 key = (int(ts[now]), int(ts[nxt]))
                 if key not in pairs:
-                    c = (diffusion.ddpm_steps(num_timesteps, [key[0]], [key[1]]) if eta is None
-                         else diffusion.ddim_steps(num_timesteps, [key[0]], [key[1]], eta))
-                    pairs[key] = {f: float(np.asarray(getattr(c, f))[0]) for f in fields}
+                    with jax.ensure_compile_time_eval():  # constants, also while a caller's jit traces
+                        c = (diffusion.ddpm_steps(num_timesteps, [key[0]], [key[1]]) if eta is None
+                             else diffusion.ddim_steps(num_timesteps, [key[0]], [key[1]], eta))
+                        pairs[key] = {f: float(np.asarray(getattr(c, f))[0]) for f in fields}
                 values = dict(pairs[key])
                 if nxt == 0 and temp[k] > 0:
                     values.update(noisy=1.0, log_var=2.0 * np.log(temp[k]))

@@ -6,11 +6,12 @@ pair is two of the study's own."""
 from __future__ import annotations
 
 from hybrid_jax.config import ConfigError, Preset
-from hybrid_jax.generators import ar_corrector, blockwise, madformer
+from hybrid_jax.generators import ar_corrector, blockwise, hyperschedule, madformer
 from hybrid_jax.generators.base import Family, Network
 
-# the study's own families; one whose settings section is None in a preset (`Preset.madformer`) is not in its study
-BUILTIN: tuple[Family, ...] = (blockwise.FAMILY, ar_corrector.FAMILY, madformer.FAMILY)
+# the study's own families; one whose settings section is None in a preset (`Preset.madformer`,
+# `Preset.hyperschedule`) is not in its study
+BUILTIN: tuple[Family, ...] = (blockwise.FAMILY, ar_corrector.FAMILY, madformer.FAMILY, hyperschedule.FAMILY)
 BRIEF_PAIR: tuple[str, str] = (blockwise.NAME, ar_corrector.NAME)  # the binary study: reference, then candidate
 STREAMS: dict[str, int] = {f.name: f.stream for f in BUILTIN}
 # stage names a network's training stage may not take (`hybrid_jax.study.pipeline`)

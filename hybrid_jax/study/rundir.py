@@ -127,8 +127,11 @@ def preset_from_dict(d: dict) -> Preset:
                     kwargs[f.name] = getattr(default, f.name)
                 continue
             v, sub = values[f.name], config_lib.section_type(hints[f.name])
+            elem = config_lib.section_type((typing.get_args(hints[f.name]) or (None,))[0])
             if sub is not None and isinstance(v, dict):  # a section (also an optional one that is set)
                 kwargs[f.name] = build(sub, v, None if default is None else getattr(default, f.name))
+            elif elem is not None and isinstance(v, (list, tuple)):  # a tuple of sections
+                kwargs[f.name] = tuple(build(elem, x, None) for x in v)
             else:
                 kwargs[f.name] = tuple(v) if isinstance(v, list) else v
         return cls(**kwargs)

@@ -1,0 +1,152 @@
+"""The hyperschedule family (`Preset.hyperschedule`): one transformer with a timestep per patch token
+(`models.token_transformer`) trained on the schedules it is offered, and per schedule and ACS k an option that
+samples the schedule's level table (`hybrid_jax.hyperschedule.sample`), dense: every pass reads every token, so a
+pass's FLOPs are one whole forward whatever the schedule (windowed evaluation of the active tokens alone, and a KV
+cache of the committed ones, are not here yet).
+
+A token's noise is keyed on (seed, token, timestep) (`hyperschedule.token_noise`), so an image depends on its seed
+alone. ACS (k > 0) is our Gaussian extrapolation of the source's text-only correction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hybrid_jax import diffusion, geometry as geometry_lib, timing, xla
+from hybrid_jax import hyperschedule as hs
+from hybrid_jax.config import Geometry, HSSchedule, Preset
+from hybrid_jax.data import images_and_labels
+from hybrid_jax.generators.base import Family, Generator, Network
+from hybrid_jax.models import build, class_labels
+from hybrid_jax.models.token_transformer import TokenTransformer
+
+NAME = "hyperschedule"
+STREAM = 4
+UNIT = "hs_pass"  # one dense pass of the network over every token
+
+
+def unit_order(order: str, geometry: Geometry) -> np.ndarray:
+    """The patch tokens (raster index) in a unit order: "raster" (B's), or "blocks" (A's quadrants one after
+    another, raster within each)."""
+    raster = np.arange(geometry.num_patches)
+    rows, cols = np.divmod(raster, geometry.patches_per_side)
+    per_block = geometry.block_size // geometry.patch_size
+    blocks = np.argsort((rows // per_block) * geometry.blocks_per_side + cols // per_block, kind="stable")
+    return {"raster": raster, "blocks": blocks}[order]
+
+
+def table(s: HSSchedule, geometry: Geometry) -> hs.Table:
+    return hs.staggered(geometry.num_patches, s.tau, s.group, s.delay, unit_order(s.order, geometry))
+
+
+def make_model(cfg: Preset) -> TokenTransformer:
+    g = cfg.geometry
+    return build(TokenTransformer, cfg.hyperschedule.network.model, num_tokens=g.num_patches,
+                 token_dim=g.patch_dim, num_classes=cfg.data.num_classes)
+
+
+def init_params(model: TokenTransformer, key: jax.Array):
+    x = jnp.zeros((1, model.num_tokens, model.token_dim))
+    t = jnp.zeros((1, model.num_tokens), jnp.int32)
+    return model.init(key, x, t, t < 0, jnp.arange(model.num_tokens))["params"]
+
+
+def _ranks(schedule: HSSchedule, geometry: Geometry) -> np.ndarray:
+    """[K] each token's position in the schedule's unit order (the settled tokens' causal order)."""
+    rank = np.empty(geometry.num_patches, np.int32)
+    rank[unit_order(schedule.order, geometry)] = np.arange(geometry.num_patches)
+    return rank
+
+
+def make_eps_fn(model: TokenTransformer, geometry: Geometry, rank: np.ndarray) -> diffusion.EpsFn:
+    """eps_fn(params, x [b, S, S, 3], t [b, K] per patch (-1 clean), labels) for `hyperschedule.sample`: the tokens
+    are the geometry's patches, the clean ones settled."""
+    def eps_fn(params, x, t, labels):
+        tokens = geometry_lib.patchify(x, geometry)
+        eps = model.apply({"params": params}, tokens, t, t < 0, jnp.asarray(rank), labels)
+        return geometry_lib.unpatchify(eps, geometry)
+
+    return eps_fn
+
+
+def make_loss(cfg: Preset) -> Callable[[Any, Any, jax.Array], jax.Array]:
+    """loss(params, batch, key): eps-MSE on the active tokens of a random row of a random trained schedule (those
+    whose level falls in that row), the settled ones clean (or, with probability `context_noise`, at a random
+    timestep <= `context_level`), the waiting ones at their pure-noise level; for `random_share` of the examples a
+    uniform timestep per token instead, every token active."""
+    n, g = cfg.hyperschedule.network, cfg.geometry
+    model = make_model(cfg)
+    tables = [table(s, g) for s in n.schedules]
+    rows = max(t.num_steps for t in tables)
+    steps = jnp.asarray([t.num_steps for t in tables])
+    ts = jnp.asarray(np.stack([hs.timesteps(t.tau, n.num_timesteps)[t.padded(rows).levels] for t in tables]))
+    ranks = jnp.asarray(np.stack([_ranks(s, g) for s in n.schedules]))
+    sched = diffusion.linear_schedule(n.num_timesteps)
+
+    def loss(params, batch, key):
+        images, labels = images_and_labels(batch)
+        x0 = geometry_lib.patchify(images, g)  # [b, K, P]
+        b, k = x0.shape[:2]
+        keys = [jax.random.fold_in(key, i) for i in range(7)]
+        which = jax.random.randint(keys[0], (b,), 0, len(tables))
+        row = jnp.floor(jax.random.uniform(keys[1], (b,)) * steps[which]).astype(jnp.int32)
+        t_now, t_next = ts[which, row], ts[which, row + 1]  # [b, K]
+        random = jax.random.uniform(keys[2], (b, 1)) < n.random_share
+        t_now = jnp.where(random, jax.random.randint(keys[3], (b, k), 0, n.num_timesteps), t_now)
+        active = random | (t_now != t_next)
+        settled = t_now < 0
+        context = (jax.random.uniform(keys[4], (b, 1)) < n.context_noise) & settled
+        t_in = jnp.where(context, jax.random.randint(keys[5], (b, k), 0, n.context_level + 1), t_now)
+        noise = jax.random.normal(keys[6], x0.shape)
+        x_t = jnp.where((t_in >= 0)[..., None], diffusion.q_sample(sched, x0.reshape(b * k, -1), jnp.maximum(
+            t_in, 0).reshape(-1), noise.reshape(b * k, -1)).reshape(x0.shape), x0)
+        eps = model.apply({"params": params}, x_t, t_in, settled, ranks[which], labels)
+        per_token = jnp.mean(jnp.square(eps - noise), axis=-1)
+        return jnp.sum(per_token * active) / jnp.maximum(jnp.sum(active), 1)
+
+    return loss
+
+
+def option(cfg: Preset, schedule: HSSchedule, k: int) -> Generator:
+    """The schedule sampled with ACS re-reading k tokens per row (`hyperschedule.acs_*`), ancestral DDPM."""
+    o, n, g = cfg.hyperschedule, cfg.hyperschedule.network, cfg.geometry
+    tab = table(schedule, g)
+    acs = hs.ACS(k, o.acs_level or schedule.tau, o.acs_window)
+    eps_fn = make_eps_fn(make_model(cfg), g, _ranks(schedule, g))
+    tokens = diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
+    num_classes = cfg.data.num_classes
+
+    def sample_keys(params, keys, labels=None):
+        labels = class_labels(labels, keys.shape[0], num_classes)
+        x = hs.token_noise(tokens)(keys, jnp.full((keys.shape[0], g.num_patches), n.num_timesteps), g.image_shape)
+        x = hs.sample(eps_fn, params, tab, n.num_timesteps, x, keys, tokens, acs=acs, cond=labels,
+                      temperature=schedule.temperature)
+        return jnp.clip(x, -1.0, 1.0)
+
+    return Generator(f"HS/{schedule.name} tau {schedule.tau}, k {k}", NAME, xla.jit(sample_keys),
+                     {UNIT: tab.passes + acs.passes(tab)}, stream=STREAM)
+
+
+def options(cfg: Preset) -> tuple[Generator, ...]:
+    """An option per trained schedule and ACS k, most expensive first."""
+    o = cfg.hyperschedule
+    opts = [option(cfg, s, k) for s in o.network.schedules for k in o.acs_k]
+    return tuple(sorted(opts, key=lambda g: -g.passes))
+
+
+def pass_flops(cfg: Preset, params) -> dict[str, float]:
+    """FLOPs of one dense pass over every token at batch 1 (XLA's cost analysis)."""
+    model, k = make_model(cfg), cfg.geometry.num_patches
+    x, t = jnp.zeros((1, k, cfg.geometry.patch_dim)), jnp.zeros((1, k), jnp.int32)
+    fwd = lambda p, x, t: model.apply({"params": p}, x, t, t < 0, jnp.arange(k))
+    return {UNIT: timing.flops(fwd, params, x, t)}
+
+
+FAMILY = Family(NAME, STREAM, (Network(NAME, lambda cfg: cfg.hyperschedule.network, make_loss,
+                                       lambda cfg, key: init_params(make_model(cfg), key)),),
+                settings=lambda cfg: cfg.hyperschedule, assemble=lambda p: p[NAME], options=options,
+                brief=lambda cfg: options(cfg)[0], pass_flops=pass_flops)

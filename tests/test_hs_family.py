@@ -1,0 +1,133 @@
+"""The hyperschedule family (`generators.hyperschedule`, `models.token_transformer`) at test size: its options and
+pass counts, its config section (errors, a work dir's JSON gives it back), the network's settled tokens never read
+noisy ones, training lowers the loss, and a seed's image does not depend on its batch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from hybrid_jax import config as config_lib
+from hybrid_jax import generators
+from hybrid_jax import hyperschedule as hs
+from hybrid_jax.config import ConfigError
+from hybrid_jax.generators import hyperschedule as hsf
+
+HS_TEST = config_lib.HyperscheduleOptions(  # the family at test size (FAMILIES.md's test row: d 32, 2 layers)
+    network=config_lib.HSNetworkConfig(
+        model=config_lib.TokenTransformerConfig(num_layers=2, width=32, num_heads=2, mlp_ratio=2), num_timesteps=20,
+        schedules=(config_lib.HSSchedule("flat", 16, 0, 4), config_lib.HSSchedule("blocks", 4, 3, 3, "blocks"),
+                   config_lib.HSSchedule("AR", 1, 1, 1, temperature=0.25)),
+        context_level=3, train=config_lib.TrainConfig(epochs=1, batch_size=16, ckpt_every=100, log_every=2)),
+    acs_k=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def cfg(preset):
+    return dataclasses.replace(preset, hyperschedule=HS_TEST)
+
+
+@pytest.fixture(scope="module")
+def params(cfg):
+    p = hsf.init_params(hsf.make_model(cfg), jax.random.key(0))
+    leaves, tree = jax.tree.flatten(p)  # the eps head starts at zero: perturb every leaf
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    return jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+def test_the_family_offers_a_schedule_per_acs_k_with_its_passes_and_flops(preset, cfg, params):
+    """Off in the test preset; set, its network is a training stage and each trained schedule x ACS k an option
+    (most passes first) whose passes are the table's rows with an active token plus one per ACS row, and FLOPs
+    = passes x one dense pass (XLA's cost)."""
+    assert "hyperschedule" not in [f.name for f in generators.families(preset)]
+    fam = generators.families(cfg)[-1]
+    assert fam.name == "hyperschedule" and [n.name for n in fam.networks] == ["hyperschedule"]
+    opts = fam.options(cfg)
+    passes = {g.name: g.passes for g in opts}
+    assert passes == {"HS/flat tau 4, k 0": 4, "HS/flat tau 4, k 1": 5, "HS/blocks tau 3, k 0": 12,
+                      "HS/blocks tau 3, k 1": 16, "HS/AR tau 1, k 0": 16, "HS/AR tau 1, k 1": 32}
+    assert [g.passes for g in opts] == sorted(passes.values(), reverse=True)
+    f = fam.pass_flops(cfg, params)
+    assert f["hs_pass"] > 0 and all(g.flops(f) == pytest.approx(g.passes * f["hs_pass"]) for g in opts)
+    blocks = hsf.table(HS_TEST.network.schedules[1], cfg.geometry)
+    first = blocks.active[:3]  # the first quadrant's patches (raster 0, 1, 4, 5) only, for its 3 steps
+    assert first[:, [0, 1, 4, 5]].all() and not np.delete(first, [0, 1, 4, 5], axis=1).any()
+
+
+def test_its_config_is_checked_and_a_work_dirs_json_gives_it_back(cfg):
+    from hybrid_jax.study import rundir
+
+    assert rundir.preset_from_dict(json.loads(json.dumps(config_lib.to_dict(cfg)))) == cfg
+    with pytest.raises(ConfigError, match="order must be one of"):
+        config_lib.HSSchedule("x", 1, 1, 1, order="spiral")
+    with pytest.raises(ConfigError, match="must divide the geometry's 16 patches"):
+        dataclasses.replace(cfg, hyperschedule=dataclasses.replace(HS_TEST, network=dataclasses.replace(
+            HS_TEST.network, schedules=(config_lib.HSSchedule("odd", 3, 1, 2),))))
+    with pytest.raises(ConfigError, match="names .* must differ"):
+        dataclasses.replace(HS_TEST.network, schedules=HS_TEST.network.schedules[:1] * 2)
+    with pytest.raises(ConfigError, match="acs_level=4 must be in"):
+        dataclasses.replace(HS_TEST, acs_level=4)
+    with pytest.raises(ConfigError, match="HSSchedule sections, which a preset sets"):
+        config_lib.override(cfg, "hyperschedule.network.schedules", "flat")
+    assert config_lib.override(cfg, "hyperschedule.acs_window", "2").hyperschedule.acs_window == 2
+
+
+def test_settled_tokens_never_read_the_noisy_ones(cfg, params):
+    """The attention split that makes settled tokens cacheable: changing a noisy token changes no settled token's
+    output, and a settled token reads the settled ones before it in the unit order only."""
+    model, k = hsf.make_model(cfg), cfg.geometry.num_patches
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, k, cfg.geometry.patch_dim)), jnp.float32)
+    t = jnp.asarray(np.where(np.arange(k) < 6, -1, 10)[None].repeat(2, 0), jnp.int32)  # tokens 0-5 settled
+    run = lambda x: model.apply({"params": params}, x, t, t < 0, jnp.arange(k))
+    out = run(x)
+    moved = run(x.at[:, 9].add(1.0))  # a noisy token changed
+    np.testing.assert_allclose(moved[:, :6], out[:, :6], atol=1e-6)
+    assert np.abs(np.asarray(moved[:, 6:] - out[:, 6:])).max() > 1e-4
+    later = run(x.at[:, 4].add(1.0))  # a settled token changed: those before it in the order do not see it
+    np.testing.assert_allclose(later[:, :4], out[:, :4], atol=1e-6)
+    assert np.abs(np.asarray(later[:, 5] - out[:, 5])).max() > 1e-4
+
+
+def test_training_lowers_the_loss(cfg, stand_in_images):
+    model = hsf.make_model(cfg)
+    loss = hsf.make_loss(cfg)
+    params = hsf.init_params(model, jax.random.key(2))
+    opt = optax.adam(3e-3)
+    state = opt.init(params)
+    batch = jnp.asarray(stand_in_images[:16])
+
+    @jax.jit
+    def step(params, state, key):
+        value, grads = jax.value_and_grad(loss)(params, batch, key)
+        updates, state = opt.update(grads, state)
+        return optax.apply_updates(params, updates), state, value
+
+    held = jax.random.split(jax.random.key(4), 32)  # the same rows, timesteps and noise before and after
+    judge = jax.jit(lambda p: jnp.mean(jax.vmap(lambda k: loss(p, batch, k))(held)))
+    before = float(judge(params))
+    for key in jax.random.split(jax.random.key(3), 100):
+        params, state, _ = step(params, state, key)
+    after = float(judge(params))
+    assert after < 0.9 * before, (before, after)  # 0.999 -> 0.874 seen (predicting zero: 1.0)
+
+
+def test_an_image_is_its_seeds_alone_and_acs_k_0_is_the_plain_sampler(cfg, params):
+    opts = {g.name: g for g in generators.families(cfg)[-1].options(cfg)}
+    keys = generators.stream_keys(np.arange(3), 0, hsf.STREAM)
+    for name in ("HS/blocks tau 3, k 1", "HS/AR tau 1, k 0"):
+        g = opts[name]
+        batch = g.sample_keys(params, keys)
+        assert batch.shape == (3, *cfg.geometry.image_shape) and np.isfinite(np.asarray(batch)).all()
+        np.testing.assert_allclose(g.sample_keys(params, keys[1:2]), batch[1:2], atol=1e-5, err_msg=name)
+    # k = 0 through the option is `hyperschedule.sample` without ACS; k = 1 corrects something
+    plain, corrected = opts["HS/blocks tau 3, k 0"], opts["HS/blocks tau 3, k 1"]
+    assert np.abs(np.asarray(plain.sample_keys(params, keys) - corrected.sample_keys(params, keys))).max() > 1e-3
+    tab = hsf.table(HS_TEST.network.schedules[1], cfg.geometry)
+    assert hs.ACS(1, 3, 1).passes(tab) == corrected.passes - plain.passes
