@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from experiments import run as run_cli
+from test_hs_family import HS_TEST  # the hyperschedule family at test size
 from hybrid_jax import config as config_lib
 from hybrid_jax import io, stats
 from hybrid_jax.routing import ceiling
@@ -238,7 +239,8 @@ MAD_TEST = config_lib.MADFormerOptions(  # MADFormer at test size (FAMILIES.md's
 
 def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged_and_offered(finished, tmp_path):
     """A family defined in tests/ (`_toy_family`: one U-Net, DDIM at two budgets) added through `Preset.families`
-    alone, the library's MADFormer family switched on (`Preset.madformer`, test size), and one round of each family's
+    alone, the library's MADFormer and hyperschedule families switched on (`Preset.madformer` with its probe,
+    `Preset.hyperschedule`, test size), and one round of each family's
     distillation (B's corrector, A per block), in a copy of the finished run (one allocation serves all): each
     added family's network is trained as its own stage, its options' images of every seed are kept and are its
     samplers' own, and it is allocated, costed, plotted and offered on the options labeling page; the work-dir
@@ -257,18 +259,21 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
     shutil.copytree(finished, workdir)
     family = toy.family()
     cfg = dataclasses.replace(config_lib.apply_overrides(pipeline.load_run(finished).cfg, [
-        "ar_corrector.halvings=1", "blockwise.halvings=1"]), families=(family,), madformer=MAD_TEST)
+        "ar_corrector.halvings=1", "blockwise.halvings=1"]), families=(family,), madformer=MAD_TEST,
+        hyperschedule=HS_TEST)
     run = pipeline.open_run(cfg, workdir)
-    assert pipeline.pending(run) == ["madformer", "toy", "distill", "curves", "allocate", "report"]
+    assert pipeline.pending(run) == ["madformer", "hyperschedule", "toy", "distill", "curves", "allocate", "report"]
     pipeline.run_stages(run)
     assert pipeline.pending(run) == []
 
     # the families: own training stages, images of every seed, in the allocation, costed and on the labeling page
-    assert pipeline.stage_names(cfg)[:6] == ("data", "model_a", "model_b", "corrector", "madformer", "toy")
+    assert pipeline.stage_names(cfg)[:7] == ("data", "model_a", "model_b", "corrector", "madformer", "hyperschedule",
+                                             "toy")
     names = io.read_json(workdir / "allocate" / "results.json")["options"]
-    added = [n for n in names if n.startswith(("MAD/", "toy/"))]  # after the brief's families' options, family by
-    assert added == ["MAD/3 steps", "MAD/0 steps", "toy/4 steps", "toy/2 steps",  # family, most expensive first;
-                     "MAD/3 steps after probe", "MAD/0 steps after probe"]  # then each family probe's options
+    hs_names = [g.name for g in generators.families(cfg)[3].options(cfg)]
+    added = [n for n in names if n.startswith(("MAD/", "HS/", "toy/"))]  # after the brief's families' options,
+    assert added == ["MAD/3 steps", "MAD/0 steps", *hs_names, "toy/4 steps", "toy/2 steps",  # family by family, most
+                     "MAD/3 steps after probe", "MAD/0 steps after probe"]  # expensive first; then the probes' options
     assert names.index(added[0]) > max(i for i, n in enumerate(names) if n.startswith("B/"))
     assert names.index(added[-2]) > max(i for i, n in enumerate(names) if n.startswith("A/") and "after" in n)
     seeds = seeds_stage.load_seed_ids(run)
@@ -276,14 +281,16 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
     assert set(added) <= set(shown.candidates)
     points = {p["policy"]: p for p in io.read_json(workdir / "allocate" / "results.json")["points"]}
     curves = io.read_json(workdir / "curves" / "curves.json")["points"]  # each family's brief option, per snapshot
-    assert [(p["option"], p["snapshot"]) for p in curves][-2:] == [("MAD/3 steps", 0), ("toy/4 steps", 0)]
+    assert [(p["option"], p["snapshot"]) for p in curves][-3:] == [("MAD/3 steps", 0), (hs_names[0], 0),
+                                                                    ("toy/4 steps", 0)]
     for fam in generators.families(cfg)[2:]:
         assert io.read_json(workdir / fam.name / "done.json")["summary"]["steps"] > 0
         params = pipeline.restore_params(run, fam.networks[0].name)
+        first = seeds[:cfg.cost.batch_size]  # the allocation's batch: its compiled programs
         for g in fam.options(cfg):  # the images kept and shown are the family's samplers' own, seed by seed
-            own = g.sample_keys(params, generators.stream_keys(seeds[:3], cfg.seeds.base_seed, g.stream),
-                                generators.seed_labels(seeds[:3], cfg.data.num_classes))
-            np.testing.assert_allclose([shown.image(int(s), g.name) for s in seeds[:3]], own, atol=1e-4,
+            own = g.sample_keys(params, generators.stream_keys(first, cfg.seeds.base_seed, g.stream),
+                                generators.seed_labels(first, cfg.data.num_classes))
+            np.testing.assert_allclose([shown.image(int(s), g.name) for s in first], own, atol=1e-4,
                                        err_msg=g.name)  # another batch: XLA's rounding (ancestral steps carry it)
         savings = [points[f"fixed: {g.name}"]["flops_savings"] for g in fam.options(cfg)]
         assert 0 < savings[0] < savings[1] < 1, savings  # fewer FLOPs than A's full budget, fewer with fewer steps
@@ -292,9 +299,9 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
     (_, mad_probe), = [(f, p) for f, p in generators.probes(cfg) if p.name == "MAD"]
     params = pipeline.restore_params(run, "madformer")
     for g in mad_probe.options:
-        own = g.sample_keys(params, generators.stream_keys(seeds[:3], cfg.seeds.base_seed, g.stream),
-                            generators.seed_labels(seeds[:3], cfg.data.num_classes))
-        np.testing.assert_allclose([shown.image(int(s), g.name) for s in seeds[:3]], own, atol=1e-4, err_msg=g.name)
+        own = g.sample_keys(params, generators.stream_keys(first, cfg.seeds.base_seed, g.stream),
+                            generators.seed_labels(first, cfg.data.num_classes))
+        np.testing.assert_allclose([shown.image(int(s), g.name) for s in first], own, atol=1e-4, err_msg=g.name)
     policies = {p["policy"] for p in io.read_json(workdir / "allocate" / "results.json")["points"]}
     assert {"MAD probe allocation", "cascade via MAD", "random (cascade via MAD's mix)", "cascade"} <= policies
     report = (workdir / "report" / "report.md").read_text()
