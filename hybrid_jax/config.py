@@ -586,8 +586,16 @@ class HyperscheduleOptions:
     acs_k: tuple[int, ...] = (0, 1)
     acs_level: int | None = None
     acs_window: int = 1
+    # its own probe: the first `probe_rows` rows of the trained schedule named `probe_schedule` (None: no probe), whose
+    # state that schedule's options "after probe" continue
+    probe_schedule: str | None = None
+    probe_rows: int = 0
 
     def __post_init__(self):
+        names = [s.name for s in self.network.schedules]
+        _check(self.probe_schedule is None or (self.probe_schedule in names and self.probe_rows > 0),
+               f"hyperschedule.probe_schedule={self.probe_schedule!r} must name a trained schedule ({names}) with "
+               f"probe_rows > 0, got probe_rows={self.probe_rows}")
         _check(len(self.acs_k) > 0 and all(k >= 0 for k in self.acs_k), f"hyperschedule.acs_k {self.acs_k} must be "
                                                                            "one or more counts >= 0")
         _check(self.acs_window >= 1, "hyperschedule.acs_window must be >= 1")
@@ -723,6 +731,11 @@ class Preset:
         _check(self.hyperschedule is None or all(g.num_patches % s.group == 0
                                                  for s in self.hyperschedule.network.schedules),
                f"every hyperschedule group must divide the geometry's {self.geometry.num_patches} patches")
+        probed = self.hyperschedule and next((s for s in self.hyperschedule.network.schedules
+                                              if s.name == self.hyperschedule.probe_schedule), None)
+        _check(not probed or self.hyperschedule.probe_rows < (g.num_patches // probed.group - 1) * probed.delay
+               + probed.tau, f"hyperschedule.probe_rows={self.hyperschedule and self.hyperschedule.probe_rows} must "
+               "leave rows of its schedule to finish")
         _check(max(self.ar_corrector.depths, default=0) <= self.corrector.num_timesteps,
                f"ar_corrector.depths {self.ar_corrector.depths} exceed corrector.num_timesteps="
                f"{self.corrector.num_timesteps}")
@@ -738,7 +751,8 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(name="paper", model_a=ModelAConfig(snapshots=5), model_b=ModelBConfig(snapshots=5),
                     corrector=CorrectorConfig(snapshots=5),
                     madformer=MADFormerOptions(network=MADNetworkConfig(snapshots=5), probe_steps=10),
-                    hyperschedule=HyperscheduleOptions(network=HSNetworkConfig(snapshots=5))),
+                    hyperschedule=HyperscheduleOptions(network=HSNetworkConfig(snapshots=5), probe_schedule="blocks",
+                                                       probe_rows=50)),
     # Whole pipeline on a 2-core CPU in about a quarter of an hour.
     "quick": Preset(
         name="quick",
@@ -777,7 +791,7 @@ PRESETS: dict[str, Preset] = {
             schedules=(HSSchedule("flat", 16, 0, 20), HSSchedule("blocks", 4, 5, 5, "blocks"),
                        HSSchedule("AR", 1, 1, 1, temperature=0.25), HSSchedule("slide", 1, 2, 10)),
             context_level=5, train=TrainConfig(epochs=30, batch_size=32, lr=1e-3, ckpt_every=100, log_every=20),
-            snapshots=3)),
+            snapshots=3), probe_schedule="blocks", probe_rows=5),
     ),
     # Tiny: the whole pipeline in seconds, for tests.
     "test": Preset(

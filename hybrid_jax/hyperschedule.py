@@ -218,9 +218,9 @@ class ACS:
         s = np.arange(table.num_steps)[:, None]
         return (settled[None] <= s) & (s < settled[None] + self.window)
 
-    def passes(self, table: Table) -> int:
-        """Extra network passes: one per row with a token to re-read (none when k = 0)."""
-        return int(self.candidates(table).any(axis=1).sum()) if self.k else 0
+    def passes(self, table: Table, start: int = 0) -> int:
+        """Extra network passes in rows start..: one per row with a token to re-read (none when k = 0)."""
+        return int(self.candidates(table)[start:].any(axis=1).sum()) if self.k else 0
 
 
 @flax.struct.dataclass
@@ -247,12 +247,15 @@ def _token_mean(v: jax.Array, tokens: np.ndarray, num_tokens: int) -> jax.Array:
 
 def sample(eps_fn: diffusion.EpsFn, params, table: Table, num_timesteps: int, x_init: jax.Array, keys: jax.Array,
            tokens: np.ndarray, *, eta: float | None = None, temperature: float | Sequence[float] = 0.0,
-           acs: ACS | None = None, cond: Any = None, clip_x0: bool = True, noise_fn: Callable | None = None
-           ) -> jax.Array:
+           acs: ACS | None = None, cond: Any = None, clip_x0: bool = True, noise_fn: Callable | None = None,
+           rows: tuple[int, int] | None = None, trace: bool = False):
     """Every row of `table` from x_init (each token at its row-0 level; a token at pure noise holds `token_noise`'s
     draw at timestep T) in one `lax.scan`: eps_fn sees each token's timestep [b, K] (-1: clean), each token steps
     from its level to the next or is left as it is (`chain`), then `acs` corrects. Noise keyed per (example, token,
-    step) (`token_noise`; an ACS re-noising of row s at step T + 1 + s) unless `noise_fn` replays another order."""
+    step) (`token_noise`; an ACS re-noising of row s at step T + 1 + s) unless `noise_fn` replays another order.
+    `rows` (start, stop): those rows only, from x before row start (a probe, then its finish: the same image as one
+    run). Returns x, or with `trace` (x, each row's predicted clean image [rows, b, ...]; a token left alone is its
+    own value, clipped)."""
     c = chain(table, num_timesteps, eta=eta, temperature=temperature)
     noise_fn = noise_fn or token_noise(tokens)
     acs = acs or ACS(0, 1)
@@ -260,8 +263,8 @@ def sample(eps_fn: diffusion.EpsFn, params, table: Table, num_timesteps: int, x_
     t_c = int(timesteps(table.tau, num_timesteps)[acs.level]) if acs.level <= table.tau else 0
     ts = timesteps(table.tau, num_timesteps)
     cand = acs.candidates(table) if acs.k else np.zeros((table.num_steps, table.num_tokens), bool)
-    rows = Row(jnp.arange(table.num_steps), jnp.asarray(ts[table.levels[1:]], jnp.int32), jnp.asarray(cand),
-               jnp.asarray(cand.any(axis=1)))
+    scanned = Row(jnp.arange(table.num_steps), jnp.asarray(ts[table.levels[1:]], jnp.int32), jnp.asarray(cand),
+                  jnp.asarray(cand.any(axis=1)))
     b, K = x_init.shape[0], table.num_tokens
 
     def correct(x, row: Row):
@@ -280,9 +283,13 @@ def sample(eps_fn: diffusion.EpsFn, params, table: Table, num_timesteps: int, x_
     def step(x, row: Row):
         t = jnp.broadcast_to(c.t[row.index], (b, K))
         eps = eps_fn(params, x, t, cond).astype(jnp.float32)
-        x, _ = diffusion.chain_step(c, row.index, x, eps, noise_fn(keys, t, x.shape[1:]), clip_x0, tokens)
+        x, x0 = diffusion.chain_step(c, row.index, x, eps, noise_fn(keys, t, x.shape[1:]), clip_x0, tokens)
         if acs.k:
             x = jax.lax.cond(row.any_candidate, correct, lambda x, _: x, x, row)
-        return x, None
+        return x, (x0 if trace else None)
 
-    return jax.lax.scan(step, x_init.astype(jnp.float32), rows)[0]
+    start, stop = rows or (0, table.num_steps)
+    if not 0 <= start < stop <= table.num_steps:
+        raise ValueError(f"rows ({start}, {stop}) must lie within the table's {table.num_steps} rows")
+    x, x0s = jax.lax.scan(step, x_init.astype(jnp.float32), jax.tree.map(lambda v: v[start:stop], scanned))
+    return (x, x0s) if trace else x

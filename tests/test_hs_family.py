@@ -25,7 +25,7 @@ HS_TEST = config_lib.HyperscheduleOptions(  # the family at test size (FAMILIES.
         schedules=(config_lib.HSSchedule("flat", 16, 0, 4), config_lib.HSSchedule("blocks", 4, 3, 3, "blocks"),
                    config_lib.HSSchedule("AR", 1, 1, 1, temperature=0.25)),
         context_level=3, train=config_lib.TrainConfig(epochs=1, batch_size=16, ckpt_every=100, log_every=2)),
-    acs_k=(0, 1))
+    acs_k=(0, 1), probe_schedule="blocks", probe_rows=3)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,8 @@ def test_its_config_is_checked_and_a_work_dirs_json_gives_it_back(cfg):
     with pytest.raises(ConfigError, match="order must be one of"):
         config_lib.HSSchedule("x", 1, 1, 1, order="spiral")
     with pytest.raises(ConfigError, match="must divide the geometry's 16 patches"):
-        dataclasses.replace(cfg, hyperschedule=dataclasses.replace(HS_TEST, network=dataclasses.replace(
-            HS_TEST.network, schedules=(config_lib.HSSchedule("odd", 3, 1, 2),))))
+        dataclasses.replace(cfg, hyperschedule=dataclasses.replace(HS_TEST, probe_schedule=None, network=(
+            dataclasses.replace(HS_TEST.network, schedules=(config_lib.HSSchedule("odd", 3, 1, 2),)))))
     with pytest.raises(ConfigError, match="names .* must differ"):
         dataclasses.replace(HS_TEST.network, schedules=HS_TEST.network.schedules[:1] * 2)
     with pytest.raises(ConfigError, match="acs_level=4 must be in"):
@@ -131,3 +131,31 @@ def test_an_image_is_its_seeds_alone_and_acs_k_0_is_the_plain_sampler(cfg, param
     assert np.abs(np.asarray(plain.sample_keys(params, keys) - corrected.sample_keys(params, keys))).max() > 1e-3
     tab = hsf.table(HS_TEST.network.schedules[1], cfg.geometry)
     assert hs.ACS(1, 3, 1).passes(tab) == corrected.passes - plain.passes
+
+
+def test_the_probe_runs_the_first_rows_and_its_options_finish_from_there(cfg, params):
+    """The family's probe (`hyperschedule.probe_*`): the first rows of its schedule (here block 0 of the blockwise
+    one), A's probe statistics of the predicted clean image over the tokens those rows move; each "after probe"
+    option's finish from the probe's state is its one-shot image, and with k = 0 that of the schedule sampled in
+    one run (1e-5: other programs); passes are the table's, plus ACS's in the rows after the probe."""
+    (fam, probe), = [(f, p) for f, p in generators.probes(cfg) if f.name == "hyperschedule"]
+    assert (probe.name, probe.feature_names) == ("HS", hsf.PROBE_FEATURES)
+    assert [g.name for g in probe.options] == ["HS/blocks tau 3, k 1 after probe", "HS/blocks tau 3, k 0 after probe"]
+    tab = hsf.table(HS_TEST.network.schedules[1], cfg.geometry)
+    assert [g.passes for g in probe.options] == [12 + hs.ACS(1, 3, 1).passes(tab, 3), 12]
+    keys = generators.stream_keys(np.arange(3), 0, hsf.STREAM)
+    state, feats = probe.run(params, keys)
+    assert feats.shape == (3, len(hsf.PROBE_FEATURES)) and np.isfinite(np.asarray(feats)).all()
+    later = np.asarray(state.x)[:, 16:, :, :]  # block 0 is the top-left quadrant: the bottom half still noise
+    start = np.asarray(hsf._Schedule(cfg, HS_TEST.network.schedules[1]).start(keys, None).x)[:, 16:]
+    np.testing.assert_array_equal(later, start)
+    for g in probe.options:
+        np.testing.assert_allclose(g.finish(params, state), g.sample_keys(params, keys), atol=1e-5, err_msg=g.name)
+    plain = {g.name: g for g in fam.options(cfg)}["HS/blocks tau 3, k 0"]
+    np.testing.assert_allclose(probe.options[1].finish(params, state), plain.sample_keys(params, keys), atol=1e-5)
+    both = type(state).concatenate([state.take(np.array([2])), state.take(np.array([0, 1]))])
+    np.testing.assert_array_equal(both.x, state.x[np.array([2, 0, 1])])
+    with pytest.raises(ConfigError, match="must name a trained schedule"):
+        dataclasses.replace(HS_TEST, probe_schedule="spiral")
+    with pytest.raises(ConfigError, match="probe_rows=12 must leave rows"):
+        dataclasses.replace(cfg, hyperschedule=dataclasses.replace(HS_TEST, probe_rows=12))

@@ -273,7 +273,8 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
     hs_names = [g.name for g in generators.families(cfg)[3].options(cfg)]
     added = [n for n in names if n.startswith(("MAD/", "HS/", "toy/"))]  # after the brief's families' options,
     assert added == ["MAD/3 steps", "MAD/0 steps", *hs_names, "toy/4 steps", "toy/2 steps",  # family by family, most
-                     "MAD/3 steps after probe", "MAD/0 steps after probe"]  # expensive first; then the probes' options
+                     "MAD/3 steps after probe", "MAD/0 steps after probe",  # expensive first; then each family
+                     "HS/blocks tau 3, k 1 after probe", "HS/blocks tau 3, k 0 after probe"]  # probe's options
     assert names.index(added[0]) > max(i for i, n in enumerate(names) if n.startswith("B/"))
     assert names.index(added[-2]) > max(i for i, n in enumerate(names) if n.startswith("A/") and "after" in n)
     seeds = seeds_stage.load_seed_ids(run)
@@ -294,16 +295,18 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
                                        err_msg=g.name)  # another batch: XLA's rounding (ancestral steps carry it)
         savings = [points[f"fixed: {g.name}"]["flops_savings"] for g in fam.options(cfg)]
         assert 0 < savings[0] < savings[1] < 1, savings  # fewer FLOPs than A's full budget, fewer with fewer steps
-    # MADFormer's own probe: run once per seed, continued by its "after probe" options (the images kept are theirs),
-    # its probe allocation and the cascade through it among the policies, on the Pareto figure and in the report
-    (_, mad_probe), = [(f, p) for f, p in generators.probes(cfg) if p.name == "MAD"]
-    params = pipeline.restore_params(run, "madformer")
-    for g in mad_probe.options:
-        own = g.sample_keys(params, generators.stream_keys(first, cfg.seeds.base_seed, g.stream),
-                            generators.seed_labels(first, cfg.data.num_classes))
-        np.testing.assert_allclose([shown.image(int(s), g.name) for s in first], own, atol=1e-4, err_msg=g.name)
+    # MADFormer's and the hyperschedules' own probes: run once per seed, continued by their "after probe" options
+    # (the images kept are theirs), each probe's allocation and the cascade through it among the policies
+    assert [p.name for _, p in generators.probes(cfg)] == ["A", "MAD", "HS"]
+    for fam, probe in generators.probes(cfg)[1:]:
+        params = pipeline.restore_params(run, fam.networks[0].name)
+        for g in probe.options:
+            own = g.sample_keys(params, generators.stream_keys(first, cfg.seeds.base_seed, g.stream),
+                                generators.seed_labels(first, cfg.data.num_classes))
+            np.testing.assert_allclose([shown.image(int(s), g.name) for s in first], own, atol=1e-4, err_msg=g.name)
     policies = {p["policy"] for p in io.read_json(workdir / "allocate" / "results.json")["points"]}
-    assert {"MAD probe allocation", "cascade via MAD", "random (cascade via MAD's mix)", "cascade"} <= policies
+    assert {"MAD probe allocation", "cascade via MAD", "random (cascade via MAD's mix)", "cascade",
+            "HS probe allocation", "cascade via HS"} <= policies
     report = (workdir / "report" / "report.md").read_text()
     for name in added:  # the allocation's table and the premise's
         assert f"| fixed: {name} |" in report and f"| {name} |" in report

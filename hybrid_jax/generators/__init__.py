@@ -10,9 +10,9 @@ from hybrid_jax.generators.base import (Distillation, Family, Generator, Network
                                         seed_labels, stream_keys)
 from hybrid_jax.generators.registry import BRIEF_PAIR, BUILTIN, STREAMS, families
 
-__all__ = ["BRIEF_PAIR", "BUILTIN", "Distillation", "Family", "Generator", "Network", "Probe", "STREAMS", "batches",
-           "binary", "distillations", "families", "generate", "options", "probes", "seed_labels", "seed_stream",
-           "stream_keys"]
+__all__ = ["BRIEF_PAIR", "BUILTIN", "Distillation", "Family", "Generator", "Network", "Probe", "STREAMS",
+           "allocation_options", "batches", "binary", "distillations", "families", "generate", "options", "probes",
+           "seed_labels", "seed_stream", "stream_keys"]
 
 
 def binary(cfg: Preset) -> tuple[Generator, Generator]:
@@ -24,6 +24,12 @@ def options(cfg: Preset) -> tuple[Generator, ...]:
     """Every option of the preset's allocation study (always with the brief's pair among them), family by family
     (`families`: the study's own, then the preset's), each family's most expensive first."""
     return tuple(g for f in families(cfg) for g in f.options(cfg))
+
+
+def allocation_options(cfg: Preset) -> tuple[Generator, ...]:
+    """Every option the allocation compares, in its order: `options`, then each family probe's "after probe"
+    options (`probes`); the deployed policy's option indices refer to this order."""
+    return options(cfg) + tuple(g for _, p in probes(cfg) for g in p.options)
 
 
 def probes(cfg: Preset) -> tuple[tuple[Family, Probe], ...]:

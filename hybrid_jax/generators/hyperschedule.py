@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,9 +21,10 @@ from hybrid_jax import diffusion, geometry as geometry_lib, timing, xla
 from hybrid_jax import hyperschedule as hs
 from hybrid_jax.config import Geometry, HSSchedule, Preset
 from hybrid_jax.data import images_and_labels
-from hybrid_jax.generators.base import Family, Generator, Network
+from hybrid_jax.generators.base import Family, Generator, Network, Probe
 from hybrid_jax.models import build, class_labels
 from hybrid_jax.models.token_transformer import TokenTransformer
+from hybrid_jax.probe import features
 
 NAME = "hyperschedule"
 STREAM = 4
@@ -111,24 +113,60 @@ def make_loss(cfg: Preset) -> Callable[[Any, Any, jax.Array], jax.Array]:
     return loss
 
 
+@flax.struct.dataclass
+class State:
+    """Sampling after some rows of a schedule: the image so far and the seeds' keys and classes."""
+
+    x: jax.Array  # [b, S, S, 3]
+    keys: jax.Array  # [b]
+    labels: jax.Array  # [b]
+
+    def take(self, idx) -> "State":
+        return State(self.x[idx], self.keys[idx], self.labels[idx])
+
+    @staticmethod
+    def concatenate(states: "list[State]") -> "State":
+        return State(*(jnp.concatenate([getattr(s, f) for s in states]) for f in ("x", "keys", "labels")))
+
+
+class _Schedule:
+    """One trained schedule's sampling pieces: its table, its eps function, the tokens' pixels, the start state."""
+
+    def __init__(self, cfg: Preset, schedule: HSSchedule):
+        n, g = cfg.hyperschedule.network, cfg.geometry
+        self.schedule, self.table, self.T = schedule, table(schedule, g), n.num_timesteps
+        self.eps_fn = make_eps_fn(make_model(cfg), g, _ranks(schedule, g))
+        self.tokens = diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
+        self.num_classes, self.geometry = cfg.data.num_classes, g
+
+    def start(self, keys, labels) -> State:
+        x = hs.token_noise(self.tokens)(keys, jnp.full((keys.shape[0], self.geometry.num_patches), self.T),
+                                        self.geometry.image_shape)
+        return State(x, keys, class_labels(labels, keys.shape[0], self.num_classes))
+
+    def run(self, params, state: State, rows, acs: hs.ACS | None = None, trace: bool = False):
+        return hs.sample(self.eps_fn, params, self.table, self.T, state.x, state.keys, self.tokens, acs=acs,
+                         cond=state.labels, temperature=self.schedule.temperature, rows=rows, trace=trace)
+
+
+def _acs(cfg: Preset, schedule: HSSchedule, k: int) -> hs.ACS:
+    o = cfg.hyperschedule
+    return hs.ACS(k, o.acs_level or schedule.tau, o.acs_window)
+
+
+def _name(schedule: HSSchedule, k: int) -> str:
+    return f"HS/{schedule.name} tau {schedule.tau}, k {k}"
+
+
 def option(cfg: Preset, schedule: HSSchedule, k: int) -> Generator:
     """The schedule sampled with ACS re-reading k tokens per row (`hyperschedule.acs_*`), ancestral DDPM."""
-    o, n, g = cfg.hyperschedule, cfg.hyperschedule.network, cfg.geometry
-    tab = table(schedule, g)
-    acs = hs.ACS(k, o.acs_level or schedule.tau, o.acs_window)
-    eps_fn = make_eps_fn(make_model(cfg), g, _ranks(schedule, g))
-    tokens = diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
-    num_classes = cfg.data.num_classes
+    s, acs = _Schedule(cfg, schedule), _acs(cfg, schedule, k)
 
     def sample_keys(params, keys, labels=None):
-        labels = class_labels(labels, keys.shape[0], num_classes)
-        x = hs.token_noise(tokens)(keys, jnp.full((keys.shape[0], g.num_patches), n.num_timesteps), g.image_shape)
-        x = hs.sample(eps_fn, params, tab, n.num_timesteps, x, keys, tokens, acs=acs, cond=labels,
-                      temperature=schedule.temperature)
-        return jnp.clip(x, -1.0, 1.0)
+        return jnp.clip(s.run(params, s.start(keys, labels), None, acs), -1.0, 1.0)
 
-    return Generator(f"HS/{schedule.name} tau {schedule.tau}, k {k}", NAME, xla.jit(sample_keys),
-                     {UNIT: tab.passes + acs.passes(tab)}, stream=STREAM)
+    return Generator(_name(schedule, k), NAME, xla.jit(sample_keys), {UNIT: s.table.passes + acs.passes(s.table)},
+                     stream=STREAM)
 
 
 def options(cfg: Preset) -> tuple[Generator, ...]:
@@ -136,6 +174,42 @@ def options(cfg: Preset) -> tuple[Generator, ...]:
     o = cfg.hyperschedule
     opts = [option(cfg, s, k) for s in o.network.schedules for k in o.acs_k]
     return tuple(sorted(opts, key=lambda g: -g.passes))
+
+
+PROBE = "HS"  # its own probe's name (`Generator.probe` of the options continuing it)
+PROBE_FEATURES = tuple("hs_" + n for n in features.A_PROBE)
+
+
+def probe(cfg: Preset) -> Probe | None:
+    """With `hyperschedule.probe_schedule`: that schedule's first `probe_rows` rows (no ACS) and, read off the
+    predicted clean image of each probe row over the tokens active in them, A's probe statistics (image statistics
+    of the last prediction, how much it still moves between rows); per ACS k, the option that continues the probe's
+    state through the remaining rows ("... after probe": the same image as sampling them in one run)."""
+    o = cfg.hyperschedule
+    if o.probe_schedule is None:
+        return None
+    schedule = next(s for s in o.network.schedules if s.name == o.probe_schedule)
+    s, rows = _Schedule(cfg, schedule), o.probe_rows
+    active = s.table.active[:rows].any(axis=0)  # [K] tokens the probe moves
+    mask = active[s.tokens[..., 0]][..., None].astype(np.float32)  # [S, S, 1]
+
+    def run(params, keys, labels=None):
+        x, x0s = s.run(params, s.start(keys, labels), (0, rows), trace=True)
+        state = State(x, keys, class_labels(labels, keys.shape[0], s.num_classes))
+        return state, features.a_probe(x0s, mask)
+
+    run = xla.jit(run)
+
+    def after(k: int) -> Generator:
+        acs = _acs(cfg, schedule, k)
+        finish = xla.jit(lambda params, state: jnp.clip(s.run(params, state, (rows, s.table.num_steps), acs),
+                                                        -1.0, 1.0))
+        sample = xla.jit(lambda params, keys, labels=None: finish(params, run(params, keys, labels)[0]))
+        passes = s.table.passes + acs.passes(s.table, rows)
+        return Generator(_name(schedule, k) + " after probe", NAME, sample, {UNIT: passes}, stream=STREAM,
+                         probe=PROBE, finish=finish)
+
+    return Probe(PROBE, run, PROBE_FEATURES, tuple(after(k) for k in sorted(set(o.acs_k), reverse=True)))
 
 
 def pass_flops(cfg: Preset, params) -> dict[str, float]:
@@ -149,4 +223,4 @@ def pass_flops(cfg: Preset, params) -> dict[str, float]:
 FAMILY = Family(NAME, STREAM, (Network(NAME, lambda cfg: cfg.hyperschedule.network, make_loss,
                                        lambda cfg, key: init_params(make_model(cfg), key)),),
                 settings=lambda cfg: cfg.hyperschedule, assemble=lambda p: p[NAME], options=options,
-                brief=lambda cfg: options(cfg)[0], pass_flops=pass_flops)
+                brief=lambda cfg: options(cfg)[0], pass_flops=pass_flops, probe=probe)

@@ -21,8 +21,8 @@ from hybrid_jax.study.rundir import (Run, RunDirError, Stage, check_workdir, is_
 from hybrid_jax.study.stages import allocate, curves, data, distill, features, labels, report, routed, router, seeds, train
 
 __all__ = ["Run", "RunDirError", "check_inputs", "fingerprints", "load_policy", "load_run", "make_routed_sampler",
-           "open_run", "pending", "preset_from_dict", "restore_model_b", "restore_params", "run_stages", "samplers",
-           "stage_names", "stages"]
+           "open_run", "pending", "preset_from_dict", "restore_model_b", "restore_option_params", "restore_params",
+           "run_stages", "samplers", "stage_names", "stages"]
 
 log = logging.getLogger("hybrid_jax.pipeline")
 
@@ -40,6 +40,7 @@ def stage_names(cfg) -> tuple[str, ...]:
 # The public entry points of a finished work dir (README "Public API").
 restore_params = train.restore_params
 restore_model_b = train.restore_model_b
+restore_option_params = train.restore_option_params
 samplers = seeds.samplers
 make_routed_sampler = routed.make_routed_sampler
 load_policy = allocate.load_policy

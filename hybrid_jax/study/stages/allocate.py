@@ -177,7 +177,7 @@ def _options(run: Run, opts, seconds: np.ndarray, timing: dict, trained: dict) -
 def run_stage(run: Run) -> dict:
     cfg = run.cfg
     probes = generators.probes(cfg)
-    opts = generators.options(cfg) + tuple(g for _, p in probes for g in p.options)
+    opts = generators.allocation_options(cfg)
     trained = {f.name: train.restore_option_params(run, f.name) for f in generators.families(cfg)}
     trained.update(distill_stage.trained_params(run))
     seeds = seeds_stage.load_seed_ids(run)
