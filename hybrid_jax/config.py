@@ -139,7 +139,8 @@ class UNetConfig:
 
 
 def _check_transformer(name: str, cfg) -> None:
-    """A transformer section's shared fields: heads divide the width, a known compute dtype."""
+    """A transformer section's shared fields: some layers, heads divide the width, a known compute dtype."""
+    _check(cfg.num_layers > 0, f"{name}.num_layers must be > 0")
     _check(cfg.width % cfg.num_heads == 0, f"{name}.width={cfg.width} must be divisible by num_heads={cfg.num_heads}")
     _check(cfg.dtype in ("float32", "bfloat16"), f"{name}.dtype must be float32 or bfloat16, got {cfg.dtype}")
 
@@ -156,7 +157,6 @@ class DecoderConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        _check(self.num_layers > 0, "decoder.num_layers must be > 0")
         _check_transformer("decoder", self)
 
 
@@ -516,7 +516,6 @@ class TokenTransformerConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        _check(self.num_layers > 0, "hyperschedule.network.model.num_layers must be > 0")
         _check_transformer("hyperschedule.network.model", self)
 
 
@@ -790,7 +789,7 @@ PRESETS: dict[str, Preset] = {
             model=TokenTransformerConfig(num_layers=4, width=128, num_heads=4), num_timesteps=100,
             schedules=(HSSchedule("flat", 16, 0, 20), HSSchedule("blocks", 4, 5, 5, "blocks"),
                        HSSchedule("AR", 1, 1, 1, temperature=0.25), HSSchedule("slide", 1, 2, 10)),
-            context_level=5, train=TrainConfig(epochs=30, batch_size=32, lr=1e-3, ckpt_every=100, log_every=20),
+            context_level=5, train=TrainConfig(epochs=200, batch_size=32, lr=1e-3, ckpt_every=500, log_every=100),
             snapshots=3), probe_schedule="blocks", probe_rows=5),
     ),
     # Tiny: the whole pipeline in seconds, for tests.

@@ -260,8 +260,8 @@ def sample(eps_fn: diffusion.EpsFn, params, table: Table, num_timesteps: int, x_
     noise_fn = noise_fn or token_noise(tokens)
     acs = acs or ACS(0, 1)
     ac = diffusion.linear_schedule(num_timesteps)
-    t_c = int(timesteps(table.tau, num_timesteps)[acs.level]) if acs.level <= table.tau else 0
     ts = timesteps(table.tau, num_timesteps)
+    t_c = int(ts[min(acs.level, table.tau)])  # the re-noising timestep (checked by `candidates` where k > 0)
     cand = acs.candidates(table) if acs.k else np.zeros((table.num_steps, table.num_tokens), bool)
     scanned = Row(jnp.arange(table.num_steps), jnp.asarray(ts[table.levels[1:]], jnp.int32), jnp.asarray(cand),
                   jnp.asarray(cand.any(axis=1)))
@@ -276,8 +276,7 @@ def sample(eps_fn: diffusion.EpsFn, params, table: Table, num_timesteps: int, x_
         x0 = diffusion.predict_x0(ac, x_c, jnp.full((b,), t_c), eps)
         x0 = jnp.clip(x0, -1.0, 1.0) if clip_x0 else x0
         gap = jnp.where(row.candidates, _token_mean(jnp.square(x0 - x), tokens, K), -jnp.inf)  # [b, K]
-        kth = jax.lax.top_k(gap, acs.k)[0][:, -1:] if acs.k else jnp.full((b, 1), jnp.inf)
-        chosen = (gap >= kth) & jnp.isfinite(gap)
+        chosen = (gap >= jax.lax.top_k(gap, acs.k)[0][:, -1:]) & jnp.isfinite(gap)  # the k largest gaps
         return jnp.where(_per_pixel(chosen, tokens), x0, x)
 
     def step(x, row: Row):
