@@ -717,3 +717,31 @@ def test_people_s_option_labels_reach_the_allocate_stage(finished, tmp_path):
     points = {p["policy"]: p for p in out["points"]}
     assert points["oracle"]["flops_per_image"] == points[f"fixed: {names[0]}"]["flops_per_image"]
     assert f"People labeled {len(rows)} (seed, option) pairs" in (workdir / "report" / "report.md").read_text()
+
+
+def test_an_options_kept_images_are_keyed_by_the_stages_that_trained_its_params(finished, tmp_path):
+    """The allocation keeps each option's images per fingerprint of the seeds stage and of the stages that trained
+    the option's params: a retrained A (its done record's fingerprint changed) gets new files for A's options and a
+    distilled A's, B's stay where they were."""
+    import shutil
+
+    from hybrid_jax import generators
+    from hybrid_jax.study.stages import allocate as allocate_stage
+
+    workdir = tmp_path / "run"
+    for done in [finished / "run.json", *finished.glob("*/done.json")]:  # the records are all the keys read
+        (workdir / done.relative_to(finished)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(done, workdir / done.relative_to(finished))
+    cfg = config_lib.apply_overrides(pipeline.load_run(workdir).cfg, ["blockwise.halvings=1"])  # A's students too
+    run = pipeline.Run(cfg, workdir)
+    made = allocate_stage._made_by_seeds_stage(run)
+    opts = [g for g in generators.allocation_options(cfg) if g.name not in made]
+    where = lambda: {g.name: allocate_stage._image_file(run, g, made)[0] for g in opts}
+    before = where()
+    record = io.read_json(workdir / "model_a" / "done.json")
+    io.write_json(workdir / "model_a" / "done.json", {**record, "fingerprint": "retrained"})
+    after = where()
+    for g in opts:
+        moved = before[g.name] != after[g.name]
+        assert moved == (g.model != "model_b"), g.name  # A's options, its probe's and its students' (A's params)
+    assert {g.model for g in opts} >= {"model_a", "model_b", "model_a/distilled"}

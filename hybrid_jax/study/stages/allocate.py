@@ -22,7 +22,7 @@ from hybrid_jax.data import fixed_batches
 from hybrid_jax.quality import labels as labels_lib
 from hybrid_jax.routing import allocation, policy
 from hybrid_jax.study import cost
-from hybrid_jax.study.rundir import Run, Stage, done_record, file_hash
+from hybrid_jax.study.rundir import Run, Stage, done_record, file_hash, fingerprint
 from hybrid_jax.study.stages import distill as distill_stage
 from hybrid_jax.study.stages import features as features_stage
 from hybrid_jax.study.stages import labels as labels_stage
@@ -43,13 +43,21 @@ def _made_by_seeds_stage(run: Run) -> dict[str, str]:
     return dict(zip((o.name for o in generators.binary(run.cfg)), ("images_a", "images_b")))
 
 
+def _made_by(run: Run, g: generators.Generator) -> tuple[str, ...]:
+    """The stages whose params option `g` samples with: its family's training stages (and `distill` for a student)."""
+    distilled = {d.name: f for f, d in generators.distillations(run.cfg)}
+    family = distilled.get(g.model) or generators.registry.by_name(run.cfg, g.model)
+    return (*(n.name for n in family.networks), *(("distill",) if g.model in distilled else ()))
+
+
 def _image_file(run: Run, g: generators.Generator, made: dict[str, str]) -> tuple[Path, str]:
     """Where option `g`'s images of every seed are kept: (file relative to the work dir, array name). The brief's
-    two options' are the seeds stage's (`made`); the others' are kept per seeds-stage fingerprint (seeds config +
-    trained models), so other seeds never reuse them."""
+    two options' are the seeds stage's (`made`); the others' are kept per fingerprint of the seeds stage (its seeds)
+    and of the stages that trained `g`'s params, so other seeds or a retrained network never reuse them."""
     if g.name in made:
         return labeling.SEEDS_FILE, made[g.name]
-    return Path("allocate", "options", done_record(run, "seeds")["fingerprint"], f"{_slug(g.name)}.npz"), "images"
+    key = fingerprint(*(done_record(run, stage)["fingerprint"] for stage in ("seeds", *_made_by(run, g))))
+    return Path("allocate", "options", key, f"{_slug(g.name)}.npz"), "images"
 
 
 def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: dict[str, str],
@@ -237,7 +245,8 @@ def load_policy(run: Run) -> policy.Policy:
 # networks' FLOPs per pass from the routed stage; 6: each option timed by its own generation batches, the "after
 # probe" options continuing A's one probe (whose features the cascade reads); 7: B's few-step options (the distilled
 # correctors, naive DDIM at their steps and on the whole grid); 8: A's distilled options too; 9: every family's own
-# probe (A's, MADFormer's) with its "after probe" options, its probe allocation and the cascade through it
+# probe (A's, MADFormer's) with its "after probe" options, its probe allocation and the cascade through it; an
+# option's kept images keyed by the stages that trained its params too
 def stage(cfg) -> Stage:
     """The stage, after the training stages of the families a preset adds (the brief's pair's reach it through the
     seeds stage)."""
