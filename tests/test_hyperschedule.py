@@ -70,8 +70,8 @@ TOKENS = diffusion.tile_tokens(8, 8, 4)  # 4 tokens of 4 x 4 pixels
 def test_a_flat_table_is_the_respaced_sampler_and_padding_rows_change_nothing():
     """Every token's chain of a flat table is the respaced DDPM (DDIM) chain, field by field bitwise; sampled per
     token it gives the per-image sampler's images (to XLA's rounding: the same arithmetic, coefficients gathered per
-    pixel instead of broadcast; 1 ulp seen, 5e-6 after DDIM's steps carry it) and exactly the images of the stacked respaced chain; no-op rows appended
-    change no bit."""
+    pixel instead of broadcast; 1 ulp seen, 5e-6 after DDIM's steps carry it) and exactly the images of the stacked
+    respaced chain; no-op rows appended change no bit."""
     keys = jax.random.split(jax.random.key(0), 3)
     x_init = jax.random.normal(jax.random.key(1), (3, 8, 8, 2))
     params = jnp.linspace(0.5, 1.5, 2)
@@ -288,9 +288,9 @@ def test_acs_re_noises_the_uncommitted_tokens_and_replaces_the_k_worst_by_their_
     estimate and value take that estimate; the candidates follow the window; one pass per row with a candidate."""
     table = hs.ar(4, tau=2)
     acs = hs.ACS(2, level=2, window=2)
-    np.testing.assert_array_equal(acs.candidates(table), np.array(
-        [[0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1]],
-        bool))
+    np.testing.assert_array_equal(acs.candidates(table), np.array(  # rows 1-2 token 0, 3-4 token 1, ...
+        [[0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0],
+         [0, 0, 0, 1]], bool))
     assert acs.passes(table) == 7 and hs.ACS(1, 2, window=3).passes(table) == 7
     rng = np.random.default_rng(3)
     table = _random_table(rng, 10, 4, 4)

@@ -6,8 +6,8 @@ a gradient-boosting P(option acceptable | features) exported to `router.TreeEnse
 per seed, the cheapest option of the first stage whose probability reaches the threshold; where none
 does, the next stage decides; where no stage does, the fallback option. The cascade is the stages
 ("B": B's options, then the first family probe's "after probe" budgets, fallback its costliest);
-without family-probe options it is the learned allocation's single "B" stage over every option. The same rule as `allocation.predicted`,
-in-graph, so probe -> allocate -> sample stays on device. Saved as one npz + one JSON, read without
+without family-probe options it is the learned allocation's single "B" stage over every option. The
+same rule as `allocation.predicted`, in-graph, so probe -> allocate -> sample stays on device. Saved as one npz + one JSON, read without
 sklearn.
 """
 
