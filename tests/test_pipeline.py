@@ -282,7 +282,9 @@ def test_a_family_added_as_a_value_and_the_distilled_samplers_are_trained_judged
     assert set(added) <= set(shown.candidates)
     points = {p["policy"]: p for p in io.read_json(workdir / "allocate" / "results.json")["points"]}
     curves = io.read_json(workdir / "curves" / "curves.json")["points"]  # each family's brief option, per snapshot
-    assert [(p["option"], p["snapshot"]) for p in curves][-3:] == [("MAD/3 steps", 0), (hs_names[0], 0),
+    hs_brief = generators.families(cfg)[3].brief(cfg).name  # its first schedule, plain (no ACS)
+    assert hs_brief == "HS/flat tau 4, k 0" and hs_brief in hs_names
+    assert [(p["option"], p["snapshot"]) for p in curves][-3:] == [("MAD/3 steps", 0), (hs_brief, 0),
                                                                     ("toy/4 steps", 0)]
     for fam in generators.families(cfg)[2:]:
         assert io.read_json(workdir / fam.name / "done.json")["summary"]["steps"] > 0

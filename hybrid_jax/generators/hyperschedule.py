@@ -170,7 +170,8 @@ def option(cfg: Preset, schedule: HSSchedule, k: int) -> Generator:
 
 
 def options(cfg: Preset) -> tuple[Generator, ...]:
-    """An option per trained schedule and ACS k, most expensive first."""
+    """An option per trained schedule and ACS k, most expensive first (its learning curve judges the first trained
+    schedule at the smallest k: the family's brief option)."""
     o = cfg.hyperschedule
     opts = [option(cfg, s, k) for s in o.network.schedules for k in o.acs_k]
     return tuple(sorted(opts, key=lambda g: -g.passes))
@@ -223,4 +224,5 @@ def pass_flops(cfg: Preset, params) -> dict[str, float]:
 FAMILY = Family(NAME, STREAM, (Network(NAME, lambda cfg: cfg.hyperschedule.network, make_loss,
                                        lambda cfg, key: init_params(make_model(cfg), key)),),
                 settings=lambda cfg: cfg.hyperschedule, assemble=lambda p: p[NAME], options=options,
-                brief=lambda cfg: options(cfg)[0], pass_flops=pass_flops, probe=probe)
+                brief=lambda cfg: option(cfg, cfg.hyperschedule.network.schedules[0], min(cfg.hyperschedule.acs_k)),
+                pass_flops=pass_flops, probe=probe)

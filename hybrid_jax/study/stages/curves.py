@@ -1,4 +1,4 @@
-"""Stage `curves`: each family's brief option (the brief's pair, then the other families' most expensive option)
+"""Stage `curves`: each family's brief option (`Family.brief`: the brief's pair, then each other family's own)
 judged at every training snapshot, so a model is read by its learning curve, not one final number.
 
 At each snapshot (`<model>.snapshots` evenly spaced steps, the last the end of training) the option samples the
