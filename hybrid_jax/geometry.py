@@ -36,6 +36,14 @@ def unpatchify(patches, geometry: Geometry):
     return jnp.reshape(jnp.swapaxes(y, -4, -3), (*lead, *g.image_shape))
 
 
+def block_order(geometry: Geometry) -> np.ndarray:
+    """The raster patch index (`patchify`'s order) of each patch in block order: blocks in raster order, raster
+    within each (a stable sort by block)."""
+    rows, cols = np.divmod(np.arange(geometry.num_patches), geometry.patches_per_side)
+    per_block = geometry.block_size // geometry.patch_size
+    return np.argsort((rows // per_block) * geometry.blocks_per_side + cols // per_block, kind="stable")
+
+
 def block_masks(geometry: Geometry) -> np.ndarray:
     """float32 [num_blocks, S, S, 1]: mask b is 1 on block b (raster order: the brief's 0 TL, 1 TR, 2 BL, 3 BR)."""
     g = geometry

@@ -145,8 +145,9 @@ def chain(table: Table, num_timesteps: int, *, eta: float | None = None,
     """The per-token chain (fields [S, K]) of `table` on a `num_timesteps` schedule: step s of token k goes from its
     level's timestep to the next level's with the coefficients of `diffusion.ddpm_steps` (eta None) or
     `ddim_steps(eta)`, those of `ddpm_chain`/`ddim_chain`'s step between the same two timesteps; a no-op where its
-    level does not change (x kept bitwise). `t` is each token's current timestep (-1: clean). `temperature` (one per token, or one for all): the standard deviation of
-    noise added where a token lands on clean (no noise is added there otherwise)."""
+    level does not change (x kept bitwise). `t` is each token's current timestep (-1: clean). `temperature` (one per
+    token, or one for all): the standard deviation of noise added where a token lands on clean (no noise is added
+    there otherwise)."""
     ts = timesteps(table.tau, num_timesteps)
     temp = np.broadcast_to(np.asarray(temperature, np.float64), (table.num_tokens,))
     fields = ("sqrt_recip_ac", "sqrt_recipm1_ac", "c_x0", "c_xt", "log_var", "noisy")

@@ -67,6 +67,11 @@ def _eps(params, x, t, cond):  # a smooth function of x and the timestep, differ
 TOKENS = diffusion.tile_tokens(8, 8, 4)  # 4 tokens of 4 x 4 pixels
 
 
+def _per_token_eps(params, x, t, cond):  # as `_eps`, each pixel reading its own token's timestep (t [b, K])
+    t_pixel = jnp.take(t, jnp.asarray(TOKENS)[..., 0], axis=1)[..., None]  # [b, 8, 8, 1]
+    return jnp.tanh(params * x + 0.003 * t_pixel.astype(jnp.float32))
+
+
 def test_a_flat_table_is_the_respaced_sampler_and_padding_rows_change_nothing():
     """Every token's chain of a flat table is the respaced DDPM (DDIM) chain, field by field bitwise; sampled per
     token it gives the per-image sampler's images (to XLA's rounding: the same arithmetic, coefficients gathered per
@@ -137,9 +142,7 @@ def test_a_numpy_reference_on_a_random_table_agrees():
     rng = np.random.default_rng(0)
     table = _random_table(rng, 12, 4, 6)
     params = jnp.linspace(0.5, 1.5, 2)
-    per_token = lambda p, x, t, c: jnp.tanh(p * x + 0.003 * jnp.take_along_axis(
-        t, jnp.broadcast_to(jnp.asarray(TOKENS)[None, ..., 0], (x.shape[0], 8, 8)).reshape(x.shape[0], -1), 1
-    ).reshape(x.shape[0], 8, 8, 1).astype(jnp.float32))
+    per_token = _per_token_eps
     keys = jax.random.split(jax.random.key(2), 2)
     x_init = jax.random.normal(jax.random.key(3), (2, 8, 8, 2))
     c = hs.chain(table, 50, temperature=0.3)
@@ -296,7 +299,7 @@ def test_acs_re_noises_the_uncommitted_tokens_and_replaces_the_k_worst_by_their_
     table = _random_table(rng, 10, 4, 4)
     for acs in (hs.ACS(1, level=3, window=2), hs.ACS(2, level=4, window=3)):
         params = jnp.linspace(0.5, 1.5, 2)
-        per_token = lambda p, x, t, c: jnp.tanh(p * x + 0.003 * _per_pixel_t(t).astype(jnp.float32))
+        per_token = _per_token_eps
         keys = jax.random.split(jax.random.key(12), 2)
         x_init = jax.random.normal(jax.random.key(13), (2, 8, 8, 2))
         got = hs.sample(per_token, params, table, 50, x_init, keys, TOKENS, acs=acs)
@@ -308,9 +311,6 @@ def test_acs_re_noises_the_uncommitted_tokens_and_replaces_the_k_worst_by_their_
         assert np.abs(np.asarray(got) - np.asarray(plain)).max() > 1e-2  # it corrected something
 
 
-def _per_pixel_t(t):
-    """Per-token timesteps [b, K] -> [b, 8, 8, 1] on TOKENS' pixels."""
-    return jnp.take(t, jnp.asarray(TOKENS)[..., 0], axis=1)[..., None]
 
 
 def _reference_acs(table: hs.Table, acs: hs.ACS, T: int, eps_np, x_init: np.ndarray, keys) -> np.ndarray:

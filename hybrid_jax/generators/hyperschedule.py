@@ -34,11 +34,7 @@ UNIT = "hs_pass"  # one dense pass of the network over every token
 def unit_order(order: str, geometry: Geometry) -> np.ndarray:
     """The patch tokens (raster index) in a unit order: "raster" (B's), or "blocks" (A's quadrants one after
     another, raster within each)."""
-    raster = np.arange(geometry.num_patches)
-    rows, cols = np.divmod(raster, geometry.patches_per_side)
-    per_block = geometry.block_size // geometry.patch_size
-    blocks = np.argsort((rows // per_block) * geometry.blocks_per_side + cols // per_block, kind="stable")
-    return {"raster": raster, "blocks": blocks}[order]
+    return {"raster": np.arange(geometry.num_patches), "blocks": geometry_lib.block_order(geometry)}[order]
 
 
 def table(s: HSSchedule, geometry: Geometry) -> hs.Table:
@@ -59,9 +55,7 @@ def init_params(model: TokenTransformer, key: jax.Array):
 
 def _ranks(schedule: HSSchedule, geometry: Geometry) -> np.ndarray:
     """[K] each token's position in the schedule's unit order (the settled tokens' causal order)."""
-    rank = np.empty(geometry.num_patches, np.int32)
-    rank[unit_order(schedule.order, geometry)] = np.arange(geometry.num_patches)
-    return rank
+    return np.argsort(unit_order(schedule.order, geometry)).astype(np.int32)
 
 
 def make_eps_fn(model: TokenTransformer, geometry: Geometry, rank: np.ndarray) -> diffusion.EpsFn:
@@ -195,9 +189,9 @@ def probe(cfg: Preset) -> Probe | None:
     mask = active[s.tokens[..., 0]][..., None].astype(np.float32)  # [S, S, 1]
 
     def run(params, keys, labels=None):
-        x, x0s = s.run(params, s.start(keys, labels), (0, rows), trace=True)
-        state = State(x, keys, class_labels(labels, keys.shape[0], s.num_classes))
-        return state, features.a_probe(x0s, mask)
+        start = s.start(keys, labels)
+        x, x0s = s.run(params, start, (0, rows), trace=True)
+        return start.replace(x=x), features.a_probe(x0s, mask)
 
     run = xla.jit(run)
 

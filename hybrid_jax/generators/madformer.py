@@ -106,13 +106,14 @@ def _start(model: MADFormer, keys, labels, num_classes: int) -> State:
                  class_labels(labels, n, num_classes))
 
 
-def _block(model: MADFormer, chain: diffusion.Chain | None, num_timesteps: int, params, state: State, j):
-    """Block j drawn: (the state with it, its AR guess [b, block_len, token_dim], its predicted clean block after
-    each diffusion step [S, b, block_len, token_dim] (S = 0: the guess alone, [1, ...]))."""
+def _block(model: MADFormer, chain: diffusion.Chain | None, num_timesteps: int, params, state: State, j,
+           trace: bool = False):
+    """Block j drawn: the state with it; with `trace`, (that state, its AR guess [b, block_len, token_dim], its
+    predicted clean block after each diffusion step [S, b, block_len, token_dim] (S = 0: the guess alone))."""
     v, bl, d = {"params": params}, model.block_len, model.token_dim
     prev = jax.lax.dynamic_slice_in_dim(state.tokens, jnp.maximum(j - 1, 0) * bl, bl, axis=1)
     cond, cache = model.apply(v, prev, j, state.cache, state.labels, method=MADFormer.clean)
-    guess = model.apply(v, cond, method=MADFormer.decode)
+    guess = model.apply(v, cond, method=MADFormer.decode) if chain is None or trace else None
     if chain is None:
         x, x0s = guess, guess[None]
     else:
@@ -120,15 +121,17 @@ def _block(model: MADFormer, chain: diffusion.Chain | None, num_timesteps: int, 
         eps_fn = lambda p, x, t, _: model.apply(p, x, jnp.broadcast_to(t[:, None], x.shape[:2]), cond, cache, j,
                                                 method=MADFormer.denoise)
         x_init = diffusion.per_example_normal(keys, num_timesteps, (bl, d))
-        x, x0s = diffusion.sample_chain(eps_fn, v, chain, x_init, keys, trace=True)
+        x, x0s = diffusion.sample_chain(eps_fn, v, chain, x_init, keys, trace=True) if trace else (
+            diffusion.sample_chain(eps_fn, v, chain, x_init, keys), None)
     tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, x.astype(state.tokens.dtype), j * bl, axis=1)
-    return State(tokens, cache, state.keys, state.labels), guess, x0s
+    drawn = State(tokens, cache, state.keys, state.labels)
+    return (drawn, guess, x0s) if trace else drawn
 
 
 def make_sampler(model: MADFormer, geometry: Geometry, patch: int, num_timesteps: int, steps: int,
                  num_classes: int = 1) -> Sampler:
     chain = _chain(num_timesteps, steps)
-    block = lambda params, state, j: _block(model, chain, num_timesteps, params, state, j)[0]
+    block = lambda params, state, j: _block(model, chain, num_timesteps, params, state, j)
 
     def blocks(params, state: State, first: int) -> State:
         return jax.lax.scan(lambda s, j: (block(params, s, j), None), state, jnp.arange(first, model.num_blocks))[0]
@@ -164,7 +167,8 @@ def make_probe(model: MADFormer, geometry: Geometry, patch: int, num_timesteps: 
         jnp.pad(block, ((0, 0), (0, (model.num_blocks - 1) * model.block_len), (0, 0))), geometry, patch))
 
     def run(params, keys, labels=None):
-        state, guess, x0s = _block(model, chain, num_timesteps, params, _start(model, keys, labels, num_classes), 0)
+        state, guess, x0s = _block(model, chain, num_timesteps, params, _start(model, keys, labels, num_classes), 0,
+                                   trace=True)
         gap = jnp.mean(jnp.square(state.tokens[:, : model.block_len] - guess), axis=(1, 2))
         return state, jnp.concatenate([features.a_probe(as_image(x0s), mask), gap[:, None]], axis=1)
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax.config import Geometry
-from hybrid_jax.geometry import patchify, unpatchify
+from hybrid_jax.geometry import block_order, patchify, unpatchify
 from hybrid_jax.models.unet import timestep_embedding
 
 
@@ -43,25 +43,17 @@ def init_cache(batch: int, num_layers: int, width: int, num_heads: int, tokens: 
     return Cache(jnp.zeros(shape), jnp.zeros(shape))
 
 
-def _block_order(geometry: Geometry) -> np.ndarray:
-    """The raster patch index (`geometry.patchify`'s order) of each token in block order: blocks in raster order,
-    raster within each (a stable sort by block)."""
-    rows, cols = np.divmod(np.arange(geometry.num_patches), geometry.patches_per_side)
-    per_block = geometry.block_size // geometry.patch_size
-    return np.argsort((rows // per_block) * geometry.blocks_per_side + cols // per_block, kind="stable")
-
-
 def block_tokens(x: jax.Array, geometry: Geometry, patch: int) -> jax.Array:
     """[b, S, S, C] -> [b, blocks * per_block, patch * patch * C]: patches of side `patch`, block by block (raster
     order of blocks), raster within each block."""
     g = dataclasses.replace(geometry, patch_size=patch)
-    return patchify(x, g)[:, _block_order(g)]
+    return patchify(x, g)[:, block_order(g)]
 
 
 def unblock_tokens(tokens: jax.Array, geometry: Geometry, patch: int) -> jax.Array:
     """Exact inverse of `block_tokens`."""
     g = dataclasses.replace(geometry, patch_size=patch)
-    return unpatchify(tokens[:, np.argsort(_block_order(g))], g)
+    return unpatchify(tokens[:, np.argsort(block_order(g))], g)
 
 
 def _attend(q, k, v, visible):

@@ -199,8 +199,9 @@ def evaluate(quality: np.ndarray, opts: Options, X: np.ndarray, folds: np.ndarra
     n, k = quality.shape
     ok = acceptable(quality, tau, human)
     order = opts.cheapest_first
-    own = [p for p in family_probes(opts) if probes is not None and p in probes]
-    base = np.flatnonzero(~np.isin(np.arange(k), [c for p in family_probes(opts) for c in opts.columns(p)]))
+    family = family_probes(opts)
+    own = [p for p in family if p in (probes or {})]
+    base = np.flatnonzero(~np.isin(np.arange(k), [c for p in family for c in opts.columns(p)]))
     point = lambda name, param, choice, probed: _point(name, param, choice, probed, quality, opts, feats,
                                                        feats_real, rng, boot, classes)
     random = lambda name, choices: [dict(_random_point(c, quality, opts, feats, feats_real, rng, boot, n_mc, name,

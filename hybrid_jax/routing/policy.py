@@ -7,8 +7,8 @@ per seed, the cheapest option of the first stage whose probability reaches the t
 does, the next stage decides; where no stage does, the fallback option. The cascade is the stages
 ("B": B's options, then the first family probe's "after probe" budgets, fallback its costliest);
 without family-probe options it is the learned allocation's single "B" stage over every option. The
-same rule as `allocation.predicted`, in-graph, so probe -> allocate -> sample stays on device. Saved as one npz + one JSON, read without
-sklearn.
+same rule as `allocation.predicted`, in-graph, so probe -> allocate -> sample stays on device. Saved as one
+npz + one JSON, read without sklearn.
 """
 
 from __future__ import annotations
@@ -70,9 +70,8 @@ def fit(features: Mapping[str, np.ndarray], feature_names: Mapping[str, Sequence
     ok = allocation.acceptable(quality, tau, human)
     order = opts.cheapest_first
     own = allocation.family_probes(opts)
-    missing = [p for p in own[:1] if p not in features]
-    if missing:
-        raise PolicyError(f"options continue the {missing[0]!r} probe but no {missing[0]!r}-probe features were given")
+    if own and own[0] not in features:
+        raise PolicyError(f"options continue the {own[0]!r} probe but no {own[0]!r}-probe features were given")
     router = allocation.ROUTER_PROBE
     plan = ([(router, opts.columns(router)), (own[0], opts.columns(own[0]))] if own
             else [(router, np.arange(len(opts.names)))])
