@@ -579,12 +579,15 @@ class HSNetworkConfig:
 class HyperscheduleOptions:
     """The hyperschedule family (`generators.hyperschedule`): its network and its options, one per trained schedule
     and ACS k (`hybrid_jax.hyperschedule.ACS`: k tokens re-read per row at level `acs_level` (None: the schedule's
-    tau), within `acs_window` rows; k = 0 the plain sampler)."""
+    tau), within `acs_window` rows; k = 0 the plain sampler). `windowed`: each pass reads only its row's window of
+    tokens after a key/value cache of the committed ones (`hyperschedule.Window`); else every token (the same
+    images, more FLOPs)."""
 
     network: HSNetworkConfig = HSNetworkConfig()
     acs_k: tuple[int, ...] = (0, 1)
     acs_level: int | None = None
     acs_window: int = 1
+    windowed: bool = True
     # its own probe: the first `probe_rows` rows of the trained schedule named `probe_schedule` (None: no probe), whose
     # state that schedule's options "after probe" continue
     probe_schedule: str | None = None

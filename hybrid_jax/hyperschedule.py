@@ -224,6 +224,56 @@ class ACS:
         return int(self.candidates(table)[start:].any(axis=1).sum()) if self.k else 0
 
 
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """Where a windowed sampler evaluates row s of a table: the `size` tokens of the unit order `order` from
+    `start[s]`. The tokens before it are committed: settled, past ACS's reach (`delay` rows after settling, ACS's
+    window), their keys and values taken from a pass that saw their final value and read from a cache; the tokens
+    after it wait at pure noise (hidden: no token reads them). `plan` gives the smallest such window."""
+
+    order: np.ndarray  # [K] the tokens in unit order
+    size: int
+    start: np.ndarray  # [S] int32
+
+    @staticmethod
+    def plan(table: Table, order: Sequence[int], delay: int = 1) -> "Window":
+        """The window of `table` in the unit order `order` whose tokens count as committed `delay` (>= 1) rows
+        after they settle: a token clean after row r is final after row r + delay - 1 (its last ACS correction),
+        its keys and values from the pass of row r + delay on, so it is committed from row r + delay + 1."""
+        order = np.asarray(order)
+        if sorted(order.tolist()) != list(range(table.num_tokens)) or delay < 1:
+            raise ConfigError(f"a window needs a unit order over the {table.num_tokens} tokens and delay >= 1, got "
+                              f"{order.tolist()} and {delay}")
+        lv = table.levels[:, order]  # [S + 1, K] in unit order
+        clean_after = np.where(lv[0] == 0, -1, np.argmax(lv[1:] == 0, axis=0))  # the row after which it is clean
+        s = np.arange(table.num_steps)[:, None]
+        final = clean_after[None] <= s - 1 - delay  # [S, K]
+        committed = np.argmin(np.concatenate([final, np.zeros_like(final[:, :1])], axis=1), axis=1)  # prefix length
+        waiting = (lv[:-1] == table.tau) & (lv[1:] == table.tau)
+        pos = np.arange(table.num_tokens)[None]
+        last = np.max(np.where(~waiting, pos + 1, 0), axis=1)  # one past the last token a row needs
+        size = int(max(1, np.max(last - committed)))
+        return Window(order, size, np.minimum(committed, table.num_tokens - size).astype(np.int32))
+
+
+@dataclasses.dataclass(frozen=True)
+class Net:
+    """The sampler's network: `apply(params, x, t, cond, start, cache) -> (eps, cache)` with `start` the row's
+    window start (`Window`) and the cache carried from row to row: `empty(batch)` before row 0, `prefill(params, x,
+    t, cond)` (one pass over every token) for a state sampled so far. `dense` wraps an eps_fn that reads every
+    token and keeps no cache."""
+
+    apply: Callable
+    empty: Callable
+    prefill: Callable
+    window: Window | None = None
+
+    @staticmethod
+    def dense(eps_fn: diffusion.EpsFn) -> "Net":
+        return Net(lambda params, x, t, cond, start, cache: (eps_fn(params, x, t, cond), cache),
+                   lambda batch: None, lambda params, x, t, cond: None)
+
+
 @flax.struct.dataclass
 class Row:
     """What the sampler scans over, one entry per table row (static data from the table)."""
@@ -232,6 +282,7 @@ class Row:
     t_after: jax.Array  # [K] int32 each token's timestep after the row (-1: clean)
     candidates: jax.Array  # [K] bool tokens ACS may correct after the row
     any_candidate: jax.Array  # [] bool
+    start: jax.Array  # [] int32 the row's window start (`Window`; 0 dense)
 
 
 def _per_pixel(v: jax.Array, tokens: np.ndarray) -> jax.Array:
@@ -246,17 +297,20 @@ def _token_mean(v: jax.Array, tokens: np.ndarray, num_tokens: int) -> jax.Array:
     return total / (onehot.sum(axis=tuple(range(onehot.ndim - 1))) * v.shape[-1])
 
 
-def sample(eps_fn: diffusion.EpsFn, params, table: Table, num_timesteps: int, x_init: jax.Array, keys: jax.Array,
-           tokens: np.ndarray, *, eta: float | None = None, temperature: float | Sequence[float] = 0.0,
-           acs: ACS | None = None, cond: Any = None, clip_x0: bool = True, noise_fn: Callable | None = None,
-           rows: tuple[int, int] | None = None, trace: bool = False):
+def sample(eps_fn: diffusion.EpsFn | Net, params, table: Table, num_timesteps: int, x_init: jax.Array,
+           keys: jax.Array, tokens: np.ndarray, *, eta: float | None = None,
+           temperature: float | Sequence[float] = 0.0, acs: ACS | None = None, cond: Any = None,
+           clip_x0: bool = True, noise_fn: Callable | None = None, rows: tuple[int, int] | None = None,
+           trace: bool = False):
     """Every row of `table` from x_init (each token at its row-0 level; a token at pure noise holds `token_noise`'s
     draw at timestep T) in one `lax.scan`: eps_fn sees each token's timestep [b, K] (-1: clean), each token steps
-    from its level to the next or is left as it is (`chain`), then `acs` corrects. Noise keyed per (example, token,
+    from its level to the next or is left as it is (`chain`), then `acs` corrects. A `Net` with a `Window` reads
+    only each row's window and caches the committed tokens (the same images). Noise keyed per (example, token,
     step) (`token_noise`; an ACS re-noising of row s at step T + 1 + s) unless `noise_fn` replays another order.
     `rows` (start, stop): those rows only, from x before row start (a probe, then its finish: the same image as one
-    run). Returns x, or with `trace` (x, each row's predicted clean image [rows, b, ...]; a token left alone is its
-    own value, clipped)."""
+    run; a cached net's cache rebuilt by one `prefill` pass). Returns x, or with `trace` (x, each row's predicted
+    clean image [rows, b, ...]; a token left alone is its own value, clipped)."""
+    net = eps_fn if isinstance(eps_fn, Net) else Net.dense(eps_fn)
     c = chain(table, num_timesteps, eta=eta, temperature=temperature)
     noise_fn = noise_fn or token_noise(tokens)
     acs = acs or ACS(0, 1)
@@ -264,32 +318,37 @@ def sample(eps_fn: diffusion.EpsFn, params, table: Table, num_timesteps: int, x_
     ts = timesteps(table.tau, num_timesteps)
     t_c = int(ts[min(acs.level, table.tau)])  # the re-noising timestep (checked by `candidates` where k > 0)
     cand = acs.candidates(table) if acs.k else np.zeros((table.num_steps, table.num_tokens), bool)
+    starts = np.zeros(table.num_steps, np.int32) if net.window is None else net.window.start
     scanned = Row(jnp.arange(table.num_steps), jnp.asarray(ts[table.levels[1:]], jnp.int32), jnp.asarray(cand),
-                  jnp.asarray(cand.any(axis=1)))
+                  jnp.asarray(cand.any(axis=1)), jnp.asarray(starts))
     b, K = x_init.shape[0], table.num_tokens
 
-    def correct(x, row: Row):
+    def correct(x, row: Row, cache):
         t_eval = jnp.broadcast_to(jnp.where(row.candidates, t_c, row.t_after), (b, K))
         z = noise_fn(keys, jnp.full((b, K), num_timesteps + 1, jnp.int32) + row.index, x.shape[1:])
         picked = _per_pixel(jnp.broadcast_to(row.candidates, (b, K)), tokens)
         x_c = jnp.where(picked, jnp.sqrt(ac.alphas_cumprod[t_c]) * x + jnp.sqrt(1.0 - ac.alphas_cumprod[t_c]) * z, x)
-        eps = eps_fn(params, x_c, t_eval, cond).astype(jnp.float32)
+        eps = net.apply(params, x_c, t_eval, cond, row.start, cache)[0].astype(jnp.float32)  # commits nothing
         x0 = diffusion.predict_x0(ac, x_c, jnp.full((b,), t_c), eps)
         x0 = jnp.clip(x0, -1.0, 1.0) if clip_x0 else x0
         gap = jnp.where(row.candidates, _token_mean(jnp.square(x0 - x), tokens, K), -jnp.inf)  # [b, K]
         chosen = (gap >= jax.lax.top_k(gap, acs.k)[0][:, -1:]) & jnp.isfinite(gap)  # the k largest gaps
         return jnp.where(_per_pixel(chosen, tokens), x0, x)
 
-    def step(x, row: Row):
+    def step(carry, row: Row):
+        x, cache = carry
         t = jnp.broadcast_to(c.t[row.index], (b, K))
-        eps = eps_fn(params, x, t, cond).astype(jnp.float32)
-        x, x0 = diffusion.chain_step(c, row.index, x, eps, noise_fn(keys, t, x.shape[1:]), clip_x0, tokens)
+        eps, cache = net.apply(params, x, t, cond, row.start, cache)
+        x, x0 = diffusion.chain_step(c, row.index, x, eps.astype(jnp.float32), noise_fn(keys, t, x.shape[1:]),
+                                     clip_x0, tokens)
         if acs.k:
-            x = jax.lax.cond(row.any_candidate, correct, lambda x, _: x, x, row)
-        return x, (x0 if trace else None)
+            x = jax.lax.cond(row.any_candidate, correct, lambda x, *_: x, x, row, cache)
+        return (x, cache), (x0 if trace else None)
 
     start, stop = rows or (0, table.num_steps)
     if not 0 <= start < stop <= table.num_steps:
         raise ValueError(f"rows ({start}, {stop}) must lie within the table's {table.num_steps} rows")
-    x, x0s = jax.lax.scan(step, x_init.astype(jnp.float32), jax.tree.map(lambda v: v[start:stop], scanned))
+    x = x_init.astype(jnp.float32)
+    cache = net.prefill(params, x, jnp.broadcast_to(c.t[start], (b, K)), cond) if start else net.empty(b)
+    (x, _), x0s = jax.lax.scan(step, (x, cache), jax.tree.map(lambda v: v[start:stop], scanned))
     return (x, x0s) if trace else x

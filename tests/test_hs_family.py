@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from hybrid_jax import config as config_lib
+from hybrid_jax import diffusion
 from hybrid_jax import generators
 from hybrid_jax import hyperschedule as hs
 from hybrid_jax.config import ConfigError
@@ -43,18 +44,27 @@ def params(cfg):
 
 def test_the_family_offers_a_schedule_per_acs_k_with_its_passes_and_flops(preset, cfg, params):
     """Off in the test preset; set, its network is a training stage and each trained schedule x ACS k an option
-    (most passes first) whose passes are the table's rows with an active token plus one per ACS row, and FLOPs
-    = passes x one dense pass (XLA's cost)."""
+    (most passes first) whose passes are the table's rows with an active token plus one per ACS row, each of its
+    schedule's window (the previous block and the current one; the last token and the current one; the flat
+    schedule's window is every token: dense), and FLOPs = passes x one pass of that window (XLA's cost), less than
+    a dense pass's."""
     assert "hyperschedule" not in [f.name for f in generators.families(preset)]
     fam = generators.families(cfg)[-1]
     assert fam.name == "hyperschedule" and [n.name for n in fam.networks] == ["hyperschedule"]
     opts = fam.options(cfg)
-    passes = {g.name: g.passes for g in opts}
-    assert passes == {"HS/flat tau 4, k 0": 4, "HS/flat tau 4, k 1": 5, "HS/blocks tau 3, k 0": 12,
-                      "HS/blocks tau 3, k 1": 16, "HS/AR tau 1, k 0": 16, "HS/AR tau 1, k 1": 32}
-    assert [g.passes for g in opts] == sorted(passes.values(), reverse=True)
+    passes = {g.name: g.pass_counts for g in opts}
+    assert passes == {"HS/flat tau 4, k 0": {"hs_pass": 4}, "HS/flat tau 4, k 1": {"hs_pass": 5},
+                      "HS/blocks tau 3, k 0": {"hs_window_8": 12}, "HS/blocks tau 3, k 1": {"hs_window_8": 16},
+                      "HS/AR tau 1, k 0": {"hs_window_2": 16}, "HS/AR tau 1, k 1": {"hs_window_2": 32}}
+    assert [g.passes for g in opts] == sorted((g.passes for g in opts), reverse=True)
     f = fam.pass_flops(cfg, params)
-    assert f["hs_pass"] > 0 and all(g.flops(f) == pytest.approx(g.passes * f["hs_pass"]) for g in opts)
+    assert set(f) == {"hs_pass", "hs_window_8", "hs_window_2"}
+    assert 0 < f["hs_window_2"] < f["hs_window_8"] < f["hs_pass"]
+    assert all(g.flops(f) == pytest.approx(g.passes * f[next(iter(g.pass_counts))]) for g in opts)
+    dense = dataclasses.replace(cfg, hyperschedule=dataclasses.replace(HS_TEST, windowed=False))
+    assert {g.name: g.pass_counts for g in fam.options(dense)} == {n: {"hs_pass": sum(c.values())}
+                                                                   for n, c in passes.items()}
+    assert set(fam.pass_flops(dense, params)) == {"hs_pass"}
     blocks = hsf.table(HS_TEST.network.schedules[1], cfg.geometry)
     first = blocks.active[:3]  # the first quadrant's patches (raster 0, 1, 4, 5) only, for its 3 steps
     assert first[:, [0, 1, 4, 5]].all() and not np.delete(first, [0, 1, 4, 5], axis=1).any()
@@ -93,6 +103,52 @@ def test_settled_tokens_never_read_the_noisy_ones(cfg, params):
     later = run(x.at[:, 4].add(1.0))  # a settled token changed: those before it in the order do not see it
     np.testing.assert_allclose(later[:, :4], out[:, :4], atol=1e-6)
     assert np.abs(np.asarray(later[:, 5] - out[:, 5])).max() > 1e-4
+    hidden = jnp.asarray(np.arange(k) == 9)[None].repeat(2, 0)  # a token at pure noise: only it reads itself
+    run = lambda x: model.apply({"params": params}, x, t, t < 0, jnp.arange(k), None, hidden)
+    out, moved = run(x), run(x.at[:, 9].add(1.0))
+    np.testing.assert_allclose(np.delete(np.asarray(moved), 9, 1), np.delete(np.asarray(out), 9, 1), atol=1e-6)
+    assert np.abs(np.asarray(moved[:, 9] - out[:, 9])).max() > 1e-4
+
+
+def _waiting_table(rng, num_steps: int, order: np.ndarray, tau: int) -> hs.Table:
+    """Tokens in the unit order `order` start after growing, jittered waits at pure noise and fall to 0 in random
+    drops within tau + 2 rows (so they settle roughly, not exactly, in that order)."""
+    levels = np.full((num_steps + 1, len(order)), tau, np.int32)
+    for p, k in enumerate(order):
+        wait = p * (num_steps - tau - 3) // len(order) + rng.integers(0, 2)
+        n = rng.integers(1, tau + 1)
+        rows = np.sort(rng.choice(np.arange(wait, wait + tau + 2), n, replace=False))
+        after = np.concatenate([np.sort(rng.choice(np.arange(1, tau), n - 1, replace=False))[::-1], [0]])
+        for r, level in zip(rows, after):
+            levels[r + 1:, k] = level
+    return hs.Table(levels, tau)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_windowed_cached_sampler_gives_the_dense_samplers_images_on_a_random_table(cfg, params, seed):
+    """Dense = windowed = cached: on a random table (tokens waiting, settling out of the unit order) with ACS, the
+    windowed sampler (each row its window, the committed tokens' keys and values from the cache) gives the dense
+    one's images and traces (1e-5), and so does a finish from a mid-table state whose cache one pass rebuilt."""
+    rng = np.random.default_rng(seed)
+    g, T = cfg.geometry, HS_TEST.network.num_timesteps
+    order = rng.permutation(g.num_patches)
+    tab = _waiting_table(rng, 24, order, 4)
+    acs = hs.ACS(2, 3, window=2)
+    window = hs.Window.plan(tab, order, acs.window)
+    assert window.size < g.num_patches and window.start.max() > 0  # a real window, a real cache
+    model, tokens = hsf.make_model(cfg), diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
+    nets = {"dense": hsf.make_eps_fn(model, g, np.argsort(order), T), "windowed": hsf.make_cached_net(
+        model, g, window, T)}
+    keys = jax.random.split(jax.random.key(seed), 2)
+    x_init = hs.token_noise(tokens)(keys, jnp.full((2, g.num_patches), T), g.image_shape)
+    run = {m: jax.jit(lambda x, rows, net=net: hs.sample(net, params, tab, T, x, keys, tokens, acs=acs, rows=rows,
+                                                          trace=True), static_argnums=1) for m, net in nets.items()}
+    (x, x0s), (xw, x0sw) = run["dense"](x_init, None), run["windowed"](x_init, None)
+    assert np.abs(np.asarray(x - x_init)).max() > 0.1
+    np.testing.assert_allclose(xw, x, atol=1e-5)
+    np.testing.assert_allclose(x0sw, x0s, atol=1e-5)
+    mid = run["dense"](x_init, (0, 10))[0]
+    np.testing.assert_allclose(run["windowed"](mid, (10, tab.num_steps))[0], x, atol=1e-5)
 
 
 def test_training_lowers_the_loss(cfg, stand_in_images):
@@ -136,13 +192,16 @@ def test_an_image_is_its_seeds_alone_and_acs_k_0_is_the_plain_sampler(cfg, param
 def test_the_probe_runs_the_first_rows_and_its_options_finish_from_there(cfg, params):
     """The family's probe (`hyperschedule.probe_*`): the first rows of its schedule (here block 0 of the blockwise
     one), A's probe statistics of the predicted clean image over the tokens those rows move; each "after probe"
-    option's finish from the probe's state is its one-shot image, and with k = 0 that of the schedule sampled in
-    one run (1e-5: other programs); passes are the table's, plus ACS's in the rows after the probe."""
+    option's finish from the probe's state (its cache rebuilt in one pass) is its one-shot image (its cache built row
+    by row), and with k = 0 that of the schedule sampled in one run (1e-5: other programs); passes are the table's,
+    plus ACS's in the rows after the probe."""
     (fam, probe), = [(f, p) for f, p in generators.probes(cfg) if f.name == "hyperschedule"]
     assert (probe.name, probe.feature_names) == ("HS", hsf.PROBE_FEATURES)
     assert [g.name for g in probe.options] == ["HS/blocks tau 3, k 1 after probe", "HS/blocks tau 3, k 0 after probe"]
     tab = hsf.table(HS_TEST.network.schedules[1], cfg.geometry)
-    assert [g.passes for g in probe.options] == [12 + hs.ACS(1, 3, 1).passes(tab, 3), 12]
+    # a windowed finish first rebuilds the cache of the probe's state: one dense pass
+    assert [g.pass_counts for g in probe.options] == [{"hs_window_8": 12 + hs.ACS(1, 3, 1).passes(tab, 3),
+                                                       "hs_pass": 1}, {"hs_window_8": 12, "hs_pass": 1}]
     keys = generators.stream_keys(np.arange(3), 0, hsf.STREAM)
     state, feats = probe.run(params, keys)
     assert feats.shape == (3, len(hsf.PROBE_FEATURES)) and np.isfinite(np.asarray(feats)).all()

@@ -14,6 +14,8 @@ from hybrid_jax import diffusion
 from hybrid_jax import hyperschedule as hs
 from hybrid_jax.config import ConfigError
 
+ORDER16 = np.array([0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15])  # A's quadrants of a 4 x 4 patch grid
+
 QUADRANT_MAJOR = [0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15]  # B's 4 x 4 patches by A's quadrants
 
 
@@ -265,6 +267,32 @@ def test_a_width_1_table_with_bs_temperature_and_an_adapter_around_bs_decoder_gi
     got = hs.sample(adapter, params, table, T, x_init, keys, np.arange(g.num_patches)[:, None],
                     temperature=cfg.temperature, clip_x0=False, noise_fn=b_noise)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("delay", [1, 2])
+def test_a_window_covers_every_token_a_row_moves_or_reads_and_caches_only_final_ones(delay):
+    """`Window.plan`: in every row, the tokens before the window were clean by row s - 1 - delay (final, their keys
+    and values from an earlier pass that saw them so), the tokens after it wait at pure noise, and the size is the
+    smallest that does this; blockwise in A's order it is the last block and the current one, AR (width 1) the
+    last `delay` tokens and the current one."""
+    rng = np.random.default_rng(delay)
+    for table in (_random_table(rng, 12, 6, 4), hs.blockwise(16, 3, 4, ORDER16), hs.ar(16), hs.slide(16, 4, 2)):
+        order = rng.permutation(table.num_tokens) if table.num_tokens == 6 else ORDER16
+        w = hs.Window.plan(table, order, delay)
+        lv = table.levels[:, w.order]
+        clean_after = np.where(lv[0] == 0, -1, np.argmax(lv[1:] == 0, axis=0))
+        need = []
+        for s in range(table.num_steps):
+            before, after = slice(0, w.start[s]), slice(w.start[s] + w.size, None)
+            assert (clean_after[before] <= s - 1 - delay).all()
+            assert ((lv[s, after] == table.tau) & (lv[s + 1, after] == table.tau)).all()
+            moving = np.flatnonzero(~((lv[s] == table.tau) & (lv[s + 1] == table.tau)))  # the row reads or moves
+            need.append(moving.max() + 1 - np.argmin(np.append(clean_after <= s - 1 - delay, False)))
+        assert w.size == max(1, max(need)) and 0 <= w.start.min() and w.start.max() + w.size <= table.num_tokens
+    assert hs.Window.plan(hs.blockwise(16, 3, 4, ORDER16), ORDER16, 1).size == 8
+    assert hs.Window.plan(hs.ar(16), np.arange(16), delay).size == 1 + delay
+    with pytest.raises(ConfigError, match="unit order over the 16 tokens"):
+        hs.Window.plan(hs.ar(16), np.arange(15), 1)
 
 
 def test_the_table_sampler_is_the_per_token_chain_sampler_and_acs_with_k_0_changes_nothing():

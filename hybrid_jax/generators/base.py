@@ -105,6 +105,7 @@ class Network:
     section: Callable[[Preset], Any]  # cfg -> its config section, e.g. `cfg.model_a`
     loss: Callable[[Preset], Callable]  # cfg -> loss(params, batch, key) -> scalar
     init: Callable[[Preset, jax.Array], Any]  # (cfg, key) -> params
+    version: int = 0  # raised where the network's code changes what its checkpoints mean (its stage reruns)
 
 
 @dataclasses.dataclass(frozen=True)

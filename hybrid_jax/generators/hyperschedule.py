@@ -1,8 +1,8 @@
 """The hyperschedule family (`Preset.hyperschedule`): one transformer with a timestep per patch token
 (`models.token_transformer`) trained on the schedules it is offered, and per schedule and ACS k an option that
-samples the schedule's level table (`hybrid_jax.hyperschedule.sample`), dense: every pass reads every token, so a
-pass's FLOPs are one whole forward whatever the schedule (windowed evaluation of the active tokens alone, and a KV
-cache of the committed ones, are not here yet).
+samples the schedule's level table (`hybrid_jax.hyperschedule.sample`). Windowed (`hyperschedule.windowed`), a
+pass evaluates only its row's window of tokens after a key/value cache of the committed ones (a unit
+`hs_window_<size>` per window size); dense, every pass reads every token (unit `hs_pass`): the same images.
 
 A token's noise is keyed on (seed, token, timestep) (`hyperschedule.token_noise`), so an image depends on its seed
 alone. ACS (k > 0) is our Gaussian extrapolation of the source's text-only correction.
@@ -23,12 +23,12 @@ from hybrid_jax.config import Geometry, HSSchedule, Preset
 from hybrid_jax.data import images_and_labels
 from hybrid_jax.generators.base import Family, Generator, Network, Probe
 from hybrid_jax.models import build, class_labels
-from hybrid_jax.models.token_transformer import TokenTransformer
+from hybrid_jax.models.token_transformer import Prefix, TokenTransformer
 from hybrid_jax.probe import features
 
 NAME = "hyperschedule"
 STREAM = 4
-UNIT = "hs_pass"  # one dense pass of the network over every token
+UNIT = "hs_pass"  # one dense pass of the network over every token (and a windowed sampler's cache prefill)
 
 
 def unit_order(order: str, geometry: Geometry) -> np.ndarray:
@@ -58,15 +58,41 @@ def _ranks(schedule: HSSchedule, geometry: Geometry) -> np.ndarray:
     return np.argsort(unit_order(schedule.order, geometry)).astype(np.int32)
 
 
-def make_eps_fn(model: TokenTransformer, geometry: Geometry, rank: np.ndarray) -> diffusion.EpsFn:
+def make_eps_fn(model: TokenTransformer, geometry: Geometry, rank: np.ndarray, num_timesteps: int) -> diffusion.EpsFn:
     """eps_fn(params, x [b, S, S, 3], t [b, K] per patch (-1 clean), labels) for `hyperschedule.sample`: the tokens
-    are the geometry's patches, the clean ones settled."""
+    are the geometry's patches, the clean ones settled, those at pure noise hidden."""
     def eps_fn(params, x, t, labels):
         tokens = geometry_lib.patchify(x, geometry)
-        eps = model.apply({"params": params}, tokens, t, t < 0, jnp.asarray(rank), labels)
+        eps = model.apply({"params": params}, tokens, t, t < 0, jnp.asarray(rank), labels, t >= num_timesteps - 1)
         return geometry_lib.unpatchify(eps, geometry)
 
     return eps_fn
+
+
+def make_cached_net(model: TokenTransformer, geometry: Geometry, window: hs.Window, num_timesteps: int) -> hs.Net:
+    """The windowed sampler's network: each pass reads the row's `window` of tokens (in the unit order) after the
+    cached keys and values of the committed ones and writes the window's into the cache; eps is 0 outside the
+    window (tokens that do not move in that row). The same eps as `make_eps_fn` on the tokens that move."""
+    order, inverse, k = jnp.asarray(window.order), np.argsort(window.order), geometry.num_patches
+    head_dim = model.width // model.num_heads
+
+    def empty(batch):
+        z = jnp.zeros((model.num_layers, batch, k, model.num_heads, head_dim))
+        return Prefix(z, z, jnp.zeros((batch, k), bool))
+
+    def run(params, x, t, labels, start, cache: Prefix, size: int):
+        u, tu = geometry_lib.patchify(x, geometry)[:, order], t[:, order]  # unit order
+        xw, tw = (jax.lax.dynamic_slice_in_dim(v, start, size, axis=1) for v in (u, tu))
+        pos = start + jnp.arange(size)
+        prefix = cache.replace(valid=jnp.broadcast_to(jnp.arange(k) < start, cache.valid.shape))
+        eps, kw, vw = model.apply({"params": params}, xw, tw, tw < 0, pos, labels, tw >= num_timesteps - 1,
+                                  order[pos], prefix, method="window")
+        write = lambda c, w: jax.lax.dynamic_update_slice(c, w.astype(c.dtype), (0, 0, start, 0, 0))
+        eps = jax.lax.dynamic_update_slice(jnp.zeros_like(u), eps, (0, start, 0))[:, inverse]
+        return geometry_lib.unpatchify(eps, geometry), Prefix(write(cache.k, kw), write(cache.v, vw), cache.valid)
+
+    return hs.Net(lambda params, x, t, labels, start, cache: run(params, x, t, labels, start, cache, window.size),
+                  empty, lambda params, x, t, labels: run(params, x, t, labels, 0, empty(x.shape[0]), k)[1], window)
 
 
 def make_loss(cfg: Preset) -> Callable[[Any, Any, jax.Array], jax.Array]:
@@ -100,7 +126,7 @@ def make_loss(cfg: Preset) -> Callable[[Any, Any, jax.Array], jax.Array]:
         noise = jax.random.normal(keys[6], x0.shape)
         x_t = jnp.where((t_in >= 0)[..., None], diffusion.q_sample(sched, x0.reshape(b * k, -1), jnp.maximum(
             t_in, 0).reshape(-1), noise.reshape(b * k, -1)).reshape(x0.shape), x0)
-        eps = model.apply({"params": params}, x_t, t_in, settled, ranks[which], labels)
+        eps = model.apply({"params": params}, x_t, t_in, settled, ranks[which], labels, t_in >= n.num_timesteps - 1)
         per_token = jnp.mean(jnp.square(eps - noise), axis=-1)
         return jnp.sum(per_token * active) / jnp.maximum(jnp.sum(active), 1)
 
@@ -123,15 +149,34 @@ class State:
         return State(*(jnp.concatenate([getattr(s, f) for s in states]) for f in ("x", "keys", "labels")))
 
 
+def window(cfg: Preset, schedule: HSSchedule) -> hs.Window:
+    """The schedule's window in its unit order, tokens committed `acs_window` rows after they settle."""
+    g = cfg.geometry
+    return hs.Window.plan(table(schedule, g), unit_order(schedule.order, g), cfg.hyperschedule.acs_window)
+
+
+def window_unit(size: int) -> str:
+    return f"hs_window_{size}"
+
+
 class _Schedule:
-    """One trained schedule's sampling pieces: its table, its eps function, the tokens' pixels, the start state."""
+    """One trained schedule's sampling pieces: its table, its network (windowed or dense), the tokens' pixels, the
+    start state."""
 
     def __init__(self, cfg: Preset, schedule: HSSchedule):
         n, g = cfg.hyperschedule.network, cfg.geometry
         self.schedule, self.table, self.T = schedule, table(schedule, g), n.num_timesteps
-        self.eps_fn = make_eps_fn(make_model(cfg), g, _ranks(schedule, g))
+        model, w = make_model(cfg), window(cfg, schedule)
+        self.net = (make_cached_net(model, g, w, self.T) if cfg.hyperschedule.windowed and w.size < g.num_patches
+                    else hs.Net.dense(make_eps_fn(model, g, _ranks(schedule, g), self.T)))
         self.tokens = diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
         self.num_classes, self.geometry = cfg.data.num_classes, g
+
+    def pass_counts(self, passes: int, resumed: bool = False) -> dict[str, int]:
+        """Passes by unit: windowed, each of the window's size and, resuming a state, the cache's prefill."""
+        if self.net.window is None:
+            return {UNIT: passes}
+        return {window_unit(self.net.window.size): passes, **({UNIT: 1} if resumed else {})}
 
     def start(self, keys, labels) -> State:
         x = hs.token_noise(self.tokens)(keys, jnp.full((keys.shape[0], self.geometry.num_patches), self.T),
@@ -139,7 +184,7 @@ class _Schedule:
         return State(x, keys, class_labels(labels, keys.shape[0], self.num_classes))
 
     def run(self, params, state: State, rows, acs: hs.ACS | None = None, trace: bool = False):
-        return hs.sample(self.eps_fn, params, self.table, self.T, state.x, state.keys, self.tokens, acs=acs,
+        return hs.sample(self.net, params, self.table, self.T, state.x, state.keys, self.tokens, acs=acs,
                          cond=state.labels, temperature=self.schedule.temperature, rows=rows, trace=trace)
 
 
@@ -159,8 +204,8 @@ def option(cfg: Preset, schedule: HSSchedule, k: int) -> Generator:
     def sample_keys(params, keys, labels=None):
         return jnp.clip(s.run(params, s.start(keys, labels), None, acs), -1.0, 1.0)
 
-    return Generator(_name(schedule, k), NAME, xla.jit(sample_keys), {UNIT: s.table.passes + acs.passes(s.table)},
-                     stream=STREAM)
+    passes = s.pass_counts(s.table.passes + acs.passes(s.table))
+    return Generator(_name(schedule, k), NAME, xla.jit(sample_keys), passes, stream=STREAM)
 
 
 def options(cfg: Preset) -> tuple[Generator, ...]:
@@ -200,23 +245,31 @@ def probe(cfg: Preset) -> Probe | None:
         finish = xla.jit(lambda params, state: jnp.clip(s.run(params, state, (rows, s.table.num_steps), acs),
                                                         -1.0, 1.0))
         sample = xla.jit(lambda params, keys, labels=None: finish(params, run(params, keys, labels)[0]))
-        passes = s.table.passes + acs.passes(s.table, rows)
-        return Generator(_name(schedule, k) + " after probe", NAME, sample, {UNIT: passes}, stream=STREAM,
-                         probe=PROBE, finish=finish)
+        passes = s.pass_counts(s.table.passes + acs.passes(s.table, rows), resumed=True)
+        return Generator(_name(schedule, k) + " after probe", NAME, sample, passes, stream=STREAM, probe=PROBE,
+                         finish=finish)
 
     return Probe(PROBE, run, PROBE_FEATURES, tuple(after(k) for k in sorted(set(o.acs_k), reverse=True)))
 
 
 def pass_flops(cfg: Preset, params) -> dict[str, float]:
-    """FLOPs of one dense pass over every token at batch 1 (XLA's cost analysis)."""
-    model, k = make_model(cfg), cfg.geometry.num_patches
-    x, t = jnp.zeros((1, k, cfg.geometry.patch_dim)), jnp.zeros((1, k), jnp.int32)
-    fwd = lambda p, x, t: model.apply({"params": p}, x, t, t < 0, jnp.arange(k))
-    return {UNIT: timing.flops(fwd, params, x, t)}
+    """FLOPs at batch 1 (XLA's cost analysis) of one dense pass over every token and, windowed, of one pass of each
+    schedule's window size after a full cache (a schedule whose window is every token samples dense)."""
+    model, g, T = make_model(cfg), cfg.geometry, cfg.hyperschedule.network.num_timesteps
+    x, t = jnp.zeros((1, *g.image_shape)), jnp.zeros((1, g.num_patches), jnp.int32)
+    dense = make_eps_fn(model, g, np.arange(g.num_patches), T)
+    out = {UNIT: timing.flops(lambda p, x, t: dense(p, x, t, None), params, x, t)}
+    for s in cfg.hyperschedule.network.schedules if cfg.hyperschedule.windowed else ():
+        if (w := window(cfg, s)).size == g.num_patches:
+            continue  # a window of every token: the dense pass
+        net = make_cached_net(model, g, w, T)
+        out[window_unit(net.window.size)] = timing.flops(
+            lambda p, x, t: net.apply(p, x, t, None, jnp.int32(0), net.empty(1)), params, x, t)
+    return out
 
 
 FAMILY = Family(NAME, STREAM, (Network(NAME, lambda cfg: cfg.hyperschedule.network, make_loss,
-                                       lambda cfg, key: init_params(make_model(cfg), key)),),
+                                       lambda cfg, key: init_params(make_model(cfg), key), version=2),),
                 settings=lambda cfg: cfg.hyperschedule, assemble=lambda p: p[NAME], options=options,
                 brief=lambda cfg: option(cfg, cfg.hyperschedule.network.schedules[0], min(cfg.hyperschedule.acs_k)),
                 pass_flops=pass_flops, probe=probe)

@@ -27,6 +27,7 @@ import numpy as np
 
 from hybrid_jax.config import Geometry
 from hybrid_jax.geometry import block_order, patchify, unpatchify
+from hybrid_jax.models.attention import attend
 from hybrid_jax.models.unet import timestep_embedding
 
 
@@ -56,13 +57,6 @@ def unblock_tokens(tokens: jax.Array, geometry: Geometry, patch: int) -> jax.Arr
     return unpatchify(tokens[:, np.argsort(block_order(g))], g)
 
 
-def _attend(q, k, v, visible):
-    """Softmax attention of q [b, q, h, d] over k, v [b, k, h, d] where visible [q, k] (exact zeros elsewhere)."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / np.sqrt(q.shape[-1])
-    weights = jax.nn.softmax(jnp.where(visible, logits, -1e30), axis=-1) * visible
-    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(q.dtype), v), weights
-
-
 class Layer(nn.Module):
     """Pre-LN transformer layer. Clean stream (`write_at` given): its keys and values are written into the cache at
     that token slot, and each query reads the cache up to its own block slot. Noisy stream (`self_block` given):
@@ -89,7 +83,7 @@ class Layer(nn.Module):
         else:
             keys, values = jnp.concatenate([k_cache, k], 1), jnp.concatenate([v_cache, v], 1)
             visible = jnp.concatenate([visible, self_block[None, :] == q_block[:, None]], 1)
-        out, weights = _attend(q, keys.astype(self.dtype), values.astype(self.dtype), visible)
+        out, weights = attend(q, keys.astype(self.dtype), values.astype(self.dtype), visible)
         self.sow("intermediates", "attn", weights)
         h = h + nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out")(out)
         m = nn.Dense(self.mlp_ratio * width, dtype=self.dtype, name="mlp_in")(

@@ -118,6 +118,7 @@ def load_losses(run: Run, name: str) -> np.ndarray:
 
 
 def stages(cfg: Preset) -> tuple[Stage, ...]:
-    """One training stage per network of the preset's families, fingerprinted by the network's config section."""
-    return tuple(Stage(n.name, _stage_fn(n.name), config=lambda cfg, n=n: (n.section(cfg),), after=("data",))
-                 for n in registry.networks(cfg))
+    """One training stage per network of the preset's families, fingerprinted by the network's config section (and
+    its code's version)."""
+    return tuple(Stage(n.name, _stage_fn(n.name), config=lambda cfg, n=n: (n.section(cfg),), after=("data",),
+                       version=n.version) for n in registry.networks(cfg))
