@@ -11,16 +11,20 @@ B's AR sampling). `diffusion.sample_chain` with a token map then samples it, eac
 timestep (`sample`: per (example, token, step), `token_noise`): a flat table is the respaced sampler.
 
 Builders (`flat`, `blockwise`, `ar`, `slide`) stagger groups of tokens in a unit order that is data (raster for
-B's patches, quadrant-major for A's blocks). `sample` runs a table in one `lax.scan` with an optional adaptive
-correction (`ACS`): the source corrects discrete tokens and is text only, so its Gaussian version here (re-noise
-the uncommitted tokens, re-read them, replace the k furthest from their re-read) is our extrapolation.
+B's patches, quadrant-major for A's blocks). `sample` runs a table (or one per example: per-seed schedules in one
+compiled shape) in one `lax.scan` with an optional adaptive correction (`ACS`): the source corrects discrete tokens
+and is text only, so its Gaussian version here (re-noise the uncommitted tokens, re-read them, replace the k
+furthest from their re-read) is our extrapolation. With a windowed `Net` each pass reads only its row's `Window` of
+tokens after a key/value cache of the committed ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Sequence
 
+import chex
 import flax
 import jax
 import jax.numpy as jnp
@@ -234,12 +238,14 @@ class Window:
     order: np.ndarray  # [K] the tokens in unit order
     size: int
     start: np.ndarray  # [S] int32
+    delay: int = 1
 
     @staticmethod
-    def plan(table: Table, order: Sequence[int], delay: int = 1) -> "Window":
+    def plan(table: Table, order: Sequence[int], delay: int = 1, size: int | None = None) -> "Window":
         """The window of `table` in the unit order `order` whose tokens count as committed `delay` (>= 1) rows
         after they settle: a token clean after row r is final after row r + delay - 1 (its last ACS correction),
-        its keys and values from the pass of row r + delay on, so it is committed from row r + delay + 1."""
+        its keys and values from the pass of row r + delay on, so it is committed from row r + delay + 1. `size`:
+        a window of that size (a ConfigError if the table needs a larger one); None: the smallest."""
         order = np.asarray(order)
         if sorted(order.tolist()) != list(range(table.num_tokens)) or delay < 1:
             raise ConfigError(f"a window needs a unit order over the {table.num_tokens} tokens and delay >= 1, got "
@@ -252,8 +258,11 @@ class Window:
         waiting = (lv[:-1] == table.tau) & (lv[1:] == table.tau)
         pos = np.arange(table.num_tokens)[None]
         last = np.max(np.where(~waiting, pos + 1, 0), axis=1)  # one past the last token a row needs
-        size = int(max(1, np.max(last - committed)))
-        return Window(order, size, np.minimum(committed, table.num_tokens - size).astype(np.int32))
+        need = int(max(1, np.max(last - committed)))
+        if size is not None and need > size:
+            raise ConfigError(f"this hyperschedule needs a window of {need} tokens, more than the sampler's {size}")
+        size = need if size is None else size
+        return Window(order, size, np.minimum(committed, table.num_tokens - size).astype(np.int32), delay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,8 +306,34 @@ def _token_mean(v: jax.Array, tokens: np.ndarray, num_tokens: int) -> jax.Array:
     return total / (onehot.sum(axis=tuple(range(onehot.ndim - 1))) * v.shape[-1])
 
 
-def sample(eps_fn: diffusion.EpsFn | Net, params, table: Table, num_timesteps: int, x_init: jax.Array,
-           keys: jax.Array, tokens: np.ndarray, *, eta: float | None = None,
+@flax.struct.dataclass
+class Plan:
+    """A table as the arrays the sampler reads (`plan`): its chain, its rows, its ACS re-noising timestep."""
+
+    chain: diffusion.Chain  # fields [S, K]
+    rows: Row  # fields [S, ...]
+    t_c: jax.Array  # [] int32
+
+
+def plan(table: Table, num_timesteps: int, *, window: Window | None = None, eta: float | None = None,
+         temperature: float | Sequence[float] = 0.0, acs: ACS | None = None, num_steps: int | None = None) -> Plan:
+    """`table` padded with no-op rows to `num_steps` (None: its own) as arrays: its per-token `chain`, each row's
+    timesteps after it, ACS's candidates and, with a `window` (its order, size and delay), each row's window
+    start."""
+    table = table.padded(num_steps or table.num_steps)
+    acs = acs or ACS(0, 1)
+    ts = timesteps(table.tau, num_timesteps)
+    cand = acs.candidates(table) if acs.k else np.zeros((table.num_steps, table.num_tokens), bool)
+    starts = (np.zeros(table.num_steps, np.int32) if window is None
+              else Window.plan(table, window.order, window.delay, window.size).start)
+    rows = Row(jnp.arange(table.num_steps), jnp.asarray(ts[table.levels[1:]], jnp.int32), jnp.asarray(cand),
+               jnp.asarray(cand.any(axis=1)), jnp.asarray(starts))
+    t_c = jnp.int32(ts[min(acs.level, table.tau)])  # the re-noising timestep (checked by `candidates` where k > 0)
+    return Plan(chain(table, num_timesteps, eta=eta, temperature=temperature), rows, t_c)
+
+
+def sample(eps_fn: diffusion.EpsFn | Net, params, table: Table | Sequence[Table], num_timesteps: int,
+           x_init: jax.Array, keys: jax.Array, tokens: np.ndarray, *, eta: float | None = None,
            temperature: float | Sequence[float] = 0.0, acs: ACS | None = None, cond: Any = None,
            clip_x0: bool = True, noise_fn: Callable | None = None, rows: tuple[int, int] | None = None,
            trace: bool = False):
@@ -307,21 +342,39 @@ def sample(eps_fn: diffusion.EpsFn | Net, params, table: Table, num_timesteps: i
     from its level to the next or is left as it is (`chain`), then `acs` corrects. A `Net` with a `Window` reads
     only each row's window and caches the committed tokens (the same images). Noise keyed per (example, token,
     step) (`token_noise`; an ACS re-noising of row s at step T + 1 + s) unless `noise_fn` replays another order.
+    `table`: one for the batch, or one per example (per-seed schedules, padded with no-op rows to the longest: one
+    compiled shape; each example's image is the one its table alone gives).
     `rows` (start, stop): those rows only, from x before row start (a probe, then its finish: the same image as one
     run; a cached net's cache rebuilt by one `prefill` pass). Returns x, or with `trace` (x, each row's predicted
     clean image [rows, b, ...]; a token left alone is its own value, clipped)."""
     net = eps_fn if isinstance(eps_fn, Net) else Net.dense(eps_fn)
-    c = chain(table, num_timesteps, eta=eta, temperature=temperature)
-    noise_fn = noise_fn or token_noise(tokens)
-    acs = acs or ACS(0, 1)
+    tables = [table] if isinstance(table, Table) else list(table)
+    steps = max(t.num_steps for t in tables)
+    plans = [plan(t, num_timesteps, window=net.window, eta=eta, temperature=temperature, acs=acs, num_steps=steps)
+             for t in tables]
+    start, stop = rows or (0, steps)
+    if not 0 <= start < stop <= steps:
+        raise ValueError(f"rows ({start}, {stop}) must lie within the table's {steps} rows")
+    run = functools.partial(_run, net, params, num_timesteps=num_timesteps, tokens=tokens, k=(acs or ACS(0, 1)).k,
+                            clip_x0=clip_x0, noise_fn=noise_fn or token_noise(tokens), rows=(start, stop), trace=trace)
+    if isinstance(table, Table):
+        return run(plans[0], x_init, keys, cond)
+    chex.assert_axis_dimension(x_init, 0, len(tables))
+
+    def one(p, x, key, c):  # an example alone: a batch of one
+        out = run(p, x[None], key[None], jax.tree.map(lambda v: v[None], c))
+        return (out[0][0], out[1][:, 0]) if trace else out[0]
+
+    out = jax.vmap(one)(jax.tree.map(lambda *v: jnp.stack(v), *plans), x_init, keys, cond)
+    return (out[0], jnp.swapaxes(out[1], 0, 1)) if trace else out
+
+
+def _run(net: Net, params, plan: Plan, x_init, keys, cond, *, num_timesteps, tokens, k, clip_x0, noise_fn, rows,
+         trace):
+    """`sample` of one plan over a batch."""
+    c, t_c = plan.chain, plan.t_c
     ac = diffusion.linear_schedule(num_timesteps)
-    ts = timesteps(table.tau, num_timesteps)
-    t_c = int(ts[min(acs.level, table.tau)])  # the re-noising timestep (checked by `candidates` where k > 0)
-    cand = acs.candidates(table) if acs.k else np.zeros((table.num_steps, table.num_tokens), bool)
-    starts = np.zeros(table.num_steps, np.int32) if net.window is None else net.window.start
-    scanned = Row(jnp.arange(table.num_steps), jnp.asarray(ts[table.levels[1:]], jnp.int32), jnp.asarray(cand),
-                  jnp.asarray(cand.any(axis=1)), jnp.asarray(starts))
-    b, K = x_init.shape[0], table.num_tokens
+    b, K = x_init.shape[0], c.t.shape[1]
 
     def correct(x, row: Row, cache):
         t_eval = jnp.broadcast_to(jnp.where(row.candidates, t_c, row.t_after), (b, K))
@@ -332,7 +385,7 @@ def sample(eps_fn: diffusion.EpsFn | Net, params, table: Table, num_timesteps: i
         x0 = diffusion.predict_x0(ac, x_c, jnp.full((b,), t_c), eps)
         x0 = jnp.clip(x0, -1.0, 1.0) if clip_x0 else x0
         gap = jnp.where(row.candidates, _token_mean(jnp.square(x0 - x), tokens, K), -jnp.inf)  # [b, K]
-        chosen = (gap >= jax.lax.top_k(gap, acs.k)[0][:, -1:]) & jnp.isfinite(gap)  # the k largest gaps
+        chosen = (gap >= jax.lax.top_k(gap, k)[0][:, -1:]) & jnp.isfinite(gap)  # the k largest gaps
         return jnp.where(_per_pixel(chosen, tokens), x0, x)
 
     def step(carry, row: Row):
@@ -341,14 +394,12 @@ def sample(eps_fn: diffusion.EpsFn | Net, params, table: Table, num_timesteps: i
         eps, cache = net.apply(params, x, t, cond, row.start, cache)
         x, x0 = diffusion.chain_step(c, row.index, x, eps.astype(jnp.float32), noise_fn(keys, t, x.shape[1:]),
                                      clip_x0, tokens)
-        if acs.k:
+        if k:
             x = jax.lax.cond(row.any_candidate, correct, lambda x, *_: x, x, row, cache)
         return (x, cache), (x0 if trace else None)
 
-    start, stop = rows or (0, table.num_steps)
-    if not 0 <= start < stop <= table.num_steps:
-        raise ValueError(f"rows ({start}, {stop}) must lie within the table's {table.num_steps} rows")
+    start, stop = rows
     x = x_init.astype(jnp.float32)
     cache = net.prefill(params, x, jnp.broadcast_to(c.t[start], (b, K)), cond) if start else net.empty(b)
-    (x, _), x0s = jax.lax.scan(step, (x, cache), jax.tree.map(lambda v: v[start:stop], scanned))
+    (x, _), x0s = jax.lax.scan(step, (x, cache), jax.tree.map(lambda v: v[start:stop], plan.rows))
     return (x, x0s) if trace else x

@@ -151,6 +151,34 @@ def test_the_windowed_cached_sampler_gives_the_dense_samplers_images_on_a_random
     np.testing.assert_allclose(run["windowed"](mid, (10, tab.num_steps))[0], x, atol=1e-5)
 
 
+@pytest.mark.parametrize("windowed", [False, True], ids=["dense", "windowed"])
+def test_per_seed_schedules_run_in_one_shape_and_give_each_seed_its_own_tables_image(cfg, params, windowed):
+    """A table per example (blockwise, AR, sliding ramp: 12, 16 and 34 rows, padded with no-op rows to one shape;
+    windowed at the largest window any of them needs): each example's image and trace are those of its own table
+    sampled alone (1e-5), and a table that needs a larger window than the net's is a ConfigError."""
+    g, T = cfg.geometry, HS_TEST.network.num_timesteps
+    order = hsf.unit_order("blocks", g)
+    tables = [hs.blockwise(16, 3, 4, order), hs.ar(16, order=order), hs.slide(16, 4, 2, order)]
+    model, tokens = hsf.make_model(cfg), diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
+    size = max(hs.Window.plan(t, order, 1).size for t in tables)
+    net = (hsf.make_cached_net(model, g, hs.Window.plan(tables[0], order, 1, size), T) if windowed
+           else hsf.make_eps_fn(model, g, np.argsort(order), T))
+    keys = jax.random.split(jax.random.key(5), 3)
+    x_init = hs.token_noise(tokens)(keys, jnp.full((3, g.num_patches), T), g.image_shape)
+    acs = hs.ACS(1, 1)
+    x, x0s = hs.sample(net, params, tables, T, x_init, keys, tokens, acs=acs, trace=True)
+    assert [t.num_steps for t in tables] == [12, 16, 34] and x0s.shape == (34, 3, *g.image_shape)
+    for i, tab in enumerate(tables):
+        xi, x0i = hs.sample(net, params, tab, T, x_init[i:i + 1], keys[i:i + 1], tokens, acs=acs, trace=True)
+        np.testing.assert_allclose(x[i:i + 1], xi, atol=1e-5, err_msg=str(i))
+        np.testing.assert_allclose(x0s[:tab.num_steps, i:i + 1], x0i, atol=1e-5, err_msg=str(i))
+        pad = np.asarray(x0s[tab.num_steps:, i])  # no-op rows: every token its own final value, clipped
+        np.testing.assert_array_equal(pad, np.broadcast_to(np.clip(np.asarray(x[i]), -1, 1), pad.shape))
+    if windowed:
+        with pytest.raises(ConfigError, match="needs a window of 16 tokens, more than the sampler's"):
+            hs.sample(net, params, [hs.flat(16, 3)] * 3, T, x_init, keys, tokens)
+
+
 def test_training_lowers_the_loss(cfg, stand_in_images):
     model = hsf.make_model(cfg)
     loss = hsf.make_loss(cfg)
