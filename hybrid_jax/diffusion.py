@@ -292,12 +292,13 @@ def chain_step(c: Chain, i, x_t: jax.Array, eps: jax.Array, noise: jax.Array, cl
 
 def sample_chain(eps_fn: EpsFn, params, chain: Chain, x_init: jax.Array, keys: jax.Array, *, cond: Any = None,
                  unroll: int = 1, clip_x0: bool = True, tokens: np.ndarray | None = None, trace: bool = False,
-                 noise_fn: Callable | None = None):
+                 noise_fn: Callable | None = None, has_aux: bool = False):
     """Run every step of `chain` from x_init (x at chain.t[0]); eps_fn is called once per step with each
     example's timestep [b] (per token: [b, K], with `tokens` the pixel -> token map of `tile_tokens` and
     chain fields [S, K]), and each example's (token's) noise is keyed on its own timestep (`noise_fn(keys, t,
     shape)` -> [b, *shape] replaces that key order: `hyperschedule.token_noise`).
-    Returns x, or with `trace` (x, the predicted x0 of every step [S, b, ...])."""
+    Returns x, or with `trace` (x, the predicted x0 of every step [S, b, ...]); with `has_aux` eps_fn returns (eps,
+    aux) and the trace is (x, x0s, every step's aux stacked)."""
     b = x_init.shape[0]
     if tokens is not None:
         chex.assert_rank(chain.t, 2)  # [S, K]: one chain per token
@@ -305,15 +306,15 @@ def sample_chain(eps_fn: EpsFn, params, chain: Chain, x_init: jax.Array, keys: j
 
     def step(x, i):
         t = jnp.broadcast_to(chain.t[i], (b, *chain.t.shape[1:]))  # [b] or [b, K]
-        eps = eps_fn(params, x, t, cond).astype(jnp.float32)
+        eps, aux = eps_fn(params, x, t, cond) if has_aux else (eps_fn(params, x, t, cond), None)
         noise = (noise_fn(keys, t, x.shape[1:]) if noise_fn is not None
                  else per_example_normal(keys, t, x.shape[1:]) if tokens is None
                  else per_token_normal(keys, t, tokens, x.shape[1:]))
-        x, x0 = chain_step(chain, i, x, eps, noise, clip_x0, tokens)
-        return x, (x0 if trace else None)
+        x, x0 = chain_step(chain, i, x, eps.astype(jnp.float32), noise, clip_x0, tokens)
+        return x, ((x0, aux) if trace else None)
 
-    x, x0s = jax.lax.scan(step, x_init.astype(jnp.float32), jnp.arange(chain.num_steps), unroll=unroll)
-    return (x, x0s) if trace else x
+    x, out = jax.lax.scan(step, x_init.astype(jnp.float32), jnp.arange(chain.num_steps), unroll=unroll)
+    return ((x, *out) if has_aux else (x, out[0])) if trace else x
 
 
 def sample_loop(eps_fn: EpsFn, params, sched: Schedule, x_init: jax.Array, keys: jax.Array, *,

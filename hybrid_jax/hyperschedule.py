@@ -267,10 +267,11 @@ class Window:
 
 @dataclasses.dataclass(frozen=True)
 class Net:
-    """The sampler's network: `apply(params, x, t, cond, start, cache) -> (eps, cache)` with `start` the row's
-    window start (`Window`) and the cache carried from row to row: `empty(batch)` before row 0, `prefill(params, x,
-    t, cond)` (one pass over every token) for a state sampled so far. `dense` wraps an eps_fn that reads every
-    token and keeps no cache."""
+    """The sampler's network: `apply(params, x, t, cond, start, cache) -> (eps, cache, aux)` with `start` the row's
+    window start (`Window`), the cache carried from row to row (`empty(batch)` before row 0, `prefill(params, x, t,
+    cond)`, one pass over every token, for a state sampled so far) and `aux` whatever the net reports of a pass
+    (a pytree; `sample`'s trace keeps it per row). `dense` wraps an eps_fn that reads every token, keeps no cache
+    and reports nothing."""
 
     apply: Callable
     empty: Callable
@@ -279,7 +280,7 @@ class Net:
 
     @staticmethod
     def dense(eps_fn: diffusion.EpsFn) -> "Net":
-        return Net(lambda params, x, t, cond, start, cache: (eps_fn(params, x, t, cond), cache),
+        return Net(lambda params, x, t, cond, start, cache: (eps_fn(params, x, t, cond), cache, None),
                    lambda batch: None, lambda params, x, t, cond: None)
 
 
@@ -346,7 +347,8 @@ def sample(eps_fn: diffusion.EpsFn | Net, params, table: Table | Sequence[Table]
     compiled shape; each example's image is the one its table alone gives).
     `rows` (start, stop): those rows only, from x before row start (a probe, then its finish: the same image as one
     run; a cached net's cache rebuilt by one `prefill` pass). Returns x, or with `trace` (x, each row's predicted
-    clean image [rows, b, ...]; a token left alone is its own value, clipped)."""
+    clean image [rows, b, ...] (a token left alone is its own value, clipped), each row's pass's `Net` aux [rows,
+    b, ...])."""
     net = eps_fn if isinstance(eps_fn, Net) else Net.dense(eps_fn)
     tables = [table] if isinstance(table, Table) else list(table)
     steps = max(t.num_steps for t in tables)
@@ -363,10 +365,10 @@ def sample(eps_fn: diffusion.EpsFn | Net, params, table: Table | Sequence[Table]
 
     def one(p, x, key, c):  # an example alone: a batch of one
         out = run(p, x[None], key[None], jax.tree.map(lambda v: v[None], c))
-        return (out[0][0], out[1][:, 0]) if trace else out[0]
+        return (out[0][0], *jax.tree.map(lambda v: v[:, 0], out[1:])) if trace else out[0]
 
     out = jax.vmap(one)(jax.tree.map(lambda *v: jnp.stack(v), *plans), x_init, keys, cond)
-    return (out[0], jnp.swapaxes(out[1], 0, 1)) if trace else out
+    return (out[0], *jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), out[1:])) if trace else out
 
 
 def _run(net: Net, params, plan: Plan, x_init, keys, cond, *, num_timesteps, tokens, k, clip_x0, noise_fn, rows,
@@ -381,7 +383,7 @@ def _run(net: Net, params, plan: Plan, x_init, keys, cond, *, num_timesteps, tok
         z = noise_fn(keys, jnp.full((b, K), num_timesteps + 1, jnp.int32) + row.index, x.shape[1:])
         picked = _per_pixel(jnp.broadcast_to(row.candidates, (b, K)), tokens)
         x_c = jnp.where(picked, jnp.sqrt(ac.alphas_cumprod[t_c]) * x + jnp.sqrt(1.0 - ac.alphas_cumprod[t_c]) * z, x)
-        eps = net.apply(params, x_c, t_eval, cond, row.start, cache)[0].astype(jnp.float32)  # commits nothing
+        eps = net.apply(params, x_c, t_eval, cond, row.start, cache)[0].astype(jnp.float32)  # commits, reports nothing
         x0 = diffusion.predict_x0(ac, x_c, jnp.full((b,), t_c), eps)
         x0 = jnp.clip(x0, -1.0, 1.0) if clip_x0 else x0
         gap = jnp.where(row.candidates, _token_mean(jnp.square(x0 - x), tokens, K), -jnp.inf)  # [b, K]
@@ -391,15 +393,15 @@ def _run(net: Net, params, plan: Plan, x_init, keys, cond, *, num_timesteps, tok
     def step(carry, row: Row):
         x, cache = carry
         t = jnp.broadcast_to(c.t[row.index], (b, K))
-        eps, cache = net.apply(params, x, t, cond, row.start, cache)
+        eps, cache, aux = net.apply(params, x, t, cond, row.start, cache)
         x, x0 = diffusion.chain_step(c, row.index, x, eps.astype(jnp.float32), noise_fn(keys, t, x.shape[1:]),
                                      clip_x0, tokens)
         if k:
             x = jax.lax.cond(row.any_candidate, correct, lambda x, *_: x, x, row, cache)
-        return (x, cache), (x0 if trace else None)
+        return (x, cache), ((x0, aux) if trace else None)
 
     start, stop = rows
     x = x_init.astype(jnp.float32)
     cache = net.prefill(params, x, jnp.broadcast_to(c.t[start], (b, K)), cond) if start else net.empty(b)
-    (x, _), x0s = jax.lax.scan(step, (x, cache), jax.tree.map(lambda v: v[start:stop], plan.rows))
-    return (x, x0s) if trace else x
+    (x, _), out = jax.lax.scan(step, (x, cache), jax.tree.map(lambda v: v[start:stop], plan.rows))
+    return (x, *out) if trace else x

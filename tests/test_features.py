@@ -61,6 +61,23 @@ def test_attention_entropy_is_one_for_uniform_and_zero_for_one_hot_attention():
     assert np.allclose(features.per_layer(jnp.asarray(one_hot)), 1.0)
 
 
+def test_query_entropy_normalises_by_the_keys_each_query_sees_and_counts_only_the_chosen_queries():
+    """One head, four queries over four keys: uniform over 4 (1.0), 0.9/0.1 over 2 (the binary entropy over log 2),
+    one key only (undefined: not counted), uniform over 3 but not chosen; layers add up; `entropy_mean` over two
+    steps."""
+    w = np.zeros((1, 1, 4, 4), np.float32)
+    w[0, 0, 0], w[0, 0, 1, :2], w[0, 0, 2, 3], w[0, 0, 3, :3] = 0.25, [0.9, 0.1], 1.0, 1 / 3
+    total, count = features.query_entropy([jnp.asarray(w)], jnp.asarray([[True, True, True, False]]))
+    binary = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1)) / np.log(2)
+    np.testing.assert_allclose(total, [1.0 + binary], rtol=1e-6)
+    np.testing.assert_array_equal(count, [2.0])
+    two = features.query_entropy([jnp.asarray(w)] * 2, jnp.asarray([[True, True, True, False]]))
+    np.testing.assert_allclose(two, (2 * total, 2 * count), rtol=1e-6)  # layers add up
+    stacked = jnp.stack([total, total * 0]), jnp.stack([count, count])  # two steps
+    np.testing.assert_allclose(features.entropy_mean(*stacked), [(1.0 + binary) / 4], rtol=1e-6)
+    np.testing.assert_array_equal(features.entropy_mean(jnp.zeros((2, 3)), jnp.zeros((2, 3))), 0.0)
+
+
 def test_step_mse_and_self_consistency_on_known_sequences():
     samples = jnp.asarray(np.arange(4, dtype=np.float32)[None, :, None] * np.ones((1, 4, 192), np.float32))
     assert np.allclose(features.step_mse(samples), 1.0)

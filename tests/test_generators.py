@@ -166,7 +166,7 @@ def test_a_preset_adds_families_as_values_after_the_studys_own(preset):
     assert [g.name for g in generators.options(cfg)][-2:] == ["toy/4 steps", "toy/2 steps"]
     assert [g.name for g in generators.binary(cfg)] == [g.name for g in generators.binary(preset)]
     (added,) = config_lib.to_dict(cfg)["families"]
-    assert added == {"name": "toy", "stream": 7, "networks": ({"name": "toy"},),
+    assert added == {"name": "toy", "stream": 7, "networks": ({"name": "toy", "version": 0},),
                      "config": config_lib.to_dict(toy.ToyConfig())}
     with pytest.raises(ConfigError, match="holds values made in code"):
         override(preset, "families", "toy")

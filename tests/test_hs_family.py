@@ -137,16 +137,18 @@ def test_the_windowed_cached_sampler_gives_the_dense_samplers_images_on_a_random
     window = hs.Window.plan(tab, order, acs.window)
     assert window.size < g.num_patches and window.start.max() > 0  # a real window, a real cache
     model, tokens = hsf.make_model(cfg), diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
-    nets = {"dense": hsf.make_eps_fn(model, g, np.argsort(order), T), "windowed": hsf.make_cached_net(
+    nets = {"dense": hsf.make_dense_net(model, g, np.argsort(order), T), "windowed": hsf.make_cached_net(
         model, g, window, T)}
     keys = jax.random.split(jax.random.key(seed), 2)
     x_init = hs.token_noise(tokens)(keys, jnp.full((2, g.num_patches), T), g.image_shape)
     run = {m: jax.jit(lambda x, rows, net=net: hs.sample(net, params, tab, T, x, keys, tokens, acs=acs, rows=rows,
                                                           trace=True), static_argnums=1) for m, net in nets.items()}
-    (x, x0s), (xw, x0sw) = run["dense"](x_init, None), run["windowed"](x_init, None)
+    (x, x0s, ent), (xw, x0sw, entw) = run["dense"](x_init, None), run["windowed"](x_init, None)
     assert np.abs(np.asarray(x - x_init)).max() > 0.1
     np.testing.assert_allclose(xw, x, atol=1e-5)
     np.testing.assert_allclose(x0sw, x0s, atol=1e-5)
+    np.testing.assert_allclose(entw, ent, atol=1e-5)  # the attention entropy each pass reports, per row
+    assert (np.asarray(ent[1]) > 0).any()
     mid = run["dense"](x_init, (0, 10))[0]
     np.testing.assert_allclose(run["windowed"](mid, (10, tab.num_steps))[0], x, atol=1e-5)
 
@@ -162,16 +164,17 @@ def test_per_seed_schedules_run_in_one_shape_and_give_each_seed_its_own_tables_i
     model, tokens = hsf.make_model(cfg), diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
     size = max(hs.Window.plan(t, order, 1).size for t in tables)
     net = (hsf.make_cached_net(model, g, hs.Window.plan(tables[0], order, 1, size), T) if windowed
-           else hsf.make_eps_fn(model, g, np.argsort(order), T))
+           else hsf.make_dense_net(model, g, np.argsort(order), T))
     keys = jax.random.split(jax.random.key(5), 3)
     x_init = hs.token_noise(tokens)(keys, jnp.full((3, g.num_patches), T), g.image_shape)
     acs = hs.ACS(1, 1)
-    x, x0s = hs.sample(net, params, tables, T, x_init, keys, tokens, acs=acs, trace=True)
+    x, x0s, ent = hs.sample(net, params, tables, T, x_init, keys, tokens, acs=acs, trace=True)
     assert [t.num_steps for t in tables] == [12, 16, 34] and x0s.shape == (34, 3, *g.image_shape)
     for i, tab in enumerate(tables):
-        xi, x0i = hs.sample(net, params, tab, T, x_init[i:i + 1], keys[i:i + 1], tokens, acs=acs, trace=True)
+        xi, x0i, ei = hs.sample(net, params, tab, T, x_init[i:i + 1], keys[i:i + 1], tokens, acs=acs, trace=True)
         np.testing.assert_allclose(x[i:i + 1], xi, atol=1e-5, err_msg=str(i))
         np.testing.assert_allclose(x0s[:tab.num_steps, i:i + 1], x0i, atol=1e-5, err_msg=str(i))
+        np.testing.assert_allclose(ent[0][:tab.num_steps, i:i + 1], ei[0], atol=1e-5, err_msg=str(i))
         pad = np.asarray(x0s[tab.num_steps:, i])  # no-op rows: every token its own final value, clipped
         np.testing.assert_array_equal(pad, np.broadcast_to(np.clip(np.asarray(x[i]), -1, 1), pad.shape))
     if windowed:
@@ -233,6 +236,8 @@ def test_the_probe_runs_the_first_rows_and_its_options_finish_from_there(cfg, pa
     keys = generators.stream_keys(np.arange(3), 0, hsf.STREAM)
     state, feats = probe.run(params, keys)
     assert feats.shape == (3, len(hsf.PROBE_FEATURES)) and np.isfinite(np.asarray(feats)).all()
+    entropy = np.asarray(feats[:, hsf.PROBE_FEATURES.index("hs_attn_entropy")])  # block 0's tokens read each other
+    assert ((entropy > 0.05) & (entropy < 1.0)).all(), entropy
     later = np.asarray(state.x)[:, 16:, :, :]  # block 0 is the top-left quadrant: the bottom half still noise
     start = np.asarray(hsf._Schedule(cfg, HS_TEST.network.schedules[1]).start(keys, None).x)[:, 16:]
     np.testing.assert_array_equal(later, start)

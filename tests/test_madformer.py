@@ -184,13 +184,16 @@ def test_the_probe_reads_block_0_and_its_options_continue_it(preset, params, mod
                           method=MADFormer.clean)
     guess = model.apply(v, cond, method=MADFormer.decode)
     gap = np.mean(np.square(np.asarray(state.tokens[:, :4]) - np.asarray(guess)), axis=(1, 2))
-    np.testing.assert_allclose(feats[:, -1], gap, rtol=1e-4, atol=1e-7)
-    drift = np.asarray(feats[:, mad.PROBE_FEATURES.index("mad_x0_drift")])
-    if probe_steps == 0:
-        np.testing.assert_array_equal(feats[:, -1], 0.0)
+    column = lambda name: np.asarray(feats[:, mad.PROBE_FEATURES.index(name)])
+    np.testing.assert_allclose(column("mad_guess_gap"), gap, rtol=1e-4, atol=1e-7)
+    drift, entropy = column("mad_x0_drift"), column("mad_attn_entropy")
+    if probe_steps == 0:  # the guess itself: no step moves it, no noisy query attends
+        np.testing.assert_array_equal(column("mad_guess_gap"), 0.0)
         np.testing.assert_array_equal(drift, 0.0)
+        np.testing.assert_array_equal(entropy, 0.0)
     else:
-        assert (feats[:, -1] > 0).all() and (drift > 0).all()
+        assert (column("mad_guess_gap") > 0).all() and (drift > 0).all()
+        assert ((entropy > 0.05) & (entropy < 1.0)).all(), entropy
     both = type(state).concatenate([state.take(np.array([2])), state.take(np.array([0, 1]))])
     np.testing.assert_array_equal(both.tokens, state.tokens[np.array([2, 0, 1])])
     np.testing.assert_array_equal(both.cache.k, state.cache.k[:, np.array([2, 0, 1])])

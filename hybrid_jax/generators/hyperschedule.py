@@ -58,21 +58,33 @@ def _ranks(schedule: HSSchedule, geometry: Geometry) -> np.ndarray:
     return np.argsort(unit_order(schedule.order, geometry)).astype(np.int32)
 
 
-def make_eps_fn(model: TokenTransformer, geometry: Geometry, rank: np.ndarray, num_timesteps: int) -> diffusion.EpsFn:
-    """eps_fn(params, x [b, S, S, 3], t [b, K] per patch (-1 clean), labels) for `hyperschedule.sample`: the tokens
-    are the geometry's patches, the clean ones settled, those at pure noise hidden."""
-    def eps_fn(params, x, t, labels):
-        tokens = geometry_lib.patchify(x, geometry)
-        eps = model.apply({"params": params}, tokens, t, t < 0, jnp.asarray(rank), labels, t >= num_timesteps - 1)
-        return geometry_lib.unpatchify(eps, geometry)
+def _entropy(sown, t: jax.Array, num_timesteps: int) -> tuple[jax.Array, jax.Array]:
+    """`features.query_entropy` of the pass's noisy queries that are not hidden (the ones reading other tokens)."""
+    return features.query_entropy(sown["intermediates"]["attn"], (t >= 0) & (t < num_timesteps - 1))
 
-    return eps_fn
+
+def make_dense_net(model: TokenTransformer, geometry: Geometry, rank: np.ndarray, num_timesteps: int) -> hs.Net:
+    """The dense sampler's network: every pass reads every token (the geometry's patches, the clean ones settled,
+    those at pure noise hidden); it reports the attention entropy of its noisy queries (`_entropy`)."""
+    def apply(params, x, t, labels, start, cache):
+        eps, sown = model.apply({"params": params}, geometry_lib.patchify(x, geometry), t, t < 0, jnp.asarray(rank),
+                                labels, t >= num_timesteps - 1, mutable=["intermediates"])
+        return geometry_lib.unpatchify(eps, geometry), cache, _entropy(sown, t, num_timesteps)
+
+    return hs.Net(apply, lambda batch: None, lambda params, x, t, labels: None)
+
+
+def make_eps_fn(model: TokenTransformer, geometry: Geometry, rank: np.ndarray, num_timesteps: int) -> diffusion.EpsFn:
+    """eps_fn(params, x [b, S, S, 3], t [b, K] per patch (-1 clean), labels): `make_dense_net`'s eps."""
+    net = make_dense_net(model, geometry, rank, num_timesteps)
+    return lambda params, x, t, labels: net.apply(params, x, t, labels, 0, None)[0]
 
 
 def make_cached_net(model: TokenTransformer, geometry: Geometry, window: hs.Window, num_timesteps: int) -> hs.Net:
     """The windowed sampler's network: each pass reads the row's `window` of tokens (in the unit order) after the
     cached keys and values of the committed ones and writes the window's into the cache; eps is 0 outside the
-    window (tokens that do not move in that row). The same eps as `make_eps_fn` on the tokens that move."""
+    window (tokens that do not move in that row). The same eps, and attention entropy, as `make_dense_net`'s on the
+    tokens that move."""
     order, inverse, k = jnp.asarray(window.order), np.argsort(window.order), geometry.num_patches
     head_dim = model.width // model.num_heads
 
@@ -85,11 +97,12 @@ def make_cached_net(model: TokenTransformer, geometry: Geometry, window: hs.Wind
         xw, tw = (jax.lax.dynamic_slice_in_dim(v, start, size, axis=1) for v in (u, tu))
         pos = start + jnp.arange(size)
         prefix = cache.replace(valid=jnp.broadcast_to(jnp.arange(k) < start, cache.valid.shape))
-        eps, kw, vw = model.apply({"params": params}, xw, tw, tw < 0, pos, labels, tw >= num_timesteps - 1,
-                                  order[pos], prefix, method="window")
+        (eps, kw, vw), sown = model.apply({"params": params}, xw, tw, tw < 0, pos, labels, tw >= num_timesteps - 1,
+                                          order[pos], prefix, method="window", mutable=["intermediates"])
         write = lambda c, w: jax.lax.dynamic_update_slice(c, w.astype(c.dtype), (0, 0, start, 0, 0))
         eps = jax.lax.dynamic_update_slice(jnp.zeros_like(u), eps, (0, start, 0))[:, inverse]
-        return geometry_lib.unpatchify(eps, geometry), Prefix(write(cache.k, kw), write(cache.v, vw), cache.valid)
+        return (geometry_lib.unpatchify(eps, geometry), Prefix(write(cache.k, kw), write(cache.v, vw), cache.valid),
+                _entropy(sown, tw, num_timesteps))
 
     return hs.Net(lambda params, x, t, labels, start, cache: run(params, x, t, labels, start, cache, window.size),
                   empty, lambda params, x, t, labels: run(params, x, t, labels, 0, empty(x.shape[0]), k)[1], window)
@@ -168,7 +181,7 @@ class _Schedule:
         self.schedule, self.table, self.T = schedule, table(schedule, g), n.num_timesteps
         model, w = make_model(cfg), window(cfg, schedule)
         self.net = (make_cached_net(model, g, w, self.T) if cfg.hyperschedule.windowed and w.size < g.num_patches
-                    else hs.Net.dense(make_eps_fn(model, g, _ranks(schedule, g), self.T)))
+                    else make_dense_net(model, g, _ranks(schedule, g), self.T))
         self.tokens = diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
         self.num_classes, self.geometry = cfg.data.num_classes, g
 
@@ -217,13 +230,14 @@ def options(cfg: Preset) -> tuple[Generator, ...]:
 
 
 PROBE = "HS"  # its own probe's name (`Generator.probe` of the options continuing it)
-PROBE_FEATURES = tuple("hs_" + n for n in features.A_PROBE)
+PROBE_FEATURES = (*("hs_" + n for n in features.A_PROBE), "hs_attn_entropy")
 
 
 def probe(cfg: Preset) -> Probe | None:
     """With `hyperschedule.probe_schedule`: that schedule's first `probe_rows` rows (no ACS) and, read off the
     predicted clean image of each probe row over the tokens active in them, A's probe statistics (image statistics
-    of the last prediction, how much it still moves between rows); per ACS k, the option that continues the probe's
+    of the last prediction, how much it still moves between rows) and the mean normalised attention entropy of the
+    noisy tokens that read others over the probe's passes; per ACS k, the option that continues the probe's
     state through the remaining rows ("... after probe": the same image as sampling them in one run)."""
     o = cfg.hyperschedule
     if o.probe_schedule is None:
@@ -235,8 +249,9 @@ def probe(cfg: Preset) -> Probe | None:
 
     def run(params, keys, labels=None):
         start = s.start(keys, labels)
-        x, x0s = s.run(params, start, (0, rows), trace=True)
-        return start.replace(x=x), features.a_probe(x0s, mask)
+        x, x0s, entropy = s.run(params, start, (0, rows), trace=True)
+        return start.replace(x=x), jnp.concatenate([features.a_probe(x0s, mask),
+                                                    features.entropy_mean(*entropy)[:, None]], axis=1)
 
     run = xla.jit(run)
 

@@ -109,23 +109,36 @@ def _start(model: MADFormer, keys, labels, num_classes: int) -> State:
 def _block(model: MADFormer, chain: diffusion.Chain | None, num_timesteps: int, params, state: State, j,
            trace: bool = False):
     """Block j drawn: the state with it; with `trace`, (that state, its AR guess [b, block_len, token_dim], its
-    predicted clean block after each diffusion step [S, b, block_len, token_dim] (S = 0: the guess alone))."""
+    predicted clean block after each diffusion step [S, b, block_len, token_dim] (S = 0: the guess alone), the mean
+    normalised attention entropy of the noisy stream's queries over its steps [b] (S = 0: 0))."""
     v, bl, d = {"params": params}, model.block_len, model.token_dim
     prev = jax.lax.dynamic_slice_in_dim(state.tokens, jnp.maximum(j - 1, 0) * bl, bl, axis=1)
     cond, cache = model.apply(v, prev, j, state.cache, state.labels, method=MADFormer.clean)
     guess = model.apply(v, cond, method=MADFormer.decode) if chain is None or trace else None
+    entropy = jnp.zeros(prev.shape[:1])
     if chain is None:
         x, x0s = guess, guess[None]
     else:
         keys = jax.vmap(lambda k: jax.random.fold_in(k, j))(state.keys)
-        eps_fn = lambda p, x, t, _: model.apply(p, x, jnp.broadcast_to(t[:, None], x.shape[:2]), cond, cache, j,
-                                                method=MADFormer.denoise)
+        denoise = lambda p, x, t, **kw: model.apply(p, x, jnp.broadcast_to(t[:, None], x.shape[:2]), cond, cache, j,
+                                                    method=MADFormer.denoise, **kw)
         x_init = diffusion.per_example_normal(keys, num_timesteps, (bl, d))
-        x, x0s = diffusion.sample_chain(eps_fn, v, chain, x_init, keys, trace=True) if trace else (
-            diffusion.sample_chain(eps_fn, v, chain, x_init, keys), None)
+        if trace:
+            x, x0s, parts = diffusion.sample_chain(lambda p, x, t, _: _with_entropy(denoise(
+                p, x, t, mutable=["intermediates"])), v, chain, x_init, keys, trace=True, has_aux=True)
+            entropy = features.entropy_mean(*parts)
+        else:
+            x, x0s = diffusion.sample_chain(lambda p, x, t, _: denoise(p, x, t), v, chain, x_init, keys), None
     tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, x.astype(state.tokens.dtype), j * bl, axis=1)
     drawn = State(tokens, cache, state.keys, state.labels)
-    return (drawn, guess, x0s) if trace else drawn
+    return (drawn, guess, x0s, entropy) if trace else drawn
+
+
+def _with_entropy(out) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """(eps, sown intermediates) -> (eps, `features.query_entropy` of every query of every layer)."""
+    eps, sown = out
+    weights = [w for layer in sown["intermediates"].values() for w in layer["attn"]]
+    return eps, features.query_entropy(weights, jnp.ones((eps.shape[0], eps.shape[1]), bool))
 
 
 def make_sampler(model: MADFormer, geometry: Geometry, patch: int, num_timesteps: int, steps: int,
@@ -152,25 +165,26 @@ def make_sampler(model: MADFormer, geometry: Geometry, patch: int, num_timesteps
                    passes={"mad_ar": model.num_blocks, "mad_diffusion": model.num_blocks * steps})
 
 
-PROBE_FEATURES = (*("mad_" + n for n in features.A_PROBE), "mad_guess_gap")
+PROBE_FEATURES = (*("mad_" + n for n in features.A_PROBE), "mad_guess_gap", "mad_attn_entropy")
 
 
 def make_probe(model: MADFormer, geometry: Geometry, patch: int, num_timesteps: int, steps: int,
                num_classes: int = 1) -> Callable:
     """jitted (params, keys [n][, labels]) -> (State after block 0 drawn with `steps` ancestral steps, features [n,
     len(PROBE_FEATURES)]): A's probe statistics of block 0's predicted clean block after each step (its image
-    statistics, how far it still moves between steps) and the mean squared gap between the drawn block and the
-    clean stream's decoded guess of it. The state is `Sampler.prefix`'s at `steps`: any step count's `finish`
+    statistics, how far it still moves between steps), the mean squared gap between the drawn block and the
+    clean stream's decoded guess of it, and the noisy stream's mean normalised attention entropy over the steps
+    (`features.query_entropy`: spread over the cache and the block, or fixed on a few tokens). The state is `Sampler.prefix`'s at `steps`: any step count's `finish`
     continues it."""
     chain, mask = _chain(num_timesteps, steps), geometry_lib.block_masks(geometry)[0]
     as_image = jax.vmap(lambda block: unblock_tokens(
         jnp.pad(block, ((0, 0), (0, (model.num_blocks - 1) * model.block_len), (0, 0))), geometry, patch))
 
     def run(params, keys, labels=None):
-        state, guess, x0s = _block(model, chain, num_timesteps, params, _start(model, keys, labels, num_classes), 0,
-                                   trace=True)
+        state, guess, x0s, entropy = _block(model, chain, num_timesteps, params,
+                                            _start(model, keys, labels, num_classes), 0, trace=True)
         gap = jnp.mean(jnp.square(state.tokens[:, : model.block_len] - guess), axis=(1, 2))
-        return state, jnp.concatenate([features.a_probe(as_image(x0s), mask), gap[:, None]], axis=1)
+        return state, jnp.concatenate([features.a_probe(as_image(x0s), mask), gap[:, None], entropy[:, None]], axis=1)
 
     return xla.jit(run)
 

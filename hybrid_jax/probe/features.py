@@ -11,7 +11,7 @@ length (>= 2) and the image is laid out by the configured `Geometry`.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -161,6 +161,29 @@ def compute(prefix: Prefix, geometry: Geometry, num_classes: int = 1) -> jax.Arr
 
 
 A_PROBE = tuple("x0_" + n for n in ("autocorr", "hf_energy") + IMAGE_LEVEL) + ("x0_drift", "x0_drift_max")
+
+
+def query_entropy(weights: Sequence[jax.Array], queries: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The attention entropy of the `queries` [b, q] (bool) in each layer's weights [b, heads, q, k] (exact zeros on
+    the keys a query cannot see: a key with weight > 0 counts as seen), each normalised by log(#keys it sees) (1:
+    uniform, 0: one key), summed over layers, heads and queries, and how many (layer, head, query) triples that sum
+    holds: ([b], [b]). A query that sees one key (its entropy undefined) counts as none. Sum over steps, then
+    divide: `entropy_mean`."""
+    total, count = 0.0, 0.0
+    for w in weights:
+        seen = jnp.sum(w > 0, axis=-1)  # [b, h, q]
+        ent = -jnp.sum(jnp.where(w > 0, w * jnp.log(jnp.where(w > 0, w, 1.0)), 0.0), axis=-1)
+        use = queries[:, None, :] & (seen > 1)
+        total = total + jnp.sum(jnp.where(use, ent / jnp.log(jnp.maximum(seen, 2)), 0.0), axis=(1, 2))
+        count = count + jnp.sum(use, axis=(1, 2)).astype(jnp.float32)
+    return total, count
+
+
+def entropy_mean(total: jax.Array, count: jax.Array) -> jax.Array:
+    """[b] mean normalised attention entropy from `query_entropy`'s sums and counts stacked over layers and steps
+    [..., b]; 0 where no query counts."""
+    total, count = (v.reshape(-1, v.shape[-1]).sum(0) for v in (total, count))
+    return total / jnp.maximum(count, 1.0)
 
 
 def a_probe(x0: jax.Array, mask: np.ndarray) -> jax.Array:
