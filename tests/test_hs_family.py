@@ -81,8 +81,11 @@ def test_its_config_is_checked_and_a_work_dirs_json_gives_it_back(cfg):
             dataclasses.replace(HS_TEST.network, schedules=(config_lib.HSSchedule("odd", 3, 1, 2),)))))
     with pytest.raises(ConfigError, match="names .* must differ"):
         dataclasses.replace(HS_TEST.network, schedules=HS_TEST.network.schedules[:1] * 2)
-    with pytest.raises(ConfigError, match="acs_level=4 must be in"):
-        dataclasses.replace(HS_TEST, acs_level=4)
+    with pytest.raises(ConfigError, match="acs_level=0 must be >= 1"):
+        dataclasses.replace(HS_TEST, acs_level=0)
+    levels = {s.name: hsf._acs(dataclasses.replace(cfg, hyperschedule=dataclasses.replace(HS_TEST, acs_level=2)), s,
+                               1).level for s in HS_TEST.network.schedules}
+    assert levels == {"flat": 2, "blocks": 2, "AR": 1}  # at most each schedule's tau
     with pytest.raises(ConfigError, match="HSSchedule sections, which a preset sets"):
         config_lib.override(cfg, "hyperschedule.network.schedules", "flat")
     assert config_lib.override(cfg, "hyperschedule.acs_window", "2").hyperschedule.acs_window == 2

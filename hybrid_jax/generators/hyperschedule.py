@@ -203,7 +203,7 @@ class _Schedule:
 
 def _acs(cfg: Preset, schedule: HSSchedule, k: int) -> hs.ACS:
     o = cfg.hyperschedule
-    return hs.ACS(k, o.acs_level or schedule.tau, o.acs_window)
+    return hs.ACS(k, min(o.acs_level or schedule.tau, schedule.tau), o.acs_window)
 
 
 def _name(schedule: HSSchedule, k: int) -> str:
