@@ -16,8 +16,8 @@ import logging
 import time
 
 from hybrid_jax import io, sharding, tensorboard, timing
-from hybrid_jax.study.rundir import (Run, RunDirError, Stage, check_workdir, is_done, load_run, mark_done, open_run,
-                               preset_from_dict)
+from hybrid_jax.study.rundir import (Run, RunDirError, Stage, begin, check_workdir, is_done, load_run, mark_done,
+                               open_run, preset_from_dict)
 from hybrid_jax.study.stages import allocate, curves, data, distill, features, labels, report, routed, router, seeds, train
 
 __all__ = ["Run", "RunDirError", "check_inputs", "fingerprints", "load_policy", "load_run", "make_routed_sampler",
@@ -94,6 +94,7 @@ def run_stages(run: Run, only: tuple[str, ...] | None = None) -> dict[str, dict]
             summaries[stage.name] = io.read_json(run.path(stage.name, "done.json"))["summary"]
             continue
         log.info("stage %-9s running", stage.name)
+        begin(run, stage.name, fp)
         t0 = time.perf_counter()
         summary = stage.run(run)
         summary["stage_seconds"] = time.perf_counter() - t0

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 import typing
@@ -155,6 +156,24 @@ def done_record(run: Run, stage: str) -> dict | None:
 def is_done(run: Run, stage: str, fp: str) -> bool:
     record = done_record(run, stage)
     return record is not None and record.get("fingerprint") == fp
+
+
+def begin(run: Run, stage: str, fp: str) -> None:
+    """Before stage `stage` runs under fingerprint `fp`: what another fingerprint left in its folder (a finished run
+    whose config or inputs have changed since, or a run interrupted under another config) is removed, so no stale
+    checkpoint is resumed and no stale output kept; an interrupted run of `fp` stays (it resumes). Then the folder's
+    `started.json` names `fp`. Every process calls it (the writer removes, all wait)."""
+    folder = run.path(stage)
+    started = folder / "started.json"
+    theirs = {r.get("fingerprint") for r in (done_record(run, stage), started.exists() and io.read_json(started))
+              if r}
+    if theirs - {fp} and sharding.is_writer():
+        log.info("stage %s: removing the outputs of fingerprint %s (now %s)", stage, sorted(theirs - {fp}), fp)
+        stale = folder.with_name(f".{stage}.stale.{os.getpid()}")
+        folder.rename(stale)  # one step: a crash leaves the stage either whole or gone
+        shutil.rmtree(stale)
+    sharding.sync(f"begin {stage}")
+    io.write_json(started, {"fingerprint": fp})
 
 
 def mark_done(run: Run, stage: str, fp: str, summary: dict) -> dict:

@@ -1,0 +1,32 @@
+"""The work dir's stage folders (`study.rundir.begin`): a stage that runs under a new fingerprint starts from an
+empty folder, so no checkpoint or output of another config is resumed or kept; an interrupted run of the same
+fingerprint keeps what it wrote (it resumes)."""
+
+from __future__ import annotations
+
+from hybrid_jax.config import PRESETS
+from hybrid_jax.study import rundir
+
+
+def _left(run, stage):
+    return sorted(p.name for p in run.path(stage).iterdir())
+
+
+def test_a_stage_under_a_new_fingerprint_starts_empty_and_an_interrupted_one_resumes(tmp_path):
+    run = rundir.Run(PRESETS["test"], tmp_path)
+    ckpt = run.path("model_a", "ckpt")
+    ckpt.mkdir(parents=True)
+    (ckpt / "7").write_text("step 7")
+    rundir.begin(run, "model_a", "fp1")  # a folder with no record (an older work dir, interrupted): resumed
+    assert _left(run, "model_a") == ["ckpt", "started.json"]
+    rundir.begin(run, "model_a", "fp1")  # interrupted again under the same fingerprint: resumed
+    assert (ckpt / "7").read_text() == "step 7"
+    rundir.begin(run, "model_a", "fp2")  # interrupted under another config: nothing of it kept
+    assert _left(run, "model_a") == ["started.json"]
+    assert rundir.io.read_json(run.path("model_a", "started.json")) == {"fingerprint": "fp2"}
+    ckpt.mkdir()
+    rundir.mark_done(run, "model_a", "fp2", {})
+    run.path("model_a", "started.json").unlink()  # a finished stage of an older work dir: done.json alone
+    rundir.begin(run, "model_a", "fp3")  # its inputs changed since it finished
+    assert _left(run, "model_a") == ["started.json"] and not rundir.is_done(run, "model_a", "fp2")
+    assert not list(tmp_path.glob(".model_a.stale*"))
