@@ -562,6 +562,7 @@ class HSNetworkConfig:
     context_level: int = 20
     train: TrainConfig = TrainConfig(epochs=250)
     snapshots: int = 0
+    sub_patch: int | None = None  # the network's tokens: sub-patches of this side of each unit (None: one per unit)
 
     def __post_init__(self):
         _check(len(self.schedules) > 0, "hyperschedule.network.schedules must name at least one schedule")
@@ -733,6 +734,9 @@ class Preset:
         _check(self.hyperschedule is None or all(g.num_patches % s.group == 0
                                                  for s in self.hyperschedule.network.schedules),
                f"every hyperschedule group must divide the geometry's {self.geometry.num_patches} patches")
+        sub = self.hyperschedule and self.hyperschedule.network.sub_patch
+        _check(not sub or (sub > 0 and g.patch_size % sub == 0),
+               f"hyperschedule.network.sub_patch={sub} must divide the geometry's patch_size={g.patch_size}")
         probed = self.hyperschedule and next((s for s in self.hyperschedule.network.schedules
                                               if s.name == self.hyperschedule.probe_schedule), None)
         _check(not probed or self.hyperschedule.probe_rows < (g.num_patches // probed.group - 1) * probed.delay
@@ -753,8 +757,8 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(name="paper", model_a=ModelAConfig(snapshots=5), model_b=ModelBConfig(snapshots=5),
                     corrector=CorrectorConfig(snapshots=5),
                     madformer=MADFormerOptions(network=MADNetworkConfig(snapshots=5), probe_steps=10),
-                    hyperschedule=HyperscheduleOptions(network=HSNetworkConfig(snapshots=5), probe_schedule="blocks",
-                                                       probe_rows=50)),
+                    hyperschedule=HyperscheduleOptions(network=HSNetworkConfig(snapshots=5, sub_patch=4),
+                                                       probe_schedule="blocks", probe_rows=50)),
     # Whole pipeline on a 2-core CPU in about a quarter of an hour.
     "quick": Preset(
         name="quick",

@@ -34,12 +34,21 @@ def cfg(preset):
     return dataclasses.replace(preset, hyperschedule=HS_TEST)
 
 
-@pytest.fixture(scope="module")
-def params(cfg):
+def _perturbed(cfg):
     p = hsf.init_params(hsf.make_model(cfg), jax.random.key(0))
     leaves, tree = jax.tree.flatten(p)  # the eps head starts at zero: perturb every leaf
     keys = jax.random.split(jax.random.key(1), len(leaves))
     return jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+@pytest.fixture(scope="module")
+def params(cfg):
+    return _perturbed(cfg)
+
+
+def _sub_tokens(cfg, side: int = 4):
+    return dataclasses.replace(cfg, hyperschedule=dataclasses.replace(HS_TEST, network=dataclasses.replace(
+        HS_TEST.network, sub_patch=side)))
 
 
 def test_the_family_offers_a_schedule_per_acs_k_with_its_passes_and_flops(preset, cfg, params):
@@ -127,11 +136,15 @@ def _waiting_table(rng, num_steps: int, order: np.ndarray, tau: int) -> hs.Table
     return hs.Table(levels, tau)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_the_windowed_cached_sampler_gives_the_dense_samplers_images_on_a_random_table(cfg, params, seed):
-    """Dense = windowed = cached: on a random table (tokens waiting, settling out of the unit order) with ACS, the
-    windowed sampler (each row its window, the committed tokens' keys and values from the cache) gives the dense
-    one's images and traces (1e-5), and so does a finish from a mid-table state whose cache one pass rebuilt."""
+@pytest.mark.parametrize("seed,sub", [(0, None), (1, 4)], ids=["a token per unit", "four sub-tokens per unit"])
+def test_the_windowed_cached_sampler_gives_the_dense_samplers_images_on_a_random_table(cfg, params, seed, sub):
+    """Dense = windowed = cached: on a random table (units waiting, settling out of the unit order) with ACS, the
+    windowed sampler (each row its window, the committed units' keys and values from the cache) gives the dense
+    one's images, traces and attention entropies (1e-5), and so does a finish from a mid-table state whose cache one
+    pass rebuilt; with the paper-like split of each unit into four 4 x 4 sub-tokens too."""
+    if sub:
+        cfg = _sub_tokens(cfg, sub)
+        params = _perturbed(cfg)
     rng = np.random.default_rng(seed)
     g, T = cfg.geometry, HS_TEST.network.num_timesteps
     order = rng.permutation(g.num_patches)
@@ -140,8 +153,9 @@ def test_the_windowed_cached_sampler_gives_the_dense_samplers_images_on_a_random
     window = hs.Window.plan(tab, order, acs.window)
     assert window.size < g.num_patches and window.start.max() > 0  # a real window, a real cache
     model, tokens = hsf.make_model(cfg), diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
-    nets = {"dense": hsf.make_dense_net(model, g, np.argsort(order), T), "windowed": hsf.make_cached_net(
-        model, g, window, T)}
+    split = hsf.Tokens.of(cfg)
+    nets = {"dense": hsf.make_dense_net(model, split, np.argsort(order), T), "windowed": hsf.make_cached_net(
+        model, split, window, T)}
     keys = jax.random.split(jax.random.key(seed), 2)
     x_init = hs.token_noise(tokens)(keys, jnp.full((2, g.num_patches), T), g.image_shape)
     run = {m: jax.jit(lambda x, rows, net=net: hs.sample(net, params, tab, T, x, keys, tokens, acs=acs, rows=rows,
@@ -166,8 +180,9 @@ def test_per_seed_schedules_run_in_one_shape_and_give_each_seed_its_own_tables_i
     tables = [hs.blockwise(16, 3, 4, order), hs.ar(16, order=order), hs.slide(16, 4, 2, order)]
     model, tokens = hsf.make_model(cfg), diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
     size = max(hs.Window.plan(t, order, 1).size for t in tables)
-    net = (hsf.make_cached_net(model, g, hs.Window.plan(tables[0], order, 1, size), T) if windowed
-           else hsf.make_dense_net(model, g, np.argsort(order), T))
+    split = hsf.Tokens.of(cfg)
+    net = (hsf.make_cached_net(model, split, hs.Window.plan(tables[0], order, 1, size), T) if windowed
+           else hsf.make_dense_net(model, split, np.argsort(order), T))
     keys = jax.random.split(jax.random.key(5), 3)
     x_init = hs.token_noise(tokens)(keys, jnp.full((3, g.num_patches), T), g.image_shape)
     acs = hs.ACS(1, 1)
@@ -183,6 +198,23 @@ def test_per_seed_schedules_run_in_one_shape_and_give_each_seed_its_own_tables_i
     if windowed:
         with pytest.raises(ConfigError, match="needs a window of 16 tokens, more than the sampler's"):
             hs.sample(net, params, [hs.flat(16, 3)] * 3, T, x_init, keys, tokens)
+
+
+def test_sub_tokens_split_each_unit_and_merge_back_exactly(cfg, stand_in_images):
+    """The paper-like split (`hyperschedule.network.sub_patch`): 16 units of 8 x 8 -> 64 tokens of 4 x 4, unit by
+    unit (a unit's four tokens are its quadrants, raster), merged back bitwise; per-unit values repeat per token; a
+    sub-patch that does not divide the patch is a ConfigError."""
+    sub = _sub_tokens(cfg)
+    split = hsf.Tokens.of(sub)
+    assert (split.count, split.dim, split.per_unit) == (64, 48, 4)
+    x = jnp.asarray(stand_in_images[:2])
+    tokens = split.split(x)
+    np.testing.assert_array_equal(split.merge(tokens), x)
+    np.testing.assert_array_equal(tokens[:, 7].reshape(2, 4, 4, 3), x[:, 4:8, 12:16])  # unit 1, its bottom-right
+    np.testing.assert_array_equal(split.expand(jnp.arange(3)), [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+    assert hsf.make_model(sub).num_tokens == 64
+    with pytest.raises(ConfigError, match="sub_patch=3 must divide the geometry's patch_size=8"):
+        _sub_tokens(cfg, 3)
 
 
 def test_training_lowers_the_loss(cfg, stand_in_images):

@@ -10,6 +10,7 @@ alone. ACS (k > 0) is our Gaussian extrapolation of the source's text-only corre
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import flax
@@ -41,10 +42,56 @@ def table(s: HSSchedule, geometry: Geometry) -> hs.Table:
     return hs.staggered(geometry.num_patches, s.tau, s.group, s.delay, unit_order(s.order, geometry))
 
 
+@dataclasses.dataclass(frozen=True)
+class Tokens:
+    """The network's tokens: each of the geometry's patches (a schedule's unit) split into sub-patches of side
+    `side` (the patch's own side: one token per unit), unit by unit, raster within a unit; each token carries its
+    unit's timestep, rank and role."""
+
+    geometry: Geometry
+    side: int
+
+    @staticmethod
+    def of(cfg: Preset) -> "Tokens":
+        return Tokens(cfg.geometry, cfg.hyperschedule.network.sub_patch or cfg.geometry.patch_size)
+
+    @property
+    def per_side(self) -> int:
+        return self.geometry.patch_size // self.side
+
+    @property
+    def per_unit(self) -> int:
+        return self.per_side ** 2
+
+    @property
+    def count(self) -> int:
+        return self.geometry.num_patches * self.per_unit
+
+    @property
+    def dim(self) -> int:
+        return self.side * self.side * self.geometry.channels
+
+    def split(self, x: jax.Array) -> jax.Array:
+        """[b, S, S, C] -> [b, count, dim]."""
+        g, n, s = self.geometry, self.per_side, self.side
+        y = geometry_lib.patchify(x, g).reshape(x.shape[0], g.num_patches, n, s, n, s, g.channels)
+        return jnp.swapaxes(y, 3, 4).reshape(x.shape[0], self.count, self.dim)
+
+    def merge(self, tokens: jax.Array) -> jax.Array:
+        """Exact inverse of `split`."""
+        g, n, s = self.geometry, self.per_side, self.side
+        y = jnp.swapaxes(tokens.reshape(tokens.shape[0], g.num_patches, n, n, s, s, g.channels), 3, 4)
+        return geometry_lib.unpatchify(y.reshape(tokens.shape[0], g.num_patches, g.patch_dim), g)
+
+    def expand(self, v):
+        """Per-unit values [..., K] -> per token [..., count]."""
+        return jnp.repeat(v, self.per_unit, axis=-1)
+
+
 def make_model(cfg: Preset) -> TokenTransformer:
-    g = cfg.geometry
-    return build(TokenTransformer, cfg.hyperschedule.network.model, num_tokens=g.num_patches,
-                 token_dim=g.patch_dim, num_classes=cfg.data.num_classes)
+    tokens = Tokens.of(cfg)
+    return build(TokenTransformer, cfg.hyperschedule.network.model, num_tokens=tokens.count,
+                 token_dim=tokens.dim, num_classes=cfg.data.num_classes)
 
 
 def init_params(model: TokenTransformer, key: jax.Array):
@@ -63,45 +110,52 @@ def _entropy(sown, t: jax.Array, num_timesteps: int) -> tuple[jax.Array, jax.Arr
     return features.query_entropy(sown["intermediates"]["attn"], (t >= 0) & (t < num_timesteps - 1))
 
 
-def make_dense_net(model: TokenTransformer, geometry: Geometry, rank: np.ndarray, num_timesteps: int) -> hs.Net:
-    """The dense sampler's network: every pass reads every token (the geometry's patches, the clean ones settled,
-    those at pure noise hidden); it reports the attention entropy of its noisy queries (`_entropy`)."""
+def make_dense_net(model: TokenTransformer, tokens: Tokens, rank: np.ndarray, num_timesteps: int) -> hs.Net:
+    """The dense sampler's network: every pass reads every token (`tokens`; per unit: the clean ones settled, those
+    at pure noise hidden, `rank` [K] its position in the unit order); it reports the attention entropy of its noisy
+    queries (`_entropy`)."""
     def apply(params, x, t, labels, start, cache):
-        eps, sown = model.apply({"params": params}, geometry_lib.patchify(x, geometry), t, t < 0, jnp.asarray(rank),
+        t = tokens.expand(t)
+        eps, sown = model.apply({"params": params}, tokens.split(x), t, t < 0, tokens.expand(jnp.asarray(rank)),
                                 labels, t >= num_timesteps - 1, mutable=["intermediates"])
-        return geometry_lib.unpatchify(eps, geometry), cache, _entropy(sown, t, num_timesteps)
+        return tokens.merge(eps), cache, _entropy(sown, t, num_timesteps)
 
     return hs.Net(apply, lambda batch: None, lambda params, x, t, labels: None)
 
 
-def make_eps_fn(model: TokenTransformer, geometry: Geometry, rank: np.ndarray, num_timesteps: int) -> diffusion.EpsFn:
-    """eps_fn(params, x [b, S, S, 3], t [b, K] per patch (-1 clean), labels): `make_dense_net`'s eps."""
-    net = make_dense_net(model, geometry, rank, num_timesteps)
+def make_eps_fn(model: TokenTransformer, tokens: Tokens, rank: np.ndarray, num_timesteps: int) -> diffusion.EpsFn:
+    """eps_fn(params, x [b, S, S, 3], t [b, K] per unit (-1 clean), labels): `make_dense_net`'s eps."""
+    net = make_dense_net(model, tokens, rank, num_timesteps)
     return lambda params, x, t, labels: net.apply(params, x, t, labels, 0, None)[0]
 
 
-def make_cached_net(model: TokenTransformer, geometry: Geometry, window: hs.Window, num_timesteps: int) -> hs.Net:
-    """The windowed sampler's network: each pass reads the row's `window` of tokens (in the unit order) after the
-    cached keys and values of the committed ones and writes the window's into the cache; eps is 0 outside the
-    window (tokens that do not move in that row). The same eps, and attention entropy, as `make_dense_net`'s on the
-    tokens that move."""
-    order, inverse, k = jnp.asarray(window.order), np.argsort(window.order), geometry.num_patches
+def make_cached_net(model: TokenTransformer, tokens: Tokens, window: hs.Window, num_timesteps: int) -> hs.Net:
+    """The windowed sampler's network: each pass reads the tokens of the row's `window` of units (in the unit
+    order) after the cached keys and values of the committed ones and writes the window's into the cache; eps is 0
+    outside the window (units that do not move in that row). The same eps, and attention entropy, as
+    `make_dense_net`'s on the units that move."""
+    r, k = tokens.per_unit, tokens.geometry.num_patches
+    order, inverse = jnp.asarray(window.order), np.argsort(window.order)
     head_dim = model.width // model.num_heads
 
     def empty(batch):
-        z = jnp.zeros((model.num_layers, batch, k, model.num_heads, head_dim))
-        return Prefix(z, z, jnp.zeros((batch, k), bool))
+        z = jnp.zeros((model.num_layers, batch, k * r, model.num_heads, head_dim))
+        return Prefix(z, z, jnp.zeros((batch, k * r), bool))
 
     def run(params, x, t, labels, start, cache: Prefix, size: int):
-        u, tu = geometry_lib.patchify(x, geometry)[:, order], t[:, order]  # unit order
-        xw, tw = (jax.lax.dynamic_slice_in_dim(v, start, size, axis=1) for v in (u, tu))
-        pos = start + jnp.arange(size)
-        prefix = cache.replace(valid=jnp.broadcast_to(jnp.arange(k) < start, cache.valid.shape))
-        (eps, kw, vw), sown = model.apply({"params": params}, xw, tw, tw < 0, pos, labels, tw >= num_timesteps - 1,
-                                          order[pos], prefix, method="window", mutable=["intermediates"])
-        write = lambda c, w: jax.lax.dynamic_update_slice(c, w.astype(c.dtype), (0, 0, start, 0, 0))
-        eps = jax.lax.dynamic_update_slice(jnp.zeros_like(u), eps, (0, start, 0))[:, inverse]
-        return (geometry_lib.unpatchify(eps, geometry), Prefix(write(cache.k, kw), write(cache.v, vw), cache.valid),
+        units = lambda v: v.reshape(v.shape[0], k, r, *v.shape[2:])  # [b, K * r, ...] <-> [b, K, r, ...]
+        flat = lambda v: v.reshape(v.shape[0], k * r, *v.shape[3:])
+        u, tu = flat(units(tokens.split(x))[:, order]), tokens.expand(t[:, order])  # unit order
+        xw, tw = (jax.lax.dynamic_slice_in_dim(v, start * r, size * r, axis=1) for v in (u, tu))
+        pos = start + jnp.arange(size)  # the window's units, by position in the unit order
+        ids = (order[pos][:, None] * r + jnp.arange(r)).reshape(-1)
+        prefix = cache.replace(valid=jnp.broadcast_to(jnp.arange(k * r) < start * r, cache.valid.shape))
+        (eps, kw, vw), sown = model.apply({"params": params}, xw, tw, tw < 0, tokens.expand(pos), labels,
+                                          tw >= num_timesteps - 1, ids, prefix, method="window",
+                                          mutable=["intermediates"])
+        write = lambda c, w: jax.lax.dynamic_update_slice(c, w.astype(c.dtype), (0, 0, start * r, 0, 0))
+        eps = flat(units(jax.lax.dynamic_update_slice(jnp.zeros_like(u), eps, (0, start * r, 0)))[:, inverse])
+        return (tokens.merge(eps), Prefix(write(cache.k, kw), write(cache.v, vw), cache.valid),
                 _entropy(sown, tw, num_timesteps))
 
     return hs.Net(lambda params, x, t, labels, start, cache: run(params, x, t, labels, start, cache, window.size),
@@ -113,7 +167,7 @@ def make_loss(cfg: Preset) -> Callable[[Any, Any, jax.Array], jax.Array]:
     whose level falls in that row), the settled ones clean (or, with probability `context_noise`, at a random
     timestep <= `context_level`), the waiting ones at their pure-noise level; for `random_share` of the examples a
     uniform timestep per token instead, every token active."""
-    n, g = cfg.hyperschedule.network, cfg.geometry
+    n, g, tokens = cfg.hyperschedule.network, cfg.geometry, Tokens.of(cfg)
     model = make_model(cfg)
     tables = [table(s, g) for s in n.schedules]
     rows = max(t.num_steps for t in tables)
@@ -124,8 +178,8 @@ def make_loss(cfg: Preset) -> Callable[[Any, Any, jax.Array], jax.Array]:
 
     def loss(params, batch, key):
         images, labels = images_and_labels(batch)
-        x0 = geometry_lib.patchify(images, g)  # [b, K, P]
-        b, k = x0.shape[:2]
+        x0 = tokens.split(images)  # [b, K * r, d]
+        b, k = x0.shape[0], g.num_patches
         keys = [jax.random.fold_in(key, i) for i in range(7)]
         which = jax.random.randint(keys[0], (b,), 0, len(tables))
         row = jnp.floor(jax.random.uniform(keys[1], (b,)) * steps[which]).astype(jnp.int32)
@@ -136,10 +190,12 @@ def make_loss(cfg: Preset) -> Callable[[Any, Any, jax.Array], jax.Array]:
         settled = t_now < 0
         context = (jax.random.uniform(keys[4], (b, 1)) < n.context_noise) & settled
         t_in = jnp.where(context, jax.random.randint(keys[5], (b, k), 0, n.context_level + 1), t_now)
+        t_in, settled, active = (tokens.expand(v) for v in (t_in, settled, active))  # per unit -> per token
         noise = jax.random.normal(keys[6], x0.shape)
-        x_t = jnp.where((t_in >= 0)[..., None], diffusion.q_sample(sched, x0.reshape(b * k, -1), jnp.maximum(
-            t_in, 0).reshape(-1), noise.reshape(b * k, -1)).reshape(x0.shape), x0)
-        eps = model.apply({"params": params}, x_t, t_in, settled, ranks[which], labels, t_in >= n.num_timesteps - 1)
+        x_t = jnp.where((t_in >= 0)[..., None], diffusion.q_sample(sched, x0.reshape(-1, x0.shape[-1]), jnp.maximum(
+            t_in, 0).reshape(-1), noise.reshape(-1, x0.shape[-1])).reshape(x0.shape), x0)
+        eps = model.apply({"params": params}, x_t, t_in, settled, tokens.expand(ranks[which]), labels,
+                          t_in >= n.num_timesteps - 1)
         per_token = jnp.mean(jnp.square(eps - noise), axis=-1)
         return jnp.sum(per_token * active) / jnp.maximum(jnp.sum(active), 1)
 
@@ -179,9 +235,9 @@ class _Schedule:
     def __init__(self, cfg: Preset, schedule: HSSchedule):
         n, g = cfg.hyperschedule.network, cfg.geometry
         self.schedule, self.table, self.T = schedule, table(schedule, g), n.num_timesteps
-        model, w = make_model(cfg), window(cfg, schedule)
-        self.net = (make_cached_net(model, g, w, self.T) if cfg.hyperschedule.windowed and w.size < g.num_patches
-                    else make_dense_net(model, g, _ranks(schedule, g), self.T))
+        model, w, tokens = make_model(cfg), window(cfg, schedule), Tokens.of(cfg)
+        self.net = (make_cached_net(model, tokens, w, self.T) if cfg.hyperschedule.windowed and w.size < g.num_patches
+                    else make_dense_net(model, tokens, _ranks(schedule, g), self.T))
         self.tokens = diffusion.tile_tokens(g.image_size, g.image_size, g.patch_size)
         self.num_classes, self.geometry = cfg.data.num_classes, g
 
@@ -270,14 +326,14 @@ def probe(cfg: Preset) -> Probe | None:
 def pass_flops(cfg: Preset, params) -> dict[str, float]:
     """FLOPs at batch 1 (XLA's cost analysis) of one dense pass over every token and, windowed, of one pass of each
     schedule's window size after a full cache (a schedule whose window is every token samples dense)."""
-    model, g, T = make_model(cfg), cfg.geometry, cfg.hyperschedule.network.num_timesteps
+    model, g, T, tokens = make_model(cfg), cfg.geometry, cfg.hyperschedule.network.num_timesteps, Tokens.of(cfg)
     x, t = jnp.zeros((1, *g.image_shape)), jnp.zeros((1, g.num_patches), jnp.int32)
-    dense = make_eps_fn(model, g, np.arange(g.num_patches), T)
+    dense = make_eps_fn(model, tokens, np.arange(g.num_patches), T)
     out = {UNIT: timing.flops(lambda p, x, t: dense(p, x, t, None), params, x, t)}
     for s in cfg.hyperschedule.network.schedules if cfg.hyperschedule.windowed else ():
         if (w := window(cfg, s)).size == g.num_patches:
             continue  # a window of every token: the dense pass
-        net = make_cached_net(model, g, w, T)
+        net = make_cached_net(model, tokens, w, T)
         out[window_unit(net.window.size)] = timing.flops(
             lambda p, x, t: net.apply(p, x, t, None, jnp.int32(0), net.empty(1)), params, x, t)
     return out
