@@ -30,3 +30,21 @@ def test_a_stage_under_a_new_fingerprint_starts_empty_and_an_interrupted_one_res
     rundir.begin(run, "model_a", "fp3")  # its inputs changed since it finished
     assert _left(run, "model_a") == ["started.json"] and not rundir.is_done(run, "model_a", "fp2")
     assert not list(tmp_path.glob(".model_a.stale*"))
+
+
+def test_retraining_one_family_leaves_the_stages_that_do_not_read_it(tmp_path):
+    """A stage's fingerprint follows the stages it reads: a new config of the hyperschedule network changes its
+    training stage and those reading every family's options, not the distillations of A and B or the seeds."""
+    import dataclasses
+
+    from test_hs_family import HS_TEST
+
+    from hybrid_jax.study import pipeline
+
+    cfg = dataclasses.replace(PRESETS["test"], hyperschedule=HS_TEST)
+    other = dataclasses.replace(cfg, hyperschedule=dataclasses.replace(HS_TEST, network=dataclasses.replace(
+        HS_TEST.network, context_level=2)))
+    before, after = (pipeline.fingerprints(rundir.Run(c, tmp_path)) for c in (cfg, other))
+    changed = {s for s in before if before[s] != after[s]}
+    assert {"hyperschedule", "allocate"} <= changed
+    assert not changed & {"data", "model_a", "model_b", "corrector", "distill", "seeds", "labels", "router"}, changed

@@ -129,6 +129,7 @@ def _plan(cfg) -> tuple:
 
 # version 2: every family's distillations; 3: judged by the report on the allocation's images, not here
 def stage(cfg) -> Stage:
-    """The stage, after every training stage of the preset's families (whose networks it may distill)."""
-    return Stage(STAGE_NAME, run_stage, config=lambda cfg: (cfg.distill, _plan(cfg)),
-                 after=("data", *train.models(cfg)), version=3)
+    """The stage, after the training stages of the families it distills (another family's retraining leaves it)."""
+    distilled = dict.fromkeys(n.name for f, _ in generators.distillations(cfg) for n in f.networks)
+    return Stage(STAGE_NAME, run_stage, config=lambda cfg: (cfg.distill, _plan(cfg)), after=("data", *distilled),
+                 version=3)
