@@ -23,7 +23,7 @@ import sys
 import jax
 import numpy as np
 
-from hybrid_jax import io, routing, sharding
+from hybrid_jax import io, labeling, routing, sharding
 from hybrid_jax.study import cost, pipeline
 
 TOL_A, TOL_B = 1e-3, 1e-4
@@ -66,7 +66,8 @@ def main(workdir: str, n_dev: int) -> None:
     to_a[[1, 4, 7]] = True
     split = routing.generate_split(routed.sampler_a, routed.sampler_b, pa, pb, keys_a, keys_b, to_a, prefix, mesh,
                                    labels)
-    reference = np.where(to_a[:, None, None, None], seeds["images_a"][:n], seeds["images_b"][:n])
+    images_a, images_b = labeling.seed_images(seeds).values()
+    reference = np.where(to_a[:, None, None, None], images_a[:n], images_b[:n])
     diff = np.abs(split - reference).max(axis=(1, 2, 3))
     print(f"forced split: max |{N_DEV} devices - 1 device| A {diff[to_a].max():.2e}, B {diff[~to_a].max():.2e}")
     assert diff[to_a].max() <= TOL_A and diff[~to_a].max() <= TOL_B

@@ -87,7 +87,8 @@ def test_the_stages_in_two_processes_equal_one_process(tmp_path):
         assert f"[process {i}] INFO hybrid_jax.pipeline: stage seeds     finished" in err
     two, ref = (np.load(tmp_path / d / "seeds" / "seeds.npz") for d in ("two", "one"))
     np.testing.assert_array_equal(two["seeds"], ref["seeds"])
-    for k in ("images_a", "images_b"):
+    assert list(two["options"]) == list(ref["options"]) and len(ref["options"]) == 2
+    for k in ref["options"]:  # the brief pair's images, each under its option's name
         np.testing.assert_allclose(two[k], ref[k], atol=1e-6)
         assert float(np.std(ref[k])) > 0.01
     np.testing.assert_allclose(*(np.load(tmp_path / d / "seeds" / "features.npz")["features"]

@@ -174,7 +174,7 @@ def test_a_64x64_test_preset_run_end_to_end(tmp_path):
     assert run_cli.main(["--preset", "test", "--workdir", str(workdir), "--set", "geometry.image_size=64",
                          *small]) == 0
     seeds = io.read_npz(workdir / "seeds" / "seeds.npz")
-    assert seeds["images_a"].shape == seeds["images_b"].shape == (12, 64, 64, 3)
+    assert [seeds[o].shape for o in seeds["options"]] == [(12, 64, 64, 3)] * 2
     assert io.read_npz(workdir / "data" / "images.npz")["train"].shape[1:] == (64, 64, 3)
     check = io.read_json(workdir / "routed" / "cost.json")["consistency"]
     assert check["max_abs_diff_a"] <= 1e-5 and check["max_abs_diff_b"] <= 1e-5

@@ -28,13 +28,15 @@ SEEDS = [7, 3, 12, 0, 5, 9, 1, 4]  # not sorted: the page follows the file order
 
 
 def make_workdir(root, seeds=SEEDS, size=32, **drop):
-    """A fake run dir: seeds/seeds.npz with bright A images and dark B images (random texture)."""
+    """A fake run dir: seeds/seeds.npz (`labeling.write_seeds`'s layout: the options "A" and "B") with bright A images
+    and dark B images (random texture)."""
     rng = np.random.default_rng(0)
     n = len(seeds)
     arrays = {
         "seeds": np.asarray(seeds, dtype=np.int64),
-        "images_a": rng.uniform(0.2, 1.0, (n, size, size, 3)).astype(np.float32),
-        "images_b": rng.uniform(-1.0, -0.2, (n, size, size, 3)).astype(np.float32),
+        "options": np.asarray(["A", "B"]),
+        "A": rng.uniform(0.2, 1.0, (n, size, size, 3)).astype(np.float32),
+        "B": rng.uniform(-1.0, -0.2, (n, size, size, 3)).astype(np.float32),
     }
     for k in drop:
         arrays.pop(k)
@@ -161,7 +163,7 @@ def test_images_show_the_model_of_each_side(client, workdir, side):
         r = client.get(f"/img/{seed}/{side}.png")
         assert r.status_code == 200 and r.mimetype == "image/png"
         model = lab.side_model(side, lab.left_model(seed, 0))
-        expected = z["images_a" if model == "A" else "images_b"][i]
+        expected = z[model][i]
         assert r.data == lab.to_png(expected)
         # independent of the helpers: A's fake images are bright, B's dark
         bright = np.asarray(Image.open(_stdio.BytesIO(r.data))).mean() > 127
@@ -325,7 +327,8 @@ def test_left_from_another_run_seed_is_refused(workdir):
 
 @pytest.mark.parametrize("drop, status, words", [
     ("all", 404, "not found: no generated seeds"),
-    ("images_b", 422, "no array(s) images_b"),
+    ("B", 422, "no array(s) B"),
+    ("options", 422, "names 0 options in 'options', not the brief's two"),
 ])
 def test_missing_npz_or_images_gives_clear_errors(tmp_path, drop, status, words):
     workdir = tmp_path / "run"
@@ -346,17 +349,17 @@ def test_missing_npz_or_images_gives_clear_errors(tmp_path, drop, status, words)
 
 def test_broken_npz_shapes_are_named(tmp_path):
     workdir = make_workdir(tmp_path / "run")
-    np.savez(workdir / "seeds" / "seeds.npz", seeds=np.arange(3), images_a=np.zeros((2, 32, 32, 3), np.float32),
-             images_b=np.zeros((3, 32, 32, 3), np.float32))
+    lab.write_seeds(workdir / "seeds" / "seeds.npz", np.arange(3), {"A": np.zeros((2, 32, 32, 3), np.float32),
+                                                                      "B": np.zeros((3, 32, 32, 3), np.float32)})
     r = lab.create_app(workdir).test_client().get("/api/state")
-    assert r.status_code == 422 and "'images_a' has 2 images for 3 seeds" in r.get_json()["error"]
+    assert r.status_code == 422 and "'A' has 2 images for 3 seeds" in r.get_json()["error"]
 
 
 def test_nan_image_is_refused(tmp_path):
     workdir = make_workdir(tmp_path / "run")
     z = dict(np.load(workdir / "seeds" / "seeds.npz"))
-    z["images_a"][0, 0, 0, 0] = np.nan
-    z["images_b"][0, 0, 0, 0] = np.nan
+    z["A"][0, 0, 0, 0] = np.nan
+    z["B"][0, 0, 0, 0] = np.nan
     np.savez(workdir / "seeds" / "seeds.npz", **z)
     r = lab.create_app(workdir).test_client().get(f"/img/{SEEDS[0]}/left.png")
     assert r.status_code == 422 and "NaN" in r.get_json()["error"]

@@ -58,9 +58,9 @@ def server(tmp_path):
     (workdir / "seeds").mkdir(parents=True)
     rng = np.random.default_rng(0)
     n = len(SEEDS)
-    np.savez(workdir / "seeds" / "seeds.npz", seeds=np.asarray(SEEDS, np.int64),
-             images_a=rng.uniform(0.2, 1.0, (n, 32, 32, 3)).astype(np.float32),
-             images_b=rng.uniform(-1.0, -0.2, (n, 32, 32, 3)).astype(np.float32))
+    lab.write_seeds(workdir / "seeds" / "seeds.npz", np.asarray(SEEDS, np.int64),
+                    {"A": rng.uniform(0.2, 1.0, (n, 32, 32, 3)).astype(np.float32),
+                     "B": rng.uniform(-1.0, -0.2, (n, 32, 32, 3)).astype(np.float32)})
     srv = make_server("127.0.0.1", 0, lab.create_app(workdir, seed=RUN_SEED), threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()

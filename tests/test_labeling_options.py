@@ -25,12 +25,12 @@ def make_workdir(root, seeds=SEEDS):
     n = len(seeds)
     image = lambda name: np.full((n, 4, 4, 3), LEVELS[name], np.float32)
     (root / "seeds").mkdir(parents=True)
-    np.savez(root / "seeds" / "seeds.npz", seeds=np.asarray(seeds), labels=np.zeros(n, int),
-             images_a=image(OPTIONS[0]), images_b=image(OPTIONS[2]))
-    entries = [{"name": OPTIONS[0], "file": "seeds/seeds.npz", "array": "images_a"}]
+    lab.write_seeds(root / "seeds" / "seeds.npz", np.asarray(seeds), {o: image(o) for o in OPTIONS[0:3:2]},
+                    np.zeros(n, int))
+    entries = [{"name": OPTIONS[0], "file": "seeds/seeds.npz", "array": OPTIONS[0]}]
     for name in OPTIONS[1:]:
         if name == OPTIONS[2]:
-            entries.append({"name": name, "file": "seeds/seeds.npz", "array": "images_b"})
+            entries.append({"name": name, "file": "seeds/seeds.npz", "array": name})
             continue
         rel = f"allocate/options/fp/{name.replace('/', '_').replace(' ', '_')}.npz"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -375,7 +375,7 @@ def test_learning_curves_have_every_snapshot_and_end_at_the_trained_models(finis
     again = generators.generate((b,), {b.model: train_stage.restore_option_params(run, b.model)}, seeds,
                                 np.zeros(len(seeds), int), base_seed=cfg.seeds.base_seed,
                                 batch_size=cfg.seeds.batch_size, num_classes=cfg.data.num_classes)
-    np.testing.assert_allclose(again, seeds_stage.load(run)["images_b"][: len(seeds)], atol=1e-5)
+    np.testing.assert_allclose(again, seeds_stage.load(run)[b.name][: len(seeds)], atol=1e-5)
 
 
 def test_routed_images_equal_each_models_own(finished):
@@ -604,8 +604,9 @@ def test_seeds_stage_in_two_processes_matches_one(finished, tmp_path):
         assert f"[process {i}] INFO hybrid_jax.pipeline: stage seeds     finished" in err
     two, one = (io.read_npz(d / "seeds" / "seeds.npz") for d in (workdir, finished))
     np.testing.assert_array_equal(two["seeds"], one["seeds"])
-    np.testing.assert_allclose(two["images_a"], one["images_a"], atol=TOL_A)
-    np.testing.assert_allclose(two["images_b"], one["images_b"], atol=TOL_B)
+    (a, b), (a1, b1) = (seeds_stage.brief_images(z) for z in (two, one))
+    np.testing.assert_allclose(a, a1, atol=TOL_A)
+    np.testing.assert_allclose(b, b1, atol=TOL_B)
     feats = [io.read_npz(d / "seeds" / "features.npz")["features"] for d in (workdir, finished)]
     np.testing.assert_allclose(*feats, atol=TOL_B)
     log = (workdir / "run.log").read_text()
@@ -652,8 +653,9 @@ def test_models_restored_in_a_fresh_process_reproduce_the_stored_images(finished
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     fresh, stored = np.load(out), io.read_npz(finished / "seeds" / "seeds.npz")
-    np.testing.assert_array_equal(fresh["a"], stored["images_a"][:n])
-    np.testing.assert_array_equal(fresh["b"], stored["images_b"][:n])
+    a, b = seeds_stage.brief_images(stored)
+    np.testing.assert_array_equal(fresh["a"], a[:n])
+    np.testing.assert_array_equal(fresh["b"], b[:n])
 
 
 def test_a_dead_runs_lock_is_taken_over(tmp_path):
@@ -704,8 +706,9 @@ def test_people_s_option_labels_reach_the_allocate_stage(finished, tmp_path):
     shown = labeling.side_model("right", first["left"], pair)
     stored = seeds.images[shown][seeds.index[first["seed"]]]
     assert svc.image_png(first["seed"], "right", first["option"]) == labeling.to_png(stored)
-    reference = io.read_npz(workdir / "seeds" / "seeds.npz")["images_a"]
-    np.testing.assert_array_equal(seeds.images[seeds.reference], reference)
+    stored = io.read_npz(workdir / "seeds" / "seeds.npz")
+    assert stored["options"][0] == seeds.reference and stored["options"][1] in seeds.candidates  # the brief pair
+    np.testing.assert_array_equal(seeds.images[seeds.reference], stored[seeds.reference])
     # a person finds every cheaper option of every seed worse than the reference
     svc.label({"seed": first["seed"], "option": first["option"], "answer": "left" if first["left"] == pair[0]
                else "right"})

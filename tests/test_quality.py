@@ -23,7 +23,7 @@ from sklearn.preprocessing import PowerTransformer
 
 from hybrid_jax import config as config_lib
 from hybrid_jax import data as data_lib
-from hybrid_jax import io
+from hybrid_jax import io, labeling
 from hybrid_jax.checkpoint import Checkpointer
 from hybrid_jax.quality import build, classifier, degradations, imagestats, inception, rule, trees, validation
 from hybrid_jax.quality import score as score_lib
@@ -307,7 +307,7 @@ def small_run(tmp_path_factory, crops):
     a = data["train"][:10]
     b = degradations.degrade(a, "blur", 2)
     b[5:] = a[5:]  # five seeds where B is as good as A
-    io.write_npz(run.path("seeds", "seeds.npz"), seeds=np.arange(10), labels=np.zeros(10, int), images_a=a, images_b=b)
+    labeling.write_seeds(run.path("seeds", "seeds.npz"), np.arange(10), {"A": a, "B": b}, np.zeros(10, int))
     human = {s: ("A_needed" if s < 4 else "cheap_ok") for s in range(10)}
     from hybrid_jax.quality import labels as labels_lib
     labels_lib.write_labels(root / "human.csv", human)
@@ -349,7 +349,7 @@ def test_score_images_reads_the_stage_model_back(small_run):
     from hybrid_jax.study.stages import labels as labels_stage
     run, _, _ = small_run
     seeds = io.read_npz(run.path("seeds", "seeds.npz"))
-    quality, feats = labels_stage.score_images(run, seeds["images_a"])
+    quality, feats = labels_stage.score_images(run, seeds["A"])
     stored = labels_stage.load_scores(run)
     np.testing.assert_allclose(quality, stored["score_a"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(feats, stored["feats_a"], rtol=0, atol=1e-6)
@@ -417,8 +417,8 @@ def test_labels_stage_on_stand_in_data_says_the_classifier_is_off(tmp_path, crop
     run = pipeline.open_run(cfg, tmp_path / "run")
     pipeline.run_stages(run, ("data",))
     data = io.read_npz(run.path("data", "images.npz"))
-    io.write_npz(run.path("seeds", "seeds.npz"), seeds=np.arange(6), labels=np.zeros(6, int), images_a=data["train"][:6],
-                 images_b=degradations.degrade(data["train"][:6], "noise", 2))
+    labeling.write_seeds(run.path("seeds", "seeds.npz"), np.arange(6), {
+        "A": data["train"][:6], "B": degradations.degrade(data["train"][:6], "noise", 2)}, np.zeros(6, int))
     summary = pipeline.run_stages(run, ("labels",))["labels"]
     assert not summary["content"]["used"] and "stand-in" in summary["content"]["why_not"]
     assert "wrong class" in summary["validation"]["omitted"] and "wrong class" not in summary["validation_auc"]
@@ -435,8 +435,8 @@ def test_labels_stage_with_inception_weights_uses_the_pool_features(tmp_path, cr
     run = pipeline.open_run(cfg, tmp_path / "run")
     pipeline.run_stages(run, ("data",))
     data = io.read_npz(run.path("data", "images.npz"))
-    io.write_npz(run.path("seeds", "seeds.npz"), seeds=np.arange(4), labels=np.zeros(4, int), images_a=data["train"][:4],
-                 images_b=data["train"][4:8])
+    labeling.write_seeds(run.path("seeds", "seeds.npz"), np.arange(4), {"A": data["train"][:4], "B": data["train"][4:8]},
+                         np.zeros(4, int))
     summary = pipeline.run_stages(run, ("labels",))["labels"]
     assert "Inception" in summary["score"]
     meta = json.loads(run.path("labels", "model", "meta.json").read_text())

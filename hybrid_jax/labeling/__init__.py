@@ -4,9 +4,9 @@
 JSON API over a run's work dir. What is compared is a `Source` value:
 
 - `BINARY` (the brief's study): Model A's and Model B's image of each seed.
-  Input: `<workdir>/seeds/seeds.npz` with `seeds` [N], `images_a` and `images_b` [N, H, W, 3]
-  in [-1, 1] (written by the pipeline's seeds stage). Output: `<workdir>/labels/human.csv` with
-  header `seed,label,answer,left` (read by the router stage through `hybrid_jax.quality.labels.read_labels`).
+  Input: `<workdir>/seeds/seeds.npz` with `seeds` [N], `options` (the brief pair's names, A's first) and
+  each option's images [N, H, W, 3] in [-1, 1] under its name (`pairs.write_seeds`, the pipeline's seeds
+  stage). Output: `<workdir>/labels/human.csv` with header `seed,label,answer,left` (read by the router stage through `hybrid_jax.quality.labels.read_labels`).
 - `OPTIONS` (the allocation study): for each seed, the reference option (A at its full budget)
   beside every other option, one pair at a time. Input: the allocate stage's manifest
   `<workdir>/allocate/labeling.json` and the image files it names. Output:
@@ -64,6 +64,8 @@ from hybrid_jax.labeling.pairs import (
     Source,
     load_options,
     load_seeds,
+    seed_images,
+    write_seeds,
 )
 from hybrid_jax.labeling.service import (
     ANSWERS,
@@ -92,7 +94,7 @@ __all__ = [
     "OPTIONS_MANIFEST", "SEEDS_FILE", "SIDES", "SOURCES",
     "ApiError", "FlaskMissing", "LabelStore", "LabelingService", "Seeds", "Snapshot", "Source",
     "answer_to_label", "create_app", "left_model", "load_options", "load_seeds", "next_seed", "page_html",
-    "progress", "record_answer", "remove_answer", "side_model", "skip_seed", "to_png",
+    "progress", "record_answer", "remove_answer", "seed_images", "side_model", "skip_seed", "to_png", "write_seeds",
 ]
 
 

@@ -1,6 +1,7 @@
 """What a labeling page compares: per seed, the reference option's image beside each candidate option's.
 
-`Seeds` holds the images; `load_seeds` reads the brief's A-vs-B pair from the seeds stage's file,
+`Seeds` holds the images; `load_seeds` reads the brief's A-vs-B pair from the seeds stage's file (`write_seeds`:
+each option's images under its own name),
 `load_options` the allocation study's options from the allocate stage's manifest. A `Source` value
 names what a page compares and where its labels go (`BINARY`, `OPTIONS`). Every problem with the
 files is an `ApiError` that says what to do.
@@ -19,7 +20,7 @@ from hybrid_jax import io
 from hybrid_jax.labeling.errors import ApiError
 from hybrid_jax.quality.labels import OPTION_KEY, SEED_KEY
 
-MODELS = ("A", "B")  # the binary page's (reference, candidate): the seeds file's images_a, images_b
+MODELS = ("A", "B")  # the binary page's names for the brief's (reference, candidate): the seeds file's `options`
 RERUN = "Re-run the pipeline's seeds stage."
 SEEDS_FILE = Path("seeds") / "seeds.npz"  # the binary page's images, written by the seeds stage
 
@@ -78,13 +79,29 @@ class Seeds:
         return name
 
 
+def write_seeds(path: str | os.PathLike, seeds: np.ndarray, images: dict[str, np.ndarray],
+                labels: np.ndarray | None = None) -> Path:
+    """The seeds stage's file: `seeds` [N], each seed's class `labels` [N] (if given), `options` (the options' names,
+    the brief's reference first) and each option's images [N, H, W, 3] under its name."""
+    extra = {} if labels is None else {"labels": labels}
+    return io.write_npz(path, seeds=seeds, options=np.asarray(list(images)), **extra, **images)
+
+
+def seed_images(arrays: dict) -> dict[str, np.ndarray]:
+    """Option name -> its images, in the seeds file's order (`write_seeds`; the brief's reference first)."""
+    return {str(name): arrays[str(name)] for name in arrays["options"]}
+
+
 def load_seeds(path: str | os.PathLike, class_names: tuple[str, ...] = ()) -> Seeds:
-    """The binary page's images, A's beside B's: read and check a seeds npz; raises ApiError(404/422)
-    saying what is wrong and what to do. `class_names`: the run's classes, which the file's per-seed
-    "labels" index (several: shown per seed)."""
+    """The binary page's images, A's beside B's (the seeds file's two options, `MODELS` their names on the page):
+    read and check a seeds npz; raises ApiError(404/422) saying what is wrong and what to do. `class_names`: the
+    run's classes, which the file's per-seed "labels" index (several: shown per seed)."""
     path = Path(path)
     arrays = _read_seeds_file(path)
-    return _checked(path, arrays, {"A": ("images_a", arrays), "B": ("images_b", arrays)}, class_names)
+    options = [str(o) for o in arrays.get("options", ())]
+    if len(options) != len(MODELS):
+        raise ApiError(422, f"{path} names {len(options)} options in 'options', not the brief's two. {RERUN}")
+    return _checked(path, arrays, {m: (o, arrays) for m, o in zip(MODELS, options)}, class_names)
 
 
 def load_options(workdir: str | os.PathLike, class_names: tuple[str, ...] = ()) -> Seeds:

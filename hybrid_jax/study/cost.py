@@ -216,10 +216,11 @@ def unit_costs(measured: dict[str, dict], work_units: dict[str, dict],
     return {u: {**work_units[u], "seconds": measured[seconds[u]]["seconds_per_image"]} for u in UNITS}
 
 
-def consistency(routed_out: routing.RoutedOutput, seeds: dict) -> dict:
-    """Max |routed image - the model's own image| for the seeds of each side (should be ~0)."""
+def consistency(routed_out: routing.RoutedOutput, images_a: np.ndarray, images_b: np.ndarray) -> dict:
+    """Max |routed image - the model's own image (`images_a`, `images_b`: the seeds stage's)| for the seeds of each
+    side (should be ~0)."""
     n = len(routed_out.images)
-    ref = np.where(routed_out.to_a[:, None, None, None], seeds["images_a"][:n], seeds["images_b"][:n])
+    ref = np.where(routed_out.to_a[:, None, None, None], images_a[:n], images_b[:n])
     diff = np.abs(routed_out.images - ref).max(axis=(1, 2, 3))
     return {"n": n, "max_abs_diff_a": float(diff[routed_out.to_a].max(initial=0.0)),
             "max_abs_diff_b": float(diff[~routed_out.to_a].max(initial=0.0))}

@@ -101,10 +101,10 @@ def learning_curves(curves: dict, out: Path) -> str:
     return _savefig(fig, out / "learning_curves.png")
 
 
-def samples(seeds: dict, out: Path, n: int = 10) -> str:
+def samples(seeds: np.ndarray, images_a: np.ndarray, images_b: np.ndarray, out: Path, n: int = 10) -> str:
     """The first n seeds' A image above their B image."""
     fig, ax = plt.subplots(figsize=(n * 0.9, 2.0))
-    _a_above_b(ax, seeds["images_a"][:n], seeds["images_b"][:n], [str(s) for s in seeds["seeds"][:n]])
+    _a_above_b(ax, images_a[:n], images_b[:n], [str(s) for s in seeds[:n]])
     ax.set_xlabel("seed")
     return _savefig(fig, out / "samples_a_vs_b.png")
 
@@ -217,9 +217,11 @@ def allocation_by_class(result: dict, out: Path, classes: tuple[str, ...]) -> st
     return _savefig(fig, out / "allocation_by_class.png")
 
 
-def quality_scores(scores: dict, seeds: dict, agreement: dict | None, out: Path, n_strip: int = 12) -> list[str]:
+def quality_scores(scores: dict, seeds: np.ndarray, images_a: np.ndarray, images_b: np.ndarray,
+                   agreement: dict | None, out: Path, n_strip: int = 12) -> list[str]:
     """Histogram of the quality score of A, B, held-out real and reference images; and, when human labels
-    disagree with the automated ones, a strip of those seeds (A above B), each titled human / automated."""
+    disagree with the automated ones, a strip of those seeds (A's `images_a` above B's), each titled human /
+    automated."""
     fig, ax = plt.subplots(figsize=(7, 3))
     bins = np.linspace(0, 1, 41)
     for key, name, color in (("score_reference", "reference (cross-fitted)", "tab:gray"),
@@ -232,12 +234,12 @@ def quality_scores(scores: dict, seeds: dict, agreement: dict | None, out: Path,
     ax.legend(fontsize=7, loc="upper left")
     names = [_savefig(fig, out / "quality_scores.png")]
     if agreement and agreement.get("disagree"):
-        index = {int(x): i for i, x in enumerate(seeds["seeds"])}
+        index = {int(x): i for i, x in enumerate(seeds)}
         shown = [d for d in agreement["disagree"] if int(d["seed"]) in index][:n_strip]
         idx = [index[int(d["seed"])] for d in shown]
         fig, ax = plt.subplots(figsize=(max(len(idx), 2) * 0.9, 2.4))
         short = {"A_needed": "A", "cheap_ok": "ok"}
-        _a_above_b(ax, seeds["images_a"][idx], seeds["images_b"][idx],
+        _a_above_b(ax, images_a[idx], images_b[idx],
                    [f"{d['seed']}\n{short[d['human']]} / {short[d['automated']]}" for d in shown], fontsize=7)
         ax.set_xlabel("seed; human / automated label (A = A_needed, ok = cheap_ok)")
         names.append(_savefig(fig, out / "label_disagreements.png"))

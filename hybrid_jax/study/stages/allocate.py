@@ -39,8 +39,8 @@ def _slug(name: str) -> str:
 
 
 def _made_by_seeds_stage(run: Run) -> dict[str, str]:
-    """The brief's two options (A first) -> the seeds stage's array of their images of every seed."""
-    return dict(zip((o.name for o in generators.binary(run.cfg)), ("images_a", "images_b")))
+    """The brief's two options (A first) -> the seeds stage's array of their images of every seed (its name)."""
+    return {o.name: o.name for o in generators.binary(run.cfg)}
 
 
 def _made_by(run: Run, g: generators.Generator) -> tuple[str, ...]:

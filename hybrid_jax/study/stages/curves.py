@@ -26,13 +26,11 @@ from hybrid_jax.study.stages import train
 log = logging.getLogger("hybrid_jax.stages.curves")
 
 VERSION = 1  # 1: FD/KID intervals corrected for the resamples' bias (`premise.distance_estimates`)
-SEED_IMAGES = ("images_a", "images_b")  # the seeds stage's images of the brief's pair, in `generators.binary` order
-
-
 def _curve_options(cfg) -> list[tuple[generators.Generator, str | None]]:
-    """Each family's brief option and the seeds stage's array of its trained images (None: sampled here)."""
-    made = dict(zip((g.name for g in generators.binary(cfg)), SEED_IMAGES))
-    return [(g, made.get(g.name)) for g in (f.brief(cfg) for f in generators.families(cfg))]
+    """Each family's brief option and the seeds stage's array of its trained images (its name; None: sampled
+    here)."""
+    made = {g.name for g in generators.binary(cfg)}
+    return [(g, g.name if g.name in made else None) for g in (f.brief(cfg) for f in generators.families(cfg))]
 
 
 def _seconds_per_step(trained: dict) -> float:

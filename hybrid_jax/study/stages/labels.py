@@ -102,7 +102,8 @@ def run_stage(run: Run) -> dict:
     t_fit = time.perf_counter()
 
     reference_raw = featurize(reference)
-    raw = {"a": featurize(seeds["images_a"]), "b": featurize(seeds["images_b"]), "real": featurize(held_out)}
+    images_a, images_b = seeds_stage.brief_images(seeds)
+    raw = {"a": featurize(images_a), "b": featurize(images_b), "real": featurize(held_out)}
     s = {k: model.score(v) for k, v in raw.items()}
     s_ref = fitted.reference_scores
     feats = {k: model.space.fd_features(v) for k, v in raw.items()}

@@ -405,7 +405,8 @@ def _labels_section(run: Run, router: dict) -> list[str]:
         return s + ["Labeler validation (ROC AUC): " + ", ".join(
             f"{k} {v:.3f}" for k, v in labels["validation_auc"].items() if isinstance(v, float)) + "."]
     ag, scores = labels.get("agreement"), labels_stage.load_scores(run)
-    figs = figures.quality_scores(scores, seeds_stage.load(run), ag, run.path("report"))
+    seeds = seeds_stage.load(run)
+    figs = figures.quality_scores(scores, seeds["seeds"], *seeds_stage.brief_images(seeds), ag, run.path("report"))
     return (s + _score_validation(labels) + _score_distribution(labels, scores, figs[0])
             + (_label_agreement(ag, figs[1:]) if ag else []))
 
@@ -482,7 +483,7 @@ def _label_agreement(ag: dict, strip: list[str]) -> list[str]:
 
 def _training_section(run: Run, out: Path) -> list[str]:
     done = {m: summary(run, m) for m in train.models(run.cfg)}
-    data = summary(run, "data")
+    data, seeds = summary(run, "data"), seeds_stage.load(run)
     return ["## Training",
             f"Data: {data['source']} ({data['n_train']} training images; {data['n_holdout']} held out from "
             f"{data['holdout_from']}).",
@@ -491,7 +492,7 @@ def _training_section(run: Run, out: Path) -> list[str]:
                    [[m, d["steps"], d["first_loss"], d["final_loss"], d["seconds"], d["resumed_from"]]
                     for m, d in done.items()]),
             "## Samples: A (top) vs B (bottom), same seeds",
-            f"![samples]({figures.samples(seeds_stage.load(run), out)})"]
+            f"![samples]({figures.samples(seeds['seeds'], *seeds_stage.brief_images(seeds), out)})"]
 
 
 def _class_section(run: Run) -> list[str]:

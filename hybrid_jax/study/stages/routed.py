@@ -93,7 +93,7 @@ def run_stage(run: Run) -> dict:
     b = min(cfg.seeds.batch_size, cfg.cost.num_images)  # the routed sampler checked on the timed seeds
     keys_a, keys_b = routing.seed_keys(seeds["seeds"][:b], cfg.seeds.base_seed)
     classes = generators.seed_labels(seeds["seeds"][:b], cfg.data.num_classes)
-    check = cost.consistency(routed.run(pa, pb, keys_a, keys_b, classes), seeds)
+    check = cost.consistency(routed.run(pa, pb, keys_a, keys_b, classes), *seeds_stage.brief_images(seeds))
     options = tuple(g.name for g in generators.binary(cfg))  # the router's two options (A's role, then B's)
     timed = _timings(run, routed, pa, pb, {"learned router": to_a}, seeds["seeds"], options, oracle)
     flops = cost.pass_flops(cfg, {"model_a": pa, "model_b": pb})  # once per run: the allocate stage reads them from cost.json
