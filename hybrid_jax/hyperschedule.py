@@ -223,9 +223,10 @@ class ACS:
         s = np.arange(table.num_steps)[:, None]
         return (settled[None] <= s) & (s < settled[None] + self.window)
 
-    def passes(self, table: Table, start: int = 0) -> int:
-        """Extra network passes in rows start..: one per row with a token to re-read (none when k = 0)."""
-        return int(self.candidates(table)[start:].any(axis=1).sum()) if self.k else 0
+    def passes(self, table: Table, start: int = 0, stop: int | None = None, score: bool = False) -> int:
+        """Extra network passes in rows start..stop: one per row with a token to re-read (none when k = 0, unless
+        the rows are only scored: `sample(score=True)`)."""
+        return int(self.candidates(table)[start:stop].any(axis=1).sum()) if self.k or score else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,6 +309,16 @@ def _token_mean(v: jax.Array, tokens: np.ndarray, num_tokens: int) -> jax.Array:
 
 
 @flax.struct.dataclass
+class Trace:
+    """Per row of a traced `sample`: the predicted clean image, what the net reported of its pass (`Net` aux) and,
+    with `score`, ACS's re-read gap of each token it may correct after the row (NaN elsewhere)."""
+
+    x0: jax.Array  # [rows, b, ...]
+    aux: Any  # [rows, b, ...] leaves
+    gaps: jax.Array | None = None  # [rows, b, K]
+
+
+@flax.struct.dataclass
 class Plan:
     """A table as the arrays the sampler reads (`plan`): its chain, its rows, its ACS re-noising timestep."""
 
@@ -317,14 +328,16 @@ class Plan:
 
 
 def plan(table: Table, num_timesteps: int, *, window: Window | None = None, eta: float | None = None,
-         temperature: float | Sequence[float] = 0.0, acs: ACS | None = None, num_steps: int | None = None) -> Plan:
+         temperature: float | Sequence[float] = 0.0, acs: ACS | None = None, num_steps: int | None = None,
+         candidates: bool | None = None) -> Plan:
     """`table` padded with no-op rows to `num_steps` (None: its own) as arrays: its per-token `chain`, each row's
-    timesteps after it, ACS's candidates and, with a `window` (its order, size and delay), each row's window
-    start."""
+    timesteps after it, ACS's candidates (`candidates`, default where acs.k > 0; else none) and, with a `window`
+    (its order, size and delay), each row's window start."""
     table = table.padded(num_steps or table.num_steps)
     acs = acs or ACS(0, 1)
     ts = timesteps(table.tau, num_timesteps)
-    cand = acs.candidates(table) if acs.k else np.zeros((table.num_steps, table.num_tokens), bool)
+    cand = (acs.candidates(table) if (acs.k > 0 if candidates is None else candidates)
+            else np.zeros((table.num_steps, table.num_tokens), bool))
     starts = (np.zeros(table.num_steps, np.int32) if window is None
               else Window.plan(table, window.order, window.delay, window.size).start)
     rows = Row(jnp.arange(table.num_steps), jnp.asarray(ts[table.levels[1:]], jnp.int32), jnp.asarray(cand),
@@ -337,7 +350,7 @@ def sample(eps_fn: diffusion.EpsFn | Net, params, table: Table | Sequence[Table]
            x_init: jax.Array, keys: jax.Array, tokens: np.ndarray, *, eta: float | None = None,
            temperature: float | Sequence[float] = 0.0, acs: ACS | None = None, cond: Any = None,
            clip_x0: bool = True, noise_fn: Callable | None = None, rows: tuple[int, int] | None = None,
-           trace: bool = False):
+           trace: bool = False, score: bool = False):
     """Every row of `table` from x_init (each token at its row-0 level; a token at pure noise holds `token_noise`'s
     draw at timestep T) in one `lax.scan`: eps_fn sees each token's timestep [b, K] (-1: clean), each token steps
     from its level to the next or is left as it is (`chain`), then `acs` corrects. A `Net` with a `Window` reads
@@ -346,39 +359,44 @@ def sample(eps_fn: diffusion.EpsFn | Net, params, table: Table | Sequence[Table]
     `table`: one for the batch, or one per example (per-seed schedules, padded with no-op rows to the longest: one
     compiled shape; each example's image is the one its table alone gives).
     `rows` (start, stop): those rows only, from x before row start (a probe, then its finish: the same image as one
-    run; a cached net's cache rebuilt by one `prefill` pass). Returns x, or with `trace` (x, each row's predicted
-    clean image [rows, b, ...] (a token left alone is its own value, clipped), each row's pass's `Net` aux [rows,
-    b, ...])."""
+    run; a cached net's cache rebuilt by one `prefill` pass). Returns x, or with `trace` (x, `Trace`: each row's
+    predicted clean image (a token left alone is its own value, clipped) and its pass's `Net` aux; with `score`
+    also ACS's correction scores: after each row with tokens `acs` may correct, their re-read gaps from one more
+    pass, whatever acs.k, so a probe can read them without correcting anything)."""
     net = eps_fn if isinstance(eps_fn, Net) else Net.dense(eps_fn)
     tables = [table] if isinstance(table, Table) else list(table)
     steps = max(t.num_steps for t in tables)
-    plans = [plan(t, num_timesteps, window=net.window, eta=eta, temperature=temperature, acs=acs, num_steps=steps)
-             for t in tables]
+    acs = acs or ACS(0, 1)
+    plans = [plan(t, num_timesteps, window=net.window, eta=eta, temperature=temperature, acs=acs, num_steps=steps,
+                  candidates=acs.k > 0 or score) for t in tables]
     start, stop = rows or (0, steps)
     if not 0 <= start < stop <= steps:
         raise ValueError(f"rows ({start}, {stop}) must lie within the table's {steps} rows")
-    run = functools.partial(_run, net, params, num_timesteps=num_timesteps, tokens=tokens, k=(acs or ACS(0, 1)).k,
-                            clip_x0=clip_x0, noise_fn=noise_fn or token_noise(tokens), rows=(start, stop), trace=trace)
+    run = functools.partial(_run, net, params, num_timesteps=num_timesteps, tokens=tokens, k=acs.k, clip_x0=clip_x0,
+                            noise_fn=noise_fn or token_noise(tokens), rows=(start, stop), trace=trace,
+                            score=score and trace)
     if isinstance(table, Table):
         return run(plans[0], x_init, keys, cond)
     chex.assert_axis_dimension(x_init, 0, len(tables))
 
     def one(p, x, key, c):  # an example alone: a batch of one
         out = run(p, x[None], key[None], jax.tree.map(lambda v: v[None], c))
-        return (out[0][0], *jax.tree.map(lambda v: v[:, 0], out[1:])) if trace else out[0]
+        return (out[0][0], jax.tree.map(lambda v: v[:, 0], out[1])) if trace else out[0]
 
     out = jax.vmap(one)(jax.tree.map(lambda *v: jnp.stack(v), *plans), x_init, keys, cond)
-    return (out[0], *jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), out[1:])) if trace else out
+    return (out[0], jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), out[1])) if trace else out
 
 
 def _run(net: Net, params, plan: Plan, x_init, keys, cond, *, num_timesteps, tokens, k, clip_x0, noise_fn, rows,
-         trace):
+         trace, score):
     """`sample` of one plan over a batch."""
     c, t_c = plan.chain, plan.t_c
     ac = diffusion.linear_schedule(num_timesteps)
     b, K = x_init.shape[0], c.t.shape[1]
 
-    def correct(x, row: Row, cache):
+    def reread(x, row: Row, cache):
+        """The candidates re-noised to t_c and read again in one pass: (their clean estimate, each token's gap [b, K],
+        -inf where not a candidate)."""
         t_eval = jnp.broadcast_to(jnp.where(row.candidates, t_c, row.t_after), (b, K))
         z = noise_fn(keys, jnp.full((b, K), num_timesteps + 1, jnp.int32) + row.index, x.shape[1:])
         picked = _per_pixel(jnp.broadcast_to(row.candidates, (b, K)), tokens)
@@ -386,9 +404,12 @@ def _run(net: Net, params, plan: Plan, x_init, keys, cond, *, num_timesteps, tok
         eps = net.apply(params, x_c, t_eval, cond, row.start, cache)[0].astype(jnp.float32)  # commits, reports nothing
         x0 = diffusion.predict_x0(ac, x_c, jnp.full((b,), t_c), eps)
         x0 = jnp.clip(x0, -1.0, 1.0) if clip_x0 else x0
-        gap = jnp.where(row.candidates, _token_mean(jnp.square(x0 - x), tokens, K), -jnp.inf)  # [b, K]
+        return x0, jnp.where(row.candidates, _token_mean(jnp.square(x0 - x), tokens, K), -jnp.inf)
+
+    def correct(x, row: Row, cache):
+        x0, gap = reread(x, row, cache)
         chosen = (gap >= jax.lax.top_k(gap, k)[0][:, -1:]) & jnp.isfinite(gap)  # the k largest gaps
-        return jnp.where(_per_pixel(chosen, tokens), x0, x)
+        return jnp.where(_per_pixel(chosen, tokens), x0, x), gap
 
     def step(carry, row: Row):
         x, cache = carry
@@ -396,12 +417,16 @@ def _run(net: Net, params, plan: Plan, x_init, keys, cond, *, num_timesteps, tok
         eps, cache, aux = net.apply(params, x, t, cond, row.start, cache)
         x, x0 = diffusion.chain_step(c, row.index, x, eps.astype(jnp.float32), noise_fn(keys, t, x.shape[1:]),
                                      clip_x0, tokens)
+        none = lambda x, *_: (x, jnp.full((b, K), -jnp.inf))
         if k:
-            x = jax.lax.cond(row.any_candidate, correct, lambda x, *_: x, x, row, cache)
-        return (x, cache), ((x0, aux) if trace else None)
+            x, gap = jax.lax.cond(row.any_candidate, correct, none, x, row, cache)
+        elif score:
+            gap = jax.lax.cond(row.any_candidate, reread, none, x, row, cache)[1]
+        gaps = jnp.where(jnp.isfinite(gap), gap, jnp.nan) if score else None
+        return (x, cache), (Trace(x0, aux, gaps) if trace else None)
 
     start, stop = rows
     x = x_init.astype(jnp.float32)
     cache = net.prefill(params, x, jnp.broadcast_to(c.t[start], (b, K)), cond) if start else net.empty(b)
     (x, _), out = jax.lax.scan(step, (x, cache), jax.tree.map(lambda v: v[start:stop], plan.rows))
-    return (x, *out) if trace else x
+    return (x, out) if trace else x

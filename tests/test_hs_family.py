@@ -160,7 +160,8 @@ def test_the_windowed_cached_sampler_gives_the_dense_samplers_images_on_a_random
     x_init = hs.token_noise(tokens)(keys, jnp.full((2, g.num_patches), T), g.image_shape)
     run = {m: jax.jit(lambda x, rows, net=net: hs.sample(net, params, tab, T, x, keys, tokens, acs=acs, rows=rows,
                                                           trace=True), static_argnums=1) for m, net in nets.items()}
-    (x, x0s, ent), (xw, x0sw, entw) = run["dense"](x_init, None), run["windowed"](x_init, None)
+    (x, tr), (xw, trw) = run["dense"](x_init, None), run["windowed"](x_init, None)
+    x0s, ent, x0sw, entw = tr.x0, tr.aux, trw.x0, trw.aux
     assert np.abs(np.asarray(x - x_init)).max() > 0.1
     np.testing.assert_allclose(xw, x, atol=1e-5)
     np.testing.assert_allclose(x0sw, x0s, atol=1e-5)
@@ -186,10 +187,12 @@ def test_per_seed_schedules_run_in_one_shape_and_give_each_seed_its_own_tables_i
     keys = jax.random.split(jax.random.key(5), 3)
     x_init = hs.token_noise(tokens)(keys, jnp.full((3, g.num_patches), T), g.image_shape)
     acs = hs.ACS(1, 1)
-    x, x0s, ent = hs.sample(net, params, tables, T, x_init, keys, tokens, acs=acs, trace=True)
+    x, tr = hs.sample(net, params, tables, T, x_init, keys, tokens, acs=acs, trace=True)
+    x0s, ent = tr.x0, tr.aux
     assert [t.num_steps for t in tables] == [12, 16, 34] and x0s.shape == (34, 3, *g.image_shape)
     for i, tab in enumerate(tables):
-        xi, x0i, ei = hs.sample(net, params, tab, T, x_init[i:i + 1], keys[i:i + 1], tokens, acs=acs, trace=True)
+        xi, tri = hs.sample(net, params, tab, T, x_init[i:i + 1], keys[i:i + 1], tokens, acs=acs, trace=True)
+        x0i, ei = tri.x0, tri.aux
         np.testing.assert_allclose(x[i:i + 1], xi, atol=1e-5, err_msg=str(i))
         np.testing.assert_allclose(x0s[:tab.num_steps, i:i + 1], x0i, atol=1e-5, err_msg=str(i))
         np.testing.assert_allclose(ent[0][:tab.num_steps, i:i + 1], ei[0], atol=1e-5, err_msg=str(i))
@@ -259,20 +262,30 @@ def test_the_probe_runs_the_first_rows_and_its_options_finish_from_there(cfg, pa
     """The family's probe (`hyperschedule.probe_*`): the first rows of its schedule (here block 0 of the blockwise
     one), A's probe statistics of the predicted clean image over the tokens those rows move; each "after probe"
     option's finish from the probe's state (its cache rebuilt in one pass) is its one-shot image (its cache built row
-    by row), and with k = 0 that of the schedule sampled in one run (1e-5: other programs); passes are the table's,
-    plus ACS's in the rows after the probe."""
+    by row), and with k = 0 that of the schedule sampled in one run (1e-5: other programs); its correction scores
+    are the gaps ACS reads after the row that settles block 0 (one scoring pass that corrects nothing); passes are
+    the table's, the scoring pass, and ACS's in the rows after the probe."""
     (fam, probe), = [(f, p) for f, p in generators.probes(cfg) if f.name == "hyperschedule"]
     assert (probe.name, probe.feature_names) == ("HS", hsf.PROBE_FEATURES)
     assert [g.name for g in probe.options] == ["HS/blocks tau 3, k 1 after probe", "HS/blocks tau 3, k 0 after probe"]
     tab = hsf.table(HS_TEST.network.schedules[1], cfg.geometry)
-    # a windowed finish first rebuilds the cache of the probe's state: one dense pass
-    assert [g.pass_counts for g in probe.options] == [{"hs_window_8": 12 + hs.ACS(1, 3, 1).passes(tab, 3),
-                                                       "hs_pass": 1}, {"hs_window_8": 12, "hs_pass": 1}]
+    # one scoring pass (row 2 settles block 0); a windowed finish first rebuilds the cache of the probe's state: one
+    # dense pass
+    assert [g.pass_counts for g in probe.options] == [{"hs_window_8": 13 + hs.ACS(1, 3, 1).passes(tab, 3),
+                                                       "hs_pass": 1}, {"hs_window_8": 13, "hs_pass": 1}]
     keys = generators.stream_keys(np.arange(3), 0, hsf.STREAM)
     state, feats = probe.run(params, keys)
     assert feats.shape == (3, len(hsf.PROBE_FEATURES)) and np.isfinite(np.asarray(feats)).all()
     entropy = np.asarray(feats[:, hsf.PROBE_FEATURES.index("hs_attn_entropy")])  # block 0's tokens read each other
     assert ((entropy > 0.05) & (entropy < 1.0)).all(), entropy
+    s = hsf._Schedule(cfg, HS_TEST.network.schedules[1])
+    x, trace = s.run(params, s.start(keys, None), (0, 3), hs.ACS(0, 3, 1), trace=True, score=True)
+    np.testing.assert_allclose(x, state.x, atol=1e-5)  # scoring corrects nothing (1e-5: another program)
+    gaps = np.asarray(trace.gaps)  # [3 rows, b, 16]: block 0's four tokens after row 2 only
+    assert np.isfinite(gaps[2][:, [0, 1, 4, 5]]).all() and np.isnan(np.delete(gaps[2], [0, 1, 4, 5], 1)).all()
+    assert np.isnan(gaps[:2]).all() and (gaps[2][:, [0, 1, 4, 5]] > 0).all()
+    np.testing.assert_allclose(feats[:, -2:], np.stack([np.nanmean(gaps[2], 1), np.nanmax(gaps[2], 1)], 1),
+                               rtol=1e-5)
     later = np.asarray(state.x)[:, 16:, :, :]  # block 0 is the top-left quadrant: the bottom half still noise
     start = np.asarray(hsf._Schedule(cfg, HS_TEST.network.schedules[1]).start(keys, None).x)[:, 16:]
     np.testing.assert_array_equal(later, start)

@@ -1,11 +1,12 @@
-"""The work dir's stage folders (`study.rundir.begin`): a stage that runs under a new fingerprint starts from an
-empty folder, so no checkpoint or output of another config is resumed or kept; an interrupted run of the same
-fingerprint keeps what it wrote (it resumes)."""
+"""The work dir's stage folders (`study.rundir.begin`): a `fresh` stage (a training stage) that runs under a new
+fingerprint starts from an empty folder, so no checkpoint of another config is resumed; an interrupted run of the
+same fingerprint keeps what it wrote (it resumes); the other stages keep their folders (inputs such as the labels
+page's CSVs, caches keyed by their own fingerprints)."""
 
 from __future__ import annotations
 
 from hybrid_jax.config import PRESETS
-from hybrid_jax.study import rundir
+from hybrid_jax.study import pipeline, rundir
 
 
 def _left(run, stage):
@@ -30,6 +31,8 @@ def test_a_stage_under_a_new_fingerprint_starts_empty_and_an_interrupted_one_res
     rundir.begin(run, "model_a", "fp3")  # its inputs changed since it finished
     assert _left(run, "model_a") == ["started.json"] and not rundir.is_done(run, "model_a", "fp2")
     assert not list(tmp_path.glob(".model_a.stale*"))
+    fresh = {s.name for s in pipeline.stages(run.cfg) if s.fresh}
+    assert fresh == {"model_a", "model_b", "corrector"}  # the training stages only
 
 
 def test_retraining_one_family_leaves_the_stages_that_do_not_read_it(tmp_path):
@@ -38,8 +41,6 @@ def test_retraining_one_family_leaves_the_stages_that_do_not_read_it(tmp_path):
     import dataclasses
 
     from test_hs_family import HS_TEST
-
-    from hybrid_jax.study import pipeline
 
     cfg = dataclasses.replace(PRESETS["test"], hyperschedule=HS_TEST)
     other = dataclasses.replace(cfg, hyperschedule=dataclasses.replace(HS_TEST, network=dataclasses.replace(

@@ -252,9 +252,10 @@ class _Schedule:
                                         self.geometry.image_shape)
         return State(x, keys, class_labels(labels, keys.shape[0], self.num_classes))
 
-    def run(self, params, state: State, rows, acs: hs.ACS | None = None, trace: bool = False):
+    def run(self, params, state: State, rows, acs: hs.ACS | None = None, trace: bool = False, score: bool = False):
         return hs.sample(self.net, params, self.table, self.T, state.x, state.keys, self.tokens, acs=acs,
-                         cond=state.labels, temperature=self.schedule.temperature, rows=rows, trace=trace)
+                         cond=state.labels, temperature=self.schedule.temperature, rows=rows, trace=trace,
+                         score=score)
 
 
 def _acs(cfg: Preset, schedule: HSSchedule, k: int) -> hs.ACS:
@@ -286,14 +287,17 @@ def options(cfg: Preset) -> tuple[Generator, ...]:
 
 
 PROBE = "HS"  # its own probe's name (`Generator.probe` of the options continuing it)
-PROBE_FEATURES = (*("hs_" + n for n in features.A_PROBE), "hs_attn_entropy")
+PROBE_FEATURES = (*("hs_" + n for n in features.A_PROBE), "hs_attn_entropy", "hs_correction_mean",
+                  "hs_correction_max")
 
 
 def probe(cfg: Preset) -> Probe | None:
     """With `hyperschedule.probe_schedule`: that schedule's first `probe_rows` rows (no ACS) and, read off the
     predicted clean image of each probe row over the tokens active in them, A's probe statistics (image statistics
-    of the last prediction, how much it still moves between rows) and the mean normalised attention entropy of the
-    noisy tokens that read others over the probe's passes; per ACS k, the option that continues the probe's
+    of the last prediction, how much it still moves between rows), the mean normalised attention entropy of the
+    noisy tokens that read others over the probe's passes, and ACS's correction scores of the tokens it settles
+    (their mean and largest re-read gap: one more pass per probe row that settles tokens, correcting nothing); per
+    ACS k, the option that continues the probe's
     state through the remaining rows ("... after probe": the same image as sampling them in one run)."""
     o = cfg.hyperschedule
     if o.probe_schedule is None:
@@ -303,11 +307,16 @@ def probe(cfg: Preset) -> Probe | None:
     active = s.table.active[:rows].any(axis=0)  # [K] tokens the probe moves
     mask = active[s.tokens[..., 0]][..., None].astype(np.float32)  # [S, S, 1]
 
+    scoring = _acs(cfg, schedule, 0)  # ACS's level and window, k = 0: the probe scores and corrects nothing
+    scored = scoring.passes(s.table, 0, rows, score=True)
+
     def run(params, keys, labels=None):
         start = s.start(keys, labels)
-        x, x0s, entropy = s.run(params, start, (0, rows), trace=True)
-        return start.replace(x=x), jnp.concatenate([features.a_probe(x0s, mask),
-                                                    features.entropy_mean(*entropy)[:, None]], axis=1)
+        x, trace = s.run(params, start, (0, rows), scoring, trace=True, score=True)
+        gaps = jnp.moveaxis(trace.gaps, 1, 0).reshape(keys.shape[0], -1) if scored else jnp.zeros((keys.shape[0], 1))
+        correction = [jnp.nan_to_num(f(gaps, axis=1)) for f in (jnp.nanmean, jnp.nanmax)]
+        return start.replace(x=x), jnp.concatenate([features.a_probe(trace.x0, mask), jnp.stack(
+            [features.entropy_mean(*trace.aux), *correction], axis=1)], axis=1)
 
     run = xla.jit(run)
 
@@ -316,7 +325,7 @@ def probe(cfg: Preset) -> Probe | None:
         finish = xla.jit(lambda params, state: jnp.clip(s.run(params, state, (rows, s.table.num_steps), acs),
                                                         -1.0, 1.0))
         sample = xla.jit(lambda params, keys, labels=None: finish(params, run(params, keys, labels)[0]))
-        passes = s.pass_counts(s.table.passes + acs.passes(s.table, rows), resumed=True)
+        passes = s.pass_counts(s.table.passes + scored + acs.passes(s.table, rows), resumed=True)
         return Generator(_name(schedule, k) + " after probe", NAME, sample, passes, stream=STREAM, probe=PROBE,
                          finish=finish)
 

@@ -94,7 +94,8 @@ def run_stages(run: Run, only: tuple[str, ...] | None = None) -> dict[str, dict]
             summaries[stage.name] = io.read_json(run.path(stage.name, "done.json"))["summary"]
             continue
         log.info("stage %-9s running", stage.name)
-        begin(run, stage.name, fp)
+        if stage.fresh:
+            begin(run, stage.name, fp)
         t0 = time.perf_counter()
         summary = stage.run(run)
         summary["stage_seconds"] = time.perf_counter() - t0

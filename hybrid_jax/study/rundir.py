@@ -159,10 +159,10 @@ def is_done(run: Run, stage: str, fp: str) -> bool:
 
 
 def begin(run: Run, stage: str, fp: str) -> None:
-    """Before stage `stage` runs under fingerprint `fp`: what another fingerprint left in its folder (a finished run
-    whose config or inputs have changed since, or a run interrupted under another config) is removed, so no stale
-    checkpoint is resumed and no stale output kept; an interrupted run of `fp` stays (it resumes). Then the folder's
-    `started.json` names `fp`. Every process calls it (the writer removes, all wait)."""
+    """Before a `fresh` stage runs under fingerprint `fp`: what another fingerprint left in its folder (a finished
+    run whose config or inputs have changed since, or a run interrupted under another config) is removed, so no
+    stale checkpoint is resumed; an interrupted run of `fp` stays (it resumes). Then the folder's `started.json`
+    names `fp`. Every process calls it (the writer removes, all wait)."""
     folder = run.path(stage)
     started = folder / "started.json"
     theirs = {r.get("fingerprint") for r in (done_record(run, stage), started.exists() and io.read_json(started))
@@ -200,7 +200,10 @@ class Stage:
     older code re-runs that stage (and what follows) instead of mixing formats; 0 adds nothing.
     `check(run)` reads and validates what the stage will take from outside the work dir (a data source, a
     labels file) and raises a user error naming the problem; it writes nothing and runs, for every stage
-    that is to run, before the first stage starts (`pipeline.check_inputs`).
+    that is to run, before the first stage starts (`pipeline.check_inputs`). `fresh`: its folder holds only what it
+    makes (a training stage's checkpoints), so a run under a new fingerprint starts from an empty folder (`begin`);
+    a stage whose folder also holds inputs (the labels page's CSVs) or caches keyed by their own fingerprints (the
+    seeds stage's batches, the allocation's option images) keeps it.
     """
 
     name: str
@@ -210,6 +213,7 @@ class Stage:
     inputs: "typing.Callable[[Run], tuple]" = lambda run: ()
     version: int = 0
     check: "typing.Callable[[Run], None]" = lambda run: None
+    fresh: bool = False
 
     def fingerprint(self, run: Run, upstream: dict[str, str]) -> str:
         values = [config_lib.to_dict(v) if dataclasses.is_dataclass(v) else v for v in self.config(run.cfg)]

@@ -121,4 +121,4 @@ def stages(cfg: Preset) -> tuple[Stage, ...]:
     """One training stage per network of the preset's families, fingerprinted by the network's config section (and
     its code's version)."""
     return tuple(Stage(n.name, _stage_fn(n.name), config=lambda cfg, n=n: (n.section(cfg),), after=("data",),
-                       version=n.version) for n in registry.networks(cfg))
+                       version=n.version, fresh=True) for n in registry.networks(cfg))
