@@ -795,7 +795,9 @@ PRESETS: dict[str, Preset] = {
         hyperschedule=HyperscheduleOptions(network=HSNetworkConfig(
             model=TokenTransformerConfig(num_layers=4, width=128, num_heads=4), num_timesteps=100,
             schedules=(HSSchedule("flat", 16, 0, 20), HSSchedule("blocks", 4, 5, 5, "blocks"),
-                       HSSchedule("AR", 1, 1, 1, temperature=0.25), HSSchedule("slide", 1, 2, 10)),
+                       HSSchedule("AR", 1, 1, 1, temperature=0.25), HSSchedule("slide", 1, 2, 10),
+                       # blocks with one more step per block: plain, the FLOPs of "blocks" with ACS (k 1)
+                       HSSchedule("blocks6", 4, 6, 6, "blocks")),
             context_level=5, train=TrainConfig(epochs=200, batch_size=32, lr=1e-3, ckpt_every=500, log_every=100),
             snapshots=3), probe_schedule="blocks", probe_rows=5, acs_level=2),
     ),
