@@ -2,7 +2,7 @@
 
     python -m benchmarks.run [--preset quick|paper|quick,paper]
                              [--only unet,samplers,kv,router,routed,throughput,router_stage,labeler,compile_cache,
-                                    train_step,paper_shapes,evaluation_cost]
+                                    train_step,paper_shapes,evaluation_cost,hyperschedule]
                              [--out BENCHMARKS.md] [--repeats N]
 
 Needs the `bench` extra (torch CPU + diffusers) for the U-Net comparison only.
@@ -36,6 +36,7 @@ BENCHMARKS = {  # name -> (module, what it measures)
     "train_step": ("benchmarks.train_step", "GPU: train steps of A, B and the corrector at the preset's batch size"),
     "paper_shapes": ("benchmarks.paper_shapes", "(j) every stage at paper shapes end to end: seconds, peak memory"),
     "evaluation_cost": ("benchmarks.evaluation_cost", "(k) evaluation vs training: each stage's seconds of a whole run"),
+    "hyperschedule": ("benchmarks.hyperschedule", "(n) hyperschedule sampler: windowed with a KV cache vs dense"),
 }
 
 KEEP_MARKER = "<!-- Hand-written notes below this line are kept when benchmarks.run rewrites the file. -->"
@@ -57,6 +58,7 @@ TARGETS = """\
 | (i) compile cache | wall and stage seconds of `python -m experiments.run --stages seeds` rerun in a fresh process, with the work dir's compilation cache vs `--no-compile-cache`, alternating | report (cached faster) |
 | (j) paper shapes | seconds and peak memory (host RSS; device allocator where reported) per stage of `python -m experiments.run --preset paper-shapes --offline` in a fresh process (`benchmarks/paper_shapes.py`) | all stages <= 30 min on 2 CPU cores |
 | (k) evaluation cost | seconds of each stage of `python -m experiments.run --preset quick --offline` in a fresh process, training (model_a + model_b + corrector) vs evaluation (every later stage); with `--baseline REV` the same trained work dir judged by that revision's code beside it (`benchmarks/evaluation_cost.py`) | evaluation <= 0.5 x training (quick) |
+| (n) hyperschedule sampler | per trained schedule (ACS k = 0), batch 16: seconds per image windowed (each pass its row's window of units after a KV cache of the committed ones) and dense side by side, FLOPs per image of each, and the largest image difference (`benchmarks/hyperschedule.py`) | the same images (<= 1e-4); windowed no slower, fewer FLOPs where the window is smaller than the image |
 | GPU | train step of A, B's decoder and the corrector at the paper batch size: ms/step, images/s, TFLOP/s, MFU (`benchmarks/train_step.py`) | report (anchors: DDPM 21 steps/s x 128 on a TPU v3-8; a PyTorch DDPM at 16.5 TFLOP/s on an A100) |
 | GPU | paper A and B, batch 256, f32 and bf16: ms/img, images/s, MFU (`benchmarks/throughput.py`); A in bf16 on an H100 <= 25 ms/img | needs a GPU |
 

@@ -89,3 +89,29 @@ def test_evaluation_cost_splits_training_from_evaluation_and_marks_reused_stages
     got = evaluation_cost._stage_seconds(tmp_path, since=1.9e9, preset="test")
     assert got["routed"] == (6.0, True) and got["seeds"] == (4.0, False) and "labels" not in got
     assert evaluation_cost._totals(got, evaluation_cost._training("test")) == (20.0, 10.0)  # data is neither
+
+
+def test_the_hyperschedule_benchmark_times_windowed_beside_dense_with_the_same_images(monkeypatch):
+    """A row per trained schedule (the family at test size): the windowed and dense samplers' images agree, the
+    windowed FLOPs are below the dense ones where the window is smaller than the image and equal where it is all
+    of it (the flat schedule samples dense)."""
+    import dataclasses
+
+    from test_hs_family import HS_TEST
+
+    from benchmarks import hyperschedule as bench
+    from hybrid_jax.config import get_preset
+
+    cfg = dataclasses.replace(get_preset("test"), hyperschedule=HS_TEST)
+    monkeypatch.setattr(bench, "get_preset", lambda name: cfg)
+    (table,) = bench.run(["test"], repeats=1, batch=2)
+    rows = {r[1]: r for r in table.rows}
+    assert list(rows) == ["HS/flat tau 4, k 0", "HS/blocks tau 3, k 0", "HS/AR tau 1, k 0"]
+    cols = {c: i for i, c in enumerate(table.columns)}
+    value = lambda row, col: float(rows[row][cols[col]])
+    assert all(value(r, "max |image diff|") <= 1e-4 for r in rows)
+    assert rows["HS/flat tau 4, k 0"][cols["window (units)"]] == "all (dense)"
+    assert value("HS/flat tau 4, k 0", "windowed MFLOP/img") == value("HS/flat tau 4, k 0", "dense MFLOP/img")
+    for r, size in (("HS/blocks tau 3, k 0", "8"), ("HS/AR tau 1, k 0", "2")):
+        assert rows[r][cols["window (units)"]] == size
+        assert value(r, "windowed MFLOP/img") < 0.6 * value(r, "dense MFLOP/img")
