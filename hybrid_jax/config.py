@@ -580,9 +580,9 @@ class HSNetworkConfig:
 class HyperscheduleOptions:
     """The hyperschedule family (`generators.hyperschedule`): its network and its options, one per trained schedule
     and ACS k (`hybrid_jax.hyperschedule.ACS`: k tokens re-read per row at level `acs_level`, at most the schedule's
-    tau (None: its tau, pure noise), within `acs_window` rows; k = 0 the plain sampler). `windowed`: each pass reads only its row's window of
-    tokens after a key/value cache of the committed ones (`hyperschedule.Window`); else every token (the same
-    images, more FLOPs)."""
+    tau (None: its tau, pure noise), within `acs_window` rows; k = 0 the plain sampler). `windowed`: each pass reads
+    only its row's window of tokens after a key/value cache of the committed ones (`hyperschedule.Window`); else
+    every token (the same images, more FLOPs)."""
 
     network: HSNetworkConfig = HSNetworkConfig()
     acs_k: tuple[int, ...] = (0, 1)

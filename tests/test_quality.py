@@ -435,8 +435,8 @@ def test_labels_stage_with_inception_weights_uses_the_pool_features(tmp_path, cr
     run = pipeline.open_run(cfg, tmp_path / "run")
     pipeline.run_stages(run, ("data",))
     data = io.read_npz(run.path("data", "images.npz"))
-    labeling.write_seeds(run.path("seeds", "seeds.npz"), np.arange(4), {"A": data["train"][:4], "B": data["train"][4:8]},
-                         np.zeros(4, int))
+    labeling.write_seeds(run.path("seeds", "seeds.npz"), np.arange(4),
+                         {"A": data["train"][:4], "B": data["train"][4:8]}, np.zeros(4, int))
     summary = pipeline.run_stages(run, ("labels",))["labels"]
     assert "Inception" in summary["score"]
     meta = json.loads(run.path("labels", "model", "meta.json").read_text())

@@ -172,10 +172,10 @@ def make_probe(model: MADFormer, geometry: Geometry, patch: int, num_timesteps: 
                num_classes: int = 1) -> Callable:
     """jitted (params, keys [n][, labels]) -> (State after block 0 drawn with `steps` ancestral steps, features [n,
     len(PROBE_FEATURES)]): A's probe statistics of block 0's predicted clean block after each step (its image
-    statistics, how far it still moves between steps), the mean squared gap between the drawn block and the
-    clean stream's decoded guess of it, and the noisy stream's mean normalised attention entropy over the steps
-    (`features.query_entropy`: spread over the cache and the block, or fixed on a few tokens). The state is `Sampler.prefix`'s at `steps`: any step count's `finish`
-    continues it."""
+    statistics, how far it still moves between steps), the mean squared gap between the drawn block and the clean
+    stream's decoded guess of it, and the noisy stream's mean normalised attention entropy over the steps
+    (`features.query_entropy`: spread over the cache and the block, or fixed on a few tokens). The state is
+    `Sampler.prefix`'s at `steps`: any step count's `finish` continues it."""
     chain, mask = _chain(num_timesteps, steps), geometry_lib.block_masks(geometry)[0]
     as_image = jax.vmap(lambda block: unblock_tokens(
         jnp.pad(block, ((0, 0), (0, (model.num_blocks - 1) * model.block_len), (0, 0))), geometry, patch))

@@ -6,7 +6,8 @@ JSON API over a run's work dir. What is compared is a `Source` value:
 - `BINARY` (the brief's study): Model A's and Model B's image of each seed.
   Input: `<workdir>/seeds/seeds.npz` with `seeds` [N], `options` (the brief pair's names, A's first) and
   each option's images [N, H, W, 3] in [-1, 1] under its name (`pairs.write_seeds`, the pipeline's seeds
-  stage). Output: `<workdir>/labels/human.csv` with header `seed,label,answer,left` (read by the router stage through `hybrid_jax.quality.labels.read_labels`).
+  stage). Output: `<workdir>/labels/human.csv` with header `seed,label,answer,left` (read by the router stage
+  through `hybrid_jax.quality.labels.read_labels`).
 - `OPTIONS` (the allocation study): for each seed, the reference option (A at its full budget)
   beside every other option, one pair at a time. Input: the allocate stage's manifest
   `<workdir>/allocate/labeling.json` and the image files it names. Output:
