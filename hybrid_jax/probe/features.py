@@ -76,10 +76,13 @@ def attention_entropy(attn: jax.Array) -> jax.Array:
 
     1 for uniform attention over the visible positions, 0 for attention on one position.
     """
-    steps = attn[1:]
     n_visible = jnp.arange(2, attn.shape[0] + 1, dtype=jnp.float32).reshape(-1, 1, 1, 1)
-    ent = -jnp.sum(jnp.where(steps > 0, steps * jnp.log(jnp.where(steps > 0, steps, 1.0)), 0.0), axis=-1)
-    return ent / jnp.log(n_visible)
+    return _entropy(attn[1:]) / jnp.log(n_visible)
+
+
+def _entropy(weights: jax.Array) -> jax.Array:
+    """Entropy (nats) of attention weights over their last axis; zero weights add nothing."""
+    return -jnp.sum(jnp.where(weights > 0, weights * jnp.log(jnp.where(weights > 0, weights, 1.0)), 0.0), axis=-1)
 
 
 def ar_dynamics(samples, means, attn, image, mask) -> list[jax.Array]:
@@ -172,7 +175,7 @@ def query_entropy(weights: Sequence[jax.Array], queries: jax.Array) -> tuple[jax
     total, count = 0.0, 0.0
     for w in weights:
         seen = jnp.sum(w > 0, axis=-1)  # [b, h, q]
-        ent = -jnp.sum(jnp.where(w > 0, w * jnp.log(jnp.where(w > 0, w, 1.0)), 0.0), axis=-1)
+        ent = _entropy(w)
         use = queries[:, None, :] & (seen > 1)
         total = total + jnp.sum(jnp.where(use, ent / jnp.log(jnp.maximum(seen, 2)), 0.0), axis=(1, 2))
         count = count + jnp.sum(use, axis=(1, 2)).astype(jnp.float32)

@@ -38,9 +38,9 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def _made_by_seeds_stage(run: Run) -> dict[str, str]:
-    """The brief's two options (A first) -> the seeds stage's array of their images of every seed (its name)."""
-    return {o.name: o.name for o in generators.binary(run.cfg)}
+def _made_by_seeds_stage(run: Run) -> tuple[str, ...]:
+    """The brief's two options (A first), whose images of every seed the seeds stage keeps under their names."""
+    return tuple(o.name for o in generators.binary(run.cfg))
 
 
 def _made_by(run: Run, g: generators.Generator) -> tuple[str, ...]:
@@ -50,17 +50,17 @@ def _made_by(run: Run, g: generators.Generator) -> tuple[str, ...]:
     return (*(n.name for n in family.networks), *(("distill",) if g.model in distilled else ()))
 
 
-def _image_file(run: Run, g: generators.Generator, made: dict[str, str]) -> tuple[Path, str]:
+def _image_file(run: Run, g: generators.Generator, made: tuple[str, ...]) -> tuple[Path, str]:
     """Where option `g`'s images of every seed are kept: (file relative to the work dir, array name). The brief's
     two options' are the seeds stage's (`made`); the others' are kept per fingerprint of the seeds stage (its seeds)
     and of the stages that trained `g`'s params, so other seeds or a retrained network never reuse them."""
     if g.name in made:
-        return labeling.SEEDS_FILE, made[g.name]
+        return labeling.SEEDS_FILE, g.name
     key = fingerprint(*(done_record(run, stage)["fingerprint"] for stage in ("seeds", *_made_by(run, g))))
     return Path("allocate", "options", key, f"{_slug(g.name)}.npz"), "images"
 
 
-def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: dict[str, str],
+def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: tuple[str, ...],
             probe=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Option `g`'s image of every seed and each generation batch's seconds (None for the seeds stage's images,
     which the routed stage timed), made once and kept: a rerun reads them."""
@@ -73,7 +73,7 @@ def _images(run: Run, g: generators.Generator, params, seeds: np.ndarray, made: 
     return images, seconds
 
 
-def _write_labeling_manifest(run: Run, opts, made: dict[str, str]) -> None:
+def _write_labeling_manifest(run: Run, opts, made: tuple[str, ...]) -> None:
     """The labeling page's list of each option's image file (`labeling.load_options`): the brief's Model A (full
     budget, `made`'s first) first, the reference people compare every other option with, then the others in the
     study's order."""
@@ -145,7 +145,7 @@ def _probe(run: Run, fam: generators.Family, probe: generators.Probe, params, se
 
 
 def _seconds(run: Run, opts, generated: dict[str, np.ndarray | None], trained, seeds: np.ndarray,
-             probed: dict[str, _Probed], routed: dict, made: dict[str, str]) -> np.ndarray:
+             probed: dict[str, _Probed], routed: dict, made: tuple[str, ...]) -> np.ndarray:
     """Seconds per image of each option from scratch, every one in batches of cost.batch_size, charged per image.
     The options made here are timed by their own generation batches (an "after probe" option: its family's probe
     plus its finish); the brief's two by the routed stage under this same policy (its "always A/B" rows), or, where the
